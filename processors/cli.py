@@ -1,0 +1,69 @@
+"""The ``leaderboard`` command line: one group, subcommands contributed by modules."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import sys
+
+import click
+
+from streams.errors import LeaderboardError
+
+#: Modules that contribute subcommands; each exposes ``COMMANDS: list[click.Command]``.
+COMMAND_MODULES = (
+    "processors.cli_stack",
+    "processors.cli_db",
+    "processors.cli_events",
+    "processors.cli_worker",
+    "processors.cli_query",
+    "processors.cli_replay",
+    "processors.cli_gateway",
+    "processors.cli_bench",
+)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """Event-sourced real-time leaderboards: Kafka in, Redis rankings, PostgreSQL history.
+
+    Settings come from LEADERBOARD_* environment variables (see README).
+    """
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _register() -> None:
+    for name in COMMAND_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        for command in getattr(module, "COMMANDS", []):
+            cli.add_command(command)
+
+
+_register()
+
+
+def main() -> None:
+    """Entry point: run the CLI and turn domain errors into one line and exit code 1."""
+    try:
+        cli.main(standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except LeaderboardError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(1)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)

@@ -1,0 +1,82 @@
+"""One settings object, read from ``LEADERBOARD_*`` environment variables."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Repository root (the folder holding pyproject.toml) when run from a checkout.
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseSettings):
+    """Every knob of the service; each field maps to ``LEADERBOARD_<FIELD>``.
+
+    Defaults point at the local stack started by ``leaderboard stack up``, which uses
+    non-standard ports so that it never collides with servers already on the machine.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="LEADERBOARD_", extra="ignore")
+
+    # --- services -------------------------------------------------------------------
+    kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
+    redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL")
+    postgres_dsn: str = Field(
+        "postgresql://leaderboard:leaderboard@127.0.0.1:15432/leaderboard",
+        description="PostgreSQL connection string",
+    )
+    schema_registry_url: str | None = Field(
+        None, description="Confluent Schema Registry URL; unset = Avro single-object encoding"
+    )
+
+    # --- local stack ----------------------------------------------------------------
+    stack_dir: Path = Field(PROJECT_ROOT / ".stack", description="data and logs of the local stack")
+    kafka_port: int = 19092
+    kafka_controller_port: int = 19093
+    redis_port: int = 16379
+    postgres_port: int = 15432
+    kafka_heap: str = "512m"
+
+    # --- topics ---------------------------------------------------------------------
+    topic_prefix: str = Field("", description="prefix added to every topic name")
+    partitions: int = Field(6, ge=1, description="partitions of the score topic")
+    scores_topic: str = "scores"
+    config_topic: str = "leaderboards"
+    rank_changes_topic: str = "rank-changes"
+    notifications_topic: str = "notifications"
+    periods_topic: str = "period-closed"
+    dlq_suffix: str = ".dlq"
+
+    # --- worker ---------------------------------------------------------------------
+    app_id: str = Field("leaderboard", description="Faust app id (the consumer group)")
+    batch_size: int = Field(500, ge=1, description="records per applied batch")
+    batch_within: float = Field(0.05, gt=0, description="seconds to wait to fill a batch")
+    overtaken_limit: int = Field(100, ge=0, description="max overtaken notices per change")
+    period_grace_ms: int = Field(60_000, ge=0, description="late-event grace after a period ends")
+    closed_period_retention_s: int = Field(
+        7 * 24 * 3600, ge=0, description="Redis keeps a closed period this long"
+    )
+    worker_web_port: int = Field(16066, description="Faust worker web port (0 = disabled)")
+
+    # --- gateway --------------------------------------------------------------------
+    gateway_host: str = "127.0.0.1"
+    gateway_port: int = 8000
+    api_keys: str = Field("", description="comma-separated API keys for writes; empty = open")
+    admin_keys: str = Field("", description="comma-separated admin API keys; empty = api_keys")
+
+    def topic(self, name: str) -> str:
+        """Full topic name with the configured prefix."""
+        return f"{self.topic_prefix}{name}"
+
+    def dlq(self, name: str) -> str:
+        """Dead-letter topic that sits beside input topic ``name``."""
+        return f"{self.topic_prefix}{name}{self.dlq_suffix}"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once from the environment."""
+    return Settings()
