@@ -1,0 +1,289 @@
+"""Events that cross a topic: immutable, past-tense, one Avro schema each (see schemas/)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Any, ClassVar
+
+
+class SortOrder(StrEnum):
+    """Ranking direction."""
+
+    DESC = "desc"
+    ASC = "asc"
+
+
+class Operator(StrEnum):
+    """How an entry combines with the stored score."""
+
+    BEST = "best"
+    SET = "set"
+    INCR = "incr"
+    DECR = "decr"
+
+
+class ResetPeriod(StrEnum):
+    """UTC calendar period by event time; the board restarts empty each period."""
+
+    NONE = "none"
+    DAILY = "daily"
+    WEEKLY = "weekly"
+    MONTHLY = "monthly"
+
+
+class BoardStatus(StrEnum):
+    """Lifecycle state of a leaderboard."""
+
+    ACTIVE = "active"
+    CLOSED = "closed"
+
+
+class NotificationKind(StrEnum):
+    """What a ParticipantNotified tells."""
+
+    OVERTAKEN = "overtaken"
+    ENTERED_TOP_N = "entered_top_n"
+    LEFT_TOP_N = "left_top_n"
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreEntry:
+    """One participant's score in a match."""
+
+    participant_id: str
+    score: int
+    operator: Operator | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class MatchResultSubmitted:
+    """A game service reported a match result: one or more entries on one board."""
+
+    SCHEMA: ClassVar[str] = "io.leaderboard.events.MatchResultSubmitted"
+
+    event_id: str
+    match_id: str
+    leaderboard_id: str
+    occurred_at: int
+    entries: tuple[ScoreEntry, ...]
+
+    def to_avro(self) -> dict[str, Any]:
+        """Plain dict in the shape of the Avro schema."""
+        return {
+            "event_id": self.event_id,
+            "match_id": self.match_id,
+            "leaderboard_id": self.leaderboard_id,
+            "occurred_at": self.occurred_at,
+            "entries": [
+                {
+                    "participant_id": e.participant_id,
+                    "score": e.score,
+                    "operator": e.operator.value if e.operator else None,
+                    "metadata": dict(e.metadata),
+                }
+                for e in self.entries
+            ],
+        }
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> MatchResultSubmitted:
+        """Build from a decoded Avro dict."""
+        return cls(
+            event_id=d["event_id"],
+            match_id=d["match_id"],
+            leaderboard_id=d["leaderboard_id"],
+            occurred_at=_millis(d["occurred_at"]),
+            entries=tuple(
+                ScoreEntry(
+                    participant_id=e["participant_id"],
+                    score=e["score"],
+                    operator=Operator(e["operator"]) if e.get("operator") else None,
+                    metadata=dict(e.get("metadata") or {}),
+                )
+                for e in d["entries"]
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderboardConfigured:
+    """A leaderboard was created or reconfigured (latest record per board wins)."""
+
+    SCHEMA: ClassVar[str] = "io.leaderboard.events.LeaderboardConfigured"
+
+    leaderboard_id: str
+    sort_order: SortOrder = SortOrder.DESC
+    operator: Operator = Operator.BEST
+    reset_period: ResetPeriod = ResetPeriod.NONE
+    configured_at: int = 0
+    starts_at: int | None = None
+    ends_at: int | None = None
+    watch_top_n: int = 0
+    metadata: dict[str, str] = field(default_factory=dict)
+    status: BoardStatus = BoardStatus.ACTIVE
+    closed_at: int | None = None
+
+    def to_avro(self) -> dict[str, Any]:
+        """Plain dict in the shape of the Avro schema."""
+        d = asdict(self)
+        for k in ("sort_order", "operator", "reset_period", "status"):
+            d[k] = str(d[k])
+        return d
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> LeaderboardConfigured:
+        """Build from a decoded Avro dict."""
+        return cls(
+            leaderboard_id=d["leaderboard_id"],
+            sort_order=SortOrder(d["sort_order"]),
+            operator=Operator(d["operator"]),
+            reset_period=ResetPeriod(d["reset_period"]),
+            configured_at=_millis(d["configured_at"]),
+            starts_at=_millis_opt(d.get("starts_at")),
+            ends_at=_millis_opt(d.get("ends_at")),
+            watch_top_n=int(d.get("watch_top_n") or 0),
+            metadata=dict(d.get("metadata") or {}),
+            status=BoardStatus(d.get("status") or "active"),
+            closed_at=_millis_opt(d.get("closed_at")),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RankChange:
+    """One applied score entry and what it did to the standings."""
+
+    version: int
+    period: str
+    participant_id: str
+    old_rank: int | None
+    new_rank: int
+    old_score: int | None
+    new_score: int
+    submitted_score: int
+    operator: str
+    event_id: str
+    match_id: str
+    entry_index: int
+    occurred_at: int
+    source_partition: int
+    source_offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class RankChanged:
+    """Everything one applied batch did to one board (consecutive versions)."""
+
+    SCHEMA: ClassVar[str] = "io.leaderboard.events.RankChanged"
+
+    leaderboard_id: str
+    version_from: int
+    version_to: int
+    changes: tuple[RankChange, ...]
+    periods_ended: tuple[str, ...] = ()
+
+    def to_avro(self) -> dict[str, Any]:
+        """Plain dict in the shape of the Avro schema."""
+        return {
+            "leaderboard_id": self.leaderboard_id,
+            "version_from": self.version_from,
+            "version_to": self.version_to,
+            "changes": [asdict(c) for c in self.changes],
+            "periods_ended": list(self.periods_ended),
+        }
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> RankChanged:
+        """Build from a decoded Avro dict."""
+        return cls(
+            leaderboard_id=d["leaderboard_id"],
+            version_from=d["version_from"],
+            version_to=d["version_to"],
+            changes=tuple(
+                RankChange(**{**c, "occurred_at": _millis(c["occurred_at"])}) for c in d["changes"]
+            ),
+            periods_ended=tuple(d.get("periods_ended") or ()),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantNotified:
+    """A participant should hear about a change that concerns them."""
+
+    SCHEMA: ClassVar[str] = "io.leaderboard.events.ParticipantNotified"
+
+    leaderboard_id: str
+    period: str
+    participant_id: str
+    kind: NotificationKind
+    rank: int
+    version: int
+    by_participant_id: str | None = None
+    top_n: int = 0
+    omitted: int = 0
+
+    def to_avro(self) -> dict[str, Any]:
+        """Plain dict in the shape of the Avro schema."""
+        d = asdict(self)
+        d["kind"] = str(self.kind)
+        return d
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> ParticipantNotified:
+        """Build from a decoded Avro dict."""
+        return cls(**{**d, "kind": NotificationKind(d["kind"])})
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodClosed:
+    """The final standings of one period were written to PostgreSQL."""
+
+    SCHEMA: ClassVar[str] = "io.leaderboard.events.PeriodClosed"
+
+    leaderboard_id: str
+    period: str
+    participant_count: int
+    checksum: str
+    version: int
+
+    def to_avro(self) -> dict[str, Any]:
+        """Plain dict in the shape of the Avro schema."""
+        return asdict(self)
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> PeriodClosed:
+        """Build from a decoded Avro dict."""
+        return cls(**d)
+
+
+Event = MatchResultSubmitted | LeaderboardConfigured | RankChanged | ParticipantNotified | PeriodClosed
+
+#: Full Avro name → event class.
+EVENT_TYPES: dict[str, type[Any]] = {
+    cls.SCHEMA: cls
+    for cls in (
+        MatchResultSubmitted,
+        LeaderboardConfigured,
+        RankChanged,
+        ParticipantNotified,
+        PeriodClosed,
+    )
+}
+
+
+def _millis(value: Any) -> int:
+    """fastavro may decode timestamp-millis to datetime; keep exact UTC milliseconds."""
+    if isinstance(value, int):
+        return value
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=UTC)
+    return (value - _EPOCH) // timedelta(milliseconds=1)
+
+
+def _millis_opt(value: Any) -> int | None:
+    return None if value is None else _millis(value)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
