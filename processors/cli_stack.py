@@ -1,0 +1,71 @@
+"""``leaderboard stack up|down|status``: the local Kafka, Redis and PostgreSQL."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import click
+from rich.console import Console
+
+from processors import stack as local_stack
+from streams.settings import get_settings
+
+
+@click.group()
+def stack() -> None:
+    """Start, stop and inspect the local stack (Kafka, Redis, PostgreSQL).
+
+    Data and logs live under .stack/ (LEADERBOARD_STACK_DIR). A service that already answers
+    on its configured address (LEADERBOARD_KAFKA_BOOTSTRAP, LEADERBOARD_REDIS_URL,
+    LEADERBOARD_POSTGRES_DSN) is reused and never stopped by `down`.
+    """
+
+
+@stack.command()
+@click.option(
+    "--no-setup",
+    is_flag=True,
+    help="Skip database migrations and topic creation after the services answer.",
+)
+def up(no_setup: bool) -> None:
+    """Install what is missing, start what is not running, wait until all answer.
+
+    Idempotent: running it again reuses what is up. Kafka jars come from Maven Central on the
+    first run (infra/kafka/pom.xml); Redis and PostgreSQL come from Debian's packages.
+    """
+    console = Console(stderr=True)
+    started = time.monotonic()
+    with console.status("starting the stack…") as spinner:
+
+        def progress(line: str) -> None:
+            spinner.update(line)
+
+        states = local_stack.up(get_settings(), progress, setup=not no_setup)
+    for state in states:
+        click.echo(state.line())
+    click.echo(f"stack up in {time.monotonic() - started:.1f}s")
+
+
+@stack.command()
+@click.option("--purge", is_flag=True, help="Also delete the data of the local services.")
+def down(purge: bool) -> None:
+    """Stop the services that `up` started (reused external servers are left alone)."""
+    console = Console(stderr=True)
+    with console.status("stopping the stack…") as spinner:
+        stopped = local_stack.down(get_settings(), spinner.update, purge=purge)
+    click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing of ours was running")
+
+
+@stack.command()
+def status() -> None:
+    """Tell which services answer and whether they are ours or external (exit 1 if any is down)."""
+    states = local_stack.status(get_settings())
+    for state in states:
+        click.echo(state.line())
+    if not all(state.up for state in states):
+        # cli.main runs click with standalone_mode=False, which swallows click's Exit codes.
+        sys.exit(1)
+
+
+COMMANDS: list[click.Command] = [stack]
