@@ -258,7 +258,9 @@ class PeriodClosed:
         return cls(**d)
 
 
-Event = MatchResultSubmitted | LeaderboardConfigured | RankChanged | ParticipantNotified | PeriodClosed
+Event = (
+    MatchResultSubmitted | LeaderboardConfigured | RankChanged | ParticipantNotified | PeriodClosed
+)
 
 #: Full Avro name → event class.
 EVENT_TYPES: dict[str, type[Any]] = {

@@ -1,0 +1,363 @@
+"""Redis read model: the idempotent batch apply (one Lua call per board) and the queries."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
+
+from projections.keys import BoardKeys
+from streams import rules
+from streams.events import (
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    NotificationKind,
+    Operator,
+    ParticipantNotified,
+    RankChange,
+    SortOrder,
+)
+
+log = logging.getLogger(__name__)
+
+APPLY_LUA = resources.files("projections").joinpath("lua/apply.lua").read_text()
+
+
+@dataclass(frozen=True, slots=True)
+class SourceRecord:
+    """A decoded score record and its position in the log."""
+
+    partition: int
+    offset: int
+    event: MatchResultSubmitted
+
+
+@dataclass(slots=True)
+class Rejection:
+    """A record (or some of its entries) that was not applied, and why."""
+
+    partition: int
+    offset: int
+    reason: str
+    entry_index: int | None = None
+
+
+@dataclass(slots=True)
+class BoardOutcome:
+    """What applying one batch did to one board."""
+
+    board: str
+    changes: list[RankChange] = field(default_factory=list)
+    notifications: list[ParticipantNotified] = field(default_factory=list)
+    rejections: list[Rejection] = field(default_factory=list)
+    periods_ended: list[tuple[str, int]] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class Entry:
+    """One row of the standings."""
+
+    rank: int
+    participant_id: str
+    score: int
+
+
+class RankingStore:
+    """Leaderboards in Redis sorted sets, written only through the apply script."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,  # type: ignore[type-arg]
+        *,
+        prefix: str = "lb",
+        overtaken_limit: int = 100,
+        grace_ms: int = 60_000,
+    ) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.overtaken_limit = overtaken_limit
+        self.grace_ms = grace_ms
+        self._sha: str | None = None
+
+    def keys(self, board: str) -> BoardKeys:
+        """Key names of ``board`` under this store's prefix."""
+        return BoardKeys(board, self.prefix)
+
+    # ------------------------------------------------------------------ apply
+    async def apply(
+        self,
+        batches: Sequence[tuple[LeaderboardConfigured, Sequence[SourceRecord]]],
+    ) -> list[BoardOutcome]:
+        """Apply each board's records (in log order) in one pipelined round trip.
+
+        Idempotent: a record at or below the board's watermark for its partition changes
+        nothing and yields its stored result again until ``acknowledge`` drops it.
+        """
+        outcomes: list[BoardOutcome] = []
+        calls: list[tuple[list[str], list[Any]]] = []
+        for config, records in batches:
+            outcome = BoardOutcome(config.leaderboard_id)
+            outcomes.append(outcome)
+            call = self._build_call(config, records, outcome)
+            calls.append(call)
+        if not calls:
+            return outcomes
+        replies = await self._run(calls)
+        for (_, records), outcome, reply in zip(batches, outcomes, replies, strict=True):
+            by_offset = {r.offset: r for r in records}
+            for offset_text, result in reply:
+                rec = by_offset[int(offset_text)]
+                outcome.offsets.append(rec.offset)
+                self._parse(outcome, rec, _text(result))
+        return outcomes
+
+    async def acknowledge(self, outcomes: Sequence[BoardOutcome]) -> None:
+        """Drop published results from each board's outbox (one round trip)."""
+        pipe = self.client.pipeline(transaction=False)
+        n = 0
+        for outcome in outcomes:
+            if outcome.offsets:
+                pipe.hdel(self.keys(outcome.board).outbox, *[str(o) for o in outcome.offsets])
+                n += 1
+        if n:
+            await pipe.execute()
+
+    def _build_call(
+        self,
+        config: LeaderboardConfigured,
+        records: Sequence[SourceRecord],
+        outcome: BoardOutcome,
+    ) -> tuple[list[str], list[Any]]:
+        keys = self.keys(config.leaderboard_id)
+        periods: dict[str, int] = {}
+        body: list[Any] = []
+        partition = records[0].partition if records else 0
+        nrec = 0
+        for rec in records:
+            ev = rec.event
+            period = rules.period_key(config.reset_period, ev.occurred_at)
+            if period not in periods:
+                periods[period] = len(periods) + 1
+            entries: list[Any] = []
+            n = 0
+            for idx, entry in enumerate(ev.entries):
+                reason = rules.entry_reject_reason(entry.score, entry.participant_id)
+                if reason:
+                    outcome.rejections.append(Rejection(rec.partition, rec.offset, reason, idx))
+                    continue
+                op = entry.operator or config.operator
+                meta = json.dumps(entry.metadata, sort_keys=True) if entry.metadata else ""
+                entries += [idx, entry.participant_id, entry.score, str(op), meta]
+                n += 1
+            body += [rec.offset, ev.event_id, ev.occurred_at, periods[period], n, *entries]
+            nrec += 1
+        key_list = [
+            keys.state,
+            keys.outbox,
+            keys.events,
+            keys.open_periods,
+            keys.ended_periods,
+            keys.metadata,
+        ]
+        head: list[Any] = [
+            partition,
+            str(config.sort_order),
+            config.watch_top_n,
+            self.overtaken_limit,
+            len(periods),
+        ]
+        for period in periods:
+            key_list += [keys.zset(period), keys.members(period)]
+            head += [period, rules.period_closes_at(config.reset_period, period, self.grace_ms)]
+        return key_list, [*head, nrec, *body]
+
+    async def _run(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
+        if self._sha is None:
+            self._sha = await self.client.script_load(APPLY_LUA)
+        for attempt in (1, 2):
+            pipe = self.client.pipeline(transaction=False)
+            for key_list, args in calls:
+                pipe.evalsha(self._sha, len(key_list), *key_list, *args)
+            try:
+                return list(await pipe.execute())
+            except NoScriptError:
+                if attempt == 2:
+                    raise
+                self._sha = await self.client.script_load(APPLY_LUA)
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _parse(outcome: BoardOutcome, rec: SourceRecord, result: str) -> None:
+        board = outcome.board
+        ev = rec.event
+        for line in result.split("\n") if result else ():
+            f = line.split("\t")
+            tag = f[0]
+            if tag == "C":
+                outcome.changes.append(
+                    RankChange(
+                        version=int(f[8]),
+                        period=f[2],
+                        participant_id=f[3],
+                        old_rank=int(f[4]) if f[4] else None,
+                        new_rank=int(f[5]),
+                        old_score=int(f[6]) if f[6] else None,
+                        new_score=int(f[7]),
+                        submitted_score=int(f[10]),
+                        operator=f[9],
+                        event_id=ev.event_id,
+                        match_id=ev.match_id,
+                        entry_index=int(f[1]),
+                        occurred_at=ev.occurred_at,
+                        source_partition=rec.partition,
+                        source_offset=rec.offset,
+                    )
+                )
+            elif tag == "N":
+                outcome.notifications.append(
+                    ParticipantNotified(
+                        leaderboard_id=board,
+                        period=f[2],
+                        participant_id=f[3],
+                        kind=NotificationKind(f[1]),
+                        rank=int(f[4]),
+                        by_participant_id=f[5] or None,
+                        version=int(f[6]),
+                        top_n=int(f[7]),
+                        omitted=int(f[8]),
+                    )
+                )
+            elif tag == "R":
+                outcome.rejections.append(Rejection(rec.partition, rec.offset, f[2], int(f[1])))
+            elif tag in ("D", "L"):
+                outcome.rejections.append(Rejection(rec.partition, rec.offset, f[1]))
+            elif tag == "E":
+                outcome.periods_ended.append((f[1], int(f[2])))
+
+    # ------------------------------------------------------------------ queries
+    async def version(self, board: str) -> int:
+        """The board's version (0 if it has no applied change)."""
+        value = await self.client.hget(self.keys(board).state, "ver")
+        return int(value) if value is not None else 0
+
+    async def count(self, board: str, period: str) -> int:
+        """Participants in one period's standings."""
+        return int(await self.client.zcard(self.keys(board).zset(period)))
+
+    async def top(
+        self, board: str, period: str, sort: SortOrder, *, limit: int = 10, offset: int = 0
+    ) -> list[Entry]:
+        """Rows ``offset+1 .. offset+limit`` of the standings, best first."""
+        if limit <= 0:
+            return []
+        raw = await self.client.zrange(
+            self.keys(board).zset(period), offset, offset + limit - 1, withscores=True
+        )
+        return [_entry(offset + i + 1, m, s, sort) for i, (m, s) in enumerate(raw)]
+
+    async def rank(self, board: str, period: str, sort: SortOrder, pid: str) -> Entry | None:
+        """Rank and score of one participant, or None if not on the board."""
+        found = await self.ranks(board, period, sort, [pid])
+        return found[0]
+
+    async def ranks(
+        self, board: str, period: str, sort: SortOrder, pids: Sequence[str]
+    ) -> list[Entry | None]:
+        """Rank and score of many participants in two round trips."""
+        keys = self.keys(board)
+        if not pids:
+            return []
+        mems = await self.client.hmget(keys.members(period), list(pids))
+        pipe = self.client.pipeline(transaction=False)
+        present = [m for m in mems if m is not None]
+        for m in present:
+            pipe.zrank(keys.zset(period), m)
+            pipe.zscore(keys.zset(period), m)
+        res = await pipe.execute() if present else []
+        out: list[Entry | None] = []
+        i = 0
+        for pid, m in zip(pids, mems, strict=True):
+            if m is None or res[i] is None:
+                out.append(None)
+                if m is not None:
+                    i += 2
+                continue
+            key = int(res[i + 1])
+            out.append(Entry(int(res[i]) + 1, pid, -key if sort is SortOrder.DESC else key))
+            i += 2
+        return out
+
+    async def around(
+        self, board: str, period: str, sort: SortOrder, pid: str, k: int = 5
+    ) -> list[Entry]:
+        """The participant with up to ``k`` neighbours above and below; [] if absent."""
+        me = await self.rank(board, period, sort, pid)
+        if me is None:
+            return []
+        start = max(0, me.rank - 1 - k)
+        return await self.top(board, period, sort, limit=me.rank + k - start, offset=start)
+
+    async def standings(
+        self, board: str, period: str, sort: SortOrder, *, chunk: int = 10_000
+    ) -> list[Entry]:
+        """The whole standings, best first, read in chunks."""
+        out: list[Entry] = []
+        while True:
+            page = await self.top(board, period, sort, limit=chunk, offset=len(out))
+            out += page
+            if len(page) < chunk:
+                return out
+
+    async def checksum(self, board: str, period: str, sort: SortOrder) -> tuple[str, int]:
+        """SHA-256 of the standings and their participant count."""
+        rows = await self.standings(board, period, sort)
+        return rules.standings_checksum((e.rank, e.participant_id, e.score) for e in rows), len(
+            rows
+        )
+
+    async def periods(self, board: str) -> list[str]:
+        """Every period of the board that has standings in Redis, sorted."""
+        keys = self.keys(board)
+        prefix = keys.zset("")
+        found = [
+            _text(k)[len(prefix) :]
+            async for k in self.client.scan_iter(match=_glob(prefix) + "*", count=1000)
+        ]
+        return sorted(found)
+
+    async def metadata(self, board: str, pids: Sequence[str]) -> dict[str, dict[str, str]]:
+        """Latest metadata of participants (missing ones omitted)."""
+        if not pids:
+            return {}
+        vals = await self.client.hmget(self.keys(board).metadata, list(pids))
+        return {p: json.loads(v) for p, v in zip(pids, vals, strict=True) if v}
+
+
+def _entry(rank: int, member: Any, key: float, sort: SortOrder) -> Entry:
+    k = int(key)
+    return Entry(rank, rules.participant_of(_text(member)), -k if sort is SortOrder.DESC else k)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _glob(text: str) -> str:
+    return "".join("\\" + ch if ch in "*?[]\\" else ch for ch in text)
+
+
+__all__ = [
+    "BoardOutcome",
+    "Entry",
+    "Operator",
+    "RankingStore",
+    "Rejection",
+    "SourceRecord",
+]

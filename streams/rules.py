@@ -1,0 +1,156 @@
+"""Pure ranking rules: periods, operators, tie-break ordering, validation. No I/O, no clock."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, timedelta
+
+from streams.events import (
+    BoardStatus,
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    Operator,
+    ResetPeriod,
+    SortOrder,
+)
+
+#: Largest magnitude a score (stored or submitted) may have: Redis scores are doubles.
+MAX_EXACT = 2**53 - 1
+#: Period key of boards that never reset.
+ALL_TIME = "all"
+#: Marker for "this period never ends".
+NEVER = -1
+#: Width of the tie-break prefix of a sorted-set member (see ``member``).
+TIEBREAK_WIDTH = 28
+
+
+def in_exact_range(score: int) -> bool:
+    """True if ``score`` is exactly representable as a Redis score (|score| < 2^53)."""
+    return -MAX_EXACT <= score <= MAX_EXACT
+
+
+def combine(operator: Operator, old: int | None, submitted: int, sort: SortOrder) -> int:
+    """The stored score after applying ``submitted`` with ``operator`` to ``old``."""
+    if old is None:
+        if operator is Operator.DECR:
+            return -submitted
+        return submitted
+    if operator is Operator.SET:
+        return submitted
+    if operator is Operator.INCR:
+        return old + submitted
+    if operator is Operator.DECR:
+        return old - submitted
+    return submitted if is_better(submitted, old, sort) else old
+
+
+def is_better(a: int, b: int, sort: SortOrder) -> bool:
+    """True if score ``a`` ranks strictly above score ``b`` under ``sort``."""
+    return a > b if sort is SortOrder.DESC else a < b
+
+
+def sort_key(score: int, sort: SortOrder) -> int:
+    """Sorted-set score: ascending order of this key is best-first for either direction."""
+    return -score if sort is SortOrder.DESC else score
+
+
+def member(occurred_at: int, offset: int, entry_index: int, participant_id: str) -> str:
+    """Sorted-set member: a fixed-width tie-break prefix then the participant id.
+
+    Among equal scores Redis orders members lexicographically; the prefix makes that order
+    "first to reach the score ranks higher": event time, then log offset, then entry index.
+    """
+    return f"{occurred_at:013d}{offset:012d}{entry_index:03d}{participant_id}"
+
+
+def participant_of(member_value: str) -> str:
+    """The participant id inside a sorted-set member."""
+    return member_value[TIEBREAK_WIDTH:]
+
+
+def period_key(reset: ResetPeriod, occurred_at: int) -> str:
+    """Period an event belongs to, from its event time (UTC; ISO week for weekly)."""
+    if reset is ResetPeriod.NONE:
+        return ALL_TIME
+    day = datetime.fromtimestamp(occurred_at // 1000, tz=UTC).date()
+    if reset is ResetPeriod.DAILY:
+        return day.isoformat()
+    if reset is ResetPeriod.WEEKLY:
+        year, week, _ = day.isocalendar()
+        return f"{year:04d}-W{week:02d}"
+    return f"{day.year:04d}-{day.month:02d}"
+
+
+def period_bounds(reset: ResetPeriod, key: str) -> tuple[int, int]:
+    """[start, end) of a period in UTC milliseconds; (NEVER, NEVER) for all-time boards."""
+    if reset is ResetPeriod.NONE:
+        return NEVER, NEVER
+    if reset is ResetPeriod.DAILY:
+        start = date.fromisoformat(key)
+        end = start + timedelta(days=1)
+    elif reset is ResetPeriod.WEEKLY:
+        iso_year, iso_week = key.split("-W")
+        start = date.fromisocalendar(int(iso_year), int(iso_week), 1)
+        end = start + timedelta(days=7)
+    else:
+        year, month = (int(x) for x in key.split("-"))
+        start = date(year, month, 1)
+        end = date(year + (month == 12), month % 12 + 1, 1)
+    return _ms(start), _ms(end)
+
+
+def period_closes_at(reset: ResetPeriod, key: str, grace_ms: int) -> int:
+    """Event time from which a period is final: its end plus the grace; NEVER if none."""
+    _, end = period_bounds(reset, key)
+    return NEVER if end == NEVER else end + grace_ms
+
+
+def reject_reason(config: LeaderboardConfigured | None, record: MatchResultSubmitted) -> str | None:
+    """Why a whole record cannot be applied under its board's configuration, or None.
+
+    Checks that need only the configuration (not the current standings): unknown board,
+    closed board, tournament window, empty match, negative event time.
+    """
+    if config is None:
+        return f"unknown leaderboard {record.leaderboard_id!r}"
+    if not record.entries:
+        return "match result has no entries"
+    if record.occurred_at < 0:
+        return f"occurred_at {record.occurred_at} is before 1970"
+    if (
+        config.status is BoardStatus.CLOSED
+        and config.closed_at is not None
+        and record.occurred_at >= config.closed_at
+    ):
+        return f"leaderboard {record.leaderboard_id!r} is closed"
+    if config.starts_at is not None and record.occurred_at < config.starts_at:
+        return "event time is before the tournament window"
+    if config.ends_at is not None and record.occurred_at >= config.ends_at:
+        return "event time is after the tournament window"
+    return None
+
+
+def entry_reject_reason(score: int, participant_id: str) -> str | None:
+    """Why one entry cannot be applied, judged on the entry alone, or None."""
+    if not participant_id:
+        return "empty participant_id"
+    if len(participant_id) > 128:
+        return "participant_id longer than 128 characters"
+    if any(ch < " " for ch in participant_id):
+        return "participant_id contains control characters"
+    if not in_exact_range(score):
+        return f"score {score} outside the exact range |score| < 2^53"
+    return None
+
+
+def standings_checksum(rows: Iterable[tuple[int, str, int]]) -> str:
+    """SHA-256 of the standings as ``rank\\tparticipant\\tscore\\n`` lines, best first."""
+    digest = hashlib.sha256()
+    for rank, participant, score in rows:
+        digest.update(f"{rank}\t{participant}\t{score}\n".encode())
+    return digest.hexdigest()
+
+
+def _ms(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=UTC).timestamp()) * 1000
