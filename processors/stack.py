@@ -166,6 +166,7 @@ def _apt_install(packages: list[str], progress: Progress, logs: Path) -> None:
             f"missing {' '.join(packages)}: install them "
             f"(e.g. sudo apt-get install -y {' '.join(packages)}) and retry"
         )
+    apt_get = shutil.which("apt-get") or "/usr/bin/apt-get"
     logs.mkdir(parents=True, exist_ok=True)
     apt_log = logs / "apt.log"
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -173,12 +174,12 @@ def _apt_install(packages: list[str], progress: Progress, logs: Path) -> None:
         if not _apt_updated:
             progress("apt-get update")
             subprocess.run(  # noqa: S603
-                ["apt-get", "update"], stdout=out, stderr=out, env=env, check=False
+                [apt_get, "update"], stdout=out, stderr=out, env=env, check=False
             )
             _apt_updated = True
         progress(f"apt-get install {' '.join(packages)}")
         done = subprocess.run(  # noqa: S603
-            ["apt-get", "install", "-y", "--no-install-recommends", *packages],
+            [apt_get, "install", "-y", "--no-install-recommends", *packages],
             stdout=out,
             stderr=out,
             env=env,
@@ -292,13 +293,12 @@ class Kafka(Service):
 
         quiet = logging.getLogger("leaderboard.stack.rdkafka")
         quiet.setLevel(logging.CRITICAL)
-        admin = AdminClient(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
-                "socket.timeout.ms": 3000,
-                "logger": quiet,
-            }
-        )
+        conf: dict[str, Any] = {
+            "bootstrap.servers": self.settings.kafka_bootstrap,
+            "socket.timeout.ms": 3000,
+            "logger": quiet,
+        }
+        admin = AdminClient(conf)
         try:
             meta = admin.list_topics(timeout=3)
         except Exception:
@@ -332,7 +332,7 @@ class Kafka(Service):
         with mvn_log.open("a") as out:
             done = subprocess.run(  # noqa: S603
                 [
-                    "mvn",
+                    shutil.which("mvn") or "/usr/bin/mvn",
                     "-q",
                     "-B",
                     "-f",
@@ -571,7 +571,8 @@ class Postgres(Service):
 
     def _fallback_base(self) -> Path:
         digest = hashlib.sha256(str(self.stack_dir).encode()).hexdigest()[:12]
-        return Path("/var/tmp") / f"leaderboard-stack-{digest}" / "postgres"
+        # Used when the postgres user cannot reach the stack dir (e.g. a clone under /root).
+        return Path("/var/tmp") / f"leaderboard-stack-{digest}" / "postgres"  # noqa: S108
 
     def _choose_base(self) -> Path:
         local = self.stack_dir / "postgres"
@@ -631,7 +632,7 @@ class Postgres(Service):
         if _is_root():
             shutil.chown(path, "postgres", "postgres")
             for parent in path.parents:
-                if parent == Path("/var/tmp") or parent == self.stack_dir:
+                if parent in (Path("/var/tmp"), self.stack_dir):  # noqa: S108
                     break
                 shutil.chown(parent, "postgres", "postgres")
 
@@ -727,7 +728,9 @@ class Postgres(Service):
                     sql.Identifier(user), sql.Literal(password)
                 )
             )
-            if not conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)).fetchone():
+            if not conn.execute(
+                "SELECT 1 FROM pg_database WHERE datname = %s", (dbname,)
+            ).fetchone():
                 conn.execute(
                     sql.SQL("CREATE DATABASE {} OWNER {}").format(
                         sql.Identifier(dbname), sql.Identifier(user)
@@ -791,9 +794,7 @@ def _wait(svc: Service, timeout: float, progress: Progress) -> None:
 _TIMEOUTS = {"kafka": KAFKA_START_TIMEOUT, "redis": REDIS_START_TIMEOUT}
 
 
-def up(
-    settings: Settings, progress: Progress = _noop, *, setup: bool = True
-) -> list[ServiceState]:
+def up(settings: Settings, progress: Progress = _noop, *, setup: bool = True) -> list[ServiceState]:
     """Bring every service up (reusing healthy ones) and wait until each answers."""
     with _locked(settings):
         all_services = services(settings)

@@ -1,0 +1,63 @@
+# Leaderboard: developer entry points. `make` alone lists the targets.
+# Everything runs from a fresh clone on Debian with python3, java 17 and maven: missing Debian
+# packages (redis-server, postgresql, python3-venv) are installed on the way.
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+LB := $(BIN)/leaderboard
+STAMP := $(VENV)/.installed
+PYTEST_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: help venv up down status run demo test lint clean
+
+help: ## List the targets
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): pyproject.toml
+	@if ! [ -x $(BIN)/python ]; then \
+	  $(PYTHON) -m venv $(VENV) 2>/dev/null || { \
+	    rm -rf $(VENV); \
+	    echo "python3 -m venv failed: installing python3-venv"; \
+	    export DEBIAN_FRONTEND=noninteractive; \
+	    $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq python3-venv >/dev/null; \
+	    $(PYTHON) -m venv $(VENV); }; \
+	fi
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(STAMP) ## Create .venv and install the package (only when pyproject.toml changed)
+
+up: venv ## Start Kafka, Redis and PostgreSQL (installs what is missing; idempotent)
+	$(LB) stack up
+
+down: venv ## Stop the services that `make up` started
+	$(LB) stack down
+
+status: venv ## Show which services are up, ours or external
+	$(LB) stack status
+
+run: up ## The main job (for now: bring the stack up and show where everything is)
+	$(LB) stack status
+
+demo: run ## Alias of run
+
+lint: venv ## ruff check, ruff format --check, mypy
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+test: venv up lint ## Everything CI runs: venv, stack up, lint, pytest (no tests = failure)
+	@set +e; $(BIN)/pytest -p no:cacheprovider --timeout=300 -ra $(PYTEST_ARGS) tests; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
+	exit $$rc
+
+clean: ## Stop the stack, delete its data (.stack) and caches; keeps .venv
+	-@[ -x $(LB) ] && $(LB) stack down --purge
+	rm -rf .stack .mypy_cache .ruff_cache .pytest_cache .hypothesis build dist
+	find . -name __pycache__ -type d -not -path './$(VENV)/*' -prune -exec rm -rf {} +
