@@ -1,0 +1,349 @@
+"""Avro codecs: single-object encoding by default, Confluent wire format with a Schema Registry.
+
+Every record on a topic is one event encoded with the *current* schema of its type (schemas/).
+Decoding resolves whatever writer schema the bytes name (current or an older version kept in
+schemas/history/) into the current reader schema, so compatible changes work in both directions.
+
+Timestamps (``timestamp-millis``) are read and written as plain integer milliseconds: the logical
+type is stripped from the parsed schemas (it is not part of the Parsing Canonical Form, so the
+fingerprints are unchanged) which keeps event times exact and decoding fast.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from fastavro import parse_schema, schemaless_reader, schemaless_writer
+from fastavro.schema import fingerprint, to_parsing_canonical_form
+
+from streams.errors import DecodeError, LeaderboardError
+from streams.events import EVENT_TYPES, Event
+from streams.settings import PROJECT_ROOT, Settings
+
+__all__ = [
+    "SCHEMA_DIR",
+    "SINGLE_OBJECT_MARKER",
+    "AvroCodec",
+    "Codec",
+    "ConfluentCodec",
+    "SchemaStore",
+    "SingleObjectCodec",
+    "get_codec",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Folder of the current ``.avsc`` files; older versions live in its ``history/`` subfolder.
+SCHEMA_DIR = PROJECT_ROOT / "schemas"
+
+#: Avro single-object encoding marker (spec: "Single-object encoding").
+SINGLE_OBJECT_MARKER = b"\xc3\x01"
+_SO_HEADER = len(SINGLE_OBJECT_MARKER) + 8
+_CONFLUENT_MAGIC = 0
+_CONFLUENT_HEADER = struct.Struct(">bI")
+
+E = TypeVar("E")
+
+
+def _strip_logical_types(node: Any) -> Any:
+    """Copy of a schema JSON without ``logicalType`` (timestamps stay exact integers)."""
+    if isinstance(node, dict):
+        return {k: _strip_logical_types(v) for k, v in node.items() if k != "logicalType"}
+    if isinstance(node, list):
+        return [_strip_logical_types(v) for v in node]
+    return node
+
+
+def crc64_fingerprint(schema_json: Any) -> bytes:
+    """CRC-64-AVRO fingerprint of a schema's Parsing Canonical Form, as 8 little-endian bytes."""
+    canonical = to_parsing_canonical_form(parse_schema(schema_json, _write_hint=False))
+    # fastavro renders the Rabin fingerprint as the hex of its little-endian bytes.
+    return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaVersion:
+    """One known schema: its full name, JSON, fingerprint and parsed (logical-free) form."""
+
+    name: str
+    json: dict[str, Any]
+    fingerprint: bytes
+    parsed: Any
+    source: str
+
+    @property
+    def fingerprint_hex(self) -> str:
+        """The fingerprint as the 64-bit number it is, in hex (``0x...``)."""
+        return f"0x{int.from_bytes(self.fingerprint, 'little'):016x}"
+
+
+def _full_name(schema: dict[str, Any]) -> str:
+    name = str(schema["name"])
+    namespace = schema.get("namespace")
+    return name if "." in name or not namespace else f"{namespace}.{name}"
+
+
+class SchemaStore:
+    """Current reader schemas plus every known older writer schema, indexed by fingerprint."""
+
+    def __init__(self, directory: Path | str = SCHEMA_DIR) -> None:
+        """Load ``directory/*.avsc`` as current schemas and ``directory/history/*.avsc`` as old."""
+        self.directory = Path(directory)
+        self.current: dict[str, SchemaVersion] = {}
+        self.by_fingerprint: dict[bytes, SchemaVersion] = {}
+        for path in sorted(self.directory.glob("*.avsc")):
+            version = self._load(path)
+            if version.name in self.current:
+                raise LeaderboardError(
+                    f"two current schemas for {version.name}: "
+                    f"{self.current[version.name].source} and {path}"
+                )
+            self.current[version.name] = version
+            self.by_fingerprint[version.fingerprint] = version
+        for path in sorted((self.directory / "history").glob("*.avsc")):
+            version = self._load(path)
+            if version.name not in self.current:
+                raise LeaderboardError(f"{path}: no current schema named {version.name}")
+            self.by_fingerprint.setdefault(version.fingerprint, version)
+        logger.debug(
+            "schema store: %d current, %d known versions from %s",
+            len(self.current),
+            len(self.by_fingerprint),
+            self.directory,
+        )
+
+    @staticmethod
+    def _load(path: Path) -> SchemaVersion:
+        try:
+            schema = json.loads(path.read_text(encoding="utf-8"))
+            parsed = parse_schema(_strip_logical_types(schema))
+            fp = crc64_fingerprint(schema)
+        except (OSError, ValueError, KeyError) as exc:
+            raise LeaderboardError(f"cannot load Avro schema {path}: {exc}") from exc
+        return SchemaVersion(_full_name(schema), schema, fp, parsed, str(path))
+
+    def reader(self, name: str) -> SchemaVersion:
+        """The current schema of the record type ``name`` (full Avro name)."""
+        try:
+            return self.current[name]
+        except KeyError:
+            raise DecodeError(f"no current schema for record type {name}") from None
+
+    def parse_writer(self, schema_json: dict[str, Any], source: str) -> SchemaVersion:
+        """Make a SchemaVersion for a writer schema obtained elsewhere (a Schema Registry)."""
+        parsed = parse_schema(_strip_logical_types(schema_json))
+        return SchemaVersion(
+            _full_name(schema_json), schema_json, crc64_fingerprint(schema_json), parsed, source
+        )
+
+
+class Codec(Protocol):
+    """Turns events into bytes and back; every codec of the project has this shape."""
+
+    def encode(self, event: Event) -> bytes:
+        """Serialize one event with the current schema of its type."""
+        ...
+
+    def decode(self, data: bytes) -> Event:
+        """Deserialize one record into its typed event; raise DecodeError on bad bytes."""
+        ...
+
+    def decode_as(self, data: bytes, cls: type[E]) -> E:
+        """Deserialize and check the event is a ``cls``; raise DecodeError otherwise."""
+        ...
+
+
+class AvroCodec:
+    """Shared machinery: schemaless Avro bodies resolved against the store's readers."""
+
+    def __init__(self, store: SchemaStore | None = None) -> None:
+        """Use ``store`` (default: the project's schemas/ folder)."""
+        self.store = store if store is not None else _default_store()
+        # (writer fingerprint) -> (writer parsed, reader parsed or None when identical, class)
+        self._resolved: dict[bytes, tuple[Any, Any, type[Any]]] = {}
+
+    def _resolution(self, writer: SchemaVersion) -> tuple[Any, Any, type[Any]]:
+        hit = self._resolved.get(writer.fingerprint)
+        if hit is not None:
+            return hit
+        reader = self.store.reader(writer.name)
+        cls = EVENT_TYPES.get(writer.name)
+        if cls is None:
+            raise DecodeError(f"no event class for record type {writer.name}")
+        resolved = (
+            writer.parsed,
+            None if reader.fingerprint == writer.fingerprint else reader.parsed,
+            cls,
+        )
+        self._resolved[writer.fingerprint] = resolved
+        return resolved
+
+    def _body(self, event: Event) -> tuple[SchemaVersion, bytes]:
+        name = getattr(event, "SCHEMA", None)
+        if name is None:
+            raise LeaderboardError(f"{type(event).__name__} is not an event (no SCHEMA)")
+        version = self.store.reader(name)
+        buf = io.BytesIO()
+        try:
+            schemaless_writer(buf, version.parsed, event.to_avro())
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise LeaderboardError(f"cannot encode {name}: {exc}") from exc
+        return version, buf.getvalue()
+
+    def _read_body(self, data: bytes, start: int, writer: SchemaVersion) -> Event:
+        writer_parsed, reader_parsed, cls = self._resolution(writer)
+        fo = io.BytesIO(data)
+        fo.seek(start)
+        try:
+            record = schemaless_reader(fo, writer_parsed, reader_parsed)
+        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
+            raise DecodeError(
+                f"truncated or malformed Avro body: {type(exc).__name__}: {exc}"
+            ) from exc
+        trailing = len(data) - fo.tell()
+        if trailing:
+            raise DecodeError(
+                f"truncated or malformed Avro body: {trailing} trailing bytes after the record"
+            )
+        try:
+            event: Event = cls.from_avro(record)
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DecodeError(f"record does not fit {writer.name}: {exc}") from exc
+        return event
+
+    def decode_as(self, data: bytes, cls: type[E]) -> E:
+        """Deserialize and check the event is a ``cls``; raise DecodeError otherwise."""
+        event = self.decode(data)  # type: ignore[attr-defined]
+        if not isinstance(event, cls):
+            raise DecodeError(f"expected {cls.__name__}, got {type(event).__name__}")
+        return event
+
+
+class SingleObjectCodec(AvroCodec):
+    """Avro single-object encoding: C3 01, 8-byte LE CRC-64-AVRO fingerprint, schemaless body."""
+
+    def encode(self, event: Event) -> bytes:
+        """Serialize one event with the current schema of its type."""
+        version, body = self._body(event)
+        return SINGLE_OBJECT_MARKER + version.fingerprint + body
+
+    def decode(self, data: bytes) -> Event:
+        """Deserialize one record into its typed event; raise DecodeError on bad bytes."""
+        if len(data) < _SO_HEADER or data[:2] != SINGLE_OBJECT_MARKER:
+            raise DecodeError("not an Avro single-object record")
+        fp = bytes(data[2:_SO_HEADER])
+        writer = self.store.by_fingerprint.get(fp)
+        if writer is None:
+            raise DecodeError(f"unknown schema fingerprint 0x{int.from_bytes(fp, 'little'):016x}")
+        return self._read_body(data, _SO_HEADER, writer)
+
+
+class ConfluentCodec(AvroCodec):
+    """Confluent wire format (magic 0 + 4-byte big-endian schema id) with a Schema Registry.
+
+    Subjects follow the record-name strategy (subject = full Avro name) because an event type
+    is the same contract on whichever topic it travels. Decoding also accepts single-object
+    records, so a topic can migrate from one format to the other without a flag day.
+    """
+
+    def __init__(self, client: Any, store: SchemaStore | None = None) -> None:
+        """Use a confluent_kafka SchemaRegistryClient (or its mock) and a schema store."""
+        super().__init__(store)
+        self.client = client
+        self._single = SingleObjectCodec(self.store)
+        self._ids: dict[str, int] = {}
+        self._writers: dict[int, SchemaVersion] = {}
+
+    def schema_id(self, name: str) -> int:
+        """Registry id of the current schema of ``name``, registering it once."""
+        schema_id = self._ids.get(name)
+        if schema_id is None:
+            from confluent_kafka.schema_registry import Schema
+
+            version = self.store.reader(name)
+            try:
+                schema_id = int(
+                    self.client.register_schema(name, Schema(json.dumps(version.json), "AVRO"))
+                )
+            except Exception as exc:
+                raise LeaderboardError(
+                    f"cannot register schema {name} with the Schema Registry: {exc}"
+                ) from exc
+            self._ids[name] = schema_id
+            self._writers[schema_id] = version
+        return schema_id
+
+    def _writer(self, schema_id: int) -> SchemaVersion:
+        writer = self._writers.get(schema_id)
+        if writer is None:
+            try:
+                registered = self.client.get_schema(schema_id)
+                writer = self.store.parse_writer(
+                    json.loads(registered.schema_str), f"registry id {schema_id}"
+                )
+            except Exception as exc:
+                raise DecodeError(f"unknown schema id {schema_id}: {exc}") from exc
+            self._writers[schema_id] = writer
+        return writer
+
+    def encode(self, event: Event) -> bytes:
+        """Serialize one event in the Confluent wire format."""
+        version, body = self._body(event)
+        return _CONFLUENT_HEADER.pack(_CONFLUENT_MAGIC, self.schema_id(version.name)) + body
+
+    def decode(self, data: bytes) -> Event:
+        """Deserialize a Confluent (or single-object) record into its typed event."""
+        if data[:2] == SINGLE_OBJECT_MARKER:
+            return self._single.decode(data)
+        if len(data) < _CONFLUENT_HEADER.size or data[0] != _CONFLUENT_MAGIC:
+            raise DecodeError("not a Confluent wire-format or Avro single-object record")
+        _, schema_id = _CONFLUENT_HEADER.unpack_from(data)
+        return self._read_body(data, _CONFLUENT_HEADER.size, self._writer(schema_id))
+
+
+_STORE: SchemaStore | None = None
+
+
+def _default_store() -> SchemaStore:
+    """The project's schema store, loaded once per process (parsing is the slow part)."""
+    global _STORE
+    if _STORE is None:
+        _STORE = SchemaStore()
+    return _STORE
+
+
+def get_codec(settings: Settings) -> SingleObjectCodec | ConfluentCodec:
+    """The codec the settings ask for: Confluent if a registry URL is set, else single-object."""
+    if settings.schema_registry_url:
+        from confluent_kafka.schema_registry import SchemaRegistryClient
+
+        client = SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
+        return ConfluentCodec(client)
+    return SingleObjectCodec()
+
+
+def faust_codec(codec: Codec) -> Any:
+    """A Faust ``Codec`` wrapping ``codec`` so agents receive typed events.
+
+    Register it with ``faust.serializers.codecs.register("leaderboard_avro", faust_codec(c))``
+    and use ``value_serializer="leaderboard_avro"`` on topics. Faust is imported lazily so that
+    streams/ stays importable without it.
+    """
+    from faust.serializers.codecs import Codec as FaustCodec
+
+    class _LeaderboardAvro(FaustCodec):
+        def _dumps(self, obj: Any) -> bytes:
+            if isinstance(obj, bytes | bytearray):
+                return bytes(obj)
+            return codec.encode(obj)
+
+        def _loads(self, s: bytes) -> Any:
+            return codec.decode(s)
+
+    return _LeaderboardAvro()
