@@ -1,0 +1,190 @@
+"""The projection step shared by the live worker and replay: decode, validate, apply, publish."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from streams.producer import LeaderboardProducer
+
+from processors.configview import ConfigView
+from projections.store import BoardOutcome, RankingStore, SourceRecord
+from streams import rules
+from streams.codec import Codec
+from streams.errors import DecodeError
+from streams.events import LeaderboardConfigured, MatchResultSubmitted, RankChanged
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A score record as read from the log: position, key and undecoded value."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class BatchStats:
+    """Counters of one processed batch."""
+
+    records: int = 0
+    entries_applied: int = 0
+    dead_lettered: int = 0
+    rank_changed_records: int = 0
+    notifications: int = 0
+    periods_ended: list[tuple[str, str]] = field(default_factory=list)
+
+
+class Projector:
+    """Applies batches of raw score records to Redis and publishes what changed.
+
+    The same object serves the live Faust agent and the replay command (with a store on
+    shadow keys and ``publish=False``), so there is one implementation of the rules.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: RankingStore,
+        configs: ConfigView | Callable[[str], LeaderboardConfigured | None],
+        codec: Codec,
+        producer: LeaderboardProducer | None,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.configs = configs
+        self.codec = codec
+        self.producer = producer
+        self.scores_topic = settings.topic(settings.scores_topic)
+        self.rank_topic = settings.topic(settings.rank_changes_topic)
+        self.notify_topic = settings.topic(settings.notifications_topic)
+
+    def _config(self, board: str) -> LeaderboardConfigured | None:
+        if isinstance(self.configs, ConfigView):
+            return self.configs.get(board)
+        return self.configs(board)
+
+    def _dead_letter(self, raw: RawRecord, reason: str) -> None:
+        log.warning(
+            "dead-lettering %s[%d]@%d: %s", self.scores_topic, raw.partition, raw.offset, reason
+        )
+        if self.producer is not None:
+            self.producer.send_dead_letter(
+                self.scores_topic, raw.partition, raw.offset, raw.key, raw.value, reason
+            )
+
+    async def process(self, batch: Sequence[RawRecord]) -> BatchStats:
+        """Decode, validate, apply and publish one batch; returns its counters."""
+        stats = BatchStats(records=len(batch))
+        decoded: list[tuple[RawRecord, MatchResultSubmitted]] = []
+        for raw in batch:
+            if raw.value is None:
+                self._dead_letter(raw, "empty record (tombstone) on the score topic")
+                stats.dead_lettered += 1
+                continue
+            try:
+                event = self.codec.decode_as(raw.value, MatchResultSubmitted)
+            except DecodeError as exc:
+                self._dead_letter(raw, str(exc))
+                stats.dead_lettered += 1
+                continue
+            decoded.append((raw, event))
+
+        unknown = {
+            ev.leaderboard_id for _, ev in decoded if self._config(ev.leaderboard_id) is None
+        }
+        if unknown and isinstance(self.configs, ConfigView):
+            await self.configs.sync(timeout=5.0)
+
+        groups: dict[tuple[str, int], list[SourceRecord]] = defaultdict(list)
+        raws: dict[tuple[int, int], RawRecord] = {}
+        configs: dict[str, LeaderboardConfigured] = {}
+        for raw, ev in decoded:
+            cfg = self._config(ev.leaderboard_id)
+            reason = rules.reject_reason(cfg, ev)
+            if reason is not None or cfg is None:
+                self._dead_letter(raw, reason or "unknown leaderboard")
+                stats.dead_lettered += 1
+                continue
+            configs[ev.leaderboard_id] = cfg
+            groups[(ev.leaderboard_id, raw.partition)].append(
+                SourceRecord(raw.partition, raw.offset, ev)
+            )
+            raws[(raw.partition, raw.offset)] = raw
+
+        work = [(configs[board], recs) for (board, _), recs in groups.items()]
+        outcomes = await self.store.apply(work)
+        self._publish(outcomes, raws, stats)
+        if self.producer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 30.0)
+        await self.store.acknowledge(outcomes)
+        return stats
+
+    def _publish(
+        self,
+        outcomes: Sequence[BoardOutcome],
+        raws: dict[tuple[int, int], RawRecord],
+        stats: BatchStats,
+    ) -> None:
+        for out in outcomes:
+            stats.entries_applied += len(out.changes)
+            stats.periods_ended += [(out.board, p) for p, _ in out.periods_ended]
+            reasons: dict[tuple[int, int], list[str]] = defaultdict(list)
+            for rej in out.rejections:
+                where = f"entries[{rej.entry_index}]: " if rej.entry_index is not None else ""
+                reasons[(rej.partition, rej.offset)].append(where + rej.reason)
+            for pos, texts in reasons.items():
+                self._dead_letter(raws[pos], "; ".join(texts))
+                stats.dead_lettered += 1
+            if self.producer is None:
+                continue
+            if out.changes or out.periods_ended:
+                versions = [c.version for c in out.changes] or [v for _, v in out.periods_ended]
+                record = RankChanged(
+                    leaderboard_id=out.board,
+                    version_from=min(versions),
+                    version_to=max(versions),
+                    changes=tuple(out.changes),
+                    periods_ended=tuple(p for p, _ in out.periods_ended),
+                )
+                self.producer.publish(self.rank_topic, out.board, record)
+                stats.rank_changed_records += 1
+            for note in out.notifications:
+                self.producer.publish(self.notify_topic, out.board, note)
+            stats.notifications += len(out.notifications)
+
+
+class Throughput:
+    """Rolling counters for log lines: entries applied per second since the last report."""
+
+    def __init__(self, every: float = 10.0) -> None:
+        self.every = every
+        self.entries = 0
+        self.records = 0
+        self.since = time.monotonic()
+
+    def add(self, stats: BatchStats) -> None:
+        """Count a batch; log a line when the reporting interval has passed."""
+        self.entries += stats.entries_applied
+        self.records += stats.records
+        now = time.monotonic()
+        if now - self.since >= self.every:
+            dt = now - self.since
+            log.info(
+                "applied %d entries (%d records) in %.1fs: %.0f entries/s",
+                self.entries,
+                self.records,
+                dt,
+                self.entries / dt,
+            )
+            self.entries = self.records = 0
+            self.since = now
