@@ -747,9 +747,7 @@ class Postgres(Service):
 
     def purge(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)
-        fallback = self._fallback_base()
-        if fallback.exists():
-            shutil.rmtree(fallback.parent, ignore_errors=True)
+        shutil.rmtree(self._fallback_base().parent, ignore_errors=True)
 
 
 # --------------------------------------------------------------------------- the stack
