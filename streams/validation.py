@@ -27,6 +27,7 @@ __all__ = [
     "BoardConfigIn",
     "MatchResultIn",
     "ScoreEntryIn",
+    "check_match",
     "format_errors",
     "parse_board",
     "parse_match",
@@ -253,3 +254,32 @@ def parse_board(data: Mapping[str, Any], configured_at: int | None = None) -> Le
     except pydantic.ValidationError as exc:
         raise ValidationError(format_errors(exc)) from None
     return model.to_event(configured_at)
+
+
+def check_match(event: MatchResultSubmitted) -> None:
+    """Fast contract check of an already-built event (SDK path); raise ValidationError."""
+    problems = []
+    if not _BOARD_ID.fullmatch(event.leaderboard_id):
+        problems.append(
+            f"leaderboard_id: must be 1 to 64 characters of [A-Za-z0-9_.-] "
+            f"(got {event.leaderboard_id!r})"
+        )
+    if not event.entries:
+        problems.append("entries: at least one entry is required")
+    if not event.event_id:
+        problems.append("event_id: must not be empty")
+    if not 0 <= event.occurred_at <= _MAX_MS:
+        problems.append(
+            f"occurred_at: must be between 1970 and 9999 in UTC milliseconds "
+            f"(got {event.occurred_at})"
+        )
+    for i, entry in enumerate(event.entries):
+        if not 1 <= len(entry.participant_id) <= 128 or not entry.participant_id.strip():
+            problems.append(f"entries[{i}].participant_id: must be 1 to 128 non-blank characters")
+        if abs(entry.score) > MAX_ABS_SCORE:
+            problems.append(
+                f"entries[{i}].score: must satisfy |score| < 2^53, i.e. between "
+                f"{-MAX_ABS_SCORE} and {MAX_ABS_SCORE} (got {entry.score})"
+            )
+    if problems:
+        raise ValidationError("; ".join(problems))

@@ -1,0 +1,357 @@
+"""Producer SDK on confluent-kafka: typed events in, keyed Avro records out, failures surfaced."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from types import TracebackType
+from typing import Any
+
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
+from confluent_kafka import Producer as KafkaProducer
+
+from streams.codec import Codec, get_codec
+from streams.errors import DecodeError, LeaderboardError, ServiceUnavailable
+from streams.events import Event, LeaderboardConfigured, MatchResultSubmitted, Operator
+from streams.settings import Settings, get_settings
+from streams.validation import check_match, parse_match
+
+__all__ = [
+    "DeliveryFailed",
+    "LeaderboardProducer",
+    "client_config",
+    "read_boards",
+    "read_to_end",
+]
+
+logger = logging.getLogger(__name__)
+_rdkafka_logger = logging.getLogger("streams.rdkafka")
+
+
+class _QuietLog:
+    """librdkafka's own log lines at DEBUG: our code reports failures itself, once, clearly."""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        _rdkafka_logger.debug(msg, *args)
+
+
+def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
+    """Base librdkafka config: bootstrap servers, and its log lines routed to Python logging."""
+    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": _QuietLog(), **extra}
+
+
+#: How many delivery errors are kept for the report raised by ``flush``.
+_KEEP_ERRORS = 20
+
+
+class DeliveryFailed(LeaderboardError):
+    """One or more records were not acknowledged by Kafka."""
+
+
+def _producer_config(settings: Settings, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    config = client_config(settings)
+    config |= {
+        "enable.idempotence": True,
+        "acks": "all",
+        "linger.ms": 5,
+        "compression.type": "lz4",
+        "batch.size": 256 * 1024,
+        "queue.buffering.max.messages": 500_000,
+        "message.timeout.ms": 60_000,
+        "client.id": "leaderboard-producer",
+    }
+    config.update(overrides or {})
+    return config
+
+
+def _bytes(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class LeaderboardProducer:
+    """Publishes events keyed by leaderboard id (one board = one partition, in order).
+
+    Delivery is asynchronous; every failed delivery is collected by the delivery callback and
+    ``flush`` (also called by ``close`` and on leaving a ``with`` block) raises DeliveryFailed
+    if any record was lost, so nothing fails silently.
+    """
+
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        *,
+        codec: Codec | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Connect lazily to ``settings.kafka_bootstrap``; ``config`` overrides librdkafka keys."""
+        self.settings = settings or get_settings()
+        self.codec: Codec = codec or get_codec(self.settings)
+        self._producer = KafkaProducer(_producer_config(self.settings, config))
+        self._lock = threading.Lock()
+        self.delivered = 0
+        self.failed = 0
+        self._errors: list[str] = []
+        self._closed = False
+
+    # --- delivery bookkeeping ------------------------------------------------------------
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        with self._lock:
+            if err is None:
+                self.delivered += 1
+                return
+            self.failed += 1
+            if len(self._errors) < _KEEP_ERRORS:
+                self._errors.append(f"{msg.topic()}: {err.str()}")
+        logger.error("delivery to %s failed: %s", msg.topic(), err.str())
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, str | bytes | None]] | None = None,
+    ) -> None:
+        if self._closed:
+            raise LeaderboardError("producer is closed")
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:
+                # Local queue full: serve delivery reports until there is room again.
+                self._producer.poll(0.05)
+            except KafkaException as exc:
+                raise LeaderboardError(f"cannot produce to {topic}: {exc}") from exc
+        self._producer.poll(0)
+
+    # --- public API ------------------------------------------------------------------------
+
+    def publish(self, topic: str, key: str | bytes | None, event: Event) -> None:
+        """Encode ``event`` and send it to the full topic name ``topic`` under ``key``."""
+        self._produce(topic, _bytes(key), self.codec.encode(event))
+
+    def publish_raw(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        headers: Mapping[str, str | bytes] | None = None,
+    ) -> None:
+        """Send already-encoded bytes (tests, replays, dead letters)."""
+        hdrs: list[tuple[str, str | bytes | None]] = [
+            (k, v.encode() if isinstance(v, str) else v) for k, v in (headers or {}).items()
+        ]
+        self._produce(topic, _bytes(key), value, hdrs or None)
+
+    def submit(self, match: MatchResultSubmitted) -> str:
+        """Send a match result to the score topic keyed by its board; returns its event id."""
+        check_match(match)
+        self.publish(self.settings.topic(self.settings.scores_topic), match.leaderboard_id, match)
+        return match.event_id
+
+    def submit_score(
+        self,
+        board: str,
+        participant: str,
+        score: int,
+        *,
+        at: int | str | datetime | None = None,
+        operator: Operator | str | None = None,
+        match_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+    ) -> str:
+        """Send one score as a one-entry match result; returns its event id."""
+        entry: dict[str, Any] = {"participant_id": participant, "score": score}
+        if operator is not None:
+            entry["operator"] = str(operator)
+        if metadata:
+            entry["metadata"] = dict(metadata)
+        data: dict[str, Any] = {"leaderboard_id": board, "entries": [entry]}
+        if at is not None:
+            data["occurred_at"] = at
+        if match_id is not None:
+            data["match_id"] = match_id
+        return self.submit(parse_match(data))
+
+    def configure(self, cfg: LeaderboardConfigured) -> None:
+        """Send a board configuration to the compacted configuration topic (key = board id)."""
+        self.publish(self.settings.topic(self.settings.config_topic), cfg.leaderboard_id, cfg)
+
+    def send_dead_letter(
+        self,
+        source_topic: str,
+        partition: int,
+        offset: int,
+        key: str | bytes | None,
+        value_bytes: bytes | None,
+        reason: str,
+    ) -> None:
+        """Park an unprocessable record, bytes unchanged, on the dead-letter topic beside it.
+
+        ``source_topic`` may be the full (prefixed) or the logical topic name.
+        """
+        prefix = self.settings.topic_prefix
+        logical = source_topic.removeprefix(prefix) if prefix else source_topic
+        headers: list[tuple[str, str | bytes | None]] = [
+            ("reason", reason.encode()),
+            ("source.topic", self.settings.topic(logical).encode()),
+            ("source.partition", str(partition).encode()),
+            ("source.offset", str(offset).encode()),
+        ]
+        self._produce(self.settings.dlq(logical), _bytes(key), value_bytes, headers)
+
+    def poll(self, timeout: float = 0.0) -> int:
+        """Serve delivery callbacks; returns how many were served."""
+        return int(self._producer.poll(timeout))
+
+    def pending(self) -> int:
+        """Records not yet acknowledged (queued or in flight)."""
+        return len(self._producer)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Wait for every record; raise DeliveryFailed if any was lost or still pending."""
+        remaining = self._producer.flush(timeout)
+        with self._lock:
+            errors, self._errors = self._errors, []
+            failed, self.failed = self.failed, 0
+        if failed:
+            raise DeliveryFailed(
+                f"{failed} record(s) were not delivered to Kafka at "
+                f"{self.settings.kafka_bootstrap}: {'; '.join(errors)}"
+            )
+        if remaining:
+            raise ServiceUnavailable(
+                f"{remaining} record(s) still undelivered after {timeout:g}s: is Kafka up at "
+                f"{self.settings.kafka_bootstrap}? (leaderboard stack status)"
+            )
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Flush and refuse further sends."""
+        if self._closed:
+            return
+        try:
+            self.flush(timeout)
+        finally:
+            self._closed = True
+
+    def __enter__(self) -> LeaderboardProducer:
+        """Use as ``with LeaderboardProducer(settings) as p: ...``."""
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Flush on the way out (a flush failure after another error is only logged)."""
+        if exc_type is None:
+            self.close()
+            return
+        try:
+            self.close()
+        except LeaderboardError as flush_exc:
+            logger.error("flush after error failed: %s", flush_exc)
+
+
+# --- reading back -----------------------------------------------------------------------
+
+
+def read_to_end(
+    settings: Settings, topic: str, *, timeout: float = 10.0, limit: int | None = None
+) -> Iterator[Message]:
+    """Every record of ``topic`` from the beginning to its end offsets at call time.
+
+    Uses manual assignment and no consumer group commits, so it never disturbs other readers.
+    """
+    consumer = Consumer(
+        client_config(
+            settings,
+            **{
+                "group.id": f"leaderboard-reader-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "auto.offset.reset": "earliest",
+            },
+        )
+    )
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout)
+        except KafkaException as exc:
+            raise ServiceUnavailable(
+                f"Kafka does not answer at {settings.kafka_bootstrap}: {exc}"
+            ) from exc
+        tmeta = meta.topics.get(topic)
+        if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            raise LeaderboardError(f"topic {topic} does not exist: run `leaderboard topics create`")
+        ends: dict[int, int] = {}
+        for p in tmeta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        seen = 0
+        idle_deadline = timeout
+        while ends:
+            msg = consumer.poll(min(1.0, idle_deadline))
+            if msg is None:
+                idle_deadline -= 1.0
+                if idle_deadline <= 0:
+                    raise ServiceUnavailable(
+                        f"timed out reading {topic}: {len(ends)} partition(s) not read to the end"
+                    )
+                continue
+            idle_deadline = timeout
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    continue
+                raise LeaderboardError(f"reading {topic}: {err.str()}")
+            part, off = msg.partition(), msg.offset()
+            if part is None or off is None:
+                continue
+            yield msg
+            seen += 1
+            if limit is not None and seen >= limit:
+                return
+            if off + 1 >= ends.get(part, 0):
+                ends.pop(part, None)
+    finally:
+        consumer.close()
+
+
+def read_boards(settings: Settings, *, timeout: float = 10.0) -> dict[str, LeaderboardConfigured]:
+    """The latest configuration of every board, read from the compacted configuration topic."""
+    codec = get_codec(settings)
+    boards: dict[str, LeaderboardConfigured] = {}
+    topic = settings.topic(settings.config_topic)
+    for msg in read_to_end(settings, topic, timeout=timeout):
+        key = msg.key()
+        value = msg.value()
+        if value is None:  # tombstone: the board was deleted
+            if key is not None:
+                boards.pop(key.decode(errors="replace") if isinstance(key, bytes) else key, None)
+            continue
+        try:
+            cfg = codec.decode_as(value, LeaderboardConfigured)
+        except DecodeError as exc:
+            logger.warning("skipping %s[%s]@%s: %s", topic, msg.partition(), msg.offset(), exc)
+            continue
+        boards[cfg.leaderboard_id] = cfg
+    return boards
