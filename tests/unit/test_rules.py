@@ -1,0 +1,136 @@
+"""Pure ranking rules: periods, operators, ordering, validation, checksum."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from streams import rules
+from streams.events import (
+    BoardStatus,
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    Operator,
+    ResetPeriod,
+    ScoreEntry,
+    SortOrder,
+)
+from streams.model import ModelBoard
+
+
+def ms(*args: int) -> int:
+    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+
+
+def test_month_boundary_splits_periods() -> None:
+    last = ms(2026, 10, 31, 23, 59, 59) + 999
+    first = ms(2026, 11, 1)
+    assert rules.period_key(ResetPeriod.MONTHLY, last) == "2026-10"
+    assert rules.period_key(ResetPeriod.MONTHLY, first) == "2026-11"
+    assert rules.period_key(ResetPeriod.DAILY, last) == "2026-10-31"
+    assert rules.period_key(ResetPeriod.DAILY, first) == "2026-11-01"
+    assert rules.period_key(ResetPeriod.NONE, first) == rules.ALL_TIME
+
+
+def test_iso_week_crosses_year() -> None:
+    # 2026-12-31 is a Thursday of ISO week 2026-W53; 2027-01-04 is in 2027-W01.
+    assert rules.period_key(ResetPeriod.WEEKLY, ms(2026, 12, 31, 12)) == "2026-W53"
+    assert rules.period_key(ResetPeriod.WEEKLY, ms(2027, 1, 4)) == "2027-W01"
+    assert rules.period_key(ResetPeriod.WEEKLY, ms(2021, 1, 1)) == "2020-W53"
+
+
+@given(
+    st.sampled_from([ResetPeriod.DAILY, ResetPeriod.WEEKLY, ResetPeriod.MONTHLY]),
+    st.integers(min_value=0, max_value=ms(2200, 1, 1)),
+)
+def test_event_lies_in_its_period_bounds(reset: ResetPeriod, at: int) -> None:
+    key = rules.period_key(reset, at)
+    start, end = rules.period_bounds(reset, key)
+    assert start <= at < end
+    assert rules.period_key(reset, start) == key
+    assert rules.period_key(reset, end) != key
+    assert rules.period_key(reset, end - 1) == key
+
+
+@given(st.integers(-(2**60), 2**60), st.integers(-(2**60), 2**60))
+def test_best_keeps_the_better(old: int, new: int) -> None:
+    assert rules.combine(Operator.BEST, old, new, SortOrder.DESC) == max(old, new)
+    assert rules.combine(Operator.BEST, old, new, SortOrder.ASC) == min(old, new)
+
+
+@given(st.integers(-(2**40), 2**40), st.integers(-(2**40), 2**40))
+def test_set_incr_decr(old: int, v: int) -> None:
+    assert rules.combine(Operator.SET, old, v, SortOrder.DESC) == v
+    assert rules.combine(Operator.INCR, old, v, SortOrder.DESC) == old + v
+    assert rules.combine(Operator.DECR, old, v, SortOrder.DESC) == old - v
+    assert rules.combine(Operator.DECR, None, v, SortOrder.DESC) == -v
+    assert rules.combine(Operator.INCR, None, v, SortOrder.ASC) == v
+
+
+def test_exact_range() -> None:
+    assert rules.in_exact_range(2**53 - 1)
+    assert rules.in_exact_range(-(2**53 - 1))
+    assert not rules.in_exact_range(2**53)
+    assert rules.entry_reject_reason(2**53, "p") is not None
+    assert rules.entry_reject_reason(1, "") is not None
+    assert rules.entry_reject_reason(1, "a\nb") is not None
+    assert rules.entry_reject_reason(1, "x" * 129) is not None
+    assert rules.entry_reject_reason(1, "ok") is None
+
+
+@given(
+    st.integers(0, 10**13 - 1),
+    st.integers(0, 10**12 - 1),
+    st.integers(0, 999),
+    st.integers(0, 10**13 - 1),
+    st.integers(0, 10**12 - 1),
+    st.integers(0, 999),
+)
+def test_member_order_is_reach_order(t1: int, o1: int, i1: int, t2: int, o2: int, i2: int) -> None:
+    a = rules.member(t1, o1, i1, "p")
+    b = rules.member(t2, o2, i2, "p")
+    assert len(a) == rules.TIEBREAK_WIDTH + 1
+    assert (a < b) == ((t1, o1, i1) < (t2, o2, i2))
+    assert rules.participant_of(rules.member(t1, o1, i1, "alice")) == "alice"
+
+
+def test_reject_reasons() -> None:
+    cfg = LeaderboardConfigured("b", starts_at=1000, ends_at=2000)
+    rec = MatchResultSubmitted("e", "m", "b", 1500, (ScoreEntry("p", 1),))
+    assert rules.reject_reason(cfg, rec) is None
+    assert "unknown" in str(rules.reject_reason(None, rec))
+    late = MatchResultSubmitted("e", "m", "b", 2000, (ScoreEntry("p", 1),))
+    assert "after the tournament" in str(rules.reject_reason(cfg, late))
+    early = MatchResultSubmitted("e", "m", "b", 999, (ScoreEntry("p", 1),))
+    assert "before the tournament" in str(rules.reject_reason(cfg, early))
+    closed = LeaderboardConfigured("b", status=BoardStatus.CLOSED, closed_at=1200)
+    assert "closed" in str(rules.reject_reason(closed, rec))
+    empty = MatchResultSubmitted("e", "m", "b", 1500, ())
+    assert "no entries" in str(rules.reject_reason(cfg, empty))
+
+
+def test_checksum_is_order_sensitive_and_stable() -> None:
+    rows = [(1, "a", 10), (2, "b", 5)]
+    assert rules.standings_checksum(rows) == rules.standings_checksum(list(rows))
+    assert rules.standings_checksum(rows) != rules.standings_checksum(rows[::-1])
+    assert len(rules.standings_checksum([])) == 64
+
+
+@pytest.mark.parametrize("sort", [SortOrder.DESC, SortOrder.ASC])
+def test_model_ties_first_to_reach_ranks_higher(sort: SortOrder) -> None:
+    board = ModelBoard(LeaderboardConfigured("b", sort_order=sort))
+    board.apply(5, MatchResultSubmitted("e1", "m", "b", 100, (ScoreEntry("late", 7),)))
+    board.apply(3, MatchResultSubmitted("e2", "m", "b", 50, (ScoreEntry("early", 7),)))
+    board.apply(9, MatchResultSubmitted("e3", "m", "b", 50, (ScoreEntry("same-time", 7),)))
+    assert [p for _, p, _ in board.standings("all")] == ["early", "same-time", "late"]
+
+
+def test_model_unchanged_score_keeps_reach_time() -> None:
+    board = ModelBoard(LeaderboardConfigured("b"))
+    board.apply(1, MatchResultSubmitted("e1", "m", "b", 10, (ScoreEntry("a", 7),)))
+    board.apply(2, MatchResultSubmitted("e2", "m", "b", 20, (ScoreEntry("b", 7),)))
+    board.apply(3, MatchResultSubmitted("e3", "m", "b", 30, (ScoreEntry("a", 5),)))
+    assert [p for _, p, _ in board.standings("all")] == ["a", "b"]
