@@ -240,6 +240,7 @@ class Service:
         if pid is not None:
             _stop_pid(pid, self.marker)
         self.pid_file.unlink(missing_ok=True)
+        self.port_file.unlink(missing_ok=True)
 
     def after_start(self, progress: Progress) -> None:
         """Hook run once the process listens (PostgreSQL creates its role and database)."""
@@ -250,8 +251,33 @@ class Service:
     def port(self) -> int:
         raise NotImplementedError
 
-    def state(self) -> ServiceState:
+    @property
+    def port_file(self) -> Path:
+        return self.run_dir / f"{self.name}.port"
+
+    def _record_port(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.port_file.write_text(f"{self.port()}\n")
+
+    def serving_pid(self) -> int | None:
+        """Our pid when our process is the one serving the configured port."""
         pid = self.our_pid()
+        return pid if pid is not None and _read_pid(self.port_file) == self.port() else None
+
+    def _check_not_elsewhere(self) -> bool:
+        """True when our process already runs for this port (still starting up)."""
+        pid = self.our_pid()
+        if pid is None:
+            return False
+        if self.serving_pid() is None:
+            raise ServiceUnavailable(
+                f"{self.name}: our server (pid {pid}) runs on port {_read_pid(self.port_file)}, "
+                f"not {self.port()}; run `leaderboard stack down` first"
+            )
+        return True
+
+    def state(self) -> ServiceState:
+        pid = self.serving_pid()
         up = self.answers()
         owner = ("ours" if pid else "external") if up else None
         detail = ""
@@ -407,14 +433,14 @@ class Kafka(Service):
             )
 
     def start(self, progress: Progress) -> None:
-        if _port_open("127.0.0.1", self.settings.kafka_port) and self.our_pid() is None:
+        if self._check_not_elsewhere():
+            return  # still starting up
+        if _port_open("127.0.0.1", self.settings.kafka_port):
             raise ServiceUnavailable(
                 f"kafka: port {self.settings.kafka_port} is taken by a program that does not "
                 "answer Kafka metadata requests; free it or set LEADERBOARD_KAFKA_PORT and "
                 "LEADERBOARD_KAFKA_BOOTSTRAP"
             )
-        if self.our_pid() is not None:
-            return  # still starting up
         self.home.mkdir(parents=True, exist_ok=True)
         self._resolve_jars(progress)
         self._write_config()
@@ -423,6 +449,7 @@ class Kafka(Service):
         pid = _spawn(self._java("kafka.Kafka", str(self.config)), self.log_path, self.home)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.pid_file.write_text(f"{pid}\n")
+        self._record_port()
 
     def purge(self) -> None:
         shutil.rmtree(self.data, ignore_errors=True)
@@ -466,7 +493,7 @@ class Redis(Service):
         return [] if shutil.which("redis-server") else ["redis-server"]
 
     def start(self, progress: Progress) -> None:
-        if self.our_pid() is not None:
+        if self._check_not_elsewhere():
             return
         if _port_open("127.0.0.1", self.settings.redis_port):
             raise ServiceUnavailable(
@@ -478,6 +505,7 @@ class Redis(Service):
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.logs.mkdir(parents=True, exist_ok=True)
         progress("redis: starting")
+        self._record_port()
         redis_server = shutil.which("redis-server") or "redis-server"
         done = subprocess.run(  # noqa: S603
             [
@@ -637,7 +665,7 @@ class Postgres(Service):
                 shutil.chown(parent, "postgres", "postgres")
 
     def start(self, progress: Progress) -> None:
-        if self.our_pid() is not None:
+        if self._check_not_elsewhere():
             return
         if _port_open("127.0.0.1", self.settings.postgres_port):
             raise ServiceUnavailable(
@@ -667,6 +695,7 @@ class Postgres(Service):
                 "initdb",
             )
         progress("postgres: starting")
+        self._record_port()
         options = " ".join(
             [
                 f"-p {self.settings.postgres_port}",

@@ -281,7 +281,7 @@ def _millis(value: Any) -> int:
         return value
     if value.tzinfo is None:
         value = value.replace(tzinfo=UTC)
-    return (value - _EPOCH) // timedelta(milliseconds=1)
+    return int((value - _EPOCH) // timedelta(milliseconds=1))
 
 
 def _millis_opt(value: Any) -> int | None:
