@@ -773,6 +773,7 @@ class Postgres(Service):
             [self._bin("pg_ctl"), "stop", "-w", "-m", "fast", "-D", str(self.data)],
             "pg_ctl stop",
         )
+        self.port_file.unlink(missing_ok=True)
 
     def purge(self) -> None:
         shutil.rmtree(self.base, ignore_errors=True)
