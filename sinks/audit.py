@@ -1,0 +1,214 @@
+"""Audit history writer: every applied score entry as one row, COPY-batched and idempotent."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+
+from streams.errors import ServiceUnavailable
+from streams.events import RankChanged
+
+__all__ = ["AUDIT_COLUMNS", "AuditWriter", "months_between"]
+
+log = logging.getLogger(__name__)
+
+#: Columns written per RankChange, in COPY order (``occurred_ms`` becomes ``occurred_at``).
+AUDIT_COLUMNS = (
+    "leaderboard_id",
+    "period",
+    "version",
+    "participant_id",
+    "operator",
+    "submitted_score",
+    "old_score",
+    "new_score",
+    "old_rank",
+    "new_rank",
+    "event_id",
+    "match_id",
+    "entry_index",
+    "source_partition",
+    "source_offset",
+    "occurred_ms",
+)
+_TYPES = (
+    "text",
+    "text",
+    "int8",
+    "text",
+    "text",
+    "int8",
+    "int8",
+    "int8",
+    "int4",
+    "int4",
+    "text",
+    "text",
+    "int4",
+    "int4",
+    "int8",
+    "int8",
+)
+
+_STAGE = "score_audit_stage"
+_CREATE_STAGE = f"""
+CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
+    leaderboard_id text, period text, version bigint, participant_id text, operator text,
+    submitted_score bigint, old_score bigint, new_score bigint, old_rank integer,
+    new_rank integer, event_id text, match_id text, entry_index integer,
+    source_partition integer, source_offset bigint, occurred_ms bigint
+) ON COMMIT DELETE ROWS
+"""
+_COPY = f"COPY {_STAGE} ({', '.join(AUDIT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+# Millisecond arithmetic on an interval is exact (no float round trip through to_timestamp).
+_INSERT = f"""
+INSERT INTO score_audit (
+    leaderboard_id, period, version, participant_id, operator, submitted_score, old_score,
+    new_score, old_rank, new_rank, event_id, match_id, entry_index, source_partition,
+    source_offset, occurred_at
+)
+SELECT leaderboard_id, period, version, participant_id, operator, submitted_score, old_score,
+       new_score, old_rank, new_rank, event_id, match_id, entry_index, source_partition,
+       source_offset, timestamptz 'epoch' + occurred_ms * interval '1 millisecond'
+FROM {_STAGE}
+ON CONFLICT DO NOTHING
+"""
+
+
+def months_between(first_ms: int, last_ms: int) -> list[tuple[int, int]]:
+    """(year, month) of every UTC month from ``first_ms`` to ``last_ms`` inclusive."""
+    a = datetime.fromtimestamp(first_ms / 1000, tz=UTC)
+    b = datetime.fromtimestamp(last_ms / 1000, tz=UTC)
+    out: list[tuple[int, int]] = []
+    y, m = a.year, a.month
+    while (y, m) <= (b.year, b.month):
+        out.append((y, m))
+        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
+    return out
+
+
+def _month_start(year: int, month: int) -> datetime:
+    return datetime(year, month, 1, tzinfo=UTC)
+
+
+class AuditWriter:
+    """Writes RankChanged batches to ``score_audit`` over one async connection.
+
+    Each ``write`` is one transaction: COPY into a temporary staging table, then
+    ``INSERT … SELECT … ON CONFLICT DO NOTHING`` so a redelivered batch adds no row. The
+    monthly partitions a batch needs (and the month after it) are created first, in a short
+    transaction of their own. A broken connection is dropped and reopened on the next call.
+    """
+
+    def __init__(self, dsn: str, *, connect_timeout: float = 5.0) -> None:
+        self.dsn = dsn
+        self.connect_timeout = connect_timeout
+        self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
+        self._months: set[tuple[int, int]] = set()
+
+    async def __aenter__(self) -> AuditWriter:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection (a later ``write`` reconnects)."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            await conn.close()
+
+    async def write(self, batch: Sequence[RankChanged]) -> int:
+        """Insert one row per RankChange of ``batch``; return how many rows were new.
+
+        Raises ServiceUnavailable when PostgreSQL cannot be reached or the connection broke;
+        nothing of the batch is then committed and the call may simply be repeated.
+        """
+        rows: list[tuple[Any, ...]] = [
+            (
+                ev.leaderboard_id,
+                c.period,
+                c.version,
+                c.participant_id,
+                c.operator,
+                c.submitted_score,
+                c.old_score,
+                c.new_score,
+                c.old_rank,
+                c.new_rank,
+                c.event_id,
+                c.match_id,
+                c.entry_index,
+                c.source_partition,
+                c.source_offset,
+                c.occurred_at,
+            )
+            for ev in batch
+            for c in ev.changes
+        ]
+        if not rows:
+            return 0
+        try:
+            conn = await self._connection()
+            await self._ensure_partitions(conn, rows)
+            async with conn.transaction():
+                async with conn.cursor() as cur:
+                    async with cur.copy(_COPY) as copy:
+                        copy.set_types(_TYPES)
+                        for row in rows:
+                            await copy.write_row(row)
+                    await cur.execute(_INSERT)
+                    inserted = cur.rowcount
+        except psycopg.OperationalError as exc:
+            await self._drop()
+            raise ServiceUnavailable(f"PostgreSQL unreachable: {_first_line(exc)}") from exc
+        log.debug("audit: %d of %d rows new", inserted, len(rows))
+        return inserted
+
+    async def _ensure_partitions(
+        self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: list[tuple[Any, ...]]
+    ) -> None:
+        times = [r[-1] for r in rows]
+        months = months_between(min(times), max(times))
+        # one month ahead, so the first event of a new month never waits for DDL
+        y, m = months[-1]
+        months.append((y + 1, 1) if m == 12 else (y, m + 1))
+        missing = [ym for ym in months if ym not in self._months]
+        if not missing:
+            return
+        async with conn.transaction():
+            cur = await conn.execute(
+                "SELECT ensure_audit_partitions(%s, %s)",
+                (_month_start(*missing[0]), _month_start(*missing[-1])),
+            )
+            row = await cur.fetchone()
+        created = int(row[0]) if row else 0  # type: ignore[call-overload]
+        if created:
+            log.info("audit: created %d monthly partition(s) from %04d-%02d", created, *missing[0])
+        self._months.update(missing)
+
+    async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
+        if self._conn is None or self._conn.closed:
+            conn = await psycopg.AsyncConnection.connect(
+                self.dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
+            )
+            await conn.execute(_CREATE_STAGE)
+            self._conn = conn
+        return self._conn
+
+    async def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                await conn.close()
+            except Exception:  # the connection is already broken; closing is best effort
+                log.debug("audit: closing a broken connection failed", exc_info=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
