@@ -18,7 +18,7 @@ from streams.producer import client_config
 from streams.settings import Settings
 from streams.topics import all_topics
 
-__all__ = ["TopicInfo", "create_topics", "list_topics"]
+__all__ = ["TopicInfo", "create_topics", "list_topics", "require_topics"]
 
 logger = logging.getLogger(__name__)
 
@@ -125,3 +125,17 @@ def list_topics(settings: Settings, *, timeout: float = 30.0) -> list[TopicInfo]
             )
         )
     return out
+
+
+def require_topics(settings: Settings, names: list[str], *, timeout: float = 10.0) -> None:
+    """Fail fast with one clear line if Kafka is down or a topic was never created."""
+    admin = _admin(settings)
+    try:
+        existing = admin.list_topics(timeout=timeout).topics
+    except KafkaException as exc:
+        raise _unavailable(settings, exc) from exc
+    missing = [name for name in names if name not in existing]
+    if missing:
+        raise LeaderboardError(
+            f"topic(s) {', '.join(missing)} do not exist: run `leaderboard topics create`"
+        )

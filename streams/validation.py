@@ -226,6 +226,8 @@ def format_errors(exc: pydantic.ValidationError) -> str:
             msg = "unknown field (not allowed in this record)"
         elif kind == "missing":
             msg = "required field is missing"
+        elif kind == "too_short":
+            msg = str(err["msg"]).replace(" after validation", "")
         elif kind == "value_error":
             msg = str(err["msg"]).removeprefix("Value error, ")
         else:
