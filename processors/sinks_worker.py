@@ -1,0 +1,410 @@
+"""The sinks worker: rank changes → PostgreSQL audit, period-end snapshots, board registry."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import faust
+import psycopg
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from projections.store import RankingStore
+from sinks import registry, snapshots
+from sinks.audit import AuditWriter
+from sinks.history import closed_period
+from streams.codec import get_codec
+from streams.errors import DecodeError, ServiceUnavailable
+from streams.events import LeaderboardConfigured, PeriodClosed, RankChanged
+from streams.producer import LeaderboardProducer
+from streams.settings import Settings
+
+__all__ = ["RawRecord", "SinkProcessor", "create_app", "retry_until_done", "run_sinks_worker"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+#: Failures that mean "a service is down for now": retried, never skipped.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ServiceUnavailable,
+    psycopg.OperationalError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """One consumed record and its position in the log."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+@dataclass(slots=True)
+class SinkStats:
+    """What one batch did."""
+
+    records: int = 0
+    rows: int = 0
+    inserted: int = 0
+    dead_lettered: int = 0
+    periods_closed: list[tuple[str, str]] = field(default_factory=list)
+
+
+async def retry_until_done(
+    what: str,
+    service: str,
+    fn: Callable[[], Awaitable[T]],
+    *,
+    first_delay: float = 0.2,
+    max_delay: float = 5.0,
+) -> T:
+    """Run ``fn`` until it succeeds, sleeping with capped exponential backoff on outages."""
+    delay = first_delay
+    failures = 0
+    while True:
+        try:
+            result = await fn()
+        except TRANSIENT as exc:
+            failures += 1
+            log.warning(
+                "%s: %s unreachable, retrying in %.1f s (attempt %d): %s",
+                what,
+                service,
+                delay,
+                failures,
+                _first_line(exc),
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
+            continue
+        if failures:
+            log.warning("%s: %s is back after %d failed attempt(s)", what, service, failures)
+        return result
+
+
+class SinkProcessor:
+    """The work of the sinks worker, independent of Faust (tests drive it directly)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        writer: AuditWriter | None = None,
+        store: RankingStore | None = None,
+        producer: LeaderboardProducer | None = None,
+        max_delay: float = 5.0,
+    ) -> None:
+        self.settings = settings
+        self.codec = get_codec(settings)
+        self.writer = writer or AuditWriter(settings.postgres_dsn)
+        self.store = store or RankingStore(
+            aioredis.Redis.from_url(settings.redis_url), grace_ms=settings.period_grace_ms
+        )
+        self.producer = producer or LeaderboardProducer(settings, codec=self.codec)
+        self.max_delay = max_delay
+        self.configs: dict[str, LeaderboardConfigured] = {}
+        self.rank_topic = settings.topic(settings.rank_changes_topic)
+        self.periods_topic = settings.topic(settings.periods_topic)
+        self._pg: psycopg.Connection[tuple[Any, ...]] | None = None
+
+    # ------------------------------------------------------------------ PostgreSQL (sync)
+    def _conn(self) -> psycopg.Connection[tuple[Any, ...]]:
+        if self._pg is None or self._pg.closed or self._pg.broken:
+            self._pg = psycopg.connect(
+                self.settings.postgres_dsn, autocommit=True, connect_timeout=5
+            )
+        return self._pg
+
+    def _sync(self, fn: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
+        try:
+            return fn(self._conn())
+        except psycopg.OperationalError:
+            if self._pg is not None:
+                self._pg.close()
+            self._pg = None
+            raise
+
+    async def _db(self, what: str, fn: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
+        async def attempt() -> T:
+            return await asyncio.to_thread(self._sync, fn)
+
+        return await retry_until_done(what, "PostgreSQL", attempt, max_delay=self.max_delay)
+
+    async def load_registry(self) -> int:
+        """Fill the in-memory configurations from the registry table; return how many."""
+        boards = await self._db("registry", registry.list_boards)
+        for cfg in boards:
+            self.configs[cfg.leaderboard_id] = cfg
+        return len(boards)
+
+    async def close(self) -> None:
+        """Release connections (flushes the producer)."""
+        await self.writer.close()
+        if self._pg is not None:
+            self._pg.close()
+        await asyncio.to_thread(self.producer.flush)
+
+    # ------------------------------------------------------------------ configuration agent
+    async def handle_configs(self, records: Sequence[RawRecord]) -> int:
+        """Upsert every decodable configuration record into the registry; return how many."""
+        n = 0
+        for rec in records:
+            ev = self._decode(rec, LeaderboardConfigured, self.settings.config_topic)
+            if ev is None:
+                continue
+            cfg = ev
+            await self._db("registry", functools.partial(_upsert, cfg=cfg))
+            current = self.configs.get(cfg.leaderboard_id)
+            if current is None or current.configured_at <= cfg.configured_at:
+                self.configs[cfg.leaderboard_id] = cfg
+            n += 1
+        await self._flush_producer()
+        return n
+
+    # ------------------------------------------------------------------ audit agent
+    async def handle_rank_changes(self, records: Sequence[RawRecord]) -> SinkStats:
+        """Write a batch of rank-change records durably, then close the periods they end."""
+        stats = SinkStats(records=len(records))
+        batch: list[RankChanged] = []
+        for rec in records:
+            ev = self._decode(rec, RankChanged, self.settings.rank_changes_topic)
+            if ev is None:
+                stats.dead_lettered += 1
+            else:
+                batch.append(ev)
+        stats.rows = sum(len(ev.changes) for ev in batch)
+        if stats.rows:
+
+            async def write() -> int:
+                return await self.writer.write(batch)
+
+            stats.inserted = await retry_until_done(
+                "audit", "PostgreSQL", write, max_delay=self.max_delay
+            )
+        for ev in batch:
+            for period in ev.periods_ended:
+                if await self.close_period(ev.leaderboard_id, period, ev.version_to):
+                    stats.periods_closed.append((ev.leaderboard_id, period))
+        await self._flush_producer()
+        return stats
+
+    async def close_period(self, board: str, period: str, fallback_version: int) -> bool:
+        """Snapshot one ended period from Redis, publish PeriodClosed, let the keys expire.
+
+        Safe to repeat: an already closed period is not rewritten (its stored checksum is
+        published again, so a crash between the write and the publish loses nothing).
+        """
+        closed = await self._db("period close", lambda c: closed_period(c, board, period))
+        written = False
+        if closed is None:
+            cfg = await self._config(board)
+            sort = cfg.sort_order
+            keys = self.store.keys(board)
+
+            async def read() -> tuple[list[tuple[int, str, int]], int]:
+                entries = await self.store.standings(board, period, sort)
+                raw = await self.store.client.hget(keys.ended_periods, period)
+                version = int(raw) if raw is not None else fallback_version
+                return [(e.rank, e.participant_id, e.score) for e in entries], version
+
+            rows, version = await retry_until_done(
+                "period close", "Redis", read, max_delay=self.max_delay
+            )
+            if not rows:
+                log.error(
+                    "period %s of %s ended but Redis holds no standings for it (expired?); "
+                    "not closing it: rebuild the board with `leaderboard replay`",
+                    period,
+                    board,
+                )
+                return False
+            checksum = self._checksum(rows)
+            written = await self._db(
+                "period close",
+                lambda c: snapshots.write_period(
+                    c, board, period, cfg.reset_period, rows, checksum, version
+                ),
+            )
+            closed = await self._db("period close", lambda c: closed_period(c, board, period))
+            if closed is None:  # pragma: no cover - written in the line above
+                raise ServiceUnavailable(f"closed period {board}/{period} vanished after writing")
+        event = PeriodClosed(
+            leaderboard_id=board,
+            period=period,
+            participant_count=closed.participant_count,
+            checksum=closed.checksum,
+            version=closed.version,
+        )
+        self.producer.publish(self.periods_topic, board, event)
+        await self._flush_producer()
+        await self._expire(board, period)
+        log.info(
+            "period %s of %s closed: %d participants, checksum %s",
+            period,
+            board,
+            closed.participant_count,
+            closed.checksum[:12],
+        )
+        return written
+
+    async def _expire(self, board: str, period: str) -> None:
+        keys = self.store.keys(board)
+        ttl = self.settings.closed_period_retention_s
+
+        async def expire() -> None:
+            pipe = self.store.client.pipeline(transaction=False)
+            pipe.expire(keys.zset(period), ttl)
+            pipe.expire(keys.members(period), ttl)
+            await pipe.execute()
+
+        await retry_until_done("period expiry", "Redis", expire, max_delay=self.max_delay)
+
+    @staticmethod
+    def _checksum(rows: list[tuple[int, str, int]]) -> str:
+        from streams.rules import standings_checksum
+
+        return standings_checksum(rows)
+
+    async def _config(self, board: str) -> LeaderboardConfigured:
+        """The board's configuration; waits for the registry if it is not known yet."""
+        delay = 0.2
+        while True:
+            cfg = self.configs.get(board)
+            if cfg is not None:
+                return cfg
+            found = await self._db("registry", lambda c: registry.get_board(c, board))
+            if found is not None:
+                self.configs[board] = found
+                return found
+            log.warning(
+                "board %s is not in the registry yet; waiting %.1f s for its configuration",
+                board,
+                delay,
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.max_delay)
+
+    # ------------------------------------------------------------------ helpers
+    def _decode(self, rec: RawRecord, kind: type[T], logical_topic: str) -> T | None:
+        reason: str
+        try:
+            if rec.value is None:
+                raise DecodeError("record has no value")
+            ev = self.codec.decode(rec.value)
+        except DecodeError as exc:
+            reason = f"undecodable: {exc}"
+        else:
+            if isinstance(ev, kind):
+                return ev
+            reason = f"unexpected event type {type(ev).__name__} (want {kind.__name__})"
+        log.error(
+            "%s[%d]@%d: %s; sending it to the dead-letter topic",
+            logical_topic,
+            rec.partition,
+            rec.offset,
+            reason,
+        )
+        self.producer.send_dead_letter(
+            logical_topic, rec.partition, rec.offset, rec.key, rec.value, reason
+        )
+        return None
+
+    async def _flush_producer(self) -> None:
+        async def flush() -> None:
+            await asyncio.to_thread(self.producer.flush, 30.0)
+
+        await retry_until_done("publish", "Kafka", flush, max_delay=self.max_delay)
+
+
+def create_app(settings: Settings) -> faust.App:
+    """The sinks' Faust app: audit + period close on rank changes, registry on configs.
+
+    Both agents run at concurrency 1 (faust-streaming #606); ``take_events`` acknowledges a
+    batch only after the loop body returned, i.e. after its rows are durable in PostgreSQL.
+    """
+    app = faust.App(
+        settings.app_id + "-sinks",
+        broker=f"kafka://{settings.kafka_bootstrap}",
+        value_serializer="raw",
+        key_serializer="raw",
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
+        consumer_auto_offset_reset="earliest",
+        broker_max_poll_records=settings.batch_size,
+        stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+    )
+    rank_changes = app.topic(
+        settings.topic(settings.rank_changes_topic), value_serializer="raw", key_serializer="raw"
+    )
+    configs = app.topic(
+        settings.topic(settings.config_topic), value_serializer="raw", key_serializer="raw"
+    )
+    state: dict[str, SinkProcessor] = {}
+    ready = asyncio.Lock()
+
+    async def processor() -> SinkProcessor:
+        async with ready:
+            if "p" not in state:
+                proc = SinkProcessor(settings)
+                n = await proc.load_registry()
+                log.info("sinks ready: %d boards in the registry", n)
+                state["p"] = proc
+        return state["p"]
+
+    def raw(events: Sequence[Any]) -> list[RawRecord]:
+        return [
+            RawRecord(e.message.partition, e.message.offset, e.message.key, e.message.value)
+            for e in events
+        ]
+
+    @app.agent(rank_changes, concurrency=1)
+    async def audit(stream: Any) -> None:
+        proc = await processor()
+        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
+            stats = await proc.handle_rank_changes(raw(events))
+            log.debug(
+                "audit: %d records, %d rows (%d new)", stats.records, stats.rows, stats.inserted
+            )
+
+    @app.agent(configs, concurrency=1)
+    async def boards(stream: Any) -> None:
+        proc = await processor()
+        async for events in stream.take_events(100, within=settings.batch_within):
+            await proc.handle_configs(raw(events))
+
+    return app
+
+
+def run_sinks_worker(settings: Settings, loglevel: str = "info") -> None:
+    """Run the sinks worker in the foreground until interrupted (migrates the schema first)."""
+    from sinks.migrate import migrate
+
+    applied = migrate(settings.postgres_dsn)
+    if applied:
+        log.info("applied migrations %s", ", ".join(applied))
+    app = create_app(settings)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker.execute_from_commandline()
+
+
+def _upsert(conn: psycopg.Connection[tuple[Any, ...]], cfg: LeaderboardConfigured) -> bool:
+    return registry.upsert_board(conn, cfg)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
