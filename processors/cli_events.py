@@ -197,6 +197,8 @@ def boards_list() -> None:
     settings = get_settings()
     found = read_boards(settings)
     table = Table("board", "sort", "operator", "period", "top-n", "window", "status", "metadata")
+    for column in table.columns:
+        column.overflow = "fold"
     for board_id in sorted(found):
         cfg = found[board_id]
         window = (
@@ -590,22 +592,19 @@ def dlq_list(topic: str, limit: int) -> None:
     """Show the dead-letter topic beside --topic: offset, source position and reason."""
     settings = get_settings()
     name = settings.dlq(topic)
-    table = Table("offset", "source", "reason", "key", "bytes")
     count = 0
     for msg in read_to_end(settings, name, limit=limit):
         headers = _headers(msg.headers())
         key = msg.key()
-        value = msg.value()
-        table.add_row(
-            f"{msg.partition()}:{msg.offset()}",
+        key_text = key.decode(errors="replace") if isinstance(key, bytes) else str(key or "")
+        # One plain line per record, reason last and never truncated: easy to grep and read.
+        click.echo(
+            f"{msg.partition()}:{msg.offset()}  "
             f"{headers.get('source.topic', '?')}[{headers.get('source.partition', '?')}]"
-            f"@{headers.get('source.offset', '?')}",
-            headers.get("reason", "(no reason header)"),
-            key.decode(errors="replace") if isinstance(key, bytes) else str(key or ""),
-            str(len(value or b"")),
+            f"@{headers.get('source.offset', '?')}  key={key_text or '-'}  "
+            f"{len(msg.value() or b'')}B  {headers.get('reason', '(no reason header)')}"
         )
         count += 1
-    Console().print(table)
     click.echo(f"{count} dead letter(s) in {name}" + (" (limit reached)" if count >= limit else ""))
 
 
