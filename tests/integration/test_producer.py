@@ -234,3 +234,53 @@ def test_cli_simulate_reaches_a_small_rate(cli_env: Settings) -> None:
         len(codec.decode_as(m.value() or b"", MatchResultSubmitted).entries) for m in records
     )
     assert 3000 <= entries <= 4200
+
+
+# --- Faust --------------------------------------------------------------------------------
+
+
+async def test_faust_agent_receives_typed_events(ev_settings: Settings) -> None:
+    """Records produced by the SDK reach a Faust agent as typed events via the Avro codec."""
+    import asyncio
+
+    import faust
+    from faust.serializers import codecs
+
+    from streams.codec import faust_codec
+
+    codecs.register("leaderboard_avro_test", faust_codec(get_codec(ev_settings)))
+    app = faust.App(
+        f"t-{uuid.uuid4().hex[:8]}",
+        broker=f"kafka://{ev_settings.kafka_bootstrap}",
+        store="memory://",
+        web_enabled=False,
+        topic_allow_declare=False,
+        consumer_auto_offset_reset="earliest",
+    )
+    topic = app.topic(
+        ev_settings.topic("scores"),
+        value_serializer="leaderboard_avro_test",
+        key_serializer="raw",
+        partitions=ev_settings.partitions,
+    )
+    sent = [match("b-faust", n) for n in range(5)]
+    got: list[MatchResultSubmitted] = []
+    done = asyncio.Event()
+
+    @app.agent(topic)
+    async def collect(stream: faust.StreamT[MatchResultSubmitted]) -> None:
+        async for event in stream:
+            got.append(event)
+            if len(got) >= len(sent):
+                done.set()
+
+    with LeaderboardProducer(ev_settings) as producer:
+        for event in sent:
+            producer.submit(event)
+    app.finalize()
+    await app.start()
+    try:
+        await asyncio.wait_for(done.wait(), 60)
+    finally:
+        await app.stop()
+    assert got == sent
