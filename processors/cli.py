@@ -52,7 +52,9 @@ _register()
 def main() -> None:
     """Entry point: run the CLI and turn domain errors into one line and exit code 1."""
     try:
-        cli.main(standalone_mode=False)
+        code = cli.main(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except click.exceptions.Abort:
         click.echo("aborted", err=True)
         sys.exit(130)

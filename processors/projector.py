@@ -99,11 +99,9 @@ class Projector:
                 continue
             decoded.append((raw, event))
 
-        unknown = {
-            ev.leaderboard_id for _, ev in decoded if self._config(ev.leaderboard_id) is None
-        }
+        unknown = any(self._config(ev.leaderboard_id) is None for _, ev in decoded)
         if unknown and isinstance(self.configs, ConfigView):
-            await self.configs.sync(timeout=5.0)
+            await self.configs.sync(5.0)
 
         groups: dict[tuple[str, int], list[SourceRecord]] = defaultdict(list)
         raws: dict[tuple[int, int], RawRecord] = {}

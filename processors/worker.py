@@ -7,12 +7,12 @@ from typing import Any
 
 import faust
 import redis.asyncio as aioredis
-from streams.producer import LeaderboardProducer
 
 from processors.configview import ConfigView
 from processors.projector import Projector, RawRecord, Throughput
 from projections.store import RankingStore
 from streams.codec import get_codec
+from streams.producer import LeaderboardProducer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -32,7 +32,7 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         web_enabled=False,
         topic_partitions=settings.partitions,
-        topic_allow_declare=False,
+        topic_allow_declare=True,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
@@ -83,5 +83,6 @@ def create_app(settings: Settings) -> faust.App:
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the projector worker in the foreground until interrupted."""
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # the start-up spinner floods logs that are not terminals
     worker.execute_from_commandline()

@@ -74,7 +74,7 @@ class RankingStore:
 
     def __init__(
         self,
-        client: aioredis.Redis,  # type: ignore[type-arg]
+        client: aioredis.Redis,
         *,
         prefix: str = "lb",
         overtaken_limit: int = 100,
@@ -257,7 +257,7 @@ class RankingStore:
         """Rows ``offset+1 .. offset+limit`` of the standings, best first."""
         if limit <= 0:
             return []
-        raw = await self.client.zrange(
+        raw: list[Any] = await self.client.zrange(
             self.keys(board).zset(period), offset, offset + limit - 1, withscores=True
         )
         return [_entry(offset + i + 1, m, s, sort) for i, (m, s) in enumerate(raw)]
@@ -274,7 +274,7 @@ class RankingStore:
         keys = self.keys(board)
         if not pids:
             return []
-        mems = await self.client.hmget(keys.members(period), list(pids))
+        mems: list[Any] = await self.client.hmget(keys.members(period), list(pids))
         pipe = self.client.pipeline(transaction=False)
         present = [m for m in mems if m is not None]
         for m in present:

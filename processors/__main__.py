@@ -1,0 +1,5 @@
+"""``python -m processors`` runs the ``leaderboard`` command line."""
+
+from processors.cli import main
+
+main()
