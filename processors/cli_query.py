@@ -10,9 +10,9 @@ import redis.asyncio as aioredis
 from rich.console import Console
 from rich.table import Table
 
-from processors.configview import ConfigView
 from projections.store import RankingStore
 from streams import rules
+from streams.configview import ConfigView
 from streams.errors import UnknownLeaderboard
 from streams.events import LeaderboardConfigured
 from streams.settings import Settings, get_settings

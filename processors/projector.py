@@ -9,10 +9,10 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from processors.configview import ConfigView
 from projections.store import BoardOutcome, RankingStore, SourceRecord
 from streams import rules
 from streams.codec import Codec
+from streams.configview import ConfigView
 from streams.errors import DecodeError
 from streams.events import LeaderboardConfigured, MatchResultSubmitted, RankChanged
 from streams.producer import LeaderboardProducer

@@ -8,10 +8,10 @@ from typing import Any
 import faust
 import redis.asyncio as aioredis
 
-from processors.configview import ConfigView
 from processors.projector import Projector, RawRecord, Throughput
 from projections.store import RankingStore
 from streams.codec import get_codec
+from streams.configview import ConfigView
 from streams.producer import LeaderboardProducer
 from streams.settings import Settings
 
