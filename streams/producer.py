@@ -69,6 +69,9 @@ def _producer_config(settings: Settings, overrides: Mapping[str, Any] | None) ->
         "queue.buffering.max.messages": 500_000,
         "message.timeout.ms": 60_000,
         "client.id": "leaderboard-producer",
+        # Java-compatible key hashing: every client puts a board on the same partition, and
+        # replay finds it with streams.partitioning.partition_for.
+        "partitioner": "murmur2_random",
     }
     config.update(overrides or {})
     return config
