@@ -274,3 +274,73 @@ async def test_postgres_outage_loses_and_duplicates_nothing(stack: Settings) -> 
         board,
     )
     assert (n, distinct) == (total, total)
+
+
+async def test_undecodable_and_foreign_records_are_dead_lettered(stack: Settings) -> None:
+    """Bad bytes and a wrong event type go to the dead-letter topic; the rest is written."""
+    migrate(stack.postgres_dsn)
+    board = f"dlq-{uuid.uuid4().hex[:8]}"
+    codec = get_codec(stack)
+    fake = FakeProducer()
+    proc = SinkProcessor(stack, producer=fake)  # type: ignore[arg-type]
+    good = codec.encode(changes(board, 1, 5, ms(2026, 10, 3)))
+    foreign = codec.encode(LeaderboardConfigured(board))
+    stats = await proc.handle_rank_changes(
+        [
+            RawRecord(0, 1, None, b"\x00garbage"),
+            RawRecord(0, 2, None, good),
+            RawRecord(0, 3, None, foreign),
+            RawRecord(0, 4, None, None),
+        ]
+    )
+    await proc.close()
+    assert (stats.inserted, stats.dead_lettered) == (5, 3)
+    assert [t for t, _ in fake.dead] == [stack.rank_changes_topic] * 3
+    assert "unexpected event type LeaderboardConfigured" in fake.dead[1][1]
+
+
+async def test_registry_agent_upserts_and_feeds_period_close(stack: Settings) -> None:
+    """Configs land in the registry; a restarted processor learns them from the table."""
+    migrate(stack.postgres_dsn)
+    board = f"reg-{uuid.uuid4().hex[:8]}"
+    codec = get_codec(stack)
+    cfg = LeaderboardConfigured(
+        board, SortOrder.ASC, reset_period=ResetPeriod.DAILY, configured_at=5
+    )
+    proc = SinkProcessor(stack, producer=FakeProducer())  # type: ignore[arg-type]
+    assert await proc.handle_configs([RawRecord(0, 0, board.encode(), codec.encode(cfg))]) == 1
+    await proc.close()
+    again = SinkProcessor(stack, producer=FakeProducer())  # type: ignore[arg-type]
+    assert await again.load_registry() >= 1
+    assert again.configs[board] == cfg
+    await again.close()
+
+
+async def test_close_period_is_repeatable(stack: Settings) -> None:
+    """Closing twice writes once and publishes the stored checksum both times."""
+    migrate(stack.postgres_dsn)
+    board = f"cls-{uuid.uuid4().hex[:8]}"
+    cfg = LeaderboardConfigured(board, SortOrder.DESC, reset_period=ResetPeriod.MONTHLY)
+    client = aioredis.Redis.from_url(stack.redis_url)
+    store = RankingStore(client, grace_ms=stack.period_grace_ms)
+    codec = get_codec(stack)
+    from processors.projector import Projector
+    from processors.projector import RawRecord as ScoreRecord
+
+    fake = FakeProducer()
+    proj = Projector(stack, store, lambda b: cfg, codec, fake)  # type: ignore[arg-type]
+    at = ms(2026, 9, 10)
+    recs = [
+        ScoreRecord(0, i, None, codec.encode(match(board, at + i, (f"q{i}", i * 10))))
+        for i in range(5)
+    ]
+    await proj.process(recs)
+    proc = SinkProcessor(stack, store=store, producer=fake)  # type: ignore[arg-type]
+    proc.configs[board] = cfg
+    expected = await store.checksum(board, "2026-09", SortOrder.DESC)
+    assert await proc.close_period(board, "2026-09", 5)
+    assert not await proc.close_period(board, "2026-09", 5)
+    closed = [e for t, _, e in fake.published if isinstance(e, PeriodClosed)]
+    assert [(e.checksum, e.participant_count) for e in closed] == [expected, expected]
+    await proc.close()
+    await client.aclose()
