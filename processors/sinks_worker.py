@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -118,6 +119,8 @@ class SinkProcessor:
         self.rank_topic = settings.topic(settings.rank_changes_topic)
         self.periods_topic = settings.topic(settings.periods_topic)
         self._pg: psycopg.Connection[tuple[Any, ...]] | None = None
+        # both agents share the connection; a transaction must not interleave with another call
+        self._pg_lock = threading.Lock()
 
     # ------------------------------------------------------------------ PostgreSQL (sync)
     def _conn(self) -> psycopg.Connection[tuple[Any, ...]]:
@@ -128,13 +131,14 @@ class SinkProcessor:
         return self._pg
 
     def _sync(self, fn: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
-        try:
-            return fn(self._conn())
-        except psycopg.OperationalError:
-            if self._pg is not None:
-                self._pg.close()
-            self._pg = None
-            raise
+        with self._pg_lock:
+            try:
+                return fn(self._conn())
+            except psycopg.OperationalError:
+                if self._pg is not None:
+                    self._pg.close()
+                self._pg = None
+                raise
 
     async def _db(self, what: str, fn: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
         async def attempt() -> T:
