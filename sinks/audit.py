@@ -165,7 +165,7 @@ class AuditWriter:
                     inserted = cur.rowcount
         except psycopg.OperationalError as exc:
             await self._drop()
-            raise ServiceUnavailable(f"PostgreSQL unreachable: {_first_line(exc)}") from exc
+            raise ServiceUnavailable(f"audit write failed: {_first_line(exc)}") from exc
         log.debug("audit: %d of %d rows new", inserted, len(rows))
         return inserted
 
