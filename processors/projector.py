@@ -98,6 +98,23 @@ class Projector:
                 continue
             decoded.append((raw, event))
 
+        return await self.apply_decoded(decoded, stats)
+
+    async def apply_decoded(
+        self,
+        decoded: Sequence[tuple[RawRecord, MatchResultSubmitted]],
+        stats: BatchStats | None = None,
+        *,
+        ack_from: dict[int, int] | None = None,
+    ) -> BatchStats:
+        """Validate and apply decoded records, publish the outcome, then clear the outbox.
+
+        ``ack_from`` (partition → offset) keeps the outbox results of records at or above
+        that offset: replay uses it so that records the live worker has not processed yet
+        still find their results to publish after a swap.
+        """
+        if stats is None:
+            stats = BatchStats(records=len(decoded))
         unknown = any(self._config(ev.leaderboard_id) is None for _, ev in decoded)
         if unknown and isinstance(self.configs, ConfigView):
             await self.configs.sync(5.0)
@@ -123,6 +140,10 @@ class Projector:
         self._publish(outcomes, raws, stats)
         if self.producer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 30.0)
+        if ack_from is not None:
+            for out, (_, recs) in zip(outcomes, work, strict=True):
+                limit = ack_from.get(recs[0].partition, 0) if recs else 0
+                out.offsets = [o for o in out.offsets if o < limit]
         await self.store.acknowledge(outcomes)
         return stats
 

@@ -27,6 +27,7 @@ from streams.events import (
 log = logging.getLogger(__name__)
 
 APPLY_LUA = resources.files("projections").joinpath("lua/apply.lua").read_text()
+SWAP_LUA = resources.files("projections").joinpath("lua/swap.lua").read_text()
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,6 +241,43 @@ class RankingStore:
                 outcome.rejections.append(Rejection(rec.partition, rec.offset, f[1]))
             elif tag == "E":
                 outcome.periods_ended.append((f[1], int(f[2])))
+
+    # ------------------------------------------------------------------ rebuild
+    async def board_keys(self, board: str) -> list[str]:
+        """Every existing key of the board under this store's prefix."""
+        return [
+            _text(k)
+            async for k in self.client.scan_iter(match=self.keys(board).pattern, count=1000)
+        ]
+
+    async def clear(self, board: str) -> int:
+        """Delete every key of the board under this store's prefix; returns how many."""
+        keys = await self.board_keys(board)
+        for i in range(0, len(keys), 500):
+            await self.client.delete(*keys[i : i + 500])
+        return len(keys)
+
+    async def watermark(self, board: str, partition: int) -> int:
+        """Offset of the last record applied from ``partition`` (-1 if none)."""
+        value = await self.client.hget(self.keys(board).state, f"wm:{partition}")
+        return int(value) if value is not None else -1
+
+    async def swap_from(self, shadow: RankingStore, board: str, partition: int) -> bool:
+        """Atomically replace this store's keys of ``board`` by ``shadow``'s.
+
+        Returns False (nothing changed) while the shadow is behind the live watermark.
+        """
+        live, shade = self.keys(board), shadow.keys(board)
+        shadow_keys = await shadow.board_keys(board)
+        live_keys = await self.board_keys(board)
+        pairs: list[str] = []
+        for key in shadow_keys:
+            pairs += [key, live.base + key[len(shade.base) :]]
+        key_list = [live.state, shade.state, shade.outbox, *pairs, *live_keys]
+        done = await self.client.eval(
+            SWAP_LUA, len(key_list), *key_list, partition, len(pairs) // 2
+        )
+        return bool(done)
 
     # ------------------------------------------------------------------ queries
     async def version(self, board: str) -> int:

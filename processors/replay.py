@@ -1,0 +1,393 @@
+"""Rebuild boards from the log (or the audit history) into shadow keys, verify, and swap."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import redis.asyncio as aioredis
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from processors.projector import Projector, RawRecord
+from projections.store import Entry, RankingStore
+from streams.codec import get_codec
+from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
+from streams.events import LeaderboardConfigured, MatchResultSubmitted, Operator, ScoreEntry
+from streams.partitioning import partition_for
+from streams.rules import standings_checksum
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+#: Prefix of the shadow keys a rebuild writes before the swap.
+SHADOW_PREFIX = "lbr"
+#: Records handed to one apply call.
+CHUNK = 5000
+
+Progress = Callable[[int, int | None], None]
+
+
+@dataclass(slots=True)
+class PeriodDiff:
+    """How one period of the rebuilt board compares with the live one."""
+
+    period: str
+    live_checksum: str
+    live_count: int
+    rebuilt_checksum: str
+    rebuilt_count: int
+    first_differences: list[str] = field(default_factory=list)
+
+    @property
+    def equal(self) -> bool:
+        """True if both standings are identical."""
+        return self.live_checksum == self.rebuilt_checksum
+
+
+@dataclass(slots=True)
+class ReplayReport:
+    """Summary of one board's replay."""
+
+    board: str
+    source: str
+    records: int = 0
+    entries: int = 0
+    seconds: float = 0.0
+    swapped: bool = False
+    diffs: list[PeriodDiff] = field(default_factory=list)
+    version: int = 0
+
+    @property
+    def rate(self) -> float:
+        """Entries applied per second."""
+        return self.entries / self.seconds if self.seconds else 0.0
+
+    @property
+    def verified(self) -> bool:
+        """True if every compared period matched."""
+        return all(d.equal for d in self.diffs)
+
+
+def _consumer(settings: Settings) -> Any:
+    return Consumer(
+        {
+            "bootstrap.servers": settings.kafka_bootstrap,
+            "group.id": f"leaderboard-replay-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "fetch.max.bytes": 64 * 1024 * 1024,
+            "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            "queued.max.messages.kbytes": 256 * 1024,
+        }
+    )
+
+
+def committed_offset(settings: Settings, partition: int) -> int:
+    """Next offset the live projector group will read on ``partition`` (0 if none)."""
+    topic = settings.topic(settings.scores_topic)
+    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id})
+    try:
+        got = probe.committed([TopicPartition(topic, partition)], timeout=10)
+        return max(0, got[0].offset) if got and got[0].offset >= 0 else 0
+    finally:
+        probe.close()
+
+
+class KafkaSource:
+    """Reads one board's records from its partition of the score topic."""
+
+    def __init__(self, settings: Settings, board: str, from_timestamp: int | None = None) -> None:
+        self.settings = settings
+        self.board = board
+        self.key = board.encode()
+        self.topic = settings.topic(settings.scores_topic)
+        self.consumer = _consumer(settings)
+        meta = self.consumer.list_topics(self.topic, timeout=10)
+        if self.topic not in meta.topics or not meta.topics[self.topic].partitions:
+            raise LeaderboardError(
+                f"topic {self.topic} does not exist: run `leaderboard topics create`"
+            )
+        self.partition = partition_for(board, len(meta.topics[self.topic].partitions))
+        start = OFFSET_BEGINNING
+        if from_timestamp is not None:
+            found = self.consumer.offsets_for_times(
+                [TopicPartition(self.topic, self.partition, from_timestamp)], timeout=10
+            )
+            start = found[0].offset if found[0].offset >= 0 else self.end_offset()
+        self.consumer.assign([TopicPartition(self.topic, self.partition, start)])
+        low, _ = self.consumer.get_watermark_offsets(
+            TopicPartition(self.topic, self.partition), timeout=10
+        )
+        self.position = max(low, start) if start >= 0 else low
+
+    def end_offset(self) -> int:
+        """Current end (high watermark) of the board's partition."""
+        _, high = self.consumer.get_watermark_offsets(
+            TopicPartition(self.topic, self.partition), timeout=10, cached=False
+        )
+        return int(high)
+
+    def read_until(self, end: int) -> list[RawRecord]:
+        """Next records (of every board) up to offset ``end`` (exclusive); [] when reached."""
+        if self.position >= end:
+            return []
+        out: list[RawRecord] = []
+        while not out:
+            for msg in self.consumer.consume(CHUNK, timeout=1.0):
+                if msg.error():
+                    continue
+                off = msg.offset()
+                if off >= end:
+                    self.position = end
+                    break
+                self.position = off + 1
+                if msg.key() == self.key:
+                    out.append(RawRecord(msg.partition(), off, msg.key(), msg.value()))
+            if self.position >= end:
+                break
+        return out
+
+    def close(self) -> None:
+        """Release the consumer."""
+        self.consumer.close()
+
+
+async def _postgres_records(
+    settings: Settings, board: str, from_timestamp: int | None
+) -> AsyncIterator[list[tuple[RawRecord, MatchResultSubmitted]]]:
+    """The board's applied entries from the audit history, regrouped into log records."""
+    sql = (
+        "SELECT source_partition, source_offset, entry_index, event_id, match_id,"
+        " (extract(epoch from occurred_at) * 1000)::bigint, participant_id, submitted_score,"
+        " operator FROM score_audit WHERE leaderboard_id = %s"
+    )
+    params: list[Any] = [board]
+    if from_timestamp is not None:
+        sql += " AND occurred_at >= %s"
+        params.append(datetime.fromtimestamp(from_timestamp / 1000, tz=UTC))
+    sql += " ORDER BY source_partition, source_offset, entry_index"
+    async with await psycopg.AsyncConnection.connect(settings.postgres_dsn) as conn:
+        async with conn.cursor(name=f"replay_{uuid.uuid4().hex[:8]}") as cur:
+            await cur.execute(sql, params)
+            batch: list[tuple[RawRecord, MatchResultSubmitted]] = []
+            current: list[Any] | None = None
+            entries: list[ScoreEntry] = []
+            while True:
+                rows = await cur.fetchmany(20_000)
+                for part, off, _idx, eid, mid, at, pid, score, op in rows:
+                    if current is None or (current[0], current[1]) != (part, off):
+                        if current is not None:
+                            batch.append(_record(board, current, entries))
+                            entries = []
+                        current = [part, off, eid, mid, at]
+                    entries.append(ScoreEntry(pid, score, Operator(op)))
+                if len(batch) >= CHUNK or (not rows and batch):
+                    yield batch
+                    batch = []
+                if not rows:
+                    break
+            if current is not None:
+                yield [_record(board, current, entries)]
+
+
+def _record(
+    board: str, head: list[Any], entries: list[ScoreEntry]
+) -> tuple[RawRecord, MatchResultSubmitted]:
+    part, off, eid, mid, at = head
+    event = MatchResultSubmitted(eid, mid, board, int(at), tuple(entries))
+    return RawRecord(part, off, board.encode(), None), event
+
+
+async def _count_postgres(settings: Settings, board: str) -> int:
+    async with await psycopg.AsyncConnection.connect(settings.postgres_dsn) as conn:
+        cur = await conn.execute(
+            "SELECT count(DISTINCT (source_partition, source_offset)) FROM score_audit"
+            " WHERE leaderboard_id = %s",
+            [board],
+        )
+        row = await cur.fetchone()
+        return int(row[0]) if row else 0
+
+
+async def compare(
+    live: RankingStore, shadow: RankingStore, cfg: LeaderboardConfigured, period: str | None
+) -> list[PeriodDiff]:
+    """Checksums, counts and the first differing ranks of every (or one) period."""
+    board = cfg.leaderboard_id
+    periods = (
+        [period]
+        if period
+        else sorted(set(await live.periods(board)) | set(await shadow.periods(board)))
+    )
+    diffs = []
+    for p in periods:
+        a = await live.standings(board, p, cfg.sort_order)
+        b = await shadow.standings(board, p, cfg.sort_order)
+        d = PeriodDiff(
+            p,
+            standings_checksum((e.rank, e.participant_id, e.score) for e in a),
+            len(a),
+            standings_checksum((e.rank, e.participant_id, e.score) for e in b),
+            len(b),
+        )
+        if not d.equal:
+            for i in range(max(len(a), len(b))):
+                x = a[i] if i < len(a) else None
+                y = b[i] if i < len(b) else None
+                if x != y:
+                    d.first_differences.append(f"rank {i + 1}: live {_row(x)} rebuilt {_row(y)}")
+                    if len(d.first_differences) >= 5:
+                        break
+        diffs.append(d)
+    return diffs
+
+
+async def replay_board(
+    settings: Settings,
+    cfg: LeaderboardConfigured,
+    *,
+    source: str = "kafka",
+    period: str | None = None,
+    from_timestamp: int | None = None,
+    verify: bool = False,
+    swap: bool = False,
+    dry_run: bool = False,
+    progress: Progress | None = None,
+    client: aioredis.Redis | None = None,
+) -> ReplayReport:
+    """Rebuild ``cfg``'s board into shadow keys with the live apply code; verify and/or swap."""
+    board = cfg.leaderboard_id
+    own_client = client is None
+    redis_client = client or aioredis.Redis.from_url(settings.redis_url)
+    live = RankingStore(redis_client, grace_ms=settings.period_grace_ms)
+    shadow = RankingStore(
+        redis_client,
+        prefix=f"{SHADOW_PREFIX}{uuid.uuid4().hex[:6]}" if dry_run else SHADOW_PREFIX,
+        overtaken_limit=0,
+        grace_ms=settings.period_grace_ms,
+    )
+    projector = Projector(
+        settings, shadow, lambda b: cfg if b == board else None, get_codec(settings), None
+    )
+    report = ReplayReport(board, source)
+    started = time.monotonic()
+    await shadow.clear(board)
+    try:
+        if source == "kafka":
+            await _replay_kafka(
+                settings, board, projector, live, shadow, report, from_timestamp, swap, progress
+            )
+        elif source == "postgres":
+            total = await _count_postgres(settings, board) if progress else None
+            async for chunk in _postgres_records(settings, board, from_timestamp):
+                stats = await projector.apply_decoded(chunk)
+                report.records += len(chunk)
+                report.entries += stats.entries_applied
+                if progress:
+                    progress(len(chunk), total)
+            if swap:
+                raise LeaderboardError(
+                    "--swap needs --source kafka: the audit history lags the log, so only the "
+                    "log can catch up with the live board"
+                )
+        else:
+            raise LeaderboardError(f"unknown source {source!r}: use kafka or postgres")
+        report.seconds = time.monotonic() - started
+        report.version = await shadow.version(board)
+        if verify:
+            report.diffs = await compare(live, shadow, cfg, period)
+    finally:
+        if not report.swapped:
+            await shadow.clear(board)
+        if own_client:
+            await redis_client.aclose()
+    return report
+
+
+async def _replay_kafka(
+    settings: Settings,
+    board: str,
+    projector: Projector,
+    live: RankingStore,
+    shadow: RankingStore,
+    report: ReplayReport,
+    from_timestamp: int | None,
+    swap: bool,
+    progress: Progress | None,
+) -> None:
+    src = await asyncio.to_thread(KafkaSource, settings, board, from_timestamp)
+    try:
+        end = await asyncio.to_thread(src.end_offset)
+        total = max(0, end - src.position)
+        ack_from = {
+            src.partition: await asyncio.to_thread(committed_offset, settings, src.partition)
+        }
+        while True:
+            while True:
+                raws = await asyncio.to_thread(src.read_until, end)
+                if not raws:
+                    break
+                decoded = []
+                for raw in raws:
+                    try:
+                        ev = projector.codec.decode_as(raw.value or b"", MatchResultSubmitted)
+                    except DecodeError:
+                        continue
+                    decoded.append((raw, ev))
+                stats = await projector.apply_decoded(decoded, ack_from=ack_from if swap else None)
+                report.records += len(raws)
+                report.entries += stats.entries_applied
+                if progress:
+                    progress(src.position, total)
+            if not swap:
+                return
+            # catch up with what arrived meanwhile, then swap when the live board is not ahead
+            if await live.swap_from(shadow, board, src.partition):
+                report.swapped = True
+                return
+            end = await asyncio.to_thread(src.end_offset)
+            ack_from = {
+                src.partition: await asyncio.to_thread(committed_offset, settings, src.partition)
+            }
+    finally:
+        await asyncio.to_thread(src.close)
+
+
+def _row(entry: Entry | None) -> str:
+    return f"{entry.participant_id}={entry.score}" if entry else "(none)"
+
+
+def require_board(boards: dict[str, LeaderboardConfigured], board: str) -> LeaderboardConfigured:
+    """The board's configuration or a one-line error naming it."""
+    cfg = boards.get(board)
+    if cfg is None:
+        raise UnknownLeaderboard(f"unknown leaderboard {board!r}: see `leaderboard boards list`")
+    return cfg
+
+
+def summarize(reports: Sequence[ReplayReport]) -> str:
+    """One line per board for the CLI."""
+    lines = []
+    for r in reports:
+        line = (
+            f"{r.board}: {r.records:,} records, {r.entries:,} entries from {r.source} in "
+            f"{r.seconds:.1f}s ({r.rate:,.0f} entries/s), version {r.version}"
+        )
+        if r.swapped:
+            line += ", swapped into live"
+        lines.append(line)
+        for d in r.diffs:
+            state = "match" if d.equal else "DIFFER"
+            lines.append(
+                f"  {d.period}: {state} live {d.live_count} {d.live_checksum[:16]} / rebuilt "
+                f"{d.rebuilt_count} {d.rebuilt_checksum[:16]}"
+            )
+            lines += [f"    {x}" for x in d.first_differences]
+    return "\n".join(lines)
