@@ -33,7 +33,7 @@ class TopicSpec:
 
 def input_topics(settings: Settings) -> list[str]:
     """Logical names of the topics that get a dead-letter topic beside them."""
-    return [settings.scores_topic, settings.config_topic]
+    return [settings.scores_topic, settings.config_topic, settings.rank_changes_topic]
 
 
 #: Dead letters are kept four weeks: long enough to inspect and replay by hand.
