@@ -229,6 +229,14 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="write or admin key")
+BoardId = Annotated[str, PathParam(pattern=BOARD_ID, description="leaderboard id")]
+PeriodQ = Annotated[
+    str | None, Query(pattern=PERIOD, description="period key (default: the current one)")
+]
+ApiKey = Annotated[str | None, Security(_API_KEY)]
+
+
 @dataclasses.dataclass
 class _State:
     client: aioredis.Redis | None = None
@@ -337,7 +345,6 @@ def create_app(
     )
     app.add_middleware(BodyLimit, limit=max_body)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
-    api_key = APIKeyHeader(name="X-API-Key", auto_error=False)
 
     # ------------------------------------------------------------------ errors and metrics
     @app.exception_handler(StarletteHTTPException)
@@ -398,12 +405,6 @@ def create_app(
         if cfg is None:
             raise ApiError(404, f"unknown leaderboard {board!r}")
         return cfg
-
-    BoardId = Annotated[str, PathParam(pattern=BOARD_ID, description="leaderboard id")]
-    PeriodQ = Annotated[
-        str | None, Query(pattern=PERIOD, description="period key (default: the current one)")
-    ]
-    ApiKey = Annotated[str | None, Security(api_key)]
 
     # ------------------------------------------------------------------ pages
     @app.get("/", include_in_schema=False)

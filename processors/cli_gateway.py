@@ -1,0 +1,93 @@
+"""``leaderboard gateway``: the HTTP/WebSocket gateway under uvicorn, with PostgreSQL history."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from typing import Any
+
+import click
+
+from projections.gateway import HistoryReader, create_app
+from streams.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+
+def pg_history_reader(settings: Settings) -> HistoryReader | None:
+    """History of closed periods from sinks.history (None if the sinks package is absent)."""
+    try:
+        import psycopg
+
+        from sinks import history as pg
+    except ImportError as exc:  # pragma: no cover - depends on the installed packages
+        log.warning("history disabled: %s", exc)
+        return None
+
+    def read(board: str, period: str | None, limit: int, offset: int) -> dict[str, Any] | None:
+        with psycopg.connect(settings.postgres_dsn, connect_timeout=5) as conn:
+            if period is None:
+                closed = pg.closed_periods(conn, board)
+                found = closed[0] if closed else None
+            else:
+                found = pg.closed_period(conn, board, period)
+            if found is None:
+                return None
+            rows = pg.period_standings(conn, board, found.period, limit, offset)
+        return {
+            "period": found.period,
+            "period_start": found.period_start.isoformat(),
+            "period_end": found.period_end.isoformat(),
+            "participant_count": found.participant_count,
+            "checksum": found.checksum,
+            "version": found.version,
+            "closed_at": found.closed_at.isoformat(),
+            "offset": offset,
+            "entries": [dataclasses.asdict(r) for r in rows],
+        }
+
+    async def reader(
+        board: str, period: str | None, limit: int, offset: int
+    ) -> dict[str, Any] | None:
+        return await asyncio.get_running_loop().run_in_executor(
+            None, read, board, period, limit, offset
+        )
+
+    return reader
+
+
+@click.command()
+@click.option("--host", default=None, help="Listen address (default LEADERBOARD_GATEWAY_HOST).")
+@click.option("--port", default=None, type=int, help="Port (default LEADERBOARD_GATEWAY_PORT).")
+@click.option("--submit-rate", default=5.0, show_default=True, help="Scores/s per participant.")
+@click.option("--submit-burst", default=10, show_default=True, help="Burst per participant.")
+@click.option("--log-level", default="info", show_default=True)
+def gateway(
+    host: str | None, port: int | None, submit_rate: float, submit_burst: int, log_level: str
+) -> None:
+    """Run the HTTP + WebSocket gateway (live page at /, API docs at /docs)."""
+    import uvicorn
+
+    settings = get_settings()
+    app = create_app(
+        settings,
+        history=pg_history_reader(settings),
+        submit_rate=submit_rate,
+        submit_burst=submit_burst,
+    )
+    host = host or settings.gateway_host
+    port = port or settings.gateway_port
+    click.echo(f"gateway on http://{host}:{port}/  (API docs: /docs)", err=True)
+    uvicorn.run(
+        app,
+        host=host,
+        port=port,
+        log_level=log_level,
+        ws_ping_interval=20.0,
+        ws_ping_timeout=20.0,
+        access_log=False,
+    )
+
+
+COMMANDS = [gateway]

@@ -1,0 +1,145 @@
+"use strict";
+// Live top-N view: a snapshot, then versioned deltas applied in order (see docs/gateway.md).
+const board = decodeURIComponent(location.pathname.split("/").pop());
+const params = new URLSearchParams(location.search);
+const N = Math.min(1000, Math.max(1, parseInt(params.get("n") || "10", 10)));
+const wsBase = (location.protocol === "https:" ? "wss://" : "ws://") + location.host;
+const url = wsBase + "/v1/leaderboards/" + encodeURIComponent(board) + "/subscribe";
+const $ = (id) => document.getElementById(id);
+document.title = board + " · leaderboard";
+$("title").textContent = board;
+
+let rows = [];          // [{participant_id, score}], index = rank - 1
+let version = null;
+let tracked = null;
+const moves = new Map(); // participant -> {kind, by, until}
+
+function render(changed) {
+  const body = $("rows");
+  const now = Date.now();
+  body.replaceChildren();
+  rows.forEach((r, i) => {
+    const tr = document.createElement("tr");
+    tr.dataset.pid = r.participant_id;
+    tr.dataset.rank = String(i + 1);
+    if (changed && changed.has(r.participant_id)) tr.classList.add("flash");
+    if (tracked && r.participant_id === tracked) tr.classList.add("tracked");
+    const m = moves.get(r.participant_id);
+    let move = "";
+    if (m && m.until > now) {
+      move = m.kind === "new" ? '<span class="new">new</span>'
+        : `<span class="${m.kind}">${m.kind === "up" ? "▲" : "▼"}${m.by}</span>`;
+    }
+    tr.innerHTML = `<td class="rank">${i + 1}</td><td class="move">${move}</td>` +
+      `<td class="pid"></td><td class="score"></td>`;
+    tr.querySelector(".pid").textContent = r.participant_id;
+    tr.querySelector(".score").textContent = String(r.score);
+    body.append(tr);
+  });
+  $("version").textContent = version === null ? "–" : String(version);
+}
+
+function applyDelta(msg) {
+  const before = new Map(rows.map((r, i) => [r.participant_id, i + 1]));
+  const changed = new Set();
+  for (const c of msg.changes) {
+    const at = rows.findIndex((r) => r.participant_id === c.participant_id);
+    if (at >= 0) rows.splice(at, 1);
+    if (c.new_rank <= N) rows.splice(c.new_rank - 1, 0, { participant_id: c.participant_id, score: c.new_score });
+    changed.add(c.participant_id);
+  }
+  rows = rows.slice(0, N);
+  const until = Date.now() + 4000;
+  rows.forEach((r, i) => {
+    const was = before.get(r.participant_id);
+    if (was === undefined) moves.set(r.participant_id, { kind: "new", by: 0, until });
+    else if (was !== i + 1) moves.set(r.participant_id, { kind: was > i + 1 ? "up" : "down", by: Math.abs(was - i - 1), until });
+  });
+  version = msg.version;
+  render(changed);
+}
+
+function connect() {
+  const ws = new WebSocket(url);
+  ws.onopen = () => {
+    const sub = { type: "subscribe", mode: "top", n: N };
+    if (version !== null) sub.since_version = version;
+    ws.send(JSON.stringify(sub));
+    $("dot").classList.add("live");
+    $("status").textContent = "live";
+  };
+  ws.onmessage = (ev) => {
+    const msg = JSON.parse(ev.data);
+    if (msg.type === "snapshot") {
+      rows = msg.entries.map((e) => ({ participant_id: e.participant_id, score: e.score }));
+      version = msg.version;
+      $("period").textContent = msg.period;
+      $("count").textContent = String(msg.count);
+      render(null);
+    } else if (msg.type === "delta") {
+      if (msg.period) $("period").textContent = msg.period;
+      applyDelta(msg);
+    } else if (msg.type === "ping") {
+      ws.send(JSON.stringify({ type: "pong" }));
+    } else if (msg.type === "error") {
+      $("status").textContent = msg.error.message;
+    }
+  };
+  ws.onclose = () => {
+    $("dot").classList.remove("live");
+    $("status").textContent = "reconnecting…";
+    setTimeout(connect, 1000);
+  };
+}
+
+let trackWs = null;
+$("track-form").addEventListener("submit", (ev) => {
+  ev.preventDefault();
+  tracked = $("track-pid").value.trim();
+  if (trackWs) trackWs.close();
+  const out = $("track-out");
+  const show = (rank, score) => {
+    out.textContent = rank ? `${tracked}: rank ${rank}, score ${score}` : `${tracked} is not on the board yet`;
+  };
+  let rank = null, score = null;
+  trackWs = new WebSocket(url);
+  trackWs.onopen = () => trackWs.send(JSON.stringify({ type: "subscribe", mode: "track", participant_id: tracked }));
+  trackWs.onmessage = (e) => {
+    const msg = JSON.parse(e.data);
+    if (msg.type === "snapshot") {
+      const me = msg.entries[0];
+      rank = me ? me.rank : null; score = me ? me.score : null;
+      show(rank, score);
+    } else if (msg.type === "delta") {
+      for (const c of msg.changes) { rank = c.new_rank; score = c.new_score; }
+      show(rank, score);
+      out.classList.remove("flash"); void out.offsetWidth; out.classList.add("flash");
+    } else if (msg.type === "ping") {
+      trackWs.send(JSON.stringify({ type: "pong" }));
+    }
+  };
+  render(null);
+});
+
+$("score-form").addEventListener("submit", async (ev) => {
+  ev.preventDefault();
+  const out = $("score-out");
+  const headers = { "Content-Type": "application/json" };
+  const key = $("score-key").value.trim();
+  if (key) headers["X-API-Key"] = key;
+  const body = { participant_id: $("score-pid").value.trim(), score: parseInt($("score-value").value, 10) };
+  out.textContent = "sending…";
+  try {
+    const res = await fetch("/v1/leaderboards/" + encodeURIComponent(board) + "/scores?wait=true",
+      { method: "POST", headers, body: JSON.stringify(body) });
+    const data = await res.json();
+    out.textContent = res.ok
+      ? `${data.participant_id}: rank ${data.rank} (was ${data.previous_rank ?? "–"}), score ${data.score}`
+      : `${res.status}: ${data.error.message}`;
+    out.dataset.status = String(res.status);
+  } catch (e) {
+    out.textContent = "cannot reach the gateway";
+  }
+});
+
+connect();

@@ -1,0 +1,575 @@
+"""The gateway over real HTTP and WebSocket, against the real stack and a real projector worker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+from sinks.migrate import migrate
+from streams.settings import Settings
+from tests.integration.conftest import ARTIFACTS, Pipeline, wait_until
+
+pytestmark = [pytest.mark.e2e, pytest.mark.integration]
+
+WRITER = "writer-key-1"
+ADMIN = "admin-key-1"
+W = {"X-API-Key": WRITER}
+A = {"X-API-Key": ADMIN}
+BURST = 4
+
+
+def ms(*args: int) -> int:
+    return int(datetime(*args, tzinfo=UTC).timestamp() * 1000)  # type: ignore[misc]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class Gateway:
+    """A gateway subprocess, its pipeline (topics, workers) and its URLs."""
+
+    url: str
+    ws: str
+    pipeline: Pipeline
+    proc: subprocess.Popen[bytes]
+
+    def client(self) -> httpx.Client:
+        """A fresh HTTP client for the gateway."""
+        return httpx.Client(base_url=self.url, timeout=15)
+
+    def create_board(self, **cfg: Any) -> str:
+        """Create a board through the API (admin key); returns its id."""
+        board = cfg.pop("leaderboard_id", None) or f"gw-{uuid.uuid4().hex[:8]}"
+        with self.client() as c:
+            r = c.post("/v1/leaderboards", json={"leaderboard_id": board, **cfg}, headers=A)
+            assert r.status_code == 201, r.text
+        return board
+
+    def submit(self, board: str, pid: str, score: int, **extra: Any) -> dict[str, Any]:
+        """Submit with wait=true and return the applied result."""
+        with self.client() as c:
+            r = c.post(
+                f"/v1/leaderboards/{board}/scores?wait=true",
+                json={"participant_id": pid, "score": score, **extra},
+                headers=W,
+            )
+            assert r.status_code == 200, r.text
+            result: dict[str, Any] = r.json()
+            return result
+
+
+def start_gateway(p: Pipeline, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+    """Run ``leaderboard gateway`` on a free port with the pipeline's settings."""
+    port = free_port()
+    ARTIFACTS.mkdir(exist_ok=True)
+    log = open(ARTIFACTS / f"{p.tag}-gateway-{port}.log", "ab")
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "processors",
+            "gateway",
+            "--port",
+            str(port),
+            "--submit-rate",
+            "1",
+            "--submit-burst",
+            str(BURST),
+            "--log-level",
+            "warning",
+        ],
+        env={**p.env, "LEADERBOARD_API_KEYS": WRITER, "LEADERBOARD_ADMIN_KEYS": ADMIN, **env},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            pytest.fail(f"gateway exited with {proc.returncode}; see test-artifacts")
+        try:
+            return httpx.get(url + "/ready", timeout=5).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(up, timeout=60, every=0.3)
+    return proc, url
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def gateway(stack: Settings) -> Iterator[Gateway]:
+    """One pipeline with a projector, a sinks worker and a gateway for the whole module."""
+    migrate(stack.postgres_dsn)
+    p = Pipeline(stack, f"g{uuid.uuid4().hex[:8]}")
+    p.env["LEADERBOARD_PERIOD_GRACE_MS"] = "0"
+    p.start_worker("projector")
+    p.start_worker("sinks")
+    proc, url = start_gateway(p)
+    try:
+        yield Gateway(url, url.replace("http://", "ws://"), p, proc)
+    finally:
+        stop(proc)
+        p.stop_all()
+
+
+def error_code(r: httpx.Response) -> str:
+    body = r.json()
+    assert set(body["error"]) == {"code", "message"}, body
+    assert "Traceback" not in r.text
+    return str(body["error"]["code"])
+
+
+# ------------------------------------------------------------------------------- HTTP
+
+
+def test_ops_endpoints(gateway: Gateway) -> None:
+    with gateway.client() as c:
+        assert c.get("/health").json() == {"status": "ok"}
+        ready = c.get("/ready")
+        assert ready.status_code == 200
+        assert ready.json()["checks"] == {"kafka": "ok", "redis": "ok", "postgres": "ok"}
+        doc = c.get("/openapi.json").json()
+        assert "/v1/leaderboards/{board}/rankings" in doc["paths"]
+        assert c.get("/docs").status_code == 200
+        metrics = c.get("/metrics")
+        assert metrics.status_code == 200
+        for name in (
+            "gateway_http_requests_total",
+            "gateway_http_request_seconds_bucket",
+            "gateway_ws_subscribers",
+            "gateway_rank_feed_lag_records",
+        ):
+            assert name in metrics.text
+        assert c.get("/").status_code == 200
+        assert "board.js" in c.get("/boards/anything").text
+        pre = c.options(
+            "/v1/leaderboards",
+            headers={"Origin": "http://example.test", "Access-Control-Request-Method": "POST"},
+        )
+        assert pre.headers.get("access-control-allow-origin") in ("*", "http://example.test")
+
+
+def test_admin_endpoints_and_their_errors(gateway: Gateway) -> None:
+    board = f"adm-{uuid.uuid4().hex[:8]}"
+    body = {"leaderboard_id": board, "sort_order": "asc", "reset_period": "none"}
+    with gateway.client() as c:
+        r = c.post("/v1/leaderboards", json=body)
+        assert r.status_code == 401 and error_code(r) == "unauthorized"
+        r = c.post("/v1/leaderboards", json=body, headers={"X-API-Key": "nope"})
+        assert r.status_code == 403 and error_code(r) == "forbidden"
+        r = c.post("/v1/leaderboards", json=body, headers=W)  # a writer is not an admin
+        assert r.status_code == 403
+        r = c.post("/v1/leaderboards", json={**body, "sort_order": "sideways"}, headers=A)
+        assert r.status_code == 400 and error_code(r) == "bad_request"
+        assert "sort_order" in r.json()["error"]["message"]
+        r = c.post("/v1/leaderboards", json={**body, "leaderboard_id": "bad id!"}, headers=A)
+        assert r.status_code == 400
+        r = c.post(
+            "/v1/leaderboards",
+            content=b"{not json",
+            headers={**A, "content-type": "application/json"},
+        )
+        assert r.status_code == 400
+        r = c.post("/v1/leaderboards", json=body, headers=A)
+        assert r.status_code == 201, r.text
+        assert r.json()["sort_order"] == "asc"
+        r = c.post("/v1/leaderboards", json=body, headers=A)
+        assert r.status_code == 409 and error_code(r) == "conflict"
+        ids = [b["leaderboard_id"] for b in c.get("/v1/leaderboards").json()["leaderboards"]]
+        assert board in ids
+        one = c.get(f"/v1/leaderboards/{board}").json()
+        assert (one["leaderboard_id"], one["version"], one["count"]) == (board, 0, 0)
+        r = c.get("/v1/leaderboards/no-such-board")
+        assert r.status_code == 404 and error_code(r) == "not_found"
+        r = c.patch(f"/v1/leaderboards/{board}", json={"watch_top_n": 5})
+        assert r.status_code == 401
+        r = c.patch(f"/v1/leaderboards/{board}", json={"watch_top_n": 5}, headers=W)
+        assert r.status_code == 403
+        r = c.patch(f"/v1/leaderboards/{board}", json={}, headers=A)
+        assert r.status_code == 400
+        r = c.patch(f"/v1/leaderboards/{board}", json={"watch_top_n": -1}, headers=A)
+        assert r.status_code == 400
+        r = c.patch(f"/v1/leaderboards/{board}", json={"watch_top_n": 5}, headers=A)
+        assert r.status_code == 200 and r.json()["watch_top_n"] == 5
+        r = c.patch("/v1/leaderboards/no-such-board", json={"watch_top_n": 5}, headers=A)
+        assert r.status_code == 404
+        assert c.get(f"/v1/leaderboards/{board}").json()["watch_top_n"] == 5
+
+
+def test_scores_rankings_participants(gateway: Gateway) -> None:
+    board = gateway.create_board()
+    url = f"/v1/leaderboards/{board}/scores"
+    with gateway.client() as c:
+        r = c.post(url, json={"participant_id": "ann", "score": 10})
+        assert r.status_code == 401
+        r = c.post(url, json={"participant_id": "ann", "score": 10}, headers={"X-API-Key": "x"})
+        assert r.status_code == 403
+        for bad in (
+            {"participant_id": "ann", "score": "ten"},
+            {"participant_id": "ann", "score": 1.5},
+            {"participant_id": "ann", "score": 2**53},
+            {"participant_id": "", "score": 1},
+            {"participant_id": "ann"},
+            {"participant_id": "ann", "score": 1, "color": "red"},
+            {"participant_id": "ann", "score": 1, "timestamp": "yesterday"},
+            {"participant_id": "ann", "score": 1, "operator": "max"},
+        ):
+            r = c.post(url, json=bad, headers=W)
+            assert r.status_code == 400, (bad, r.text)
+            assert error_code(r) == "bad_request"
+        r = c.post(
+            "/v1/leaderboards/no-such-board/scores",
+            json={"participant_id": "ann", "score": 1},
+            headers=W,
+        )
+        assert r.status_code == 404
+        r = c.post(url, json={"participant_id": "ann", "score": 1, "x": "y" * 100_000}, headers=W)
+        assert r.status_code == 413 and error_code(r) == "payload_too_large"
+
+        r = c.post(url, json={"participant_id": "ann", "score": 10}, headers=W)
+        assert r.status_code == 202
+        assert r.json()["event_id"]
+        wait_until(lambda: c.get(f"/v1/leaderboards/{board}/rankings").json()["count"] == 1)
+
+    res = gateway.submit(board, "bob", 20, match_id="m-1")
+    assert (res["rank"], res["previous_rank"], res["score"], res["previous_score"]) == (
+        1,
+        None,
+        20,
+        None,
+    )
+    res = gateway.submit(board, "ann", 30)
+    assert (res["rank"], res["previous_rank"], res["score"], res["previous_score"]) == (
+        1,
+        2,
+        30,
+        10,
+    )
+    for i in range(5):
+        gateway.submit(board, f"p{i}", 5 - i)
+    with gateway.client() as c:
+        page = c.get(f"/v1/leaderboards/{board}/rankings", params={"limit": 3}).json()
+        assert [(e["rank"], e["participant_id"], e["score"]) for e in page["entries"]] == [
+            (1, "ann", 30),
+            (2, "bob", 20),
+            (3, "p0", 5),
+        ]
+        assert page["count"] == 7 and page["period"] == "all" and page["version"] >= 7
+        page = c.get(f"/v1/leaderboards/{board}/rankings", params={"limit": 2, "offset": 5}).json()
+        assert [e["rank"] for e in page["entries"]] == [6, 7]
+        page = c.get(
+            f"/v1/leaderboards/{board}/rankings", params={"limit": 3, "around": "p2"}
+        ).json()
+        assert [e["participant_id"] for e in page["entries"]] == ["p1", "p2", "p3"]
+        for params in ({"limit": 1001}, {"limit": 0}, {"offset": -1}, {"period": "a/b"}):
+            r = c.get(f"/v1/leaderboards/{board}/rankings", params=params)
+            assert r.status_code == 400, params
+        r = c.get(f"/v1/leaderboards/{board}/rankings", params={"around": "nobody"})
+        assert r.status_code == 404
+        assert c.get("/v1/leaderboards/no-such-board/rankings").status_code == 404
+
+        me = c.get(f"/v1/leaderboards/{board}/participants/p1", params={"neighbours": 1}).json()
+        assert (me["rank"], me["score"]) == (4, 4)
+        assert [e["participant_id"] for e in me["above"]] == ["p0"]
+        assert [e["participant_id"] for e in me["below"]] == ["p2"]
+        r = c.get(f"/v1/leaderboards/{board}/participants/nobody")
+        assert r.status_code == 404 and error_code(r) == "not_found"
+
+
+def test_rate_limit_and_closed_board(gateway: Gateway) -> None:
+    board = gateway.create_board()
+    url = f"/v1/leaderboards/{board}/scores"
+    with gateway.client() as c:
+        codes = [
+            c.post(url, json={"participant_id": "spammer", "score": i}, headers=W).status_code
+            for i in range(BURST + 2)
+        ]
+        assert codes[:BURST] == [202] * BURST
+        assert codes[-1] == 429
+        r = c.post(url, json={"participant_id": "spammer", "score": 1}, headers=W)
+        assert r.status_code == 429 and error_code(r) == "too_many_requests"
+        assert int(r.headers["retry-after"]) >= 1
+        # another participant is not limited
+        assert (
+            c.post(url, json={"participant_id": "calm", "score": 1}, headers=W).status_code == 202
+        )
+
+        r = c.patch(f"/v1/leaderboards/{board}", json={"status": "closed"}, headers=A)
+        assert r.status_code == 200 and r.json()["status"] == "closed"
+        r = c.post(url, json={"participant_id": "late", "score": 1}, headers=W)
+        assert r.status_code == 409 and error_code(r) == "conflict"
+
+
+def test_history_of_a_closed_period(gateway: Gateway) -> None:
+    board = gateway.create_board(reset_period="monthly")
+    with gateway.client() as c:
+        r = c.get(f"/v1/leaderboards/{board}/history", params={"period": "2026-10"})
+        assert r.status_code == 404 and error_code(r) == "not_found"
+        assert c.get("/v1/leaderboards/no-such-board/history").status_code == 404
+    october = ms(2026, 10, 20)
+    for i, (pid, score) in enumerate([("ann", 5), ("bob", 9), ("cid", 7)]):
+        gateway.submit(board, pid, score, timestamp=october + i)
+    gateway.submit(board, "dan", 1, timestamp="2026-11-01T00:00:01Z")  # ends October
+
+    def closed() -> dict[str, Any] | None:
+        with gateway.client() as c:
+            r = c.get(f"/v1/leaderboards/{board}/history", params={"period": "2026-10"})
+            return r.json() if r.status_code == 200 else None
+
+    hist = wait_until(closed, timeout=90, every=0.5)
+    assert hist["participant_count"] == 3
+    assert [(e["rank"], e["participant_id"], e["score"]) for e in hist["entries"]] == [
+        (1, "bob", 9),
+        (2, "cid", 7),
+        (3, "ann", 5),
+    ]
+    with gateway.client() as c:
+        latest = c.get(f"/v1/leaderboards/{board}/history").json()
+        assert latest["period"] == "2026-10"
+        now = c.get(f"/v1/leaderboards/{board}/rankings").json()
+        assert now["period"] == "2026-11"
+        assert [e["participant_id"] for e in now["entries"]] == ["dan"]
+        r = c.get(f"/v1/leaderboards/{board}/history", params={"period": "2026-11"})
+        assert r.status_code == 404
+
+
+def test_wait_times_out_with_504(gateway: Gateway) -> None:
+    """A score the projector rejects (outside the tournament window) never gets applied."""
+    board = gateway.create_board(ends_at=ms(2026, 1, 1))
+    with gateway.client() as c:
+        start = time.monotonic()
+        r = c.post(
+            f"/v1/leaderboards/{board}/scores?wait=true",
+            json={"participant_id": "ann", "score": 1, "timestamp": ms(2026, 6, 1)},
+            headers=W,
+        )
+        assert r.status_code == 504 and error_code(r) == "timeout"
+        assert 4 < time.monotonic() - start < 10
+
+
+# ------------------------------------------------------------------------------- WebSocket
+
+
+async def subscribe(ws_url: str, board: str, **sub: Any) -> tuple[ClientConnection, dict[str, Any]]:
+    ws = await websockets.connect(f"{ws_url}/v1/leaderboards/{board}/subscribe")
+    await ws.send(json.dumps({"type": "subscribe", **sub}))
+    first = json.loads(await asyncio.wait_for(ws.recv(), 5))
+    return ws, first
+
+
+async def next_data(ws: ClientConnection, within: float) -> dict[str, Any]:
+    """The next message that is not a heartbeat."""
+    deadline = time.monotonic() + within
+    while True:
+        msg: dict[str, Any] = json.loads(
+            await asyncio.wait_for(ws.recv(), max(0.01, deadline - time.monotonic()))
+        )
+        if msg["type"] != "ping":
+            return msg
+
+
+def apply_top(rows: list[tuple[str, int]], changes: list[dict[str, Any]], n: int) -> None:
+    """The client side of a top-N delta (as in static/board.js)."""
+    for c in changes:
+        rows[:] = [r for r in rows if r[0] != c["participant_id"]]
+        if c["new_rank"] <= n:
+            rows.insert(c["new_rank"] - 1, (c["participant_id"], c["new_score"]))
+    del rows[n:]
+
+
+async def submit_async(gateway: Gateway, board: str, pid: str, score: int) -> float:
+    """Submit (202, no wait) and return the monotonic time it was sent."""
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as c:
+        sent = time.monotonic()
+        r = await c.post(
+            f"/v1/leaderboards/{board}/scores",
+            json={"participant_id": pid, "score": score},
+            headers=W,
+        )
+        assert r.status_code == 202, r.text
+        return sent
+
+
+def rankings(gateway: Gateway, board: str, n: int) -> list[tuple[str, int]]:
+    with gateway.client() as c:
+        page = c.get(f"/v1/leaderboards/{board}/rankings", params={"limit": n}).json()
+    return [(e["participant_id"], e["score"]) for e in page["entries"]]
+
+
+async def test_websocket_top_and_track_deltas(gateway: Gateway) -> None:
+    board = gateway.create_board()
+    for i in range(15):
+        await asyncio.to_thread(gateway.submit, board, f"p{i:02d}", 100 + i * 10)
+    # standings: p14 240, p13 230, ..., p00 100
+    top_ws, snap = await subscribe(gateway.ws, board, mode="top", n=10)
+    track_ws, tsnap = await subscribe(gateway.ws, board, mode="track", participant_id="p10")
+    try:
+        assert snap["type"] == "snapshot" and snap["version"] == 15
+        rows = [(e["participant_id"], e["score"]) for e in snap["entries"]]
+        assert rows == rankings(gateway, board, 10)
+        assert tsnap["type"] == "snapshot"
+        assert [(e["participant_id"], e["rank"]) for e in tsnap["entries"]] == [("p10", 5)]
+
+        # p03 jumps from rank 12 to 1: enters the top 10, passes p10
+        sent = await submit_async(gateway, board, "p03", 1000)
+        delta = await next_data(top_ws, 5)
+        top_latency = time.monotonic() - sent
+        assert delta["type"] == "delta" and delta["version"] == 16
+        assert [(c["participant_id"], c["old_rank"], c["new_rank"]) for c in delta["changes"]] == [
+            ("p03", 12, 1)
+        ]
+        apply_top(rows, delta["changes"], 10)
+        assert rows == rankings(gateway, board, 10)
+        tdelta = await next_data(track_ws, 5)
+        assert [
+            (c["participant_id"], c["old_rank"], c["new_rank"], c["by"]) for c in tdelta["changes"]
+        ] == [("p10", 5, 6, "p03")]
+
+        # the tracked participant itself moves up to rank 2; a move outside the top 10 is not sent
+        sent = await submit_async(gateway, board, "p10", 500)
+        delta = await next_data(top_ws, 5)
+        apply_top(rows, delta["changes"], 10)
+        assert rows == rankings(gateway, board, 10)
+        tdelta = await next_data(track_ws, 5)
+        track_latency = time.monotonic() - sent
+        assert [(c["participant_id"], c["old_rank"], c["new_rank"]) for c in tdelta["changes"]] == [
+            ("p10", 6, 2)
+        ]
+        await submit_async(gateway, board, "p00", 101)  # rank 15 → 15: outside the top 10
+        await submit_async(gateway, board, "p01", 2000)  # new leader
+        delta = await next_data(top_ws, 5)
+        assert [c["participant_id"] for c in delta["changes"]] == ["p01"], delta
+        assert delta["version"] == 19
+        apply_top(rows, delta["changes"], 10)
+        assert rows == rankings(gateway, board, 10)
+        tdelta = await next_data(track_ws, 5)
+        assert [(c["old_rank"], c["new_rank"], c["by"]) for c in tdelta["changes"]] == [
+            (2, 3, "p01")
+        ]
+        assert top_latency < 0.5, top_latency
+        assert track_latency < 0.5, track_latency
+    finally:
+        await top_ws.close()
+        await track_ws.close()
+
+
+async def test_websocket_resume_with_since_version(gateway: Gateway) -> None:
+    board = gateway.create_board()
+    for i in range(5):
+        await asyncio.to_thread(gateway.submit, board, f"q{i}", 10 * (i + 1))
+    ws, snap = await subscribe(gateway.ws, board, mode="top", n=3)
+    seen = snap["version"]
+    rows = [(e["participant_id"], e["score"]) for e in snap["entries"]]
+    await ws.close()
+    # missed while disconnected: q0 to the top, q1 to rank 2
+    await asyncio.to_thread(gateway.submit, board, "q0", 100)
+    await asyncio.to_thread(gateway.submit, board, "q1", 90)
+    ws, first = await subscribe(gateway.ws, board, mode="top", n=3, since_version=seen)
+    try:
+        assert first["type"] == "delta", first
+        assert first["version"] == seen + 2
+        assert [c["participant_id"] for c in first["changes"]] == ["q0", "q1"]
+        apply_top(rows, first["changes"], 3)
+        assert rows == rankings(gateway, board, 3)
+    finally:
+        await ws.close()
+    # up to date: an empty delta at the current version
+    ws, first = await subscribe(gateway.ws, board, mode="top", n=3, since_version=seen + 2)
+    try:
+        assert (first["type"], first["version"], first["changes"]) == ("delta", seen + 2, [])
+    finally:
+        await ws.close()
+    # since_version 0: every version of this board is still in the gateway's history
+    ws, first = await subscribe(gateway.ws, board, mode="top", n=3, since_version=0)
+    try:
+        assert first["type"] == "delta" and first["version"] == seen + 2
+        replayed: list[tuple[str, int]] = []
+        apply_top(replayed, first["changes"], 3)
+        assert replayed == rows
+    finally:
+        await ws.close()
+    # a second gateway instance has no history of these versions: a fresh snapshot, and
+    # both instances see every later change
+    proc, url = await asyncio.to_thread(start_gateway, gateway.pipeline)
+    try:
+        ws2, first = await subscribe(
+            url.replace("http", "ws"), board, mode="top", n=3, since_version=seen
+        )
+        ws1, _ = await subscribe(gateway.ws, board, mode="top", n=3, since_version=seen + 2)
+        try:
+            assert first["type"] == "snapshot" and first["version"] == seen + 2
+            assert [(e["participant_id"], e["score"]) for e in first["entries"]] == rows
+            await submit_async(gateway, board, "q4", 1000)
+            for ws in (ws1, ws2):
+                delta = await next_data(ws, 5)
+                assert delta["version"] == seen + 3
+                assert [(c["participant_id"], c["new_rank"]) for c in delta["changes"]] == [
+                    ("q4", 1)
+                ]
+        finally:
+            await ws1.close()
+            await ws2.close()
+    finally:
+        await asyncio.to_thread(stop, proc)
+
+
+async def test_websocket_resync_when_a_row_leaves_the_top(gateway: Gateway) -> None:
+    """With ``set`` a leader can fall out of the top n: the client gets a fresh snapshot."""
+    board = gateway.create_board(operator="set")
+    for i in range(4):
+        await asyncio.to_thread(gateway.submit, board, f"s{i}", 10 * (i + 1))
+    ws, snap = await subscribe(gateway.ws, board, mode="top", n=2)
+    try:
+        assert [e["participant_id"] for e in snap["entries"]] == ["s3", "s2"]
+        await submit_async(gateway, board, "s3", 1)
+        msg = await next_data(ws, 5)
+        assert msg["type"] == "snapshot"
+        assert [e["participant_id"] for e in msg["entries"]] == ["s2", "s1"]
+    finally:
+        await ws.close()
+
+
+async def test_websocket_errors(gateway: Gateway) -> None:
+    board = gateway.create_board()
+    for sub, code in (
+        ({"mode": "top", "n": 5000}, "bad_request"),
+        ({"mode": "track"}, "bad_request"),
+        ({"mode": "sideways"}, "bad_request"),
+    ):
+        ws, first = await subscribe(gateway.ws, board, **sub)
+        assert first["type"] == "error" and first["error"]["code"] == code, first
+        await ws.close()
+    ws, first = await subscribe(gateway.ws, "no-such-board", mode="top", n=5)
+    assert first["type"] == "error" and first["error"]["code"] == "not_found"
+    await ws.close()
