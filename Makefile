@@ -42,8 +42,8 @@ down: venv ## Stop the services that `make up` started
 status: venv ## Show which services are up, ours or external
 	$(LB) stack status
 
-run: up ## The main job (for now: bring the stack up and show where everything is)
-	$(LB) stack status
+run: up ## The main job: stack, workers, gateway and a simulator; a live board (Ctrl-C stops)
+	$(LB) demo
 
 demo: run ## Alias of run
 

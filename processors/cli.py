@@ -20,6 +20,7 @@ COMMAND_MODULES = (
     "processors.cli_replay",
     "processors.cli_gateway",
     "processors.cli_bench",
+    "processors.cli_demo",
 )
 
 
