@@ -47,6 +47,9 @@ function applyDelta(msg) {
     if (at >= 0) rows.splice(at, 1);
     if (c.new_rank <= N) rows.splice(c.new_rank - 1, 0, { participant_id: c.participant_id, score: c.new_score });
     changed.add(c.participant_id);
+    if (c.old_rank === null && c.participant_id !== undefined) {
+      $("count").textContent = String(parseInt($("count").textContent, 10) + 1);
+    }
   }
   rows = rows.slice(0, N);
   const until = Date.now() + 4000;
