@@ -350,6 +350,8 @@ def create_app(settings: Settings) -> faust.App:
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.batch_size,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 5,
     )
     rank_changes = app.topic(
         settings.topic(settings.rank_changes_topic), value_serializer="raw", key_serializer="raw"

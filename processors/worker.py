@@ -32,12 +32,15 @@ def create_app(settings: Settings) -> faust.App:
         store="memory://",
         web_enabled=False,
         topic_partitions=settings.partitions,
-        topic_allow_declare=True,
+        topic_allow_declare=False,
+        topic_disable_leader=True,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.batch_size,
+        broker_session_timeout=settings.session_timeout_s,
+        broker_heartbeat_interval=settings.session_timeout_s / 5,
     )
     scores = app.topic(
         settings.topic(settings.scores_topic),

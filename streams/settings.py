@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     closed_period_retention_s: int = Field(
         7 * 24 * 3600, ge=0, description="Redis keeps a closed period this long"
     )
+    session_timeout_s: float = Field(
+        10.0,
+        ge=6,
+        description="consumer session time-out: how soon a dead worker's partitions move",
+    )
     worker_web_port: int = Field(16066, description="Faust worker web port (0 = disabled)")
 
     # --- gateway --------------------------------------------------------------------

@@ -100,6 +100,7 @@ def test_sigkill_then_replay_matches_clean_pass(pipeline: Pipeline) -> None:
         for c in cfgs:
             prod.configure(c)
     worker = pipeline.start_worker()
+    pipeline.start_worker("sinks")
     producer = threading.Thread(target=produce_stream, args=(pipeline, cfgs, 3000, 7))
     producer.start()
     rng = random.Random(11)
@@ -129,11 +130,18 @@ def test_sigkill_then_replay_matches_clean_pass(pipeline: Pipeline) -> None:
     for cfg in cfgs:
         assert seen[cfg.leaderboard_id] == set(range(1, models[cfg.leaderboard_id].version + 1))
 
-    # replay from the log into shadow keys: identical to live
+    # replay from the log, and from the audit history, into shadow keys: identical to live
     for cfg in cfgs:
         report = asyncio.run(replay_board(pipeline.settings, cfg, verify=True))
         assert report.diffs and report.verified, report.diffs
         assert report.version == models[cfg.leaderboard_id].version
+        n = models[cfg.leaderboard_id].version
+        wait_until(
+            lambda b=cfg.leaderboard_id, n=n: asyncio.run(audit_count(pipeline, b)) == n,
+            timeout=120,
+        )
+        report = asyncio.run(replay_board(pipeline.settings, cfg, source="postgres", verify=True))
+        assert report.diffs and report.verified, report.diffs
 
 
 async def audit_count(p: Pipeline, board: str) -> int:
