@@ -6,10 +6,10 @@ import asyncio
 from typing import Any
 
 import click
-import redis.asyncio as aioredis
 from rich.console import Console
 from rich.table import Table
 
+from projections.redis_client import make_client
 from projections.store import RankingStore
 from streams import rules
 from streams.configview import ConfigView
@@ -53,7 +53,7 @@ def top(board: str, limit: int, offset: int, period: str | None) -> None:
     cfg = _board(settings, board)
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = make_client(settings)
         store = RankingStore(client)
         p = period or await _current_period(store, cfg)
         rows = await store.top(board, p, cfg.sort_order, limit=limit, offset=offset)
@@ -81,7 +81,7 @@ def rank(board: str, participant: str, period: str | None, around: int) -> None:
     cfg = _board(settings, board)
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = make_client(settings)
         store = RankingStore(client)
         p = period or await _current_period(store, cfg)
         rows = await store.around(board, p, cfg.sort_order, participant, around)
@@ -104,7 +104,7 @@ def checksum(board: str, period: str | None) -> None:
     cfg = _board(settings, board)
 
     async def go() -> None:
-        client = aioredis.Redis.from_url(settings.redis_url)
+        client = make_client(settings)
         store = RankingStore(client)
         periods = [period] if period else await store.periods(board)
         for p in periods:

@@ -28,8 +28,16 @@ def stack() -> None:
     is_flag=True,
     help="Skip database migrations and topic creation after the services answer.",
 )
-def up(no_setup: bool) -> None:
+@click.option(
+    "--redis-cluster",
+    is_flag=True,
+    help="Also start a local Redis Cluster (three masters, LEADERBOARD_REDIS_CLUSTER_PORT..).",
+)
+def up(no_setup: bool, redis_cluster: bool) -> None:
     """Install what is missing, start what is not running, wait until all answer.
+
+    With --redis-cluster a three-master Redis Cluster starts too (ports 17001-17003, data under
+    .stack/redis-cluster/); use it with LEADERBOARD_REDIS_CLUSTER=1.
 
     Idempotent: running it again reuses what is up. Kafka jars come from Maven Central on the
     first run (infra/kafka/pom.xml); Redis and PostgreSQL come from Debian's packages.
@@ -41,7 +49,9 @@ def up(no_setup: bool) -> None:
         def progress(line: str) -> None:
             spinner.update(line)
 
-        states = local_stack.up(get_settings(), progress, setup=not no_setup)
+        states = local_stack.up(
+            get_settings(), progress, setup=not no_setup, redis_cluster=redis_cluster
+        )
     for state in states:
         click.echo(state.line())
     click.echo(f"stack up in {time.monotonic() - started:.1f}s")

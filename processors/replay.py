@@ -12,10 +12,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import psycopg
-import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processors.projector import Projector, RawRecord
+from projections.redis_client import RedisClient, make_client
 from projections.store import Entry, RankingStore
 from streams.codec import get_codec
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
@@ -260,12 +260,12 @@ async def replay_board(
     swap: bool = False,
     dry_run: bool = False,
     progress: Progress | None = None,
-    client: aioredis.Redis | None = None,
+    client: RedisClient | None = None,
 ) -> ReplayReport:
     """Rebuild ``cfg``'s board into shadow keys with the live apply code; verify and/or swap."""
     board = cfg.leaderboard_id
     own_client = client is None
-    redis_client = client or aioredis.Redis.from_url(settings.redis_url)
+    redis_client = client or make_client(settings)
     live = RankingStore(redis_client, grace_ms=settings.period_grace_ms)
     shadow = RankingStore(
         redis_client,

@@ -64,7 +64,7 @@ class ServiceState:
         owner = self.owner or "-"
         if self.owner == "ours" and self.pid:
             owner = f"ours (pid {self.pid})"
-        text = f"{self.name:<10} {state:<5} {owner:<18} {self.where}"
+        text = f"{self.name:<13} {state:<5} {owner:<18} {self.where}"
         if self.log is not None and self.owner != "external":
             text += f"  log: {_display(self.log)}"
         if self.detail:
@@ -545,6 +545,198 @@ class Redis(Service):
         shutil.rmtree(self.stack_dir / "redis", ignore_errors=True)
 
 
+class RedisCluster(Service):
+    """A local Redis Cluster: ``redis_cluster_nodes`` masters (no replicas) on consecutive ports.
+
+    Each node is Debian's ``redis-server`` in cluster mode with its data under
+    ``<stack_dir>/redis-cluster/<port>/``; the first ``up`` joins them with
+    ``redis-cli --cluster create``, later runs reuse the cluster the nodes remember.
+    """
+
+    name = "redis-cluster"
+    marker = "redis-server"
+
+    @property
+    def ports(self) -> list[int]:
+        """The node ports, the first one being ``redis_cluster_port``."""
+        first = self.settings.redis_cluster_port
+        return list(range(first, first + self.settings.redis_cluster_nodes))
+
+    def node_dir(self, port: int) -> Path:
+        return self.stack_dir / "redis-cluster" / str(port)
+
+    def node_pid_file(self, port: int) -> Path:
+        return self.run_dir / f"redis-cluster-{port}.pid"
+
+    def node_log(self, port: int) -> Path:
+        return self.logs / f"redis-cluster-{port}.log"
+
+    @property
+    def log_path(self) -> Path:
+        return self.node_log(self.ports[0])
+
+    def where(self) -> str:
+        return self.settings.redis_cluster_url
+
+    def port(self) -> int:
+        return self.settings.redis_cluster_port
+
+    def managed(self) -> bool:
+        parts = urlsplit(self.settings.redis_cluster_url)
+        return (parts.hostname or "") in LOCAL_HOSTS and parts.port == self.ports[0]
+
+    def _node_pids(self) -> list[int | None]:
+        pids = [_read_pid(self.node_pid_file(p)) for p in self.ports]
+        return [p if p is not None and _pid_alive(p, self.marker) else None for p in pids]
+
+    def our_pid(self) -> int | None:
+        pids = self._node_pids()
+        return pids[0] if all(pids) else None
+
+    def serving_pid(self) -> int | None:
+        return self.our_pid()
+
+    def _info(self) -> dict[str, Any] | None:
+        import redis
+
+        parts = urlsplit(self.settings.redis_cluster_url)
+        client = redis.Redis(
+            host=parts.hostname or "127.0.0.1",
+            port=parts.port or 6379,
+            socket_connect_timeout=2,
+            socket_timeout=2,
+        )
+        try:
+            info: dict[str, Any] = client.cluster("INFO")
+            return info
+        except Exception:
+            return None
+        finally:
+            client.close()
+
+    def answers(self) -> bool:
+        info = self._info()
+        return info is not None and str(info.get("cluster_state")) == "ok"
+
+    def missing_packages(self) -> list[str]:
+        return [] if shutil.which("redis-server") else ["redis-server"]
+
+    def start(self, progress: Progress) -> None:
+        pids = self._node_pids()
+        redis_server = shutil.which("redis-server") or "redis-server"
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.logs.mkdir(parents=True, exist_ok=True)
+        for port, pid in zip(self.ports, pids, strict=True):
+            if pid is not None:
+                continue
+            if _port_open("127.0.0.1", port):
+                raise ServiceUnavailable(
+                    f"redis-cluster: port {port} is taken by another program; free it or set "
+                    "LEADERBOARD_REDIS_CLUSTER_PORT and LEADERBOARD_REDIS_CLUSTER_URL"
+                )
+            data = self.node_dir(port)
+            data.mkdir(parents=True, exist_ok=True)
+            progress(f"redis-cluster: starting node {port}")
+            done = subprocess.run(  # noqa: S603
+                [
+                    redis_server,
+                    "--port",
+                    str(port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--cluster-enabled",
+                    "yes",
+                    "--cluster-config-file",
+                    "nodes.conf",
+                    "--cluster-node-timeout",
+                    "5000",
+                    "--daemonize",
+                    "yes",
+                    "--dir",
+                    str(data),
+                    "--pidfile",
+                    str(self.node_pid_file(port)),
+                    "--logfile",
+                    str(self.node_log(port)),
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "yes",
+                    "--appendfsync",
+                    "everysec",
+                ],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                start_new_session=True,
+                check=False,
+            )
+            if done.returncode != 0:
+                raise ServiceUnavailable(
+                    f"redis-cluster: node {port} failed to start "
+                    f"({done.stderr.strip() or done.stdout.strip()}); "
+                    f"read {_display(self.node_log(port))}"
+                )
+        deadline = time.monotonic() + REDIS_START_TIMEOUT
+        while not all(_port_open("127.0.0.1", p) for p in self.ports):
+            if time.monotonic() > deadline:
+                raise ServiceUnavailable(
+                    f"redis-cluster: nodes did not listen within {REDIS_START_TIMEOUT:.0f}s; "
+                    f"read the logs under {_display(self.logs)}"
+                )
+            time.sleep(0.1)
+        info = self._info() or {}
+        if int(info.get("cluster_slots_assigned", 0)) == 0:
+            self._create(progress)
+
+    def _create(self, progress: Progress) -> None:
+        progress("redis-cluster: joining the nodes (redis-cli --cluster create)")
+        cli = shutil.which("redis-cli") or "redis-cli"
+        with self.log_path.open("a") as out:
+            done = subprocess.run(  # noqa: S603
+                [
+                    cli,
+                    "--cluster",
+                    "create",
+                    *[f"127.0.0.1:{p}" for p in self.ports],
+                    "--cluster-replicas",
+                    "0",
+                    "--cluster-yes",
+                ],
+                stdout=out,
+                stderr=out,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
+        if done.returncode != 0:
+            raise ServiceUnavailable(
+                f"redis-cluster: creating the cluster failed; read {_display(self.log_path)} "
+                "(`leaderboard stack down --purge` resets a half-made cluster)"
+            )
+
+    def stop(self) -> None:
+        for port, pid in zip(self.ports, self._node_pids(), strict=True):
+            if pid is not None:
+                _stop_pid(pid, self.marker)
+            self.node_pid_file(port).unlink(missing_ok=True)
+
+    def running(self) -> bool:
+        """True when any node of ours runs (``down`` and ``status`` then include the cluster)."""
+        return any(self._node_pids())
+
+    def state(self) -> ServiceState:
+        up = self.answers()
+        pid = self.our_pid()
+        owner = ("ours" if pid else "external") if up else None
+        detail = f"{len(self.ports)} masters on ports {self.ports[0]}-{self.ports[-1]}"
+        if not up and self.running():
+            detail = "nodes running but the cluster is not ok"
+        return ServiceState(self.name, up, owner, self.where(), self.log_path, pid, detail)
+
+    def purge(self) -> None:
+        shutil.rmtree(self.stack_dir / "redis-cluster", ignore_errors=True)
+
+
 class Postgres(Service):
     """PostgreSQL from Debian's packages: own cluster (initdb), run as the ``postgres`` user."""
 
@@ -783,9 +975,17 @@ class Postgres(Service):
 # --------------------------------------------------------------------------- the stack
 
 
-def services(settings: Settings) -> list[Service]:
-    """The services in start order (Kafka first: it takes longest, the others start meanwhile)."""
-    return [Kafka(settings), Redis(settings), Postgres(settings)]
+def services(settings: Settings, *, redis_cluster: bool = False) -> list[Service]:
+    """The services in start order (Kafka first: it takes longest, the others start meanwhile).
+
+    The Redis Cluster joins when asked for (``redis_cluster``), when the settings use it, or
+    when our nodes already run (so that ``status`` shows it and ``down`` stops it).
+    """
+    found: list[Service] = [Kafka(settings), Redis(settings), Postgres(settings)]
+    cluster = RedisCluster(settings)
+    if redis_cluster or settings.redis_cluster or cluster.running():
+        found.append(cluster)
+    return found
 
 
 @contextlib.contextmanager
@@ -819,13 +1019,26 @@ def _wait(svc: Service, timeout: float, progress: Progress) -> None:
         time.sleep(0.5)
 
 
-_TIMEOUTS = {"kafka": KAFKA_START_TIMEOUT, "redis": REDIS_START_TIMEOUT}
+_TIMEOUTS = {
+    "kafka": KAFKA_START_TIMEOUT,
+    "redis": REDIS_START_TIMEOUT,
+    "redis-cluster": REDIS_START_TIMEOUT,
+}
 
 
-def up(settings: Settings, progress: Progress = _noop, *, setup: bool = True) -> list[ServiceState]:
-    """Bring every service up (reusing healthy ones) and wait until each answers."""
+def up(
+    settings: Settings,
+    progress: Progress = _noop,
+    *,
+    setup: bool = True,
+    redis_cluster: bool = False,
+) -> list[ServiceState]:
+    """Bring every service up (reusing healthy ones) and wait until each answers.
+
+    ``redis_cluster`` also starts the local Redis Cluster beside the single node.
+    """
     with _locked(settings):
-        all_services = services(settings)
+        all_services = services(settings, redis_cluster=redis_cluster)
         started: list[Service] = []
         to_start: list[Service] = []
         for svc in all_services:

@@ -6,9 +6,9 @@ import logging
 from typing import Any
 
 import faust
-import redis.asyncio as aioredis
 
 from processors.projector import Projector, RawRecord, Throughput
+from projections.redis_client import make_client
 from projections.store import RankingStore
 from streams.codec import get_codec
 from streams.configview import ConfigView
@@ -54,7 +54,7 @@ def create_app(settings: Settings) -> faust.App:
         if "projector" not in state:
             configs = ConfigView(settings)
             configs.start()
-            client = aioredis.Redis.from_url(settings.redis_url)
+            client = make_client(settings)
             store = RankingStore(
                 client,
                 overtaken_limit=settings.overtaken_limit,

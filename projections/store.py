@@ -9,10 +9,10 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-import redis.asyncio as aioredis
 from redis.exceptions import NoScriptError
 
 from projections.keys import BoardKeys
+from projections.redis_client import RedisClient
 from streams import rules
 from streams.events import (
     LeaderboardConfigured,
@@ -71,11 +71,15 @@ class Entry:
 
 
 class RankingStore:
-    """Leaderboards in Redis sorted sets, written only through the apply script."""
+    """Leaderboards in Redis sorted sets, written only through the apply script.
+
+    Works on a single node and on Redis Cluster alike: every command of one call names keys
+    of one board only, and they share the board's hash tag (one slot).
+    """
 
     def __init__(
         self,
-        client: aioredis.Redis,
+        client: RedisClient,
         *,
         prefix: str = "lb",
         overtaken_limit: int = 100,
@@ -185,7 +189,9 @@ class RankingStore:
         for attempt in (1, 2):
             pipe = self.client.pipeline(transaction=False)
             for key_list, args in calls:
-                pipe.evalsha(self._sha, len(key_list), *key_list, *args)
+                # execute_command: the cluster pipeline blocks .evalsha() but routes this
+                # by its keys (one board = one slot); the wire command is the same.
+                pipe.execute_command("EVALSHA", self._sha, len(key_list), *key_list, *args)
             try:
                 return list(await pipe.execute())
             except NoScriptError:

@@ -24,6 +24,12 @@ class Settings(BaseSettings):
     # --- services -------------------------------------------------------------------
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL")
+    redis_cluster: bool = Field(
+        False, description="connect to redis_cluster_url with the Redis Cluster client"
+    )
+    redis_cluster_url: str = Field(
+        "redis://127.0.0.1:17001/0", description="any node of the Redis Cluster (seed)"
+    )
     postgres_dsn: str = Field(
         "postgresql://leaderboard:leaderboard@127.0.0.1:15432/leaderboard",
         description="PostgreSQL connection string",
@@ -37,6 +43,8 @@ class Settings(BaseSettings):
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
     redis_port: int = 16379
+    redis_cluster_port: int = Field(17001, description="first port of the local cluster")
+    redis_cluster_nodes: int = Field(3, ge=3, description="masters of the local cluster")
     postgres_port: int = 15432
     kafka_heap: str = "512m"
 

@@ -7,8 +7,8 @@ import uuid
 from collections.abc import AsyncIterator
 
 import pytest
-import redis.asyncio as aioredis
 
+from projections.redis_client import RedisClient
 from projections.store import RankingStore, SourceRecord
 from streams import rules
 from streams.events import (
@@ -20,7 +20,12 @@ from streams.events import (
     SortOrder,
 )
 from streams.model import ModelBoard
-from streams.settings import Settings
+from tests.integration.conftest_cluster import (  # noqa: F401  (fixtures)
+    cluster_settings,
+    redis_backend,
+    redis_settings,
+    scrub,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -29,13 +34,11 @@ BASE = 1_793_491_200_000  # 2026-11-01T00:00:00Z
 
 
 @pytest.fixture
-async def store(stack: Settings) -> AsyncIterator[RankingStore]:
+async def store(redis_backend: RedisClient) -> AsyncIterator[RankingStore]:  # noqa: F811
+    """A store on a fresh prefix, once on the single node and once on the cluster."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
-    client = aioredis.Redis.from_url(stack.redis_url)
-    yield RankingStore(client, prefix=prefix, grace_ms=DAY)
-    async for key in client.scan_iter(match=f"{prefix}:*", count=1000):
-        await client.delete(key)
-    await client.aclose()
+    yield RankingStore(redis_backend, prefix=prefix, grace_ms=DAY)
+    await scrub(redis_backend, f"{prefix}:*")
 
 
 def random_records(rng: random.Random, board: str, n: int) -> list[SourceRecord]:
@@ -110,3 +113,23 @@ async def test_store_matches_model(
     assert version == model.version
     assert rejected == rejected_model
     assert rules.standings_checksum(next(iter(standings.values()))) != ""
+
+
+async def test_swap_and_clear_on_each_backend(redis_backend: RedisClient) -> None:  # noqa: F811
+    """The rebuild path (shadow apply, SCAN for keys, swap script, clear) works on both."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    live = RankingStore(redis_backend, prefix=prefix, grace_ms=DAY)
+    shadow = RankingStore(redis_backend, prefix=prefix + "r", grace_ms=DAY)
+    cfg = LeaderboardConfigured("swapped", reset_period=ResetPeriod.MONTHLY)
+    records = random_records(random.Random(7), "swapped", 60)
+    await live.apply([(cfg, records[:30])])
+    await shadow.apply([(cfg, records)])
+    try:
+        assert await live.swap_from(shadow, "swapped", 0)
+        assert await shadow.board_keys("swapped") == []
+        periods = await live.periods("swapped")
+        assert periods and await live.version("swapped") > 0
+        assert await live.clear("swapped") > 0
+        assert await live.periods("swapped") == []
+    finally:
+        await scrub(redis_backend, f"{prefix}*")
