@@ -1,0 +1,176 @@
+"""Sharded boards (hash and score range) read and write exactly like an unsharded board."""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+
+import pytest
+
+from processors.topk import TopKCache, read_topk
+from projections.redis_client import RedisClient
+from projections.sharded import ShardedStore
+from projections.store import RankingStore, SourceRecord
+from streams.events import (
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    Operator,
+    ResetPeriod,
+    ScoreEntry,
+    SortOrder,
+)
+from tests.integration.conftest_cluster import (  # noqa: F401  (fixtures)
+    cluster_settings,
+    redis_backend,
+    redis_settings,
+    scrub,
+)
+from tests.integration.test_store_contract import BASE, DAY, random_records
+
+pytestmark = pytest.mark.integration
+
+LAYOUTS = ["hash:3", "range:-100,0,100"]
+
+
+@pytest.fixture
+async def stores(redis_backend: RedisClient) -> AsyncIterator[tuple[ShardedStore, RankingStore]]:  # noqa: F811
+    """A sharded-capable store and a plain one on a fresh prefix of the backend."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    plain = RankingStore(redis_backend, prefix=prefix, grace_ms=DAY)
+    yield ShardedStore(plain), plain
+    await scrub(redis_backend, f"{prefix}:*")
+
+
+def sharded(cfg: LeaderboardConfigured, layout: str, board: str) -> LeaderboardConfigured:
+    """The same configuration under another id, sharded by ``layout``."""
+    return replace(cfg, leaderboard_id=board, metadata={"shards": layout})
+
+
+def rename(records: list[SourceRecord], board: str) -> list[SourceRecord]:
+    """The same records addressed to another board."""
+    return [
+        SourceRecord(r.partition, r.offset, replace(r.event, leaderboard_id=board)) for r in records
+    ]
+
+
+async def feed(
+    store: ShardedStore | RankingStore,
+    cfg: LeaderboardConfigured,
+    records: list[SourceRecord],
+    rng: random.Random,
+) -> list:  # type: ignore[type-arg]
+    """Apply in random chunks with redelivery (as the projector would); returns the changes."""
+    changes = []
+    i = 0
+    while i < len(records):
+        chunk = records[i : i + rng.randint(1, 40)]
+        outs = await store.apply([(cfg, chunk)])
+        again = await store.apply([(cfg, chunk)])
+        assert [c.version for c in again[0].changes] == [c.version for c in outs[0].changes]
+        await store.acknowledge(outs)
+        changes += outs[0].changes
+        i += len(chunk)
+    return changes
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("sort", [SortOrder.DESC, SortOrder.ASC])
+@pytest.mark.parametrize(
+    "reset,operator", [(ResetPeriod.NONE, Operator.BEST), (ResetPeriod.DAILY, Operator.INCR)]
+)
+async def test_sharded_equals_unsharded(
+    stores: tuple[ShardedStore, RankingStore],
+    layout: str,
+    sort: SortOrder,
+    reset: ResetPeriod,
+    operator: Operator,
+) -> None:
+    """Random sequences (duplicates, late events, periods): same standings, versions, changes."""
+    sharded_store, plain = stores
+    rng = random.Random(f"{layout}{sort}{reset}{operator}")
+    cfg = LeaderboardConfigured("plain", sort_order=sort, operator=operator, reset_period=reset)
+    scfg = sharded(cfg, layout, "shb")
+    records = random_records(rng, "plain", 300)
+    ref = await feed(plain, cfg, records, random.Random(1))
+    got = await feed(sharded_store, scfg, rename(records, "shb"), random.Random(2))
+    assert [(c.version, c.participant_id, c.new_score) for c in got] == [
+        (c.version, c.participant_id, c.new_score) for c in ref
+    ]
+    if layout.startswith("range"):  # exact per-change global ranks
+        assert [(c.old_rank, c.new_rank) for c in got] == [(c.old_rank, c.new_rank) for c in ref]
+    periods = await plain.periods("plain")
+    assert await sharded_store.periods("shb") == periods
+    assert await sharded_store.version("shb") == await plain.version("plain")
+    for p in periods:
+        assert await sharded_store.checksum("shb", p, sort) == await plain.checksum(
+            "plain", p, sort
+        )
+
+
+def scripted(board: str, n: int = 2000) -> list[SourceRecord]:
+    """A fixed stream: many participants, ties, band-crossing increments, two entries a record."""
+    rng = random.Random(42)
+    out = []
+    for offset in range(n):
+        entries = tuple(
+            ScoreEntry(
+                f"p{rng.randint(0, 1499)}",
+                rng.choice([rng.randint(-300, 300), rng.randint(0, 20)]),
+                rng.choice([None, Operator.INCR, Operator.SET]),
+            )
+            for _ in range(2)
+        )
+        ev = MatchResultSubmitted(f"e{offset}", f"m{offset}", board, BASE + offset * 1000, entries)
+        out.append(SourceRecord(0, offset, ev))
+    return out
+
+
+@pytest.mark.parametrize("sort", [SortOrder.DESC, SortOrder.ASC])
+async def test_same_checksum_and_exact_ranks(
+    stores: tuple[ShardedStore, RankingStore],
+    sort: SortOrder,
+) -> None:
+    """One scripted stream: plain, hash- and range-sharded boards agree on every read."""
+    sharded_store, plain = stores
+    cfg = LeaderboardConfigured("plain", sort_order=sort)
+    boards = {
+        "hash": sharded(cfg, "hash:4", "h"),
+        "range": sharded(cfg, "range:-100,0,50,200", "r"),
+    }
+    await feed(plain, cfg, scripted("plain"), random.Random(3))
+    for name, c in boards.items():
+        await feed(sharded_store, c, scripted(name[0]), random.Random(4))
+    want = await plain.checksum("plain", "all", sort)
+    rows = await plain.standings("plain", "all", sort)
+    pids = [e.participant_id for e in rows] + ["nobody"]
+    expect = await plain.ranks("plain", "all", sort, pids)
+    for name in boards:
+        board = name[0]
+        assert await sharded_store.checksum(board, "all", sort) == want, name
+        assert await sharded_store.count(board, "all") == len(rows)
+        assert await sharded_store.ranks(board, "all", sort, pids) == expect, name
+        for offset, limit in [(0, 10), (37, 100), (len(rows) - 5, 10)]:
+            assert await sharded_store.top(
+                board, "all", sort, limit=limit, offset=offset
+            ) == await plain.top("plain", "all", sort, limit=limit, offset=offset)
+        pid = rows[len(rows) // 2].participant_id
+        assert await sharded_store.around(board, "all", sort, pid, 3) == await plain.around(
+            "plain", "all", sort, pid, 3
+        )
+
+
+async def test_topk_cache_equals_scatter_gather(stores: tuple[ShardedStore, RankingStore]) -> None:
+    """The cached global top K is the scatter-gather top K, with its version."""
+    sharded_store, _ = stores
+    cfg = sharded(LeaderboardConfigured("x"), "hash:4", "k")
+    await feed(sharded_store, cfg, scripted("k"), random.Random(5))
+    cache = TopKCache(sharded_store, k=100)
+    built = await cache.rebuild(cfg, "all", now_ms=BASE)
+    assert built is not None
+    cached = await read_topk(sharded_store, "k", "all")
+    assert cached is not None
+    assert cached.entries == await sharded_store.top("k", "all", cfg.sort_order, limit=100)
+    assert cached.version == await sharded_store.version("k")
+    assert cached.computed_at == BASE
