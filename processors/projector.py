@@ -9,12 +9,18 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from projections.sharded import ShardedStore, layout_of
 from projections.store import BoardOutcome, RankingStore, SourceRecord
 from streams import rules
 from streams.codec import Codec
 from streams.configview import ConfigView
 from streams.errors import DecodeError
-from streams.events import LeaderboardConfigured, MatchResultSubmitted, RankChanged
+from streams.events import (
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    ParticipantsNotified,
+    RankChanged,
+)
 from streams.producer import LeaderboardProducer
 from streams.settings import Settings
 
@@ -66,6 +72,7 @@ class Projector:
         self.scores_topic = settings.topic(settings.scores_topic)
         self.rank_topic = settings.topic(settings.rank_changes_topic)
         self.notify_topic = settings.topic(settings.notifications_topic)
+        self._sharded: ShardedStore | None = None
 
     def _config(self, board: str) -> LeaderboardConfigured | None:
         if isinstance(self.configs, ConfigView):
@@ -136,7 +143,8 @@ class Projector:
             raws[(raw.partition, raw.offset)] = raw
 
         work = [(configs[board], recs) for (board, _), recs in groups.items()]
-        outcomes = await self.store.apply(work)
+        writer = self._writer(work)
+        outcomes = await writer.apply(work)
         self._publish(outcomes, raws, stats)
         if self.producer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 30.0)
@@ -144,8 +152,18 @@ class Projector:
             for out, (_, recs) in zip(outcomes, work, strict=True):
                 limit = ack_from.get(recs[0].partition, 0) if recs else 0
                 out.offsets = [o for o in out.offsets if o < limit]
-        await self.store.acknowledge(outcomes)
+        await writer.acknowledge(outcomes)
         return stats
+
+    def _writer(
+        self, work: Sequence[tuple[LeaderboardConfigured, Sequence[SourceRecord]]]
+    ) -> RankingStore | ShardedStore:
+        """The plain store, or the sharding router when a board of the batch is sharded."""
+        if not any(layout_of(cfg) is not None for cfg, _ in work):
+            return self.store
+        if self._sharded is None:
+            self._sharded = ShardedStore(self.store)
+        return self._sharded
 
     def _publish(
         self,
@@ -176,8 +194,14 @@ class Projector:
                 )
                 self.producer.publish(self.rank_topic, out.board, record)
                 stats.rank_changed_records += 1
-            for note in out.notifications:
-                self.producer.publish(self.notify_topic, out.board, note)
+            if out.notifications:
+                batch = ParticipantsNotified(
+                    leaderboard_id=out.board,
+                    version_from=out.notifications[0].version,
+                    version_to=out.notifications[-1].version,
+                    notices=tuple(out.notifications),
+                )
+                self.producer.publish(self.notify_topic, out.board, batch)
             stats.notifications += len(out.notifications)
 
 

@@ -190,7 +190,26 @@ class RankChanged:
             "leaderboard_id": self.leaderboard_id,
             "version_from": self.version_from,
             "version_to": self.version_to,
-            "changes": [asdict(c) for c in self.changes],
+            "changes": [
+                {
+                    "version": c.version,
+                    "period": c.period,
+                    "participant_id": c.participant_id,
+                    "old_rank": c.old_rank,
+                    "new_rank": c.new_rank,
+                    "old_score": c.old_score,
+                    "new_score": c.new_score,
+                    "submitted_score": c.submitted_score,
+                    "operator": c.operator,
+                    "event_id": c.event_id,
+                    "match_id": c.match_id,
+                    "entry_index": c.entry_index,
+                    "occurred_at": c.occurred_at,
+                    "source_partition": c.source_partition,
+                    "source_offset": c.source_offset,
+                }
+                for c in self.changes
+            ],
             "periods_ended": list(self.periods_ended),
         }
 
@@ -226,14 +245,72 @@ class ParticipantNotified:
 
     def to_avro(self) -> dict[str, Any]:
         """Plain dict in the shape of the Avro schema."""
-        d = asdict(self)
-        d["kind"] = str(self.kind)
-        return d
+        return {
+            "leaderboard_id": self.leaderboard_id,
+            "period": self.period,
+            "participant_id": self.participant_id,
+            "kind": self.kind.value,
+            "rank": self.rank,
+            "version": self.version,
+            "by_participant_id": self.by_participant_id,
+            "top_n": self.top_n,
+            "omitted": self.omitted,
+        }
+
+    def notice(self) -> dict[str, Any]:
+        """This notification as one item of a ParticipantsNotified batch."""
+        return {
+            "period": self.period,
+            "participant_id": self.participant_id,
+            "kind": self.kind.value,
+            "rank": self.rank,
+            "by_participant_id": self.by_participant_id,
+            "top_n": self.top_n,
+            "omitted": self.omitted,
+            "version": self.version,
+        }
 
     @classmethod
     def from_avro(cls, d: dict[str, Any]) -> ParticipantNotified:
         """Build from a decoded Avro dict."""
         return cls(**{**d, "kind": NotificationKind(d["kind"])})
+
+
+@dataclass(frozen=True, slots=True)
+class ParticipantsNotified:
+    """Every notice one applied batch produced for one board (one record, not one per notice)."""
+
+    SCHEMA: ClassVar[str] = "io.leaderboard.events.ParticipantsNotified"
+
+    leaderboard_id: str
+    version_from: int
+    version_to: int
+    notices: tuple[ParticipantNotified, ...]
+
+    def to_avro(self) -> dict[str, Any]:
+        """Plain dict in the shape of the Avro schema."""
+        return {
+            "leaderboard_id": self.leaderboard_id,
+            "version_from": self.version_from,
+            "version_to": self.version_to,
+            "notices": [n.notice() for n in self.notices],
+        }
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> ParticipantsNotified:
+        """Build from a decoded Avro dict."""
+        board = d["leaderboard_id"]
+        return cls(
+            leaderboard_id=board,
+            version_from=d["version_from"],
+            version_to=d["version_to"],
+            notices=tuple(
+                ParticipantNotified(
+                    leaderboard_id=board, **{**n, "kind": NotificationKind(n["kind"])}
+                )
+                for n in d["notices"]
+            ),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -259,7 +336,12 @@ class PeriodClosed:
 
 
 Event = (
-    MatchResultSubmitted | LeaderboardConfigured | RankChanged | ParticipantNotified | PeriodClosed
+    MatchResultSubmitted
+    | LeaderboardConfigured
+    | RankChanged
+    | ParticipantNotified
+    | ParticipantsNotified
+    | PeriodClosed
 )
 
 #: Full Avro name → event class.
@@ -270,6 +352,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
         LeaderboardConfigured,
         RankChanged,
         ParticipantNotified,
+        ParticipantsNotified,
         PeriodClosed,
     )
 }

@@ -62,7 +62,9 @@ class Settings(BaseSettings):
     app_id: str = Field("leaderboard", description="Faust app id (the consumer group)")
     batch_size: int = Field(500, ge=1, description="records per applied batch")
     batch_within: float = Field(0.05, gt=0, description="seconds to wait to fill a batch")
-    overtaken_limit: int = Field(100, ge=0, description="max overtaken notices per change")
+    overtaken_limit: int = Field(
+        10, ge=0, description="max overtaken notices per change (the rest are counted)"
+    )
     period_grace_ms: int = Field(60_000, ge=0, description="late-event grace after a period ends")
     closed_period_retention_s: int = Field(
         7 * 24 * 3600, ge=0, description="Redis keeps a closed period this long"

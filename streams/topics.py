@@ -67,7 +67,7 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic(settings.notifications_topic),
             n,
-            schema="ParticipantNotified",
+            schema="ParticipantsNotified",
             purpose="overtaken / entered_top_n / left_top_n notices",
         ),
         TopicSpec(

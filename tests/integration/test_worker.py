@@ -16,7 +16,7 @@ from streams.events import (
     MatchResultSubmitted,
     NotificationKind,
     Operator,
-    ParticipantNotified,
+    ParticipantsNotified,
     RankChanged,
     ResetPeriod,
     ScoreEntry,
@@ -145,9 +145,10 @@ def test_month_boundary_and_rank_changes(pipeline: Pipeline) -> None:
     assert [c.period for c in flat] == ["2026-10"] * 3 + ["2026-11", "2026-10"]
 
     notes = [
-        codec.decode_as(m.value(), ParticipantNotified)
+        n
         for m in read_to_end(pipeline.settings, pipeline.settings.topic("notifications"))
         if m.key() == board.encode()
+        for n in codec.decode_as(m.value(), ParticipantsNotified).notices
     ]
     got = [
         (n.kind, n.participant_id, n.rank, n.by_participant_id)
