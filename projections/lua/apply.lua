@@ -93,7 +93,8 @@ for _ = 1, nrec do
             redis.call('HSET', P.m, pid, mem)
           end
           if meta ~= '' then redis.call('HSET', PM, pid, meta) end
-          local newr = redis.call('ZRANK', P.z, mem) + 1
+          local newr = oldr
+          if mem ~= oldm then newr = redis.call('ZRANK', P.z, mem) + 1 end
           ver = ver + 1
           local v = fmt(ver)
           lines[#lines + 1] = table.concat({'C', idx, P.name, pid, oldr and tostring(oldr) or '',
