@@ -1,8 +1,8 @@
 """The async global top-K cache of sharded boards: merged top K in one key, version and age.
 
 A scatter-gather top N costs one read per shard and a merge; a viewer-facing top 100 must not
-pay that per request. This processor keeps ``lb:{board}:topk:<period>`` (one JSON string:
-entries, version, computed_at) for every sharded board, rebuilt
+pay that per request. This processor keeps ``lb:{board}:topk:<period>`` (one hash: ``meta``
+with version and computed_at, and the rows in JSON pages of 100) for every sharded board, rebuilt
 
 - when a rank change touches the top K (old or new rank <= K) or a period ends, at most once
   per ``min_interval`` per board (changes are coalesced), and
@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 DEFAULT_K = 1000
 
 
+#: Rows per field of the cache hash: a top-100 read parses one page, not all K rows.
+PAGE = 100
+
+
 @dataclass(frozen=True, slots=True)
 class TopK:
     """A cached global top K: rows, the board version they include, when they were merged."""
@@ -43,38 +47,40 @@ class TopK:
     computed_at: int
     entries: list[Entry]
 
-    def to_json(self) -> str:
-        """Compact JSON stored in Redis."""
-        return json.dumps(
-            {
-                "period": self.period,
-                "version": self.version,
-                "computed_at": self.computed_at,
-                "entries": [[e.rank, e.participant_id, e.score] for e in self.entries],
-            },
-            separators=(",", ":"),
-        )
-
-    @classmethod
-    def from_json(cls, text: str | bytes) -> TopK:
-        """Parse what ``to_json`` wrote."""
-        d = json.loads(text)
-        rows = [Entry(int(r), str(p), int(s)) for r, p, s in d["entries"]]
-        return cls(str(d["period"]), int(d["version"]), int(d["computed_at"]), rows)
+    def to_fields(self) -> dict[str, str]:
+        """Hash fields: ``meta`` (period, version, computed_at, count) and pages ``p0``, ``p1``…"""
+        meta = {
+            "period": self.period,
+            "version": self.version,
+            "computed_at": self.computed_at,
+            "count": len(self.entries),
+        }
+        fields = {"meta": json.dumps(meta, separators=(",", ":"))}
+        for i in range(0, len(self.entries), PAGE):
+            rows = [[e.rank, e.participant_id, e.score] for e in self.entries[i : i + PAGE]]
+            fields[f"p{i // PAGE}"] = json.dumps(rows, separators=(",", ":"))
+        return fields
 
 
 async def read_topk(
-    store: ShardedStore, board: str, period: str, limit: int | None = None, offset: int = 0
+    store: ShardedStore, board: str, period: str, limit: int = DEFAULT_K, offset: int = 0
 ) -> TopK | None:
-    """The cached top K of one period (one GET), rows sliced to ``offset/limit``; None if absent."""
-    raw = await store.client.get(store.topk_key(board, period))
-    if raw is None:
+    """Rows ``offset+1 .. offset+limit`` of the cached top K in one HMGET; None if not cached.
+
+    Rows past the cached K are not there: serve such pages from ``ShardedStore.top``.
+    """
+    first, last = offset // PAGE, max(offset, offset + limit - 1) // PAGE
+    names = ["meta", *[f"p{i}" for i in range(first, last + 1)]]
+    raw = await store.client.hmget(store.topk_key(board, period), names)
+    if raw[0] is None:
         return None
-    top = TopK.from_json(raw)
-    if offset or limit is not None:
-        end = None if limit is None else offset + limit
-        top = TopK(top.period, top.version, top.computed_at, top.entries[offset:end])
-    return top
+    meta = json.loads(raw[0])
+    rows = [
+        Entry(int(r), str(p), int(sc)) for page in raw[1:] if page for r, p, sc in json.loads(page)
+    ]
+    skip = offset - first * PAGE
+    rows = rows[skip : skip + limit][: max(0, int(meta["count"]) - offset)]
+    return TopK(str(meta["period"]), int(meta["version"]), int(meta["computed_at"]), rows)
 
 
 class TopKCache:
@@ -109,7 +115,9 @@ class TopKCache:
         rows = await self.store.top(board, period, cfg.sort_order, limit=self.k)
         stamp = now_ms if now_ms is not None else int(time.time() * 1000)
         top = TopK(period, version, stamp, rows)
-        await self.store.client.set(self.store.topk_key(board, period), top.to_json())
+        key = self.store.topk_key(board, period)
+        # one HSET replaces every field at once; stale pages past ``count`` are never read
+        await self.store.client.hset(key, mapping=top.to_fields())  # type: ignore[arg-type]
         self.built[(board, period)] = time.monotonic()
         self.dirty.discard((board, period))
         return top

@@ -147,10 +147,18 @@ class ShardLayout:
 
 
 def layout_of(config: LeaderboardConfigured | None) -> ShardLayout | None:
-    """The sharding a board's configuration asks for, or None for a plain board."""
+    """The sharding a board's configuration asks for, or None for a plain board.
+
+    An unparsable setting is logged and the board stays plain: a configuration typo must not
+    stop the projector (fix the setting before the board's first record to shard it).
+    """
     if config is None or SHARDS_KEY not in config.metadata:
         return None
-    return ShardLayout.parse(config.metadata[SHARDS_KEY])
+    try:
+        return ShardLayout.parse(config.metadata[SHARDS_KEY])
+    except LeaderboardError as exc:
+        log.error("board %s: %s; treated as unsharded", config.leaderboard_id, exc)
+        return None
 
 
 @dataclass(slots=True)

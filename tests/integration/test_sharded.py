@@ -9,10 +9,12 @@ from dataclasses import replace
 
 import pytest
 
+from processors.projector import Projector, RawRecord
 from processors.topk import TopKCache, read_topk
 from projections.redis_client import RedisClient
 from projections.sharded import ShardedStore
 from projections.store import RankingStore, SourceRecord
+from streams.codec import get_codec
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -21,6 +23,7 @@ from streams.events import (
     ScoreEntry,
     SortOrder,
 )
+from streams.settings import Settings
 from tests.integration.conftest_cluster import (  # noqa: F401  (fixtures)
     cluster_settings,
     redis_backend,
@@ -166,11 +169,42 @@ async def test_topk_cache_equals_scatter_gather(stores: tuple[ShardedStore, Rank
     sharded_store, _ = stores
     cfg = sharded(LeaderboardConfigured("x"), "hash:4", "k")
     await feed(sharded_store, cfg, scripted("k"), random.Random(5))
-    cache = TopKCache(sharded_store, k=100)
+    cache = TopKCache(sharded_store, k=250)
     built = await cache.rebuild(cfg, "all", now_ms=BASE)
     assert built is not None
     cached = await read_topk(sharded_store, "k", "all")
     assert cached is not None
-    assert cached.entries == await sharded_store.top("k", "all", cfg.sort_order, limit=100)
+    assert cached.entries == await sharded_store.top("k", "all", cfg.sort_order, limit=250)
     assert cached.version == await sharded_store.version("k")
     assert cached.computed_at == BASE
+    for offset, limit in [(0, 100), (150, 30), (90, 20), (240, 50)]:
+        page = await read_topk(sharded_store, "k", "all", limit=limit, offset=offset)
+        assert page is not None
+        assert page.entries == cached.entries[offset : offset + limit]
+
+
+async def test_projector_routes_sharded_boards(
+    redis_settings: Settings,  # noqa: F811
+    redis_backend: RedisClient,  # noqa: F811
+) -> None:
+    """The projector (live and replay code path) writes a sharded board through its shards."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    plain = RankingStore(redis_backend, prefix=prefix, grace_ms=DAY)
+    cfgs = {
+        "p": LeaderboardConfigured("p"),
+        "s": sharded(LeaderboardConfigured("s"), "range:0,100", "s"),
+    }
+    proj = Projector(redis_settings, plain, cfgs.get, get_codec(redis_settings), None)
+    try:
+        for board in cfgs:
+            decoded = [(RawRecord(0, r.offset, None, b""), r.event) for r in scripted(board, 300)]
+            await proj.apply_decoded(decoded[:150])
+            await proj.apply_decoded(decoded)  # redelivery overlaps
+        reader = ShardedStore(plain)
+        assert await reader.layout("s") is not None and await reader.layout("p") is None
+        assert await reader.checksum("s", "all", SortOrder.DESC) == await plain.checksum(
+            "p", "all", SortOrder.DESC
+        )
+        assert await plain.count("s", "all") == 0  # nothing written to the unsharded keys
+    finally:
+        await scrub(redis_backend, f"{prefix}:*")
