@@ -15,7 +15,12 @@ from streams import rules
 from streams.codec import Codec
 from streams.configview import ConfigView
 from streams.errors import DecodeError
-from streams.events import LeaderboardConfigured, MatchResultSubmitted, RankChanged
+from streams.events import (
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    ParticipantsNotified,
+    RankChanged,
+)
 from streams.producer import LeaderboardProducer
 from streams.settings import Settings
 
@@ -189,8 +194,14 @@ class Projector:
                 )
                 self.producer.publish(self.rank_topic, out.board, record)
                 stats.rank_changed_records += 1
-            for note in out.notifications:
-                self.producer.publish(self.notify_topic, out.board, note)
+            if out.notifications:
+                batch = ParticipantsNotified(
+                    leaderboard_id=out.board,
+                    version_from=out.notifications[0].version,
+                    version_to=out.notifications[-1].version,
+                    notices=tuple(out.notifications),
+                )
+                self.producer.publish(self.notify_topic, out.board, batch)
             stats.notifications += len(out.notifications)
 
 
