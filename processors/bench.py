@@ -889,7 +889,7 @@ def latency_once(base: Settings, p: Params, rate: int, logs: Path, say: Say) -> 
                 probe_sent,
                 run,
             )
-            for _ in range(75):  # stragglers: up to 15 s
+            for _ in range(450):  # stragglers (a backlog at 10k/s): up to 90 s
                 ws_done = listener is None or len(run.websocket) >= run.probes
                 if len(watcher.seen) >= len(sent) and ws_done:
                     break
