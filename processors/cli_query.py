@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 
 from projections.redis_client import make_client
+from projections.sharded import ShardedStore
 from projections.store import RankingStore
 from streams import rules
 from streams.configview import ConfigView
@@ -31,7 +32,7 @@ def _board(settings: Settings, board: str) -> LeaderboardConfigured:
     return cfg
 
 
-async def _current_period(store: RankingStore, cfg: LeaderboardConfigured) -> str:
+async def _current_period(store: ShardedStore, cfg: LeaderboardConfigured) -> str:
     periods = await store.periods(cfg.leaderboard_id)
     if not periods:
         return rules.ALL_TIME
@@ -54,7 +55,7 @@ def top(board: str, limit: int, offset: int, period: str | None) -> None:
 
     async def go() -> None:
         client = make_client(settings)
-        store = RankingStore(client)
+        store = ShardedStore(RankingStore(client))
         p = period or await _current_period(store, cfg)
         rows = await store.top(board, p, cfg.sort_order, limit=limit, offset=offset)
         version = await store.version(board)
@@ -82,7 +83,7 @@ def rank(board: str, participant: str, period: str | None, around: int) -> None:
 
     async def go() -> None:
         client = make_client(settings)
-        store = RankingStore(client)
+        store = ShardedStore(RankingStore(client))
         p = period or await _current_period(store, cfg)
         rows = await store.around(board, p, cfg.sort_order, participant, around)
         await client.aclose()
@@ -105,7 +106,7 @@ def checksum(board: str, period: str | None) -> None:
 
     async def go() -> None:
         client = make_client(settings)
-        store = RankingStore(client)
+        store = ShardedStore(RankingStore(client))
         periods = [period] if period else await store.periods(board)
         for p in periods:
             digest, count = await store.checksum(board, p, cfg.sort_order)

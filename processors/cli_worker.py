@@ -10,10 +10,13 @@ from streams.settings import get_settings
 @click.command()
 @click.option(
     "--role",
-    type=click.Choice(["projector", "sinks"]),
+    type=click.Choice(["projector", "sinks", "topk"]),
     default="projector",
     show_default=True,
-    help="projector: score topic → Redis + rank changes; sinks: rank changes → PostgreSQL.",
+    help=(
+        "projector: score topic → Redis + rank changes; sinks: rank changes → PostgreSQL; "
+        "topk: the cached global top K of sharded boards."
+    ),
 )
 @click.option(
     "--loglevel",
@@ -32,10 +35,14 @@ def worker(role: str, loglevel: str) -> None:
         from processors.worker import run_worker
 
         run_worker(settings, loglevel)
-    else:
+    elif role == "sinks":
         from processors.sinks_worker import run_sinks_worker
 
-        run_sinks_worker(settings)
+        run_sinks_worker(settings, loglevel)
+    else:
+        from processors.topk import run_worker as run_topk_worker
+
+        run_topk_worker(settings, loglevel)
 
 
 COMMANDS = [worker]
