@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psycopg
 import redis
@@ -1246,13 +1246,30 @@ async def profile_projector(ns: Namespace, p: Params, say: Say) -> tuple[float, 
 # ====================================================================== the run
 
 
+T = TypeVar("T")
+
+
+def retry(fn: Callable[[], T], say: Say, attempts: int = 2) -> T:
+    """Run one benchmark run again if a service failed under it (the stack is shared)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == attempts:
+                raise
+            log.warning("run failed, retrying once: %r", exc)
+            say(f"  run failed ({exc!r:.200}); retrying once")
+            time.sleep(5)
+    raise AssertionError("unreachable")
+
+
 def _latency_figures(
     base: Settings, p: Params, rate: int, report: Report, logs: Path, say: Say
 ) -> None:
     lat_runs = []
     for i in range(p.reps):
         say(f"[latency] {rate:,} entries/s, run {i + 1}/{p.reps}")
-        lat_runs.append(latency_once(base, p, rate, logs, say))
+        lat_runs.append(retry(lambda: latency_once(base, p, rate, logs, say), say))
     lp = (
         f"{rate:,} entries/s for {p.latency_seconds:g}s, {p.boards} boards, batch_within 50 ms, "
         "gateway push window 50 ms"
@@ -1367,7 +1384,7 @@ def run_bench(
     if "ingest" in want:
         for i in range(p.reps):
             say(f"[ingest] run {i + 1}/{p.reps}")
-            ingest_runs.append(ingest_once(base, p, logs, say))
+            ingest_runs.append(retry(lambda: ingest_once(base, p, logs, say), say))
         e2e = report.add(
             Figure(
                 "1 ingest",
@@ -1405,8 +1422,8 @@ def run_bench(
 
     if "baselines" in want:
         say("[baselines] naive synchronous, ZADD limit")
-        naive = [naive_once(base, p) for _ in range(p.reps)]
-        zadd = [zadd_limit_once(base, p) for _ in range(p.reps)]
+        naive = [retry(lambda: naive_once(base, p), say) for _ in range(p.reps)]
+        zadd = [retry(lambda: zadd_limit_once(base, p), say) for _ in range(p.reps)]
         report.add(
             Figure(
                 "2 baseline",
@@ -1464,7 +1481,12 @@ def run_bench(
 
     big = want & {"queries", "replay", "memory"}
     if big:
-        asyncio.run(_big_board_scenarios(base, p, want, report, logs, say))
+        try:
+            asyncio.run(_big_board_scenarios(base, p, want, report, logs, say))
+        except Exception as exc:  # a shared stack may restart under us: keep the rest
+            log.exception("big-board scenarios failed")
+            report.details["big-board scenarios failed"] = repr(exc)[:300]
+            say(f"  big-board scenarios failed: {exc!r}")
 
     if "profile" in want and not has_profiler():
         report.profiles["Projector.process"] = (
