@@ -123,6 +123,7 @@ def create_app(settings: Settings) -> Any:
 
     app = faust.App(
         f"{settings.app_id}-topk",
+        datadir=str(settings.stack_dir / "faust" / "{conf.name}-data"),
         broker=f"kafka://{settings.kafka_bootstrap}",
         value_serializer="raw",
         key_serializer="raw",

@@ -26,6 +26,7 @@ def create_app(settings: Settings) -> faust.App:
     """
     app = faust.App(
         settings.app_id,
+        datadir=str(settings.stack_dir / "faust" / "{conf.name}-data"),
         broker=f"kafka://{settings.kafka_bootstrap}",
         value_serializer="raw",
         key_serializer="raw",
