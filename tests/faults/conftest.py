@@ -119,8 +119,10 @@ class Stream(threading.Thread):
         seed: int,
         rate: float,
         limit: int = 1_000_000,
+        start_ms: int = START,
     ) -> None:
         super().__init__(daemon=True)
+        self.t = start_ms  # event time of the last record sent
         self.p, self.cfgs, self.seed, self.rate, self.limit = p, cfgs, seed, rate, limit
         self.sent = 0
         self.error: BaseException | None = None
@@ -133,17 +135,18 @@ class Stream(threading.Thread):
         self.started_at = time.monotonic()
         try:
             prod = LeaderboardProducer(self.p.settings)
-            t = START
             i = 0
             while i < self.limit and not self._halt.is_set():
                 cfg = rng.choice(self.cfgs)
-                t += rng.randint(0, 90_000)
+                self.t += rng.randint(0, 90_000)
                 entries = tuple(
                     ScoreEntry(f"p{rng.randint(0, 40)}", rng.randint(1, 1000))
                     for _ in range(rng.randint(1, 4))
                 )
                 prod.submit(
-                    MatchResultSubmitted(uuid.uuid4().hex, f"m{i}", cfg.leaderboard_id, t, entries)
+                    MatchResultSubmitted(
+                        uuid.uuid4().hex, f"m{i}", cfg.leaderboard_id, self.t, entries
+                    )
                 )
                 i += 1
                 self.sent = i
@@ -260,8 +263,21 @@ def outage(settings: Settings, name: str, *, purge: bool = False) -> Iterator[di
             times["down"] = time.monotonic()
             yield times
     finally:
-        local_stack.up(settings, setup=name != "redis")
+        _restart(settings, name)
         times["up"] = time.monotonic()
+
+
+def _restart(settings: Settings, name: str, attempts: int = 3) -> None:
+    """``stack.up`` again, a few times: a daemonized redis-server writes its pid file a moment
+    after it forks, and ``stack.up``'s wait can take that moment for an exit (see report)."""
+    for attempt in range(1, attempts + 1):
+        try:
+            local_stack.up(settings, setup=name != "redis")
+            return
+        except local_stack.ServiceUnavailable:
+            if attempt == attempts:
+                raise
+            time.sleep(1.0)
 
 
 # --------------------------------------------------------------------------- the verdict

@@ -224,37 +224,118 @@ def test_rebalance_join_and_leave(pipeline: Pipeline) -> None:
     )
 
 
-def test_redis_emptied_then_rebuilt(pipeline: Pipeline) -> None:
-    """Redis restarts EMPTY mid-stream; rebuilding every board recovers it under live traffic."""
-    cfgs, projector, sinks, mon, stream = _start(pipeline, seed=51)
+def _idle(mon: Monitor, quiet: float = 1.5, timeout: float = 60) -> None:
+    """Wait until the live versions have not moved for ``quiet`` seconds."""
+
+    def still() -> bool:
+        now = time.monotonic()
+        recent = [s[1] for s in mon.samples if s[0] >= now - quiet and s[1] is not None]
+        return len(recent) >= 3 and min(recent) == max(recent)
+
+    wait_until(still, timeout=timeout)
+
+
+def _rebuild_all(p: Pipeline, cfgs: list, timeout: float = 60) -> list:
+    """What ``leaderboard rebuild --all`` does, for this pipeline's boards (bounded)."""
+
+    async def go() -> list:
+        return [await replay_board(p.settings, cfg, swap=True) for cfg in cfgs]
+
+    return asyncio.run(asyncio.wait_for(go(), timeout))
+
+
+def _redis_emptied(p: Pipeline, *, stop_projector: bool) -> None:
+    scenario = "redis_emptied_rebuild" + ("_projector_stopped" if stop_projector else "_live")
+    cfgs, projector, sinks, mon, stream = _start(p, seed=51 if stop_projector else 52)
     stream.start()
     _wait_flowing(mon)
     time.sleep(2)
-    with outage(pipeline.settings, "redis", purge=True) as times:
+    if stop_projector:
+        p.kill(projector.proc, signal.SIGTERM)
+    with outage(p.settings, "redis", purge=True) as times:
         pass
-    rebuild_started = time.monotonic()
-    reports = [asyncio.run(replay_board(pipeline.settings, cfg, swap=True)) for cfg in cfgs]
-    rebuild_s = round(time.monotonic() - rebuild_started, 2)
+    time.sleep(SIZES.tail_s)
+    stream.finish()  # the rebuild needs a pause in the traffic (see the livelock test)
+    if not stop_projector:
+        _idle(mon)
+    started = time.monotonic()
+    reports = _rebuild_all(p, cfgs)
+    rebuild_s = round(time.monotonic() - started, 2)
     assert all(r.swapped for r in reports)
-    _tail(stream, projector, sinks)
+    if stop_projector:
+        projector.proc = p.start_worker("projector")
+    # traffic goes on after the rebuild: the projector must continue from the rebuilt state
+    after = Stream(p, cfgs, seed=53, rate=SIZES.rate, start_ms=stream.t)
+    after.start()
+    resumed_from = time.monotonic()
+    wait_until(lambda: mon.resumed_after(resumed_from) is not None, timeout=90)
+    recovery = round(time.monotonic() - times["down"], 2)
+    _tail(after, projector, sinks)
     mon.stop()
-    v = verdict(pipeline, cfgs)
+    # the live variant is a known bug (xfail): do not wait the full bound for entries that never come
+    v = verdict(p, cfgs, timeout=None if stop_projector else 30)
+    how = (
+        "Stop Redis mid-stream, delete its data (AOF) and start it empty, then run the "
+        "`leaderboard rebuild --all` code (replay_board with swap) for the pipeline's boards "
+        "and stream on. "
+    )
+    how += (
+        "Runbook variant: the projector is stopped before Redis goes and started after the rebuild."
+        if stop_projector
+        else "Live variant: the projector keeps running throughout (the traffic pauses for the "
+        "rebuild)."
+    )
     finish(
-        "redis_emptied_rebuild",
-        "Stop Redis in the middle of a stream, delete its data (AOF), start it empty, then run the "
-        "`leaderboard rebuild --all` code (replay_board with swap) for the pipeline's boards while "
-        "the live projector keeps consuming.",
+        scenario,
+        how,
         v,
         figures_of(
             v,
             stream,
-            pipeline,
+            p,
+            events_sent=stream.sent + after.sent,
             outage_s=round(times["up"] - times["down"], 2),
             rebuild_s=rebuild_s,
             rebuilt_entries=sum(r.entries for r in reports),
+            recovery_s=recovery,
             worker_restarts_unplanned=projector.restarts + sinks.restarts,
         ),
     )
+
+
+def test_redis_emptied_rebuild_with_projector_stopped(pipeline: Pipeline) -> None:
+    """Runbook: stop the projector, Redis comes back empty, rebuild all, start the projector."""
+    _redis_emptied(pipeline, stop_projector=True)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="BUG: a live projector applies onto the emptied Redis (versions restart at 1), so "
+    "the audit gets duplicate (board, version) rows and the rebuilt versions of those records "
+    "are never published; see RELIABILITY.md",
+)
+def test_redis_emptied_rebuild_with_live_projector(pipeline: Pipeline) -> None:
+    """Redis comes back empty under a running projector; rebuild all must leave no trace."""
+    _redis_emptied(pipeline, stop_projector=False)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TimeoutError,
+    reason="BUG: replay --swap never swaps while the board receives records faster than one "
+    "catch-up round (livelock in processors/replay.py _replay_kafka); see RELIABILITY.md",
+)
+def test_rebuild_swaps_under_sustained_traffic(pipeline: Pipeline) -> None:
+    """`rebuild --all` must finish while scores keep flowing (here 60 records/s, 3 boards)."""
+    cfgs, _projector, _sinks, mon, stream = _start(pipeline, seed=61)
+    stream.start()
+    try:
+        _wait_flowing(mon)
+        time.sleep(2)
+        _rebuild_all(pipeline, cfgs, timeout=30)
+    finally:
+        stream.finish()
+        mon.stop()
 
 
 def _read(path: Path) -> str:

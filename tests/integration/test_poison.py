@@ -1,0 +1,168 @@
+"""Poison input interleaved with good records: each bad one is dead-lettered with its reason, every
+good one is applied, and the projector process neither dies nor restarts its agent."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections import defaultdict
+
+import pytest
+import redis.asyncio as aioredis
+
+from projections.store import RankingStore
+from streams.codec import SINGLE_OBJECT_MARKER, get_codec
+from streams.events import (
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    Operator,
+    ResetPeriod,
+    ScoreEntry,
+    SortOrder,
+)
+from streams.model import ModelBoard
+from streams.producer import LeaderboardProducer, read_to_end
+from streams.rules import standings_checksum
+from tests.integration.conftest import ARTIFACTS, Pipeline, wait_until
+
+pytestmark = pytest.mark.integration
+
+DAY = 86_400_000
+START = 1_793_491_200_000 - 3 * DAY  # 2026-10-29 00:00 UTC
+
+
+def _match(board: str, at: int, *entries: tuple[str, int], event_id: str | None = None):
+    return MatchResultSubmitted(
+        event_id or uuid.uuid4().hex,
+        f"m-{uuid.uuid4().hex[:6]}",
+        board,
+        at,
+        tuple(ScoreEntry(pid, score) for pid, score in entries),
+    )
+
+
+async def _live(p: Pipeline, cfg: LeaderboardConfigured) -> tuple[int, dict[str, str]]:
+    client = aioredis.Redis.from_url(p.settings.redis_url)
+    try:
+        store = RankingStore(client)
+        out = {}
+        for period in await store.periods(cfg.leaderboard_id):
+            out[period] = (await store.checksum(cfg.leaderboard_id, period, cfg.sort_order))[0]
+        return await store.version(cfg.leaderboard_id), out
+    finally:
+        await client.aclose()
+
+
+def test_poison_records_are_dead_lettered_and_good_ones_applied(pipeline: Pipeline) -> None:
+    tag = f"z{uuid.uuid4().hex[:6]}"
+    daily = LeaderboardConfigured(f"{tag}-daily", SortOrder.DESC, Operator.BEST, ResetPeriod.DAILY)
+    cup = LeaderboardConfigured(
+        f"{tag}-cup", SortOrder.DESC, Operator.INCR, starts_at=START, ends_at=START + 2 * DAY
+    )
+    cfgs = [daily, cup]
+    codec = get_codec(pipeline.settings)
+    scores = pipeline.settings.topic("scores")
+    good = codec.encode(_match(daily.leaderboard_id, START, ("seed", 1)))
+    body_start = len(SINGLE_OBJECT_MARKER) + 8
+    dup_id = uuid.uuid4().hex
+    grace = pipeline.settings.period_grace_ms
+
+    # (key board, value bytes, expected reason fragment or None for a good record)
+    plan: list[tuple[str, bytes, str | None]] = []
+
+    def ok(board: str, at: int, *entries: tuple[str, int], event_id: str | None = None) -> None:
+        plan.append((board, codec.encode(_match(board, at, *entries, event_id=event_id)), None))
+
+    def bad(board: str, value: bytes, reason: str) -> None:
+        plan.append((board, value, reason))
+
+    d, c = daily.leaderboard_id, cup.leaderboard_id
+    ok(d, START + 1000, ("alice", 10), ("bob", 7))
+    bad(d, os.urandom(64), "not an Avro single-object record")
+    ok(c, START + 2000, ("alice", 5))
+    bad(d, good[: body_start + 5], "truncated or malformed Avro body")
+    ok(d, START + 3000, ("carol", 12))
+    bad(d, SINGLE_OBJECT_MARKER + b"\x01" * 8 + good[body_start:], "unknown schema fingerprint")
+    ok(c, START + 4000, ("bob", 3), event_id=dup_id)
+    # a 200 KB participant id next to a good entry: the good entry is applied, the record parked
+    bad(
+        d,
+        codec.encode(_match(d, START + 5000, ("x" * 200_000, 1), ("dave", 9))),
+        "participant_id longer than 128 characters",
+    )
+    bad(d, codec.encode(_match(d, START + 6000, ("erin", 2**53))), "outside the exact range")
+    bad(
+        f"{tag}-nope",
+        codec.encode(_match(f"{tag}-nope", START, ("alice", 1))),
+        "unknown leaderboard",
+    )
+    ok(c, START + 7000, ("carol", 4))
+    bad(
+        c, codec.encode(_match(c, START + 2 * DAY + 1, ("alice", 1))), "after the tournament window"
+    )
+    bad(c, codec.encode(_match(c, START - 1, ("alice", 1))), "before the tournament window")
+    bad(
+        c, codec.encode(_match(c, START + 8000, ("dave", 1), event_id=dup_id)), "duplicate event id"
+    )
+    # the daily period of START ends once an event at or after its end + grace is applied
+    ok(d, START + DAY + grace + 1, ("alice", 1))
+    bad(d, codec.encode(_match(d, START + 9000, ("frank", 99))), "is closed: late event")
+    ok(d, START + DAY + grace + 2, ("bob", 20))
+    ok(c, START + 9000, ("alice", 6))
+
+    worker = pipeline.start_worker()
+    with LeaderboardProducer(pipeline.settings) as prod:
+        for cfg in cfgs:
+            prod.configure(cfg)
+        prod.flush()
+        for key, value, _ in plan:
+            prod.publish_raw(scores, key, value)
+
+    # the reference: a clean pass of the log through the model (undecodable records skipped)
+    models = {cfg.leaderboard_id: ModelBoard(cfg, grace_ms=grace) for cfg in cfgs}
+    log = list(read_to_end(pipeline.settings, scores))
+    assert len(log) == len(plan)
+    by_board: dict[str, list] = defaultdict(list)
+    for msg in log:
+        try:
+            ev = codec.decode_as(msg.value(), MatchResultSubmitted)
+        except Exception:
+            continue
+        if ev.leaderboard_id in models:
+            by_board[ev.leaderboard_id].append((msg.partition(), msg.offset(), ev))
+    for board, recs in by_board.items():
+        for _, off, ev in sorted(recs, key=lambda r: (r[0], r[1])):
+            models[board].apply(off, ev)
+
+    # every bad record is dead-lettered once, with its reason and its source position
+    n_bad = sum(1 for *_, reason in plan if reason)
+    dlq_topic = pipeline.settings.dlq("scores")
+    wait_until(lambda: sum(1 for _ in read_to_end(pipeline.settings, dlq_topic)) >= n_bad, 90)
+    parked = {}
+    for msg in read_to_end(pipeline.settings, dlq_topic):
+        h = {k: (v or b"").decode(errors="replace") for k, v in msg.headers() or []}
+        assert h["source.topic"] == scores
+        parked[(int(h["source.partition"]), int(h["source.offset"]))] = (h["reason"], msg.value())
+    positions = {(m.partition(), m.offset()): m.value() for m in log}
+    assert len(parked) == n_bad, sorted(r for r, _ in parked.values())
+    expected_reasons = sorted(reason for *_, reason in plan if reason)
+    for reason in expected_reasons:
+        hits = [pos for pos, (got, _) in parked.items() if reason in got]
+        assert len(hits) == 1, (reason, sorted(r for r, _ in parked.values()))
+        assert parked[hits[0]][1] == positions[hits[0]], "dead letter bytes must be unchanged"
+
+    # every good entry is applied: live standings equal the model
+    for cfg in cfgs:
+        m = models[cfg.leaderboard_id]
+        want = (m.version, {p: standings_checksum(m.standings(p)) for p in m.scores})
+        wait_until(lambda c=cfg, w=want: asyncio.run(_live(pipeline, c))[0] >= w[0], 60)
+        assert asyncio.run(_live(pipeline, cfg)) == want, cfg.leaderboard_id
+    assert models[d].version == 6  # alice, bob, carol, dave (next to the huge id), alice, bob
+    assert models[c].version == 4
+
+    # the worker never restarted: same process alive, its agent never crashed
+    assert worker.poll() is None, "the projector process died"
+    assert worker.pid == pipeline.procs[0].pid
+    text = (ARTIFACTS / f"{pipeline.tag}-projector-0.log").read_text(errors="replace")
+    assert "Crashed reason" not in text and "Restarting dead" not in text, "the agent crashed"
