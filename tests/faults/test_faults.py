@@ -272,7 +272,7 @@ def _redis_emptied(p: Pipeline, *, stop_projector: bool) -> None:
     recovery = round(time.monotonic() - times["down"], 2)
     _tail(after, projector, sinks)
     mon.stop()
-    # the live variant is a known bug (xfail): do not wait the full bound for entries that never come
+    # the live variant is a known bug (xfail): do not wait long for entries that never come
     v = verdict(p, cfgs, timeout=None if stop_projector else 30)
     how = (
         "Stop Redis mid-stream, delete its data (AOF) and start it empty, then run the "
