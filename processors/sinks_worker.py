@@ -338,6 +338,7 @@ def create_app(settings: Settings) -> faust.App:
     Both agents run at concurrency 1 (faust-streaming #606); ``take_events`` acknowledges a
     batch only after the loop body returned, i.e. after its rows are durable in PostgreSQL.
     """
+    (settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id + "-sinks",
         datadir=str(settings.stack_dir / "faust" / "{conf.name}-data"),

@@ -121,6 +121,7 @@ def create_app(settings: Settings) -> Any:
     from streams.codec import get_codec
     from streams.configview import ConfigView
 
+    (settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         f"{settings.app_id}-topk",
         datadir=str(settings.stack_dir / "faust" / "{conf.name}-data"),

@@ -24,6 +24,7 @@ def create_app(settings: Settings) -> faust.App:
     Concurrency stays at 1 (faust-streaming #606 commits offsets past in-flight events
     otherwise); parallelism comes from partitions and more workers in the group.
     """
+    (settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
     app = faust.App(
         settings.app_id,
         datadir=str(settings.stack_dir / "faust" / "{conf.name}-data"),
