@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -25,6 +27,7 @@ from tests.faults.conftest import (
     figures_of,
     finish,
     make_boards,
+    model_of_log,
     outage,
     verdict,
 )
@@ -343,3 +346,192 @@ def _read(path: Path) -> str:
         return path.read_text(errors="replace")
     except OSError:
         return ""
+
+
+# --------------------------------------------------------------------------- gateway restart
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _start_gateway(p: Pipeline, port: int) -> subprocess.Popen[bytes]:
+    """``leaderboard gateway`` on ``port`` with the pipeline's settings; waits for /ready."""
+    import httpx
+
+    log = open(ARTIFACTS / f"{p.tag}-gateway-{port}.log", "ab")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "processors", "gateway", "--port", str(port)],
+        env={**p.env, "LEADERBOARD_GATEWAY_HOST": "127.0.0.1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    p.procs.append(proc)  # stopped with the pipeline's workers
+
+    def ready() -> bool:
+        assert proc.poll() is None, "the gateway exited; see test-artifacts"
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/ready", timeout=3).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    wait_until(ready, timeout=60, every=0.3)
+    return proc
+
+
+class TopClient:
+    """A WebSocket viewer of one board's top N that resumes with ``since_version`` when cut off."""
+
+    def __init__(self, url: str, board: str, n: int = 10) -> None:
+        self.url, self.board, self.n = url, board, n
+        self.rows: list[tuple[str, int]] = []
+        self.version = 0
+        self.connects = 0
+        self.resumed_with_delta = 0
+        self.resumed_with_snapshot = 0
+        self.errors: list[str] = []
+        self.cut_at: float | None = None
+        self.resume_s: list[float] = []
+
+    def _apply(self, msg: dict) -> None:
+        if msg["type"] == "snapshot":
+            self.rows = [(e["participant_id"], e["score"]) for e in msg["entries"]][: self.n]
+        else:
+            for c in msg["changes"]:
+                self.rows = [r for r in self.rows if r[0] != c["participant_id"]]
+                if c["new_rank"] <= self.n:
+                    self.rows.insert(c["new_rank"] - 1, (c["participant_id"], c["new_score"]))
+            del self.rows[self.n :]
+        if msg["version"] < self.version:
+            self.errors.append(f"version went back: {self.version} -> {msg['version']}")
+        self.version = msg["version"]
+
+    async def run(self, until: asyncio.Event) -> None:
+        import json
+
+        import websockets
+
+        while not until.is_set():
+            try:
+                ws = await websockets.connect(f"{self.url}/v1/leaderboards/{self.board}/subscribe")
+            except OSError:
+                await asyncio.sleep(0.2)
+                continue
+            try:
+                sub: dict = {"type": "subscribe", "mode": "top", "n": self.n}
+                if self.connects:
+                    sub["since_version"] = self.version
+                await ws.send(json.dumps(sub))
+                first = True
+                while not until.is_set():
+                    try:
+                        raw = await asyncio.wait_for(ws.recv(), 0.5)
+                    except TimeoutError:
+                        continue
+                    msg = json.loads(raw)
+                    if msg["type"] == "ping":
+                        continue
+                    if msg["type"] == "error":
+                        self.errors.append(str(msg))
+                        return
+                    if first and self.connects:
+                        kind = msg["type"]
+                        self.resumed_with_delta += kind == "delta"
+                        self.resumed_with_snapshot += kind == "snapshot"
+                        if self.cut_at is not None:
+                            self.resume_s.append(time.monotonic() - self.cut_at)
+                            self.cut_at = None
+                    first = False
+                    self._apply(msg)
+            except websockets.ConnectionClosed:
+                self.cut_at = self.cut_at or time.monotonic()
+            finally:
+                self.connects += 1
+                await ws.close()
+
+
+def test_gateway_restart_with_subscribers(pipeline: Pipeline) -> None:
+    """The gateway dies and comes back while viewers are subscribed; they resume and converge."""
+    from streams.events import LeaderboardConfigured, Operator, ResetPeriod, SortOrder
+
+    tag = _tag()
+    cfgs = [
+        LeaderboardConfigured(f"{tag}-best", SortOrder.DESC, Operator.BEST, ResetPeriod.NONE),
+        LeaderboardConfigured(f"{tag}-incr", SortOrder.DESC, Operator.INCR, ResetPeriod.NONE),
+    ]
+    configure(pipeline, cfgs)
+    projector = Supervisor(pipeline, "projector")
+    sinks = Supervisor(pipeline, "sinks")
+    mon = Monitor(pipeline, [c.leaderboard_id for c in cfgs])
+    mon.start()
+    port = _free_port()
+    gateway = _start_gateway(pipeline, port)
+    url = f"ws://127.0.0.1:{port}"
+    clients = [TopClient(url, c.leaderboard_id) for c in cfgs for _ in range(2)]
+    stream = Stream(pipeline, cfgs, seed=71, rate=SIZES.rate / 2)
+    done = asyncio.Event()
+    box: dict = {}
+
+    async def scenario() -> None:
+        tasks = [asyncio.create_task(c.run(done)) for c in clients]
+        await asyncio.sleep(1.0)
+        stream.start()
+        await asyncio.to_thread(_wait_flowing, mon)
+        await asyncio.sleep(3)
+        pipeline.kill(gateway, signal.SIGKILL)
+        box["killed"] = time.monotonic()
+        await asyncio.sleep(1.0)
+        await asyncio.to_thread(_start_gateway, pipeline, port)
+        box["back"] = time.monotonic()
+        await asyncio.sleep(3)
+        await asyncio.to_thread(_tail, stream, projector, sinks)
+        v = await asyncio.to_thread(verdict, pipeline, cfgs)
+        box["verdict"] = v
+        models = await asyncio.to_thread(model_of_log, pipeline, cfgs)
+        want = {
+            b: (m.version, [(pid, s) for _, pid, s in m.standings("all")[:10]])
+            for b, m in models.items()
+        }
+        box["want"] = want
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and any(  # noqa: ASYNC110
+            (c.version, c.rows) != want[c.board] for c in clients
+        ):
+            await asyncio.sleep(0.3)
+        done.set()
+        await asyncio.gather(*tasks)
+
+    asyncio.run(asyncio.wait_for(scenario(), 300))
+    mon.stop()
+    v = box["verdict"]
+    want = box["want"]
+    stale = [c.board for c in clients if (c.version, c.rows) != want[c.board]]
+    resume = [s for c in clients for s in c.resume_s]
+    figs = figures_of(
+        v,
+        stream,
+        pipeline,
+        subscribers=len(clients),
+        gateway_down_s=round(box["back"] - box["killed"], 2),
+        resumed_with_delta=sum(c.resumed_with_delta for c in clients),
+        resumed_with_snapshot=sum(c.resumed_with_snapshot for c in clients),
+        subscribers_not_converged=len(stale),
+        client_errors=sum(len(c.errors) for c in clients),
+        recovery_s=round(max(resume), 2) if resume else None,
+    )
+    v.mismatched_boards += stale
+    finish(
+        "gateway_restart_subscribers",
+        "Four WebSocket viewers (top 10 of two boards) are subscribed while scores flow; the "
+        "gateway is SIGKILLed and started again on the same port; each viewer reconnects with "
+        "since_version and must end with exactly the model's top 10 at the model's version.",
+        v,
+        figs,
+    )
+    assert not any(c.errors for c in clients), [c.errors for c in clients]
+    assert all(c.connects >= 2 for c in clients), "every viewer should have been cut off once"
