@@ -1,0 +1,162 @@
+"""Turn test-artifacts/reliability.json (written by tests/faults) into RELIABILITY.md.
+
+Usage: .venv/bin/python scripts/reliability_report.py [--input FILE] [--output FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+#: Figures shown first, in this order, when a scenario has them; the rest follow sorted.
+MAIN = (
+    "events_sent",
+    "entries_expected",
+    "entries_applied",
+    "audit_rows",
+    "dead_lettered",
+    "duplicates",
+    "lost",
+    "recovery_s",
+    "recovery_s_max",
+    "recovery_s_mean",
+    "outage_s",
+)
+
+#: How each scenario is run, selected by name (pytest -k).
+TESTS = {
+    "sigkill_projector": "test_sigkill_projector_repeatedly",
+    "kafka_restart": "test_kafka_restart_mid_stream",
+    "postgres_outage": "test_postgres_outage",
+    "rebalance_join_leave": "test_rebalance_join_and_leave",
+    "redis_emptied_rebuild_projector_stopped": "test_redis_emptied_rebuild_with_projector_stopped",
+    "redis_emptied_rebuild_live": "test_redis_emptied_rebuild_with_live_projector",
+    "gateway_restart_subscribers": "test_gateway_restart_with_subscribers",
+}
+
+INTRO = """# Reliability
+
+Fault-injection scenarios run against the real local stack (Kafka KRaft, Redis, PostgreSQL; no
+Docker), each in its own topic namespace, while a producer streams random match results into three
+boards (monthly `incr`, all-time `best`, daily ascending `best`; the gateway scenario uses two
+all-time boards). Every scenario ends with the same check:
+
+- every board's live standings (checksum per period) and version equal a clean pass of the score
+  log through the reference model (`streams.model.ModelBoard`);
+- every version of every board was published on `rank-changes` (no gap, none invented);
+- the PostgreSQL audit history holds every applied entry exactly once: rows = distinct versions =
+  the model's version (**duplicates** counts extra rows for a (board, version) and versions beyond
+  the model, **lost** counts versions missing from Redis or from the audit).
+
+Run them: `make test-faults` (full form, `LEADERBOARD_FAULTS=full`) or `make test` (short form).
+Figures below are those of the last run on this machine ({machine}); regenerate this file with
+`.venv/bin/python scripts/reliability_report.py` after a run.
+"""
+
+KNOWN = """
+1. **Redis emptied under a running projector** (`redis_emptied_rebuild_live`, an `xfail(strict)`
+   test). The projector keeps applying onto the empty Redis: board versions restart at 1, the
+   sinks worker stores those rows next to the old ones (the audit key is
+   (board, version, occurred_at), so a reused version with another event time is a second row),
+   and after `rebuild --all` the rebuilt versions of the records applied in between are never
+   published (the swap drops shadow results at or below the live watermark). Live standings are
+   right again after the rebuild; the audit and `rank-changes` are not. Today's safe runbook is
+   the passing `redis_emptied_rebuild_projector_stopped` scenario: stop the projectors, rebuild,
+   start them. Proposed fix: an epoch key written by the rebuild (and at first start) that the
+   apply script checks; with it missing the worker pauses (no ack, retry) instead of applying.
+2. **`replay --swap` / `rebuild --all` livelock under sustained traffic**
+   (`test_rebuild_swaps_under_sustained_traffic`, `xfail(strict)`): the swap needs the shadow
+   watermark >= the live one, and each catch-up round (new end offset, a fresh consumer for the
+   committed offset, a 1 s consume time-out) is slower than the next record of a busy board, so
+   the swap never happens. The Redis scenarios pause the traffic for the rebuild.
+3. `stack.up` right after `Redis.stop()`: `_wait` can take the daemonized redis-server's
+   not-yet-written pid file for an exit ("the process exited while starting"); the scenarios
+   retry `stack.up`.
+"""
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _test_of(name: str) -> str:
+    for prefix, test in TESTS.items():
+        if name.startswith(prefix):
+            return test
+    return name
+
+
+def render(data: dict[str, Any]) -> str:
+    """The Markdown document for the figures in ``data``."""
+    machine = data.get("machine", {})
+    lines = [
+        INTRO.format(
+            machine=f"{machine.get('cpus', '?')} CPUs, Python {machine.get('python', '?')}"
+        )
+    ]
+    scenarios: dict[str, Any] = data.get("scenarios", {})
+    lines += ["## Summary", ""]
+    lines += [
+        "| scenario | form | result | events sent | applied | dead-lettered | duplicates | lost "
+        "| recovery (s) |",
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for name in sorted(scenarios):
+        s = scenarios[name]
+        f = s.get("figures", {})
+        recovery = f.get("recovery_s", f.get("recovery_s_max"))
+        result = "pass" if s.get("passed") else "**FAIL**"
+        lines.append(
+            f"| {name} | {s.get('mode', '?')} | {result} | {_fmt(f.get('events_sent'))} "
+            f"| {_fmt(f.get('entries_applied'))} | {_fmt(f.get('dead_lettered'))} "
+            f"| {_fmt(f.get('duplicates'))} | {_fmt(f.get('lost'))} | {_fmt(recovery)} |"
+        )
+    lines.append("")
+    for name in sorted(scenarios):
+        s = scenarios[name]
+        f = s.get("figures", {})
+        test = _test_of(name)
+        lines += [f"## {name}", "", s.get("how", ""), ""]
+        lines += [
+            f"- run: `{s.get('command', '')} -k {test}`",
+            f"- last run: {s.get('finished_at', '?')}, {s.get('mode', '?')} form, "
+            + ("passed" if s.get("passed") else "**failed**"),
+            "",
+            "| figure | value |",
+            "| --- | ---: |",
+        ]
+        keys = [k for k in MAIN if k in f] + sorted(k for k in f if k not in MAIN)
+        lines += [f"| {k} | {_fmt(f[k])} |" for k in keys]
+        lines.append("")
+    lines += ["## Known problems (found by these scenarios)", "", KNOWN.strip(), ""]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Read the JSON figures and write the Markdown report."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--input", type=Path, default=ROOT / "test-artifacts/reliability.json")
+    parser.add_argument("--output", type=Path, default=ROOT / "RELIABILITY.md")
+    args = parser.parse_args(argv)
+    if not args.input.is_file():
+        sys.stderr.write(f"no figures at {args.input}: run `make test-faults` first\n")
+        return 1
+    data = json.loads(args.input.read_text())
+    args.output.write_text(render(data))
+    sys.stdout.write(f"wrote {args.output} ({len(data.get('scenarios', {}))} scenarios)\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
