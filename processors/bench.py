@@ -441,6 +441,7 @@ class Namespace:
             **os.environ,
             "LEADERBOARD_TOPIC_PREFIX": f"{self.tag}.",
             "LEADERBOARD_APP_ID": f"lb-{self.tag}",
+            "LEADERBOARD_REDIS_URL": base.redis_url,
             "PYTHONUNBUFFERED": "1",
         }
         self.logs = logs
@@ -501,6 +502,67 @@ class Namespace:
             for fut in admin.delete_topics(names, operation_timeout=30).values():
                 with contextlib.suppress(Exception):
                     fut.result(30)
+
+
+@contextlib.contextmanager
+def private_redis(settings: Settings, logs: Path) -> Iterator[Settings]:
+    """A redis-server of our own, configured like the stack's (AOF everysec, no RDB saves).
+
+    The stack is shared: fault-injection tests of other engineers restart its Redis, which
+    would wipe a benchmark's boards mid-run. Yields ``settings`` pointing at the private one.
+    """
+    server = shutil.which("redis-server")
+    if server is None:
+        yield settings
+        return
+    port = _free_port()
+    data = settings.stack_dir / f"bench-redis-{port}"
+    data.mkdir(parents=True, exist_ok=True)
+    logs.mkdir(parents=True, exist_ok=True)
+    out = (logs / f"redis-{port}.log").open("ab")
+    proc = subprocess.Popen(  # noqa: S603 - redis-server from PATH, fixed arguments
+        [
+            server,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--dir",
+            str(data),
+            "--save",
+            "",
+            "--appendonly",
+            "yes",
+            "--appendfsync",
+            "everysec",
+        ],
+        stdout=out,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    out.close()
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        r = redis.Redis.from_url(url)
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                r.ping()
+                break
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or proc.poll() is not None:
+                    raise
+                time.sleep(0.1)
+        r.close()
+        yield settings.model_copy(update={"redis_url": url})
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=10)
+        shutil.rmtree(data, ignore_errors=True)
 
 
 def _free_port() -> int:
@@ -686,6 +748,8 @@ def ingest_once(base: Settings, p: Params, logs: Path, say: Say) -> IngestRun:
             dec_n * p.entries_per_record / dec_s if dec_s else float("nan"),
             done_a is not None and done_g is not None,
         )
+        if not run.complete:
+            raise RuntimeError("the drain did not complete (a worker failed or timed out)")
         say(
             f"  redis {run.redis_rate:,.0f}/s, audit {run.pg_rate:,.0f}/s, e2e "
             f"{run.e2e_rate:,.0f}/s, {rank_records:,} rank-change records; kafka raw "
@@ -904,6 +968,11 @@ def latency_once(base: Settings, p: Params, rate: int, logs: Path, say: Say) -> 
         asyncio.run(main())
         watcher.stopping.set()
         watcher.join(5)
+        if len(run.visible) < 0.95 * len(sent):
+            raise RuntimeError(
+                f"only {len(run.visible)} of {len(sent)} records became visible: the pipeline "
+                "stalled (see the worker logs)"
+            )
         say(
             f"  {run.achieved_rate:,.0f} entries/s sent; visible p50 "
             f"{percentile(run.visible, 50):.0f} p99 {percentile(run.visible, 99):.0f} ms "
@@ -1366,11 +1435,23 @@ def run_bench(
     *,
     only: Sequence[str] = (),
     say: Say = print,
+    shared_redis: bool = False,
 ) -> Report:
-    """Run the selected scenarios (all by default) and return the report."""
+    """Run the selected scenarios (all by default) and return the report.
+
+    Unless ``shared_redis``, every scenario uses a private redis-server (see private_redis).
+    """
+    if shared_redis:
+        return _run_bench(base, p, only, say, "the stack's Redis (shared)")
+    with private_redis(base, base.stack_dir / "logs" / "bench") as mine:
+        return _run_bench(mine, p, only, say, "a private redis-server, configured like the stack's")
+
+
+def _run_bench(base: Settings, p: Params, only: Sequence[str], say: Say, redis_note: str) -> Report:
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     report = Report(p, started, _machine())
     report.details["code"] = _code_version()
+    report.details["redis"] = f"{redis_note}: {base.redis_url}, AOF everysec, no RDB saves"
     t_start = time.perf_counter()
     logs = base.stack_dir / "logs" / "bench"
     want = set(only) or set(SCENARIOS)

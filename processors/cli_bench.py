@@ -45,8 +45,19 @@ _SCENARIO_HELP = "\n\n".join(f"\b\n{name}: {text}." for name, text in bench.SCEN
     help="Run only this scenario (repeatable). Ratios need ingest and baselines together.",
 )
 @click.option("--no-stack", is_flag=True, help="Do not try to bring the local stack up.")
+@click.option(
+    "--shared-redis",
+    is_flag=True,
+    help="Use the stack's Redis instead of a private redis-server started for the run "
+    "(configured like the stack's: AOF everysec).",
+)
 def bench_command(
-    quick: bool, output: Path, json_path: Path, only: tuple[str, ...], no_stack: bool
+    quick: bool,
+    output: Path,
+    json_path: Path,
+    only: tuple[str, ...],
+    no_stack: bool,
+    shared_redis: bool,
 ) -> None:
     """Entry point of ``leaderboard bench``."""
     settings = get_settings()
@@ -54,7 +65,11 @@ def bench_command(
         local_stack.up(settings, lambda line: click.echo(f"stack: {line}", err=True))
     params = bench.Params.quick() if quick else bench.Params.full()
     report = bench.run_bench(
-        settings, params, only=only, say=lambda line: click.echo(line, err=True)
+        settings,
+        params,
+        only=only,
+        say=lambda line: click.echo(line, err=True),
+        shared_redis=shared_redis,
     )
     bench.write_outputs(report, output, json_path)
     click.echo(bench.render_table(report.figures))
