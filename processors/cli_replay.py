@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from typing import Any
 
 import click
-import redis.asyncio as aioredis
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
     Progress,
-    TaskID,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
 
-from processors.replay import ReplayReport, replay_board, require_board, summarize
+from processors.replay import rebuild_all, replay_board, require_board, summarize
 from streams.errors import LeaderboardError
 from streams.producer import read_boards
 from streams.settings import get_settings
@@ -117,34 +114,19 @@ def rebuild(all_boards: bool, parallel: int, resume: bool) -> None:
     """
     del all_boards
     settings = get_settings()
-    boards = read_boards(settings)
-    marker = "lbr:rebuild:done"
-
-    async def go() -> list[ReplayReport]:
-        client: Any = aioredis.Redis.from_url(settings.redis_url)
-        if not resume:
-            await client.delete(marker)
-        done = {b.decode() for b in await client.smembers(marker)}
-        todo = [cfg for name, cfg in sorted(boards.items()) if name not in done]
-        sem = asyncio.Semaphore(parallel)
-        reports: list[ReplayReport] = []
-
-        async def one(cfg: Any) -> None:
-            async with sem:
-                rep = await replay_board(settings, cfg, swap=True, client=client)
-                await client.sadd(marker, cfg.leaderboard_id)
-                reports.append(rep)
-                click.echo(summarize([rep]))
-
-        await asyncio.gather(*(one(c) for c in todo))
-        await client.delete(marker)
-        await client.aclose()
-        return reports
-
-    reports = asyncio.run(go())
+    reports = asyncio.run(
+        rebuild_all(
+            settings,
+            read_boards(settings),
+            parallel=parallel,
+            resume=resume,
+            report=lambda r: click.echo(summarize([r])),
+        )
+    )
     entries = sum(r.entries for r in reports)
-    click.echo(f"rebuilt {len(reports)} board(s), {entries:,} entries")
+    click.echo(
+        f"rebuilt {len(reports)} board(s), {entries:,} entries; the projector may apply again"
+    )
 
 
 COMMANDS = [replay, rebuild]
-del TaskID

@@ -89,13 +89,30 @@ def _consumer(settings: Settings) -> Any:
     )
 
 
+class CommittedProbe:
+    """Reads the live projector group's committed offsets (one consumer, reused)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.topic = settings.topic(settings.scores_topic)
+        self.consumer = Consumer(
+            {"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id}
+        )
+
+    def offset(self, partition: int) -> int:
+        """Next offset the live projector group will read on ``partition`` (0 if none)."""
+        got = self.consumer.committed([TopicPartition(self.topic, partition)], timeout=10)
+        return max(0, got[0].offset) if got and got[0].offset >= 0 else 0
+
+    def close(self) -> None:
+        """Release the consumer."""
+        self.consumer.close()
+
+
 def committed_offset(settings: Settings, partition: int) -> int:
     """Next offset the live projector group will read on ``partition`` (0 if none)."""
-    topic = settings.topic(settings.scores_topic)
-    probe = Consumer({"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id})
+    probe = CommittedProbe(settings)
     try:
-        got = probe.committed([TopicPartition(topic, partition)], timeout=10)
-        return max(0, got[0].offset) if got and got[0].offset >= 0 else 0
+        return probe.offset(partition)
     finally:
         probe.close()
 
@@ -140,7 +157,9 @@ class KafkaSource:
             return []
         out: list[RawRecord] = []
         while not out:
-            for msg in self.consumer.consume(CHUNK, timeout=1.0):
+            # ask for no more than what is left: consume() then returns as soon as it has them
+            want = max(1, min(CHUNK, end - self.position))
+            for msg in self.consumer.consume(want, timeout=1.0):
                 if msg.error():
                     continue
                 off = msg.offset()
@@ -323,12 +342,13 @@ async def _replay_kafka(
     progress: Progress | None,
 ) -> None:
     src = await asyncio.to_thread(KafkaSource, settings, board, from_timestamp)
+    probe = await asyncio.to_thread(CommittedProbe, settings) if swap else None
     try:
         end = await asyncio.to_thread(src.end_offset)
         total = max(0, end - src.position)
-        ack_from = {
-            src.partition: await asyncio.to_thread(committed_offset, settings, src.partition)
-        }
+        ack_from = None
+        if probe is not None:
+            ack_from = {src.partition: await asyncio.to_thread(probe.offset, src.partition)}
         while True:
             while True:
                 raws = await asyncio.to_thread(src.read_until, end)
@@ -341,23 +361,66 @@ async def _replay_kafka(
                     except DecodeError:
                         continue
                     decoded.append((raw, ev))
-                stats = await projector.apply_decoded(decoded, ack_from=ack_from if swap else None)
+                stats = await projector.apply_decoded(decoded, ack_from=ack_from)
                 report.records += len(raws)
                 report.entries += stats.entries_applied
                 if progress:
                     progress(src.position, total)
-            if not swap:
+            if probe is None:
                 return
-            # catch up with what arrived meanwhile, then swap when the live board is not ahead
+            # Swap as soon as the shadow has applied everything the live board has; if the live
+            # projector moved on meanwhile, catch up exactly to its watermark and try again
+            # (each round reads only the few records live applied in between).
             if await live.swap_from(shadow, board, src.partition):
                 report.swapped = True
                 return
-            end = await asyncio.to_thread(src.end_offset)
-            ack_from = {
-                src.partition: await asyncio.to_thread(committed_offset, settings, src.partition)
-            }
+            live_wm = await live.watermark(board, src.partition)
+            end = max(src.position, live_wm + 1)
+            ack_from = {src.partition: await asyncio.to_thread(probe.offset, src.partition)}
     finally:
         await asyncio.to_thread(src.close)
+        if probe is not None:
+            await asyncio.to_thread(probe.close)
+
+
+async def rebuild_all(
+    settings: Settings,
+    boards: dict[str, LeaderboardConfigured],
+    *,
+    parallel: int = 2,
+    resume: bool = False,
+    report: Callable[[ReplayReport], None] | None = None,
+) -> list[ReplayReport]:
+    """Rebuild and swap every board, then let the live projector apply again (epoch marker).
+
+    Progress is kept in Redis (``lbr:rebuild:done``), so ``resume`` skips finished boards.
+    """
+    from processors.epoch import mark_rebuilt
+
+    client: Any = make_client(settings)
+    marker = "lbr:rebuild:done"
+    try:
+        if not resume:
+            await client.delete(marker)
+        done = {b.decode() if isinstance(b, bytes) else b for b in await client.smembers(marker)}
+        todo = [cfg for name, cfg in sorted(boards.items()) if name not in done]
+        sem = asyncio.Semaphore(parallel)
+        reports: list[ReplayReport] = []
+
+        async def one(cfg: LeaderboardConfigured) -> None:
+            async with sem:
+                rep = await replay_board(settings, cfg, swap=True, client=client)
+                await client.sadd(marker, cfg.leaderboard_id)
+                reports.append(rep)
+                if report is not None:
+                    report(rep)
+
+        await asyncio.gather(*(one(c) for c in todo))
+        await mark_rebuilt(settings, client)
+        await client.delete(marker)
+        return reports
+    finally:
+        await client.aclose()
 
 
 def _row(entry: Entry | None) -> str:

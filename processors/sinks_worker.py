@@ -16,6 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from processors.batching import consume_batches
 from projections.store import RankingStore
 from sinks import registry, snapshots
 from sinks.audit import AuditWriter
@@ -335,7 +336,7 @@ class SinkProcessor:
 def create_app(settings: Settings) -> faust.App:
     """The sinks' Faust app: audit + period close on rank changes, registry on configs.
 
-    Both agents run at concurrency 1 (faust-streaming #606); ``take_events`` acknowledges a
+    Both agents run at concurrency 1 (faust-streaming #606); ``consume_batches`` acknowledges a
     batch only after the loop body returned, i.e. after its rows are durable in PostgreSQL.
     """
     (settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
@@ -382,17 +383,28 @@ def create_app(settings: Settings) -> faust.App:
     @app.agent(rank_changes, concurrency=1)
     async def audit(stream: Any) -> None:
         proc = await processor()
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-            stats = await proc.handle_rank_changes(raw(events))
+
+        def logged(stats: SinkStats) -> None:
             log.debug(
                 "audit: %d records, %d rows (%d new)", stats.records, stats.rows, stats.inserted
             )
 
+        await consume_batches(
+            stream,
+            settings.batch_size,
+            settings.batch_within,
+            raw,
+            proc.handle_rank_changes,
+            what="writing the audit",
+            done=logged,
+        )
+
     @app.agent(configs, concurrency=1)
     async def boards(stream: Any) -> None:
         proc = await processor()
-        async for events in stream.take_events(100, within=settings.batch_within):
-            await proc.handle_configs(raw(events))
+        await consume_batches(
+            stream, 100, settings.batch_within, raw, proc.handle_configs, what="registry upsert"
+        )
 
     return app
 
@@ -405,7 +417,8 @@ def run_sinks_worker(settings: Settings, loglevel: str = "info") -> None:
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True)
+    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker.spinner = None  # the start-up spinner floods logs that are not terminals
     worker.execute_from_commandline()
 
 

@@ -7,9 +7,11 @@ from typing import Any
 
 import faust
 
-from processors.projector import Projector, RawRecord, Throughput
-from projections.redis_client import make_client
-from projections.store import RankingStore
+from processors.batching import consume_batches
+from processors.epoch import EpochGuard, epoch_key
+from processors.projector import BatchStats, Projector, RawRecord, Throughput
+from projections.redis_client import cluster_url, make_client
+from projections.store import ProjectionLost, RankingStore
 from streams.codec import get_codec
 from streams.configview import ConfigView
 from streams.producer import LeaderboardProducer
@@ -61,11 +63,15 @@ def create_app(settings: Settings) -> faust.App:
                 client,
                 overtaken_limit=settings.overtaken_limit,
                 grace_ms=settings.period_grace_ms,
+                # the check runs inside the apply script: atomic on a single node (on a
+                # cluster the marker lives in another slot, so only the per-batch check runs)
+                guard_key=None if cluster_url(settings) else epoch_key(settings),
             )
             state["projector"] = Projector(
                 settings, store, configs, get_codec(settings), LeaderboardProducer(settings)
             )
             state["throughput"] = Throughput()
+            state["guard"] = EpochGuard(settings, client)
             log.info("projector ready: scores from %s", scores.get_topic_name())
         p: Projector = state["projector"]
         return p
@@ -74,13 +80,31 @@ def create_app(settings: Settings) -> faust.App:
     async def project(stream: Any) -> None:
         proj = await projector()
         meter: Throughput = state["throughput"]
-        async for events in stream.take_events(settings.batch_size, within=settings.batch_within):
-            batch = [
+        guard: EpochGuard = state["guard"]
+
+        async def handle(batch: list[RawRecord]) -> BatchStats:
+            while True:
+                await guard.ensure()
+                try:
+                    return await proj.process(batch)
+                except ProjectionLost:
+                    continue  # Redis lost its data under us: wait for the rebuild, then retry
+
+        def convert(events: Any) -> list[RawRecord]:
+            return [
                 RawRecord(e.message.partition, e.message.offset, e.message.key, e.message.value)
                 for e in events
             ]
-            stats = await proj.process(batch)
-            meter.add(stats)
+
+        await consume_batches(
+            stream,
+            settings.batch_size,
+            settings.batch_within,
+            convert,
+            handle,
+            what="projecting a batch",
+            done=meter.add,
+        )
 
     return app
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from projections.keys import BoardKeys
 from projections.redis_client import RedisClient
 from streams import rules
+from streams.errors import ServiceUnavailable
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -28,6 +29,10 @@ log = logging.getLogger(__name__)
 
 APPLY_LUA = resources.files("projections").joinpath("lua/apply.lua").read_text()
 SWAP_LUA = resources.files("projections").joinpath("lua/swap.lua").read_text()
+
+
+class ProjectionLost(ServiceUnavailable):
+    """Redis lost the projection (its marker key is gone): rebuild before applying again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,11 +89,14 @@ class RankingStore:
         prefix: str = "lb",
         overtaken_limit: int = 100,
         grace_ms: int = 60_000,
+        guard_key: str | None = None,
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.overtaken_limit = overtaken_limit
         self.grace_ms = grace_ms
+        #: Key that must exist for the apply to run (single node only; see processors/epoch.py).
+        self.guard_key = guard_key
         self._sha: str | None = None
 
     def keys(self, board: str) -> BoardKeys:
@@ -181,7 +189,7 @@ class RankingStore:
         for period in periods:
             key_list += [keys.zset(period), keys.members(period)]
             head += [period, rules.period_closes_at(config.reset_period, period, self.grace_ms)]
-        return key_list, [*head, nrec, *body]
+        return key_list, [*head, nrec, *body, self.guard_key or ""]
 
     async def _run(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
         if self._sha is None:
@@ -194,7 +202,11 @@ class RankingStore:
                 pipe.execute_command("EVALSHA", self._sha, len(key_list), *key_list, *args)
             try:
                 return list(await pipe.execute())
-            except NoScriptError:
+            except ResponseError as exc:
+                if str(exc).startswith("NOEPOCH"):
+                    raise ProjectionLost(str(exc)) from exc
+                if not isinstance(exc, NoScriptError):
+                    raise
                 if attempt == 2:
                     raise
                 self._sha = await self.client.script_load(APPLY_LUA)

@@ -6,13 +6,20 @@
 -- ARGV: partition, sort (desc|asc), watch_top_n, overtaken_limit, nperiods,
 --       nperiods x (period, closes_at), nrecords,
 --       nrecords x (offset, event_id, occurred_at, period_index, nentries,
---                   nentries x (entry_index, participant_id, score, operator, metadata_json)).
+--                   nentries x (entry_index, participant_id, score, operator, metadata_json)),
+--       guard key (or '').
 -- Returns {{offset, result}, ...}: one result string per record, newline-separated lines:
 --   C idx period pid old_rank new_rank old_score new_score version operator submitted
 --   N kind period pid rank by version top_n omitted
 --   R idx reason | D reason | L reason | E period version
 -- A record at or below the partition's watermark was applied before: its stored result is
 -- returned again (if not yet acknowledged), nothing is changed.
+-- The last ARGV names a marker key that must exist (empty: no check); it is gone when Redis lost
+-- its data, and applying onto that empty state would restart the board's versions.
+local guard = ARGV[#ARGV]
+if guard ~= '' and redis.call('EXISTS', guard) == 0 then
+  return redis.error_reply('NOEPOCH projection marker ' .. guard .. ' is missing')
+end
 local S, OB, EV, PO, PE, PM = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local partition = ARGV[1]
 local desc = ARGV[2] == 'desc'

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from processors.replay import replay_board
+from processors.replay import rebuild_all
 from tests.faults.conftest import (
     SIZES,
     Monitor,
@@ -241,10 +241,8 @@ def _idle(mon: Monitor, quiet: float = 1.5, timeout: float = 60) -> None:
 def _rebuild_all(p: Pipeline, cfgs: list, timeout: float = 60) -> list:
     """What ``leaderboard rebuild --all`` does, for this pipeline's boards (bounded)."""
 
-    async def go() -> list:
-        return [await replay_board(p.settings, cfg, swap=True) for cfg in cfgs]
-
-    return asyncio.run(asyncio.wait_for(go(), timeout))
+    boards = {cfg.leaderboard_id: cfg for cfg in cfgs}
+    return asyncio.run(asyncio.wait_for(rebuild_all(p.settings, boards), timeout))
 
 
 def _redis_emptied(p: Pipeline, *, stop_projector: bool) -> None:
@@ -275,11 +273,10 @@ def _redis_emptied(p: Pipeline, *, stop_projector: bool) -> None:
     recovery = round(time.monotonic() - times["down"], 2)
     _tail(after, projector, sinks)
     mon.stop()
-    # the live variant is a known bug (xfail): do not wait long for entries that never come
-    v = verdict(p, cfgs, timeout=None if stop_projector else 30)
+    v = verdict(p, cfgs)
     how = (
         "Stop Redis mid-stream, delete its data (AOF) and start it empty, then run the "
-        "`leaderboard rebuild --all` code (replay_board with swap) for the pipeline's boards "
+        "`leaderboard rebuild --all` code (processors.replay.rebuild_all) for the boards "
         "and stream on. "
     )
     how += (
@@ -311,23 +308,11 @@ def test_redis_emptied_rebuild_with_projector_stopped(pipeline: Pipeline) -> Non
     _redis_emptied(pipeline, stop_projector=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: a live projector applies onto the emptied Redis (versions restart at 1), so "
-    "the audit gets duplicate (board, version) rows and the rebuilt versions of those records "
-    "are never published; see RELIABILITY.md",
-)
 def test_redis_emptied_rebuild_with_live_projector(pipeline: Pipeline) -> None:
     """Redis comes back empty under a running projector; rebuild all must leave no trace."""
     _redis_emptied(pipeline, stop_projector=False)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TimeoutError,
-    reason="BUG: replay --swap never swaps while the board receives records faster than one "
-    "catch-up round (livelock in processors/replay.py _replay_kafka); see RELIABILITY.md",
-)
 def test_rebuild_swaps_under_sustained_traffic(pipeline: Pipeline) -> None:
     """`rebuild --all` must finish while scores keep flowing (here 60 records/s, 3 boards)."""
     cfgs, _projector, _sinks, mon, stream = _start(pipeline, seed=61)
