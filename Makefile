@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv up down status run demo test lint clean
+.PHONY: help venv up down status run demo test test-faults lint bench browser clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -47,15 +47,32 @@ run: up ## The main job: stack, workers, gateway and a simulator; a live board (
 
 demo: run ## Alias of run
 
-lint: venv ## ruff check, ruff format --check, mypy
+lint: venv ## ruff check (incl. bandit rules), ruff format --check, mypy, pip-audit
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+	@out=$$($(BIN)/pip-audit --progress-spinner off --skip-editable --strict 2>&1); rc=$$?; \
+	if [ $$rc -eq 0 ]; then echo "pip-audit: no known vulnerabilities"; \
+	elif echo "$$out" | grep -qE "Found [0-9]+ known vulnerabilit"; then echo "$$out"; exit 1; \
+	elif echo "$$out" | grep -q -e "could not be audited" -e "ConnectionError" -e "NameResolutionError" -e "not found on PyPI"; then \
+	  echo "pip-audit: SKIPPED: no vulnerability service reachable from this machine, dependencies NOT audited" >&2; \
+	else echo "$$out"; exit $$rc; fi
 
-test: venv up lint ## Everything CI runs: venv, stack up, lint, pytest (no tests = failure)
+browser: ## Install Debian's chromium for the browser test (when missing)
+	@command -v chromium >/dev/null || { export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium >/dev/null; }
+
+test: venv up browser lint ## Everything CI runs: venv, stack up, lint, pytest (no tests = failure)
 	@set +e; $(BIN)/pytest -p no:cacheprovider --timeout=300 -ra $(PYTEST_ARGS) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
+
+test-faults: venv up ## Fault-injection suite, full form (long): crashes, outages, rebalance, gateway
+	LEADERBOARD_FAULTS=full $(BIN)/pytest -p no:cacheprovider --timeout=900 -ra -m faults $(PYTEST_ARGS) tests/faults
+	$(BIN)/python scripts/reliability_report.py
+
+bench: up ## Run the benchmarks (leaderboard bench; --quick: make bench BENCH_ARGS=--quick)
+	$(LB) bench $(BENCH_ARGS)
 
 clean: ## Stop the stack, delete its data (.stack) and caches; keeps .venv
 	-@[ -x $(LB) ] && $(LB) stack down --purge
