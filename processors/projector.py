@@ -26,6 +26,10 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+#: Most changes (or notices) in one output record: ~150 bytes each keeps records near 300 KB,
+#: far below Kafka's 1 MB default message size, whatever the batch size.
+RECORD_CHUNK = 2000
+
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
@@ -183,23 +187,30 @@ class Projector:
                 stats.dead_lettered += 1
             if self.producer is None:
                 continue
-            if out.changes or out.periods_ended:
-                versions = [c.version for c in out.changes] or [v for _, v in out.periods_ended]
+            # Chunked so that no record nears Kafka's message size limit, however big the batch.
+            changes = out.changes
+            ended = tuple(p for p, _ in out.periods_ended)
+            for start in range(0, max(len(changes), 1 if ended else 0), RECORD_CHUNK):
+                part = changes[start : start + RECORD_CHUNK]
+                last = start + RECORD_CHUNK >= len(changes)
+                versions = [c.version for c in part] or [v for _, v in out.periods_ended]
                 record = RankChanged(
                     leaderboard_id=out.board,
                     version_from=min(versions),
                     version_to=max(versions),
-                    changes=tuple(out.changes),
-                    periods_ended=tuple(p for p, _ in out.periods_ended),
+                    changes=tuple(part),
+                    periods_ended=ended if last else (),
                 )
                 self.producer.publish(self.rank_topic, out.board, record)
                 stats.rank_changed_records += 1
-            if out.notifications:
+            notes = out.notifications
+            for start in range(0, len(notes), RECORD_CHUNK):
+                chunk = notes[start : start + RECORD_CHUNK]
                 batch = ParticipantsNotified(
                     leaderboard_id=out.board,
-                    version_from=out.notifications[0].version,
-                    version_to=out.notifications[-1].version,
-                    notices=tuple(out.notifications),
+                    version_from=chunk[0].version,
+                    version_to=chunk[-1].version,
+                    notices=tuple(chunk),
                 )
                 self.producer.publish(self.notify_topic, out.board, batch)
             stats.notifications += len(out.notifications)
