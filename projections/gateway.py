@@ -40,6 +40,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
 from projections.push import RankFeed, Subscriber, current_period, read_participant, read_top
+from projections.redis_client import make_client
+from projections.sharded import ShardedStore, layout_of
+from projections.store import Entry, RankingStore
+from projections.topk import DEFAULT_K, read_topk
+from streams import rules
 from streams.configview import ConfigView
 from streams.errors import LeaderboardError, ValidationError
 from streams.events import BoardStatus, LeaderboardConfigured
@@ -239,7 +244,7 @@ ApiKey = Annotated[str | None, Security(_API_KEY)]
 
 @dataclasses.dataclass
 class _State:
-    client: aioredis.Redis | None = None
+    client: Any = None  # redis.asyncio Redis or RedisCluster (projections.redis_client)
     view: ConfigView | None = None
     producer: LeaderboardProducer | None = None
     feed: RankFeed | None = None
@@ -248,6 +253,83 @@ class _State:
 
 
 # ---------------------------------------------------------------------------- the app
+async def _sharded_period(
+    store: ShardedStore, cfg: LeaderboardConfigured, period: str | None
+) -> str:
+    if period:
+        return period
+    periods = await store.periods(cfg.leaderboard_id)
+    if not periods:
+        return rules.ALL_TIME if cfg.reset_period.value == "none" else "-"
+    return max(periods, key=lambda p: rules.period_bounds(cfg.reset_period, p)[0])
+
+
+async def sharded_page(
+    client: Any,
+    cfg: LeaderboardConfigured,
+    period: str | None,
+    offset: int,
+    limit: int,
+    around: str | None,
+) -> dict[str, Any]:
+    """A page of a sharded board: from the cached top K when inside it, else scatter-gather."""
+    board = cfg.leaderboard_id
+    store = ShardedStore(RankingStore(client))
+    p = await _sharded_period(store, cfg, period)
+    if around is not None:
+        me = await store.rank(board, p, cfg.sort_order, around)
+        if me is None:
+            raise ApiError(404, f"participant {around!r} is not on {board!r} ({p})")
+        offset = max(0, me.rank - 1 - (limit - 1) // 2)
+    body: dict[str, Any] = {"leaderboard_id": board, "period": p, "offset": offset}
+    if offset + limit <= DEFAULT_K:
+        cached = await read_topk(store, board, p, limit, offset)
+        if cached is not None:
+            return {
+                **body,
+                "version": cached.version,
+                "count": await store.count(board, p),
+                "computed_at": cached.computed_at,
+                "stale_ms": max(0, _now_ms() - cached.computed_at),
+                "entries": [_row(e) for e in cached.entries],
+            }
+    rows = await store.top(board, p, cfg.sort_order, limit=limit, offset=offset)
+    return {
+        **body,
+        "version": await store.version(board),
+        "count": await store.count(board, p),
+        "entries": [_row(e) for e in rows],
+    }
+
+
+async def sharded_participant(
+    client: Any, cfg: LeaderboardConfigured, period: str | None, pid: str, k: int
+) -> dict[str, Any]:
+    """A participant of a sharded board with neighbours (exact ranks across shards)."""
+    board = cfg.leaderboard_id
+    store = ShardedStore(RankingStore(client))
+    p = await _sharded_period(store, cfg, period)
+    rows = await store.around(board, p, cfg.sort_order, pid, k)
+    mine = next((e for e in rows if e.participant_id == pid), None)
+    if mine is None:
+        raise ApiError(404, f"participant {pid!r} is not on {board!r} ({p})")
+    return {
+        "leaderboard_id": board,
+        "period": p,
+        "version": await store.version(board),
+        "count": await store.count(board, p),
+        "participant_id": pid,
+        "rank": mine.rank,
+        "score": mine.score,
+        "above": [_row(e) for e in rows if e.rank < mine.rank],
+        "below": [_row(e) for e in rows if e.rank > mine.rank],
+    }
+
+
+def _row(e: Entry) -> dict[str, Any]:
+    return {"rank": e.rank, "participant_id": e.participant_id, "score": e.score}
+
+
 def create_app(
     settings: Settings,
     *,
@@ -303,7 +385,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         loop = asyncio.get_running_loop()
-        st.client = aioredis.Redis.from_url(settings.redis_url)
+        st.client = make_client(settings)
         st.view = ConfigView(settings)
         await loop.run_in_executor(None, st.view.start)
         await st.view.sync(10)
@@ -600,9 +682,15 @@ def create_app(
         ] = None,
         period: PeriodQ = None,
     ) -> dict[str, Any]:
-        """A page of the standings with the board version they show."""
+        """A page of the standings with the board version they show.
+
+        Sharded boards serve pages inside the cached global top K from the cache (one read,
+        with its ``computed_at`` and staleness) and other pages by scatter-gather.
+        """
         cfg = await board_cfg(board)
         client: aioredis.Redis = need("client")
+        if layout_of(cfg) is not None:
+            return await sharded_page(client, cfg, period, offset, limit, around)
         p = period or await current_period(client, cfg)
         if around is not None:
             me = await read_participant(client, cfg, p, around)
@@ -629,6 +717,8 @@ def create_app(
         """One participant's rank and score with neighbours above and below."""
         cfg = await board_cfg(board)
         client: aioredis.Redis = need("client")
+        if layout_of(cfg) is not None:
+            return await sharded_participant(client, cfg, period, participant, neighbours)
         p = period or await current_period(client, cfg)
         me = await read_participant(client, cfg, p, participant)
         if not me.entries:

@@ -346,6 +346,8 @@ class ShardedStore:
             body += [item.rec.offset, ev.event_id, ev.occurred_at, periods[period], len(mine)]
             for e in mine:
                 body += list(e)
+        if layout.kind == "hash":  # apply.lua's last argument: the projection marker (or none)
+            body.append(self.base.guard_key or "")
         return key_list, [*head, len(prepared), *body]
 
     async def _batch_ranks(

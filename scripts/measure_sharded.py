@@ -20,11 +20,12 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from processors.topk import TopKCache, read_topk
+from processors.topk import TopKCache
 from projections.keys import BoardKeys
 from projections.redis_client import make_client
 from projections.sharded import ShardedStore
 from projections.store import RankingStore, SourceRecord
+from projections.topk import read_topk
 from streams.events import LeaderboardConfigured, MatchResultSubmitted, ScoreEntry, SortOrder
 from streams.settings import Settings
 

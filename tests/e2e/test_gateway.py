@@ -573,3 +573,33 @@ async def test_websocket_errors(gateway: Gateway) -> None:
     ws, first = await subscribe(gateway.ws, "no-such-board", mode="top", n=5)
     assert first["type"] == "error" and first["error"]["code"] == "not_found"
     await ws.close()
+
+
+def test_sharded_board_reads_are_exact(gateway: Gateway) -> None:
+    """A hash-sharded board answers rankings and participants like an unsharded one."""
+    plain = gateway.create_board(sort_order="desc", operator="best")
+    sharded = gateway.create_board(
+        sort_order="desc", operator="best", metadata={"shards": "hash:3"}
+    )
+    scores = {f"s{i}": (i * 37) % 11 for i in range(12)}
+    for pid, score in scores.items():
+        gateway.submit(plain, pid, score)
+        gateway.submit(sharded, pid, score)
+    with gateway.client() as c:
+        a = c.get(f"/v1/leaderboards/{plain}/rankings?limit=12").json()
+        b = c.get(f"/v1/leaderboards/{sharded}/rankings?limit=12").json()
+        assert [(e["participant_id"], e["score"]) for e in b["entries"]] == [
+            (e["participant_id"], e["score"]) for e in a["entries"]
+        ]
+        assert b["version"] == a["version"] == 12
+        for pid in ("s0", "s5", "s11"):
+            x = c.get(f"/v1/leaderboards/{plain}/participants/{pid}?neighbours=1").json()
+            y = c.get(f"/v1/leaderboards/{sharded}/participants/{pid}?neighbours=1").json()
+            assert (y["rank"], y["score"], y["above"], y["below"]) == (
+                x["rank"],
+                x["score"],
+                x["above"],
+                x["below"],
+            )
+        r = c.get(f"/v1/leaderboards/{sharded}/participants/nobody")
+        assert r.status_code == 404

@@ -10,10 +10,11 @@ from dataclasses import replace
 import pytest
 
 from processors.projector import Projector, RawRecord
-from processors.topk import TopKCache, read_topk
+from processors.topk import TopKCache
 from projections.redis_client import RedisClient
 from projections.sharded import ShardedStore
 from projections.store import RankingStore, SourceRecord
+from projections.topk import read_topk
 from streams.codec import get_codec
 from streams.events import (
     LeaderboardConfigured,
