@@ -253,7 +253,8 @@ def outage(settings: Settings, name: str, *, purge: bool = False) -> Iterator[di
     """
     svc = {s.name: s for s in local_stack.services(settings)}[name]
     if svc.serving_pid() is None:
-        pytest.fail(f"{name} is not ours (external or down): this scenario must not stop it")
+        # an external server (someone else's) is never stopped by a test; CI starts its own
+        pytest.skip(f"{name} is not ours (external or down): this scenario must not stop it")
     times: dict[str, float] = {}
     try:
         with local_stack._locked(settings):
