@@ -225,9 +225,16 @@ class Target:
         if self.met(figure):
             return "met"
         if self.at_least:
-            short = self.value / figure if figure else float("inf")
-            return f"missed: {figure / self.value:.0%} of the target ({short:.1f}\u00d7 short)"
-        return f"missed: {figure / self.value:.1f}\u00d7 the ceiling"
+            return f"missed by {1 - figure / self.value:.0%} ({figure / self.value:.0%} of it)"
+        return f"missed: {figure / self.value:.2f}\u00d7 the ceiling"
+
+    @classmethod
+    def parse(cls, text: str) -> Target | None:
+        """Rebuild a target from its text ('≥ 20,000 entries/s', '≤ 5 ms'); None if unknown."""
+        m = re.match(r"\s*([\u2265\u2264])\s*([0-9][0-9,.]*)", text)
+        if m is None:
+            return None
+        return cls(float(m.group(2).replace(",", "")), m.group(1) == "\u2265", text)
 
 
 @dataclass(slots=True)
@@ -290,8 +297,9 @@ def render_misses(figures: Sequence[Figure]) -> list[str]:
         if not f.runs:
             out.append(f"- {f.scenario} / {f.name}: {f.note or 'not run'}")
         elif not f.target.met(f.median):
+            unit = "" if f.unit == "\u00d7" else f" {f.unit}"
             out.append(
-                f"- {f.scenario} / {f.name}: {fmt_value(f.median, f.unit)} {f.unit} vs "
+                f"- {f.scenario} / {f.name}: {fmt_value(f.median, f.unit)}{unit} vs "
                 f"{f.target.text} → {f.target.gap(f.median)}"
             )
     return out
@@ -343,6 +351,28 @@ class Report:
             "details": self.details,
             "profiles": self.profiles,
         }
+
+
+def report_from_json(data: dict[str, Any]) -> Report:
+    """Rebuild a Report from results.json (to re-render BENCHMARKS.md without re-measuring)."""
+    report = Report(Params(**data["params"]), data["started"], data["machine"])
+    report.seconds = float(data.get("seconds", 0.0))
+    report.details = dict(data.get("details") or {})
+    report.profiles = dict(data.get("profiles") or {})
+    for f in data["figures"]:
+        report.add(
+            Figure(
+                f["scenario"],
+                f["name"],
+                f["unit"],
+                [float(x) for x in f["runs"]],
+                f.get("params", ""),
+                Target.parse(f["target"]) if f.get("target") else None,
+                f.get("note", ""),
+                bool(f.get("ratio", False)),
+            )
+        )
+    return report
 
 
 def render_markdown(report: Report, analysis: str = "") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -51,6 +52,11 @@ _SCENARIO_HELP = "\n\n".join(f"\b\n{name}: {text}." for name, text in bench.SCEN
     help="Use the stack's Redis instead of a private redis-server started for the run "
     "(configured like the stack's: AOF everysec).",
 )
+@click.option(
+    "--render-only",
+    is_flag=True,
+    help="Measure nothing: re-render --output from the results in --json.",
+)
 def bench_command(
     quick: bool,
     output: Path,
@@ -58,8 +64,18 @@ def bench_command(
     only: tuple[str, ...],
     no_stack: bool,
     shared_redis: bool,
+    render_only: bool,
 ) -> None:
     """Entry point of ``leaderboard bench``."""
+    if render_only:
+        try:
+            data = json.loads(json_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise click.ClickException(f"cannot read {json_path}: {exc}") from exc
+        report = bench.report_from_json(data)
+        bench.write_outputs(report, output, None)
+        click.echo(f"wrote {output} from {json_path}")
+        return
     settings = get_settings()
     if not no_stack:
         local_stack.up(settings, lambda line: click.echo(f"stack: {line}", err=True))

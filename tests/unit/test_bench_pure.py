@@ -20,6 +20,7 @@ from processors.bench import (
     render_markdown,
     render_misses,
     render_table,
+    report_from_json,
     summary,
 )
 
@@ -70,10 +71,10 @@ def test_target_floor_and_ceiling() -> None:
     floor = Target(20_000, True, ">= 20,000")
     assert floor.met(20_000)
     assert not floor.met(5_000)
-    assert floor.gap(5_000).startswith("missed: 25% of the target (4.0")
+    assert floor.gap(5_000) == "missed by 75% (25% of it)"
     ceiling = Target(500, False, "<= 500 ms")
     assert ceiling.met(499)
-    assert ceiling.gap(1000) == "missed: 2.0\u00d7 the ceiling"
+    assert ceiling.gap(1000) == "missed: 2.00\u00d7 the ceiling"
     assert ceiling.gap(float("nan")) == "not measured"
 
 
@@ -157,3 +158,25 @@ def test_full_and_quick_presets_differ_in_size_only() -> None:
     assert quick.big_board < full.big_board
     assert full.latency_rate == quick.latency_rate == 10_000
     assert full.reps >= 3
+
+
+def test_target_parse_reads_the_rendered_text() -> None:
+    floor = Target.parse("\u2265 20,000 entries/s")
+    assert floor is not None and floor.at_least and floor.value == 20_000
+    ceiling = Target.parse("\u2264 5 ms")
+    assert ceiling is not None and not ceiling.at_least and ceiling.value == 5
+    assert Target.parse("fast") is None
+
+
+def test_report_round_trips_through_json() -> None:
+    report = Report(Params.quick(), "t", "m")
+    for f in _figures():
+        f.target = (
+            Target.parse(f.target.text.replace(">=", "\u2265").replace("<=", "\u2264"))
+            if f.target
+            else None
+        )
+        report.add(f)
+    report.details["code"] = "commit x"
+    again = report_from_json(report.to_json())
+    assert render_markdown(again) == render_markdown(report)
