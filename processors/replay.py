@@ -289,7 +289,8 @@ async def replay_board(
     shadow = RankingStore(
         redis_client,
         prefix=f"{SHADOW_PREFIX}{uuid.uuid4().hex[:6]}" if dry_run else SHADOW_PREFIX,
-        overtaken_limit=0,
+        # a swap leaves results for the live worker to publish: they need every notice
+        overtaken_limit=settings.overtaken_limit if swap else 0,
         grace_ms=settings.period_grace_ms,
     )
     projector = Projector(
