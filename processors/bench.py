@@ -1,4 +1,4 @@
-"""Benchmarks (issue 8): ingest, latency, baselines, queries, replay and memory, in one run.
+"""Benchmarks: ingest, latency, baselines, queries, replay and memory, in one run.
 
 Every scenario runs against the real local stack in its own namespace (topic prefix, consumer
 groups, board ids), states its parameters, and cleans up what it wrote. Figures are medians of
@@ -386,7 +386,7 @@ def render_markdown(report: Report, analysis: str = "") -> str:
         "",
         f"Machine: {report.machine}. Every service is local (Kafka KRaft single node, Redis, "
         "PostgreSQL from Debian packages) and shares the 2 cores with the benchmark and, during "
-        "this run, with other engineers' test suites: figures are noisy, hence medians and "
+        "this run, with other test suites: figures are noisy, hence medians and "
         f"min\u2013max of {p.reps} runs per figure (latency figures: median of per-run "
         "percentiles).",
         "",
@@ -538,7 +538,7 @@ class Namespace:
 def private_redis(settings: Settings, logs: Path) -> Iterator[Settings]:
     """A redis-server of our own, configured like the stack's (AOF everysec, no RDB saves).
 
-    The stack is shared: fault-injection tests of other engineers restart its Redis, which
+    The stack may be shared: fault-injection tests restart its Redis, which
     would wipe a benchmark's boards mid-run. Yields ``settings`` pointing at the private one.
     """
     server = shutil.which("redis-server")
@@ -1864,8 +1864,7 @@ EXPERIMENTS = """\
    events.py) deep-copied every change recursively: 43 % of `Projector.process` time in the first
    profile (1.22 s of 2.83 s). A direct field dict (byte-identical Avro, asserted) raised
    in-process `Projector.process` from 14,610 (14,203-14,836) to 22,413 (18,699-23,169)
-   entries/s, **+53 %**. Another engineer has since made exactly that change in the working tree
-   (since committed), so this run's figures include it.
+   entries/s, **+53 %**. The code now does exactly that, so this run's figures include it.
 2. **The two ZRANK calls per entry in apply.lua** (old and new rank): replacing them by constants
    gave 25,124 vs 30,119 entries/s for the original (100,000 applies on a 50,000-entry board):
    no gain beyond noise. Ranks are O(log n) skip-list walks; they are not where the time goes.

@@ -16,7 +16,7 @@ _SCENARIO_HELP = "\n\n".join(f"\b\n{name}: {text}." for name, text in bench.SCEN
 
 @click.command(
     help=(
-        "Run the benchmarks (issue 8) against the local stack and write BENCHMARKS.md plus a "
+        "Run the benchmarks against the local stack and write BENCHMARKS.md plus a "
         "JSON of every figure. Brings the stack up if needed. Full run ≤ 30 min: 3 runs per "
         "figure, 500,000-entry ingest backlog, 1,000,000-entry board; --quick ≤ 5 min: "
         "2 runs, 100,000-entry ingest backlog and board.\n\nScenarios and their parameters:\n\n"
