@@ -1939,7 +1939,7 @@ def analysis(report: Report) -> str:
 **Ingest** (target 20,000 entries/s end to end; measured
 {_fig(report, "1 ingest", "end to end")} entries/s): the projector is CPU-bound in Python, on 2
 cores that also run Kafka, Redis, PostgreSQL, the sinks worker and, during this run, other
-engineers' test suites. In-process, without Faust and without the sinks worker,
+test suites. In-process, without Faust and without the sinks worker,
 `Projector.process` applies {_fig(report, "profile", "Projector.process")} entries/s (about
 {per_entry} us per entry); the live worker applies {_fig(report, "1 ingest", "applied to Redis")}
 entries/s. {gap} Inside Redis the apply script costs
