@@ -62,9 +62,19 @@ def pg_history_reader(settings: Settings) -> HistoryReader | None:
 @click.option("--port", default=None, type=int, help="Port (default LEADERBOARD_GATEWAY_PORT).")
 @click.option("--submit-rate", default=5.0, show_default=True, help="Scores/s per participant.")
 @click.option("--submit-burst", default=10, show_default=True, help="Burst per participant.")
+@click.option(
+    "--key-rate", default=500.0, show_default=True, help="Write/admin requests/s per API key."
+)
+@click.option("--key-burst", default=1000, show_default=True, help="Burst per API key.")
 @click.option("--log-level", default="info", show_default=True)
 def gateway(
-    host: str | None, port: int | None, submit_rate: float, submit_burst: int, log_level: str
+    host: str | None,
+    port: int | None,
+    submit_rate: float,
+    submit_burst: int,
+    key_rate: float,
+    key_burst: int,
+    log_level: str,
 ) -> None:
     """Run the HTTP + WebSocket gateway (live page at /, API docs at /docs)."""
     import uvicorn
@@ -75,6 +85,8 @@ def gateway(
         history=pg_history_reader(settings),
         submit_rate=submit_rate,
         submit_burst=submit_burst,
+        key_rate=key_rate,
+        key_burst=key_burst,
     )
     host = host or settings.gateway_host
     port = port or settings.gateway_port

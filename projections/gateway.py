@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import hmac
 import json
 import logging
@@ -336,6 +337,8 @@ def create_app(
     history: HistoryReader | None = None,
     submit_rate: float = 5.0,
     submit_burst: int = 10,
+    key_rate: float = 500.0,
+    key_burst: int = 1000,
     wait_timeout_s: float = 5.0,
     max_body: int = 64 * 1024,
     cors_origins: Sequence[str] = ("*",),
@@ -381,6 +384,7 @@ def create_app(
     write_keys = _keys(settings.api_keys) + _keys(settings.admin_keys)
     admin_keys = _keys(settings.admin_keys) or _keys(settings.api_keys)
     limiter = RateLimiter(submit_rate, submit_burst)
+    key_limiter = RateLimiter(key_rate, key_burst)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -476,6 +480,14 @@ def create_app(
             raise ApiError(401, f"{role} calls need an X-API-Key header")
         if not _key_ok(given, keys):
             raise ApiError(403, f"this API key may not make {role} calls")
+        # per-key budget, keyed by a digest so the secret itself is never kept or logged
+        retry = key_limiter.take(hashlib.sha256(given.encode()).hexdigest())
+        if retry:
+            raise ApiError(
+                429,
+                f"too many {role} calls for this API key: at most {key_rate:g}/s",
+                headers={"Retry-After": str(max(1, round(retry + 0.5)))},
+            )
 
     async def board_cfg(board: str) -> LeaderboardConfigured:
         view: ConfigView = need("view")

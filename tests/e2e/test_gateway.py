@@ -78,7 +78,7 @@ class Gateway:
             return result
 
 
-def start_gateway(p: Pipeline, **env: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(p: Pipeline, *args: str, **env: str) -> tuple[subprocess.Popen[bytes], str]:
     """Run ``leaderboard gateway`` on a free port with the pipeline's settings."""
     port = free_port()
     ARTIFACTS.mkdir(exist_ok=True)
@@ -97,6 +97,7 @@ def start_gateway(p: Pipeline, **env: str) -> tuple[subprocess.Popen[bytes], str
             str(BURST),
             "--log-level",
             "warning",
+            *args,
         ],
         env={**p.env, "LEADERBOARD_API_KEYS": WRITER, "LEADERBOARD_ADMIN_KEYS": ADMIN, **env},
         stdout=log,
@@ -603,3 +604,32 @@ def test_sharded_board_reads_are_exact(gateway: Gateway) -> None:
             )
         r = c.get(f"/v1/leaderboards/{sharded}/participants/nobody")
         assert r.status_code == 404
+
+
+def test_rate_limit_per_api_key(gateway: Gateway) -> None:
+    """Writes beyond a key's budget get 429 with Retry-After, whatever the participant."""
+    board = gateway.create_board()
+    proc, url = start_gateway(gateway.pipeline, "--key-rate", "0.5", "--key-burst", "3")
+    try:
+        with httpx.Client(base_url=url, timeout=15) as c:
+            codes = [
+                c.post(
+                    f"/v1/leaderboards/{board}/scores",
+                    json={"participant_id": f"k{i}", "score": i},
+                    headers=W,
+                ).status_code
+                for i in range(5)
+            ]
+            assert codes[:3] == [202, 202, 202] and codes[3:] == [429, 429], codes
+            r = c.post(
+                f"/v1/leaderboards/{board}/scores",
+                json={"participant_id": "z", "score": 1},
+                headers=W,
+            )
+            assert r.status_code == 429 and int(r.headers["Retry-After"]) >= 1
+            assert error_code(r) == "too_many_requests"
+            assert WRITER not in r.text
+            # reads are not limited by key
+            assert c.get(f"/v1/leaderboards/{board}/rankings").status_code == 200
+    finally:
+        stop(proc)
