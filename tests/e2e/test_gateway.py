@@ -633,3 +633,35 @@ def test_rate_limit_per_api_key(gateway: Gateway) -> None:
             assert c.get(f"/v1/leaderboards/{board}/rankings").status_code == 200
     finally:
         stop(proc)
+
+
+async def test_small_load_run_has_no_5xx(gateway: Gateway) -> None:
+    """A bounded loopback load (8 clients, 1,600 mixed requests, good and bad) gets no 5xx."""
+    board = gateway.create_board()
+    for i in range(20):
+        gateway.submit(board, f"l{i}", i * 7)
+    requests: list[tuple[str, str, dict[str, Any] | None, dict[str, str]]] = [
+        ("GET", f"/v1/leaderboards/{board}/rankings?limit=50", None, {}),
+        ("GET", f"/v1/leaderboards/{board}/rankings?around=l3&limit=5", None, {}),
+        ("GET", f"/v1/leaderboards/{board}/participants/l7?neighbours=3", None, {}),
+        ("GET", f"/v1/leaderboards/{board}/participants/nobody", None, {}),
+        ("GET", "/v1/leaderboards/no-such-board/rankings", None, {}),
+        ("GET", f"/v1/leaderboards/{board}/rankings?limit=100000", None, {}),
+        ("POST", f"/v1/leaderboards/{board}/scores", {"participant_id": "x", "score": 1}, W),
+        ("POST", f"/v1/leaderboards/{board}/scores", {"participant_id": "x", "score": "no"}, W),
+        ("POST", f"/v1/leaderboards/{board}/scores", {"participant_id": "x", "score": 1}, {}),
+        ("GET", "/health", None, {}),
+    ]
+    statuses: dict[int, int] = {}
+
+    async def client(n: int) -> None:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as c:
+            for i in range(200):
+                method, path, body, headers = requests[(n + i) % len(requests)]
+                r = await c.request(method, path, json=body, headers=headers)
+                statuses[r.status_code] = statuses.get(r.status_code, 0) + 1
+
+    await asyncio.gather(*(client(n) for n in range(8)))
+    assert sum(statuses.values()) == 1600
+    assert not [s for s in statuses if s >= 500], statuses
+    assert {200, 202, 400, 401, 404} <= set(statuses), statuses
