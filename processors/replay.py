@@ -16,6 +16,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from processors.projector import Projector, RawRecord
 from projections.redis_client import RedisClient, make_client
+from projections.sharded import layout_of
 from projections.store import Entry, RankingStore
 from streams.codec import get_codec
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
@@ -283,6 +284,12 @@ async def replay_board(
 ) -> ReplayReport:
     """Rebuild ``cfg``'s board into shadow keys with the live apply code; verify and/or swap."""
     board = cfg.leaderboard_id
+    if layout_of(cfg) is not None:
+        raise LeaderboardError(
+            f"{board} is a sharded board: replay, verify and swap handle unsharded boards only "
+            "for now (rebuild it into a new unsharded board id with the same log, or see "
+            "docs/scaling.md)"
+        )
     own_client = client is None
     redis_client = client or make_client(settings)
     live = RankingStore(redis_client, grace_ms=settings.period_grace_ms)
@@ -407,9 +414,14 @@ async def rebuild_all(
         todo = [cfg for name, cfg in sorted(boards.items()) if name not in done]
         sem = asyncio.Semaphore(parallel)
         reports: list[ReplayReport] = []
+        skipped: list[str] = []
 
         async def one(cfg: LeaderboardConfigured) -> None:
             async with sem:
+                if layout_of(cfg) is not None:
+                    log.error("%s is sharded: not rebuilt (unsupported)", cfg.leaderboard_id)
+                    skipped.append(cfg.leaderboard_id)
+                    return
                 rep = await replay_board(settings, cfg, swap=True, client=client)
                 await client.sadd(marker, cfg.leaderboard_id)
                 reports.append(rep)
@@ -419,6 +431,11 @@ async def rebuild_all(
         await asyncio.gather(*(one(c) for c in todo))
         await mark_rebuilt(settings, client)
         await client.delete(marker)
+        if skipped:
+            raise LeaderboardError(
+                f"rebuilt {len(reports)} board(s); not rebuilt (sharded, unsupported): "
+                + ", ".join(sorted(skipped))
+            )
         return reports
     finally:
         await client.aclose()

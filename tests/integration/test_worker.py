@@ -7,8 +7,8 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
-import redis.asyncio as aioredis
 
+from projections.redis_client import make_client
 from projections.store import RankingStore
 from streams.codec import get_codec
 from streams.events import (
@@ -23,7 +23,9 @@ from streams.events import (
     SortOrder,
 )
 from streams.producer import LeaderboardProducer, read_to_end
+from streams.settings import Settings
 from tests.integration.conftest import Pipeline, wait_until
+from tests.integration.conftest_cluster import cluster_settings  # noqa: F401 (fixture)
 
 pytestmark = pytest.mark.integration
 
@@ -46,7 +48,7 @@ def match(
 
 def standings(p: Pipeline, board: str, period: str, sort: SortOrder) -> list[tuple[str, int]]:
     async def read() -> list[tuple[str, int]]:
-        client = aioredis.Redis.from_url(p.settings.redis_url)
+        client = make_client(p.settings)
         rows = await RankingStore(client).standings(board, period, sort)
         await client.aclose()
         return [(e.participant_id, e.score) for e in rows]
@@ -56,7 +58,7 @@ def standings(p: Pipeline, board: str, period: str, sort: SortOrder) -> list[tup
 
 def version(p: Pipeline, board: str) -> int:
     async def read() -> int:
-        client = aioredis.Redis.from_url(p.settings.redis_url)
+        client = make_client(p.settings)
         v = await RankingStore(client).version(board)
         await client.aclose()
         return v
@@ -81,9 +83,23 @@ SCRIPT_AT = ms(2026, 10, 15, 12)
         ),
     ],
 )
+@pytest.mark.parametrize("backend", ["single", "cluster"])
 def test_scripted_sequence(
-    pipeline: Pipeline, sort: SortOrder, operator: Operator, expected: list[tuple[str, int]]
+    request: pytest.FixtureRequest,
+    pipeline: Pipeline,
+    backend: str,
+    sort: SortOrder,
+    operator: Operator,
+    expected: list[tuple[str, int]],
 ) -> None:
+    """The real worker through the real broker, on a single Redis node and on the cluster."""
+    if backend == "cluster":
+        cluster: Settings = request.getfixturevalue("cluster_settings")
+        pipeline.settings = pipeline.settings.model_copy(
+            update={"redis_cluster": True, "redis_cluster_url": cluster.redis_cluster_url}
+        )
+        pipeline.env["LEADERBOARD_REDIS_CLUSTER"] = "1"
+        pipeline.env["LEADERBOARD_REDIS_CLUSTER_URL"] = cluster.redis_cluster_url
     board = f"b-{uuid.uuid4().hex[:6]}"
     with LeaderboardProducer(pipeline.settings) as prod:
         prod.configure(LeaderboardConfigured(board, sort, operator, ResetPeriod.NONE))
