@@ -59,24 +59,26 @@ Figures below are those of the last run on this machine ({machine}); regenerate 
 """
 
 KNOWN = """
-1. **Redis emptied under a running projector** (`redis_emptied_rebuild_live`, an `xfail(strict)`
-   test). The projector keeps applying onto the empty Redis: board versions restart at 1, the
-   sinks worker stores those rows next to the old ones (the audit key is
-   (board, version, occurred_at), so a reused version with another event time is a second row),
-   and after `rebuild --all` the rebuilt versions of the records applied in between are never
-   published (the swap drops shadow results at or below the live watermark). Live standings are
-   right again after the rebuild; the audit and `rank-changes` are not. Today's safe runbook is
-   the passing `redis_emptied_rebuild_projector_stopped` scenario: stop the projectors, rebuild,
-   start them. Proposed fix: an epoch key written by the rebuild (and at first start) that the
-   apply script checks; with it missing the worker pauses (no ack, retry) instead of applying.
-2. **`replay --swap` / `rebuild --all` livelock under sustained traffic**
-   (`test_rebuild_swaps_under_sustained_traffic`, `xfail(strict)`): the swap needs the shadow
-   watermark >= the live one, and each catch-up round (new end offset, a fresh consumer for the
-   committed offset, a 1 s consume time-out) is slower than the next record of a busy board, so
-   the swap never happens. The Redis scenarios pause the traffic for the rebuild.
-3. `stack.up` right after `Redis.stop()`: `_wait` can take the daemonized redis-server's
-   not-yet-written pid file for an exit ("the process exited while starting"); the scenarios
-   retry `stack.up`.
+Found by these scenarios and fixed (the tests that showed them now pass):
+
+1. **Redis emptied under a running projector** (`redis_emptied_rebuild_live`). The projector
+   used to keep applying onto the empty Redis: board versions restarted at 1 and rank changes
+   were lost or duplicated. Fix: a marker key per projector group (`lb:epoch:<app_id>`), set at
+   the group's first start and by `rebuild --all`; the apply script refuses to run without it
+   (atomically on a single node) and the worker waits, acknowledging nothing, until the rebuild
+   sets it again (`processors/epoch.py`).
+2. **A failed batch was acknowledged anyway.** Faust's `take_events` acknowledges a batch in a
+   `finally` block, so a batch whose processing raised (Redis gone mid-batch) had its offsets
+   committed and was never redelivered. Fix: batches come from `noack_take` and are acknowledged
+   only after they succeeded; a failing batch is retried in place (`processors/batching.py`).
+3. **`replay --swap` / `rebuild --all` livelock under sustained traffic**
+   (`test_rebuild_swaps_under_sustained_traffic`): each catch-up round was slower than the next
+   record of a busy board. Fix: catch up exactly to the live watermark, ask the consumer for no
+   more records than remain, reuse one probe consumer.
+
+Still open: `stack.up` right after `Redis.stop()` may take the daemonized redis-server's
+not-yet-written pid file for an exit ("the process exited while starting"); the scenarios retry
+`stack.up`.
 """
 
 
@@ -139,7 +141,7 @@ def render(data: dict[str, Any]) -> str:
         keys = [k for k in MAIN if k in f] + sorted(k for k in f if k not in MAIN)
         lines += [f"| {k} | {_fmt(f[k])} |" for k in keys]
         lines.append("")
-    lines += ["## Known problems (found by these scenarios)", "", KNOWN.strip(), ""]
+    lines += ["## Problems these scenarios found", "", KNOWN.strip(), ""]
     return "\n".join(lines)
 
 
