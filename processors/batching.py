@@ -13,12 +13,32 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+@dataclass(frozen=True, slots=True)
+class RawRecord:
+    """A record as read from the log: position, key and undecoded value."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def raw_records(events: Sequence[Any]) -> list[RawRecord]:
+    """The raw records of a batch of Faust events."""
+    return [
+        RawRecord(e.message.partition, e.message.offset, e.message.key, e.message.value)
+        for e in events
+    ]
+
 
 #: Longest pause between two attempts at a failing batch.
 MAX_BACKOFF_S = 5.0

@@ -9,6 +9,7 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from processors.batching import RawRecord as RawRecord  # re-exported: replay and tests use it
 from projections.sharded import ShardedStore, layout_of
 from projections.store import BoardOutcome, RankingStore, SourceRecord
 from streams import rules
@@ -29,16 +30,6 @@ log = logging.getLogger(__name__)
 #: Most changes (or notices) in one output record: ~150 bytes each keeps records near 300 KB,
 #: far below Kafka's 1 MB default message size, whatever the batch size.
 RECORD_CHUNK = 2000
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """A score record as read from the log: position, key and undecoded value."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass(slots=True)

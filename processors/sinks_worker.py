@@ -16,7 +16,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from processors.batching import consume_batches
+from processors.batching import RawRecord, consume_batches, raw_records
 from projections.store import RankingStore
 from sinks import registry, snapshots
 from sinks.audit import AuditWriter
@@ -41,16 +41,6 @@ TRANSIENT: tuple[type[BaseException], ...] = (
     RedisTimeoutError,
     OSError,
 )
-
-
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    """One consumed record and its position in the log."""
-
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
 
 
 @dataclass(slots=True)
@@ -374,12 +364,6 @@ def create_app(settings: Settings) -> faust.App:
                 state["p"] = proc
         return state["p"]
 
-    def raw(events: Sequence[Any]) -> list[RawRecord]:
-        return [
-            RawRecord(e.message.partition, e.message.offset, e.message.key, e.message.value)
-            for e in events
-        ]
-
     @app.agent(rank_changes, concurrency=1)
     async def audit(stream: Any) -> None:
         proc = await processor()
@@ -393,7 +377,7 @@ def create_app(settings: Settings) -> faust.App:
             stream,
             settings.batch_size,
             settings.batch_within,
-            raw,
+            raw_records,
             proc.handle_rank_changes,
             what="writing the audit",
             done=logged,
@@ -403,7 +387,12 @@ def create_app(settings: Settings) -> faust.App:
     async def boards(stream: Any) -> None:
         proc = await processor()
         await consume_batches(
-            stream, 100, settings.batch_within, raw, proc.handle_configs, what="registry upsert"
+            stream,
+            100,
+            settings.batch_within,
+            raw_records,
+            proc.handle_configs,
+            what="registry upsert",
         )
 
     return app

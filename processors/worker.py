@@ -7,9 +7,9 @@ from typing import Any
 
 import faust
 
-from processors.batching import consume_batches
+from processors.batching import RawRecord, consume_batches, raw_records
 from processors.epoch import EpochGuard, epoch_key
-from processors.projector import BatchStats, Projector, RawRecord, Throughput
+from processors.projector import BatchStats, Projector, Throughput
 from projections.redis_client import cluster_url, make_client
 from projections.store import ProjectionLost, RankingStore
 from streams.codec import get_codec
@@ -90,17 +90,11 @@ def create_app(settings: Settings) -> faust.App:
                 except ProjectionLost:
                     continue  # Redis lost its data under us: wait for the rebuild, then retry
 
-        def convert(events: Any) -> list[RawRecord]:
-            return [
-                RawRecord(e.message.partition, e.message.offset, e.message.key, e.message.value)
-                for e in events
-            ]
-
         await consume_batches(
             stream,
             settings.batch_size,
             settings.batch_within,
-            convert,
+            raw_records,
             handle,
             what="projecting a batch",
             done=meter.add,
