@@ -144,11 +144,18 @@ def test_month_boundary_and_rank_changes(pipeline: Pipeline) -> None:
     ]
     assert standings(pipeline, board, "2026-11", SortOrder.DESC) == [("a", 99)]
 
-    changes: list[RankChanged] = [
-        codec.decode_as(m.value(), RankChanged)
-        for m in read_to_end(pipeline.settings, pipeline.settings.topic("rank-changes"))
-        if m.key() == board.encode()
-    ]
+    def read_changes() -> list[RankChanged]:
+        return [
+            codec.decode_as(m.value(), RankChanged)
+            for m in read_to_end(pipeline.settings, pipeline.settings.topic("rank-changes"))
+            if m.key() == board.encode()
+        ]
+
+    # the version moves at the Redis apply; the batch's records are published right after
+    changes = wait_until(
+        lambda: (rcs := read_changes()) and sum(len(rc.changes) for rc in rcs) >= 5 and rcs,
+        timeout=30,
+    )
     flat = [c for rc in changes for c in rc.changes]
     assert [c.version for c in flat] == [1, 2, 3, 4, 5]
     assert [(c.participant_id, c.old_rank, c.new_rank, c.new_score) for c in flat] == [
