@@ -20,6 +20,7 @@ from rich.table import Table
 from processors import stack as local_stack
 from projections.store import RankingStore
 from streams import rules
+from streams.errors import LeaderboardError
 from streams.events import LeaderboardConfigured
 from streams.producer import read_boards
 from streams.settings import Settings, get_settings
@@ -105,6 +106,7 @@ def demo(
     with console.status("starting Kafka, Redis and PostgreSQL"):
         for state in local_stack.up(settings):
             console.print(state.line())
+    _rebuild_if_lost(settings, console)
     logs = settings.stack_dir / "logs"
     gport = port or settings.gateway_port
     procs = [
@@ -162,6 +164,35 @@ def demo(
     finally:
         _stop(procs)
     console.print("demo stopped (the stack is still up: `leaderboard stack down` stops it)")
+
+
+def _rebuild_if_lost(settings: Settings, console: Console) -> None:
+    """If Redis lost the projection (marker gone, offsets committed), rebuild it from the log.
+
+    A projector refuses to apply onto such a Redis and waits for `leaderboard rebuild --all`;
+    the demo runs that rebuild itself so that `make run` always shows a live board.
+    """
+    from processors.epoch import epoch_key, group_has_committed
+    from processors.replay import rebuild_all
+    from projections.redis_client import make_client
+
+    async def marker_exists() -> bool:
+        client = make_client(settings)
+        try:
+            return bool(await client.exists(epoch_key(settings)))
+        finally:
+            await client.aclose()
+
+    if asyncio.run(marker_exists()) or not group_has_committed(settings):
+        return
+    boards = read_boards(settings)
+    with console.status(f"Redis lost the rankings: rebuilding {len(boards)} board(s) from the log"):
+        try:
+            reports = asyncio.run(rebuild_all(settings, boards))
+        except LeaderboardError as exc:
+            console.print(f"rebuild: {exc}")
+            return
+    console.print(f"rebuilt {len(reports)} board(s), {sum(r.entries for r in reports):,} entries")
 
 
 def _commands() -> set[str]:
