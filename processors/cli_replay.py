@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import time
 
 import click
 from rich.progress import (
@@ -77,8 +78,6 @@ def replay(
         done = [0]
 
         def tick(n: int, total: int | None) -> None:
-            import time
-
             if not started[0]:
                 started[0] = time.monotonic()
             done[0] = n if source == "kafka" else done[0] + n
