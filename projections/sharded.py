@@ -33,14 +33,20 @@ from redis.exceptions import NoScriptError
 
 from projections.keys import BoardKeys
 from projections.redis_client import RedisClient
-from projections.store import BoardOutcome, Entry, RankingStore, Rejection, SourceRecord
+from projections.store import (
+    BoardOutcome,
+    Entry,
+    RankingStore,
+    Rejection,
+    SourceRecord,
+    change_from_fields,
+)
 from streams import rules
 from streams.errors import LeaderboardError
 from streams.events import (
     LeaderboardConfigured,
     NotificationKind,
     ParticipantNotified,
-    RankChange,
     SortOrder,
 )
 
@@ -481,24 +487,7 @@ class ShardedStore:
     def _change(
         cfg: LeaderboardConfigured, outcome: BoardOutcome, rec: SourceRecord, f: list[str]
     ) -> None:
-        ev = rec.event
-        change = RankChange(
-            version=int(f[8]),
-            period=f[2],
-            participant_id=f[3],
-            old_rank=int(f[4]) if f[4] else None,
-            new_rank=int(f[5]),
-            old_score=int(f[6]) if f[6] else None,
-            new_score=int(f[7]),
-            submitted_score=int(f[10]),
-            operator=f[9],
-            event_id=ev.event_id,
-            match_id=ev.match_id,
-            entry_index=int(f[1]),
-            occurred_at=ev.occurred_at,
-            source_partition=rec.partition,
-            source_offset=rec.offset,
-        )
+        change = change_from_fields(rec, f)
         outcome.changes.append(change)
         n = cfg.watch_top_n
         if n <= 0:

@@ -215,30 +215,11 @@ class RankingStore:
     @staticmethod
     def _parse(outcome: BoardOutcome, rec: SourceRecord, result: str) -> None:
         board = outcome.board
-        ev = rec.event
         for line in result.split("\n") if result else ():
             f = line.split("\t")
             tag = f[0]
             if tag == "C":
-                outcome.changes.append(
-                    RankChange(
-                        version=int(f[8]),
-                        period=f[2],
-                        participant_id=f[3],
-                        old_rank=int(f[4]) if f[4] else None,
-                        new_rank=int(f[5]),
-                        old_score=int(f[6]) if f[6] else None,
-                        new_score=int(f[7]),
-                        submitted_score=int(f[10]),
-                        operator=f[9],
-                        event_id=ev.event_id,
-                        match_id=ev.match_id,
-                        entry_index=int(f[1]),
-                        occurred_at=ev.occurred_at,
-                        source_partition=rec.partition,
-                        source_offset=rec.offset,
-                    )
-                )
+                outcome.changes.append(change_from_fields(rec, f))
             elif tag == "N":
                 outcome.notifications.append(
                     ParticipantNotified(
@@ -394,6 +375,28 @@ class RankingStore:
             return {}
         vals = await self.client.hmget(self.keys(board).metadata, list(pids))
         return {p: json.loads(v) for p, v in zip(pids, vals, strict=True) if v}
+
+
+def change_from_fields(rec: SourceRecord, f: Sequence[str]) -> RankChange:
+    """The RankChange of one ``C`` line of the apply script's result, split on tabs."""
+    ev = rec.event
+    return RankChange(
+        version=int(f[8]),
+        period=f[2],
+        participant_id=f[3],
+        old_rank=int(f[4]) if f[4] else None,
+        new_rank=int(f[5]),
+        old_score=int(f[6]) if f[6] else None,
+        new_score=int(f[7]),
+        submitted_score=int(f[10]),
+        operator=f[9],
+        event_id=ev.event_id,
+        match_id=ev.match_id,
+        entry_index=int(f[1]),
+        occurred_at=ev.occurred_at,
+        source_partition=rec.partition,
+        source_offset=rec.offset,
+    )
 
 
 def _entry(rank: int, member: Any, key: float, sort: SortOrder) -> Entry:
