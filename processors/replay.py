@@ -11,14 +11,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import psycopg
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from processors.projector import Projector, RawRecord
-from projections.redis_client import RedisClient, make_client
+from processors.bootstrap import (
+    RedisClient,
+    get_codec,
+    kafka_consumer,
+    make_client,
+    pg_connect_async,
+)
+from processors.workers.projector import Projector, RawRecord
 from projections.sharded import layout_of
 from projections.store import Entry, RankingStore
-from streams.codec import get_codec
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
 from streams.events import LeaderboardConfigured, MatchResultSubmitted, Operator, ScoreEntry
 from streams.partitioning import partition_for
@@ -77,16 +81,16 @@ class ReplayReport:
 
 
 def _consumer(settings: Settings) -> Any:
-    return Consumer(
-        {
-            "bootstrap.servers": settings.kafka_bootstrap,
+    return kafka_consumer(
+        settings,
+        **{
             "group.id": f"leaderboard-replay-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
             "fetch.max.bytes": 64 * 1024 * 1024,
             "max.partition.fetch.bytes": 16 * 1024 * 1024,
             "queued.max.messages.kbytes": 256 * 1024,
-        }
+        },
     )
 
 
@@ -95,9 +99,7 @@ class CommittedProbe:
 
     def __init__(self, settings: Settings) -> None:
         self.topic = settings.topic(settings.scores_topic)
-        self.consumer = Consumer(
-            {"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id}
-        )
+        self.consumer = kafka_consumer(settings, **{"group.id": settings.app_id})
 
     def offset(self, partition: int) -> int:
         """Next offset the live projector group will read on ``partition`` (0 if none)."""
@@ -193,7 +195,7 @@ async def _postgres_records(
         sql += " AND occurred_at >= %s"
         params.append(datetime.fromtimestamp(from_timestamp / 1000, tz=UTC))
     sql += " ORDER BY source_partition, source_offset, entry_index"
-    async with await psycopg.AsyncConnection.connect(settings.postgres_dsn) as conn:
+    async with await pg_connect_async(settings) as conn:
         async with conn.cursor(name=f"replay_{uuid.uuid4().hex[:8]}") as cur:
             await cur.execute(sql, params)
             batch: list[tuple[RawRecord, MatchResultSubmitted]] = []
@@ -226,7 +228,7 @@ def _record(
 
 
 async def _count_postgres(settings: Settings, board: str) -> int:
-    async with await psycopg.AsyncConnection.connect(settings.postgres_dsn) as conn:
+    async with await pg_connect_async(settings) as conn:
         cur = await conn.execute(
             "SELECT count(DISTINCT (source_partition, source_offset)) FROM score_audit"
             " WHERE leaderboard_id = %s",
@@ -403,7 +405,7 @@ async def rebuild_all(
 
     Progress is kept in Redis (``lbr:rebuild:done``), so ``resume`` skips finished boards.
     """
-    from processors.epoch import mark_rebuilt
+    from processors.workers.epoch import mark_rebuilt
 
     client: Any = make_client(settings)
     marker = "lbr:rebuild:done"

@@ -95,7 +95,7 @@ class RankingStore:
         self.prefix = prefix
         self.overtaken_limit = overtaken_limit
         self.grace_ms = grace_ms
-        #: Key that must exist for the apply to run (single node only; see processors/epoch.py).
+        #: Key that must exist for the apply to run (single node; see processors/workers/epoch.py).
         self.guard_key = guard_key
         self._sha: str | None = None
 

@@ -1,4 +1,4 @@
-"""Reading the cached global top K of sharded boards (written by processors/topk.py)."""
+"""Reading the cached global top K of sharded boards (written by processors/workers/topk.py)."""
 
 from __future__ import annotations
 

@@ -20,9 +20,9 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from processors.topk import TopKCache
+from processors.bootstrap import make_client
+from processors.workers.topk import TopKCache
 from projections.keys import BoardKeys
-from projections.redis_client import make_client
 from projections.sharded import ShardedStore
 from projections.store import RankingStore, SourceRecord
 from projections.topk import read_topk

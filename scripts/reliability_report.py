@@ -66,11 +66,12 @@ Found by these scenarios and fixed (the tests that showed them now pass):
    were lost or duplicated. Fix: a marker key per projector group (`lb:epoch:<app_id>`), set at
    the group's first start and by `rebuild --all`; the apply script refuses to run without it
    (atomically on a single node) and the worker waits, acknowledging nothing, until the rebuild
-   sets it again (`processors/epoch.py`).
+   sets it again (`processors/workers/epoch.py`).
 2. **A failed batch was acknowledged anyway.** Faust's `take_events` acknowledges a batch in a
    `finally` block, so a batch whose processing raised (Redis gone mid-batch) had its offsets
    committed and was never redelivered. Fix: batches come from `noack_take` and are acknowledged
-   only after they succeeded; a failing batch is retried in place (`processors/batching.py`).
+   only after they succeeded; a failing batch is retried in place
+   (`processors/workers/batching.py`).
 3. **`replay --swap` / `rebuild --all` livelock under sustained traffic**
    (`test_rebuild_swaps_under_sustained_traffic`): each catch-up round was slower than the next
    record of a busy board. Fix: catch up exactly to the live watermark, ask the consumer for no

@@ -14,7 +14,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import struct
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -24,17 +23,15 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from streams.errors import DecodeError, LeaderboardError
 from streams.events import EVENT_TYPES, Event
-from streams.settings import PROJECT_ROOT, Settings
+from streams.settings import PROJECT_ROOT
 
 __all__ = [
     "SCHEMA_DIR",
     "SINGLE_OBJECT_MARKER",
     "AvroCodec",
     "Codec",
-    "ConfluentCodec",
     "SchemaStore",
     "SingleObjectCodec",
-    "get_codec",
 ]
 
 logger = logging.getLogger(__name__)
@@ -45,8 +42,6 @@ SCHEMA_DIR = PROJECT_ROOT / "schemas"
 #: Avro single-object encoding marker (spec: "Single-object encoding").
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 _SO_HEADER = len(SINGLE_OBJECT_MARKER) + 8
-_CONFLUENT_MAGIC = 0
-_CONFLUENT_HEADER = struct.Struct(">bI")
 
 E = TypeVar("E")
 
@@ -164,7 +159,7 @@ class AvroCodec:
 
     def __init__(self, store: SchemaStore | None = None) -> None:
         """Use ``store`` (default: the project's schemas/ folder)."""
-        self.store = store if store is not None else _default_store()
+        self.store = store if store is not None else default_store()
         # (writer fingerprint) -> (writer parsed, reader parsed or None when identical, class)
         self._resolved: dict[bytes, tuple[Any, Any, type[Any]]] = {}
 
@@ -244,106 +239,12 @@ class SingleObjectCodec(AvroCodec):
         return self._read_body(data, _SO_HEADER, writer)
 
 
-class ConfluentCodec(AvroCodec):
-    """Confluent wire format (magic 0 + 4-byte big-endian schema id) with a Schema Registry.
-
-    Subjects follow the record-name strategy (subject = full Avro name) because an event type
-    is the same contract on whichever topic it travels. Decoding also accepts single-object
-    records, so a topic can migrate from one format to the other without a flag day.
-    """
-
-    def __init__(self, client: Any, store: SchemaStore | None = None) -> None:
-        """Use a confluent_kafka SchemaRegistryClient (or its mock) and a schema store."""
-        super().__init__(store)
-        self.client = client
-        self._single = SingleObjectCodec(self.store)
-        self._ids: dict[str, int] = {}
-        self._writers: dict[int, SchemaVersion] = {}
-
-    def schema_id(self, name: str) -> int:
-        """Registry id of the current schema of ``name``, registering it once."""
-        schema_id = self._ids.get(name)
-        if schema_id is None:
-            from confluent_kafka.schema_registry import Schema
-
-            version = self.store.reader(name)
-            try:
-                schema_id = int(
-                    self.client.register_schema(name, Schema(json.dumps(version.json), "AVRO"))
-                )
-            except Exception as exc:
-                raise LeaderboardError(
-                    f"cannot register schema {name} with the Schema Registry: {exc}"
-                ) from exc
-            self._ids[name] = schema_id
-            self._writers[schema_id] = version
-        return schema_id
-
-    def _writer(self, schema_id: int) -> SchemaVersion:
-        writer = self._writers.get(schema_id)
-        if writer is None:
-            try:
-                registered = self.client.get_schema(schema_id)
-                writer = self.store.parse_writer(
-                    json.loads(registered.schema_str), f"registry id {schema_id}"
-                )
-            except Exception as exc:
-                raise DecodeError(f"unknown schema id {schema_id}: {exc}") from exc
-            self._writers[schema_id] = writer
-        return writer
-
-    def encode(self, event: Event) -> bytes:
-        """Serialize one event in the Confluent wire format."""
-        version, body = self._body(event)
-        return _CONFLUENT_HEADER.pack(_CONFLUENT_MAGIC, self.schema_id(version.name)) + body
-
-    def decode(self, data: bytes) -> Event:
-        """Deserialize a Confluent (or single-object) record into its typed event."""
-        if data[:2] == SINGLE_OBJECT_MARKER:
-            return self._single.decode(data)
-        if len(data) < _CONFLUENT_HEADER.size or data[0] != _CONFLUENT_MAGIC:
-            raise DecodeError("not a Confluent wire-format or Avro single-object record")
-        _, schema_id = _CONFLUENT_HEADER.unpack_from(data)
-        return self._read_body(data, _CONFLUENT_HEADER.size, self._writer(schema_id))
-
-
 _STORE: SchemaStore | None = None
 
 
-def _default_store() -> SchemaStore:
+def default_store() -> SchemaStore:
     """The project's schema store, loaded once per process (parsing is the slow part)."""
     global _STORE
     if _STORE is None:
         _STORE = SchemaStore()
     return _STORE
-
-
-def get_codec(settings: Settings) -> SingleObjectCodec | ConfluentCodec:
-    """The codec the settings ask for: Confluent if a registry URL is set, else single-object."""
-    if settings.schema_registry_url:
-        from confluent_kafka.schema_registry import SchemaRegistryClient
-
-        client = SchemaRegistryClient.new_client({"url": settings.schema_registry_url})
-        return ConfluentCodec(client)
-    return SingleObjectCodec()
-
-
-def faust_codec(codec: Codec) -> Any:
-    """A Faust ``Codec`` wrapping ``codec`` so agents receive typed events.
-
-    Register it with ``faust.serializers.codecs.register("leaderboard_avro", faust_codec(c))``
-    and use ``value_serializer="leaderboard_avro"`` on topics. Faust is imported lazily so that
-    streams/ stays importable without it.
-    """
-    from faust.serializers.codecs import Codec as FaustCodec
-
-    class _LeaderboardAvro(FaustCodec):
-        def _dumps(self, obj: Any) -> bytes:
-            if isinstance(obj, bytes | bytearray):
-                return bytes(obj)
-            return codec.encode(obj)
-
-        def _loads(self, s: bytes) -> Any:
-            return codec.decode(s)
-
-    return _LeaderboardAvro()

@@ -22,7 +22,7 @@ def settings() -> Settings:
 @pytest.fixture(scope="session")
 def stack(settings: Settings) -> Settings:
     """Make sure Kafka, Redis and PostgreSQL answer (starts them if needed; idempotent)."""
-    from processors import stack as local_stack
+    from infra import stack as local_stack
 
     local_stack.up(settings)
     return settings

@@ -33,10 +33,11 @@ import pytest
 import redis
 import redis.asyncio
 
-from processors import stack as local_stack
+from infra import stack as local_stack
+from processors.bootstrap import get_codec
+from processors.kafka.producer import LeaderboardProducer, read_to_end
 from processors.replay import replay_board
 from projections.keys import BoardKeys
-from streams.codec import get_codec
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -47,7 +48,6 @@ from streams.events import (
     SortOrder,
 )
 from streams.model import ModelBoard
-from streams.producer import LeaderboardProducer, read_to_end
 from streams.rules import standings_checksum
 from streams.settings import Settings
 from tests.integration.conftest import (  # noqa: F401  (fixtures re-exported)

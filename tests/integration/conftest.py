@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from processors.topics import create_topics
+from processors.kafka.admin import create_topics
 from streams.settings import Settings
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"

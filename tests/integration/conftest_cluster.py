@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from projections.redis_client import RedisClient, make_client
+from processors.bootstrap import RedisClient, make_client
 from streams.settings import Settings
 
 BACKENDS = ["single", "cluster"]
@@ -19,7 +19,7 @@ BACKENDS = ["single", "cluster"]
 @pytest.fixture(scope="session")
 def cluster_settings(stack: Settings) -> Settings:
     """Settings whose Redis is the local three-master cluster (started if needed)."""
-    from processors import stack as local_stack
+    from infra import stack as local_stack
 
     local_stack.up(stack, setup=False, redis_cluster=True)
     return stack.model_copy(update={"redis_cluster": True})

@@ -13,9 +13,10 @@ from collections import defaultdict
 import pytest
 import redis.asyncio as aioredis
 
+from processors.bootstrap import get_codec
+from processors.kafka.producer import LeaderboardProducer, read_to_end
 from processors.replay import replay_board
 from projections.store import RankingStore
-from streams.codec import get_codec
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -26,7 +27,6 @@ from streams.events import (
     SortOrder,
 )
 from streams.model import ModelBoard
-from streams.producer import LeaderboardProducer, read_to_end
 from streams.rules import standings_checksum
 from tests.integration.conftest import Pipeline, wait_until
 

@@ -11,8 +11,10 @@ from collections import defaultdict
 import pytest
 import redis.asyncio as aioredis
 
+from processors.bootstrap import get_codec
+from processors.kafka.producer import LeaderboardProducer, read_to_end
 from projections.store import RankingStore
-from streams.codec import SINGLE_OBJECT_MARKER, get_codec
+from streams.codec import SINGLE_OBJECT_MARKER
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -22,7 +24,6 @@ from streams.events import (
     SortOrder,
 )
 from streams.model import ModelBoard
-from streams.producer import LeaderboardProducer, read_to_end
 from streams.rules import standings_checksum
 from tests.integration.conftest import ARTIFACTS, Pipeline, wait_until
 

@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from processors.topics import create_topics, list_topics, require_topics
-from streams.codec import get_codec
+from processors.bootstrap import get_codec
+from processors.kafka.admin import create_topics, list_topics, require_topics
+from processors.kafka.producer import DeliveryFailed, LeaderboardProducer, read_boards, read_to_end
 from streams.errors import DecodeError, LeaderboardError, ServiceUnavailable
 from streams.events import (
     LeaderboardConfigured,
@@ -22,7 +23,6 @@ from streams.events import (
     ScoreEntry,
     SortOrder,
 )
-from streams.producer import DeliveryFailed, LeaderboardProducer, read_boards, read_to_end
 from streams.settings import Settings, get_settings
 from streams.topics import all_topics
 
@@ -246,7 +246,7 @@ async def test_faust_agent_receives_typed_events(ev_settings: Settings) -> None:
     import faust
     from faust.serializers import codecs
 
-    from streams.codec import faust_codec
+    from processors.bootstrap import faust_codec
 
     codecs.register("leaderboard_avro_test", faust_codec(get_codec(ev_settings)))
     app = faust.App(

@@ -9,13 +9,13 @@ from dataclasses import replace
 
 import pytest
 
-from processors.projector import Projector, RawRecord
-from processors.topk import TopKCache
+from processors.bootstrap import get_codec
+from processors.workers.projector import Projector, RawRecord
+from processors.workers.topk import TopKCache
 from projections.redis_client import RedisClient
 from projections.sharded import ShardedStore
 from projections.store import RankingStore, SourceRecord
 from projections.topk import read_topk
-from streams.codec import get_codec
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,

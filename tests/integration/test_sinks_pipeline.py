@@ -13,11 +13,12 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
-from processors.sinks_worker import RawRecord, SinkProcessor
+from processors.bootstrap import get_codec
+from processors.kafka.producer import LeaderboardProducer, read_to_end
+from processors.workers.sinks import RawRecord, SinkProcessor
 from projections.store import RankingStore
 from sinks.audit import AuditWriter
 from sinks.migrate import migrate
-from streams.codec import get_codec
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -29,7 +30,6 @@ from streams.events import (
     ScoreEntry,
     SortOrder,
 )
-from streams.producer import LeaderboardProducer, read_to_end
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, wait_until
 
@@ -70,8 +70,8 @@ def project(
     first_offset: int,
 ) -> int:
     """Run the real projection in-process; publish rank changes uncompressed; return entries."""
-    from processors.projector import Projector
-    from processors.projector import RawRecord as ScoreRecord
+    from processors.workers.projector import Projector
+    from processors.workers.projector import RawRecord as ScoreRecord
 
     codec = get_codec(settings)
 
@@ -324,8 +324,8 @@ async def test_close_period_is_repeatable(stack: Settings) -> None:
     client = aioredis.Redis.from_url(stack.redis_url)
     store = RankingStore(client, grace_ms=stack.period_grace_ms)
     codec = get_codec(stack)
-    from processors.projector import Projector
-    from processors.projector import RawRecord as ScoreRecord
+    from processors.workers.projector import Projector
+    from processors.workers.projector import RawRecord as ScoreRecord
 
     fake = FakeProducer()
     proj = Projector(stack, store, lambda b: cfg, codec, fake)  # type: ignore[arg-type]

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from projections.redis_client import make_client
+from processors.bootstrap import get_codec, make_client
+from processors.kafka.producer import LeaderboardProducer, read_to_end
 from projections.store import RankingStore
-from streams.codec import get_codec
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -22,7 +22,6 @@ from streams.events import (
     ScoreEntry,
     SortOrder,
 )
-from streams.producer import LeaderboardProducer, read_to_end
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, wait_until
 from tests.integration.conftest_cluster import cluster_settings  # noqa: F401 (fixture)

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from processors.bench import (
+from benchmarks.bench import (
     Figure,
     Params,
     Report,

@@ -15,15 +15,14 @@ from fastavro import schemaless_writer
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from processors.bootstrap import faust_codec, get_codec
+from processors.kafka.registry import ConfluentCodec
 from streams.codec import (
     SCHEMA_DIR,
     SINGLE_OBJECT_MARKER,
-    ConfluentCodec,
     SchemaStore,
     SingleObjectCodec,
     crc64_fingerprint,
-    faust_codec,
-    get_codec,
 )
 from streams.errors import DecodeError
 from streams.events import (

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from processors.projector import RECORD_CHUNK, BatchStats, Projector
+from processors.workers.projector import RECORD_CHUNK, BatchStats, Projector
 from projections.store import BoardOutcome
 from streams.events import (
     NotificationKind,

@@ -13,8 +13,8 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
     ResourceType,
 )
 
+from processors.bootstrap import kafka_admin
 from streams.errors import LeaderboardError, ServiceUnavailable
-from streams.producer import client_config
 from streams.settings import Settings
 from streams.topics import all_topics
 
@@ -47,7 +47,7 @@ class TopicInfo:
 
 
 def _admin(settings: Settings) -> AdminClient:
-    return AdminClient(client_config(settings))
+    return kafka_admin(settings)
 
 
 def _unavailable(settings: Settings, exc: Exception) -> ServiceUnavailable:

@@ -13,7 +13,6 @@ import contextlib
 import fcntl
 import glob
 import hashlib
-import importlib
 import logging
 import os
 import shlex
@@ -26,10 +25,11 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 from urllib.parse import urlsplit
 
+from processors.kafka.admin import create_topics
+from sinks.migrate import migrate
 from streams.errors import LeaderboardError, ServiceUnavailable
 from streams.settings import PROJECT_ROOT, Settings
 
@@ -1089,37 +1089,21 @@ def status(settings: Settings) -> list[ServiceState]:
 # --------------------------------------------------------------------------- setup hooks
 
 
-def _optional_module(name: str) -> ModuleType | None:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        parents = {name.rsplit(".", i)[0] for i in range(name.count(".") + 1)}
-        if exc.name in parents:
-            return None
-        raise
-
-
 def run_setup_hooks(settings: Settings, progress: Progress = _noop) -> None:
-    """Apply database migrations and create topics, when the modules doing that exist."""
-    migrate_mod = _optional_module("sinks.migrate")
-    if migrate_mod is not None and hasattr(migrate_mod, "migrate"):
-        progress("postgres: applying migrations")
-        try:
-            applied = migrate_mod.migrate(settings.postgres_dsn)
-        except LeaderboardError:
-            raise
-        except Exception as exc:
-            raise LeaderboardError(f"database migrations failed: {exc}") from exc
-        for name in applied or []:
-            progress(f"postgres: applied migration {name}")
-    for mod_name in ("processors.topics", "streams.topics"):
-        topics_mod = _optional_module(mod_name)
-        if topics_mod is not None and hasattr(topics_mod, "create_topics"):
-            progress("kafka: creating topics")
-            try:
-                topics_mod.create_topics(settings)
-            except LeaderboardError:
-                raise
-            except Exception as exc:
-                raise LeaderboardError(f"creating topics failed: {exc}") from exc
-            break
+    """Apply database migrations and create topics."""
+    progress("postgres: applying migrations")
+    try:
+        applied = migrate(settings.postgres_dsn)
+    except LeaderboardError:
+        raise
+    except Exception as exc:
+        raise LeaderboardError(f"database migrations failed: {exc}") from exc
+    for name in applied or []:
+        progress(f"postgres: applied migration {name}")
+    progress("kafka: creating topics")
+    try:
+        create_topics(settings)
+    except LeaderboardError:
+        raise
+    except Exception as exc:
+        raise LeaderboardError(f"creating topics failed: {exc}") from exc

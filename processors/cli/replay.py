@@ -16,9 +16,9 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
+from processors.kafka.producer import read_boards
 from processors.replay import rebuild_all, replay_board, require_board, summarize
 from streams.errors import LeaderboardError
-from streams.producer import read_boards
 from streams.settings import get_settings
 from streams.validation import parse_time
 

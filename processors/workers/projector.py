@@ -9,12 +9,15 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from processors.batching import RawRecord as RawRecord  # re-exported: replay and tests use it
+from processors.kafka.configview import ConfigView
+from processors.kafka.producer import LeaderboardProducer
+from processors.workers.batching import (
+    RawRecord as RawRecord,  # re-exported: replay and tests use it
+)
 from projections.sharded import ShardedStore, layout_of
 from projections.store import BoardOutcome, RankingStore, SourceRecord
 from streams import rules
 from streams.codec import Codec
-from streams.configview import ConfigView
 from streams.errors import DecodeError
 from streams.events import (
     LeaderboardConfigured,
@@ -22,7 +25,6 @@ from streams.events import (
     ParticipantsNotified,
     RankChanged,
 )
-from streams.producer import LeaderboardProducer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

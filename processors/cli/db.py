@@ -9,6 +9,7 @@ from typing import Any
 import click
 import psycopg
 
+from processors.bootstrap import pg_connect
 from sinks import history as hist
 from sinks.migrate import migrate as run_migrate
 from sinks.migrate import pending_migrations
@@ -26,7 +27,7 @@ class PeriodNotClosed(LeaderboardError):
 def _connect() -> Iterator[psycopg.Connection[Any]]:
     dsn = get_settings().postgres_dsn
     try:
-        conn = psycopg.connect(dsn, autocommit=True, connect_timeout=10)
+        conn = pg_connect(dsn, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
         raise ServiceUnavailable(
             "PostgreSQL is unreachable at the configured LEADERBOARD_POSTGRES_DSN; "

@@ -12,15 +12,14 @@ from typing import Any
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
-    Consumer,
     KafkaError,
     KafkaException,
     Message,
     TopicPartition,
 )
-from confluent_kafka import Producer as KafkaProducer
 
-from streams.codec import Codec, get_codec
+from processors.bootstrap import client_config, get_codec, kafka_consumer, kafka_producer
+from streams.codec import Codec
 from streams.errors import DecodeError, LeaderboardError, ServiceUnavailable
 from streams.events import Event, LeaderboardConfigured, MatchResultSubmitted, Operator
 from streams.settings import Settings, get_settings
@@ -35,21 +34,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-_rdkafka_logger = logging.getLogger("streams.rdkafka")
-
-
-class _QuietLog:
-    """librdkafka's own log lines at DEBUG: our code reports failures itself, once, clearly."""
-
-    def log(self, level: int, msg: str, *args: Any) -> None:
-        _rdkafka_logger.debug(msg, *args)
-
-
-def client_config(settings: Settings, **extra: Any) -> dict[str, Any]:
-    """Base librdkafka config: bootstrap servers, and its log lines routed to Python logging."""
-    return {"bootstrap.servers": settings.kafka_bootstrap, "logger": _QuietLog(), **extra}
-
-
 #: How many delivery errors are kept for the report raised by ``flush``.
 _KEEP_ERRORS = 20
 
@@ -99,7 +83,7 @@ class LeaderboardProducer:
         """Connect lazily to ``settings.kafka_bootstrap``; ``config`` overrides librdkafka keys."""
         self.settings = settings or get_settings()
         self.codec: Codec = codec or get_codec(self.settings)
-        self._producer = KafkaProducer(_producer_config(self.settings, config))
+        self._producer = kafka_producer(_producer_config(self.settings, config))
         self._lock = threading.Lock()
         self.delivered = 0
         self.failed = 0
@@ -280,16 +264,14 @@ def read_to_end(
 
     Uses manual assignment and no consumer group commits, so it never disturbs other readers.
     """
-    consumer = Consumer(
-        client_config(
-            settings,
-            **{
-                "group.id": f"leaderboard-reader-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "enable.partition.eof": False,
-                "auto.offset.reset": "earliest",
-            },
-        )
+    consumer = kafka_consumer(
+        settings,
+        **{
+            "group.id": f"leaderboard-reader-{uuid.uuid4().hex[:8]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",
+        },
     )
     try:
         try:

@@ -9,7 +9,8 @@ from typing import Any
 
 import click
 
-from projections.gateway import HistoryReader, create_app
+from processors.bootstrap import pg_connect
+from processors.gateway.app import HistoryReader, create_app
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -18,15 +19,13 @@ log = logging.getLogger(__name__)
 def pg_history_reader(settings: Settings) -> HistoryReader | None:
     """History of closed periods from sinks.history (None if the sinks package is absent)."""
     try:
-        import psycopg
-
         from sinks import history as pg
     except ImportError as exc:  # pragma: no cover - depends on the installed packages
         log.warning("history disabled: %s", exc)
         return None
 
     def read(board: str, period: str | None, limit: int, offset: int) -> dict[str, Any] | None:
-        with psycopg.connect(settings.postgres_dsn, connect_timeout=5) as conn:
+        with pg_connect(settings, connect_timeout=5) as conn:
             if period is None:
                 closed = pg.closed_periods(conn, board)
                 found = closed[0] if closed else None

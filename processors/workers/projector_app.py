@@ -7,14 +7,13 @@ from typing import Any
 
 import faust
 
-from processors.batching import RawRecord, consume_batches, raw_records
-from processors.epoch import EpochGuard, epoch_key
-from processors.projector import BatchStats, Projector, Throughput
-from projections.redis_client import cluster_url, make_client
+from processors.bootstrap import cluster_url, faust_app, get_codec, make_client
+from processors.kafka.configview import ConfigView
+from processors.kafka.producer import LeaderboardProducer
+from processors.workers.batching import RawRecord, consume_batches, raw_records
+from processors.workers.epoch import EpochGuard, epoch_key
+from processors.workers.projector import BatchStats, Projector, Throughput
 from projections.store import ProjectionLost, RankingStore
-from streams.codec import get_codec
-from streams.configview import ConfigView
-from streams.producer import LeaderboardProducer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,18 +25,10 @@ def create_app(settings: Settings) -> faust.App:
     Concurrency stays at 1 (faust-streaming #606 commits offsets past in-flight events
     otherwise); parallelism comes from partitions and more workers in the group.
     """
-    (settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = faust_app(
+        settings,
         settings.app_id,
-        datadir=str(settings.stack_dir / "faust" / "{conf.name}-data"),
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        value_serializer="raw",
-        key_serializer="raw",
-        store="memory://",
-        web_enabled=False,
         topic_partitions=settings.partitions,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
         broker_commit_every=1000,
         broker_commit_interval=1.0,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),

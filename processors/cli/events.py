@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from processors.topics import create_topics, list_topics, require_topics
+from processors.kafka.admin import create_topics, list_topics, require_topics
+from processors.kafka.producer import LeaderboardProducer, read_boards, read_to_end
 from streams.errors import LeaderboardError, UnknownLeaderboard, ValidationError
 from streams.events import (
     BoardStatus,
@@ -30,7 +31,6 @@ from streams.events import (
     ScoreEntry,
     SortOrder,
 )
-from streams.producer import LeaderboardProducer, read_boards, read_to_end
 from streams.settings import Settings, get_settings
 from streams.validation import parse_board, parse_match, parse_time
 

@@ -15,8 +15,9 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import TopicPartition
 
+from processors.bootstrap import kafka_consumer
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -30,9 +31,7 @@ def epoch_key(settings: Settings) -> str:
 def group_has_committed(settings: Settings) -> bool:
     """True if the projector group has committed an offset on any score partition."""
     topic = settings.topic(settings.scores_topic)
-    consumer = Consumer(
-        {"bootstrap.servers": settings.kafka_bootstrap, "group.id": settings.app_id}
-    )
+    consumer = kafka_consumer(settings, **{"group.id": settings.app_id})
     try:
         meta = consumer.list_topics(topic, timeout=10)
         parts = list(meta.topics[topic].partitions) if topic in meta.topics else []

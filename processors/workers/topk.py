@@ -114,24 +114,13 @@ def _latest(cfg: LeaderboardConfigured, periods: list[str]) -> str:
 
 def create_app(settings: Settings) -> Any:
     """The top-K Faust app: an agent on rank-changes plus a timer (``min_interval`` tick)."""
-    import faust
-
-    from projections.redis_client import make_client
+    from processors.bootstrap import faust_app, get_codec, make_client
+    from processors.kafka.configview import ConfigView
     from projections.store import RankingStore
-    from streams.codec import get_codec
-    from streams.configview import ConfigView
 
-    (settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = faust_app(
+        settings,
         f"{settings.app_id}-topk",
-        datadir=str(settings.stack_dir / "faust" / "{conf.name}-data"),
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        value_serializer="raw",
-        key_serializer="raw",
-        store="memory://",
-        web_enabled=False,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
         consumer_auto_offset_reset="latest",
     )
     topic = app.topic(settings.topic(settings.rank_changes_topic), value_serializer="raw")

@@ -1,27 +1,14 @@
-"""The ``leaderboard`` command line: one group, subcommands contributed by modules."""
+"""The ``leaderboard`` command line: one group; each module of this package adds its commands."""
 
 from __future__ import annotations
 
-import importlib
 import logging
 import sys
 
 import click
 
+from processors.cli import bench, db, demo, events, gateway, query, replay, stack, worker
 from streams.errors import LeaderboardError
-
-#: Modules that contribute subcommands; each exposes ``COMMANDS: list[click.Command]``.
-COMMAND_MODULES = (
-    "processors.cli_stack",
-    "processors.cli_db",
-    "processors.cli_events",
-    "processors.cli_worker",
-    "processors.cli_query",
-    "processors.cli_replay",
-    "processors.cli_gateway",
-    "processors.cli_bench",
-    "processors.cli_demo",
-)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -36,14 +23,8 @@ def cli(verbose: int) -> None:
 
 
 def _register() -> None:
-    for name in COMMAND_MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:
-                continue
-            raise
-        for command in getattr(module, "COMMANDS", []):
+    for module in (stack, db, events, worker, query, replay, gateway, bench, demo):
+        for command in module.COMMANDS:
             cli.add_command(command)
 
 

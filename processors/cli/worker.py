@@ -32,15 +32,15 @@ def worker(role: str, loglevel: str) -> None:
     """
     settings = get_settings()
     if role == "projector":
-        from processors.worker import run_worker
+        from processors.workers.projector_app import run_worker
 
         run_worker(settings, loglevel)
     elif role == "sinks":
-        from processors.sinks_worker import run_sinks_worker
+        from processors.workers.sinks import run_sinks_worker
 
         run_sinks_worker(settings, loglevel)
     else:
-        from processors.topk import run_worker as run_topk_worker
+        from processors.workers.topk import run_worker as run_topk_worker
 
         run_topk_worker(settings, loglevel)
 

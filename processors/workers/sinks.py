@@ -12,19 +12,18 @@ from typing import Any, TypeVar
 
 import faust
 import psycopg
-import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from processors.batching import RawRecord, consume_batches, raw_records
+from processors.bootstrap import faust_app, get_codec, make_client, pg_connect
+from processors.kafka.producer import LeaderboardProducer
+from processors.workers.batching import RawRecord, consume_batches, raw_records
 from projections.store import RankingStore
 from sinks import registry, snapshots
 from sinks.audit import AuditWriter
 from sinks.history import closed_period
-from streams.codec import get_codec
 from streams.errors import DecodeError, ServiceUnavailable
 from streams.events import LeaderboardConfigured, PeriodClosed, RankChanged
-from streams.producer import LeaderboardProducer
 from streams.settings import Settings
 
 __all__ = ["RawRecord", "SinkProcessor", "create_app", "retry_until_done", "run_sinks_worker"]
@@ -101,9 +100,7 @@ class SinkProcessor:
         self.settings = settings
         self.codec = get_codec(settings)
         self.writer = writer or AuditWriter(settings.postgres_dsn)
-        self.store = store or RankingStore(
-            aioredis.Redis.from_url(settings.redis_url), grace_ms=settings.period_grace_ms
-        )
+        self.store = store or RankingStore(make_client(settings), grace_ms=settings.period_grace_ms)
         self.producer = producer or LeaderboardProducer(settings, codec=self.codec)
         self.max_delay = max_delay
         self.configs: dict[str, LeaderboardConfigured] = {}
@@ -116,9 +113,7 @@ class SinkProcessor:
     # ------------------------------------------------------------------ PostgreSQL (sync)
     def _conn(self) -> psycopg.Connection[tuple[Any, ...]]:
         if self._pg is None or self._pg.closed or self._pg.broken:
-            self._pg = psycopg.connect(
-                self.settings.postgres_dsn, autocommit=True, connect_timeout=5
-            )
+            self._pg = pg_connect(self.settings, autocommit=True, connect_timeout=5)
         return self._pg
 
     def _sync(self, fn: Callable[[psycopg.Connection[tuple[Any, ...]]], T]) -> T:
@@ -329,17 +324,9 @@ def create_app(settings: Settings) -> faust.App:
     Both agents run at concurrency 1 (faust-streaming #606); ``consume_batches`` acknowledges a
     batch only after the loop body returned, i.e. after its rows are durable in PostgreSQL.
     """
-    (settings.stack_dir / "faust").mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    app = faust_app(
+        settings,
         settings.app_id + "-sinks",
-        datadir=str(settings.stack_dir / "faust" / "{conf.name}-data"),
-        broker=f"kafka://{settings.kafka_bootstrap}",
-        value_serializer="raw",
-        key_serializer="raw",
-        store="memory://",
-        web_enabled=False,
-        topic_allow_declare=False,
-        topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_max_poll_records=settings.batch_size,
         stream_buffer_maxsize=max(4096, settings.batch_size * 4),

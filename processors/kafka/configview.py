@@ -9,9 +9,9 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
-from streams.codec import get_codec
+from processors.bootstrap import get_codec, kafka_consumer
 from streams.errors import DecodeError
 from streams.events import LeaderboardConfigured
 from streams.settings import Settings
@@ -40,14 +40,14 @@ class ConfigView:
         self._consumer: Any = None
 
     def _new_consumer(self) -> Any:
-        return Consumer(
-            {
-                "bootstrap.servers": self.settings.kafka_bootstrap,
+        return kafka_consumer(
+            self.settings,
+            **{
                 "group.id": f"config-view-{uuid.uuid4().hex}",
                 "enable.auto.commit": False,
                 "enable.partition.eof": False,
                 "fetch.wait.max.ms": 100,
-            }
+            },
         )
 
     def start(self) -> None:

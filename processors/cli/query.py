@@ -9,11 +9,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from projections.redis_client import make_client
+from processors.bootstrap import make_client
+from processors.kafka.configview import ConfigView
 from projections.sharded import ShardedStore
 from projections.store import RankingStore
 from streams import rules
-from streams.configview import ConfigView
 from streams.errors import UnknownLeaderboard
 from streams.events import LeaderboardConfigured
 from streams.settings import Settings, get_settings

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import click
 
-from processors import bench
-from processors import stack as local_stack
+from benchmarks import bench
+from infra import stack as local_stack
 from streams.settings import get_settings
 
 _SCENARIO_HELP = "\n\n".join(f"\b\n{name}: {text}." for name, text in bench.SCENARIOS.items())

@@ -12,17 +12,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-import redis.asyncio as aioredis
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 
-from processors import stack as local_stack
+from infra import stack as local_stack
+from processors.bootstrap import make_client
+from processors.kafka.producer import read_boards
 from projections.store import RankingStore
 from streams import rules
 from streams.errors import LeaderboardError
 from streams.events import LeaderboardConfigured
-from streams.producer import read_boards
 from streams.settings import Settings, get_settings
 
 
@@ -51,7 +51,7 @@ def _stop(procs: list[subprocess.Popen[bytes]]) -> None:
 
 
 async def _view(settings: Settings, cfg: LeaderboardConfigured, limit: int) -> Table:
-    client = aioredis.Redis.from_url(settings.redis_url)
+    client = make_client(settings)
     try:
         store = RankingStore(client)
         periods = await store.periods(cfg.leaderboard_id)
@@ -172,9 +172,9 @@ def _rebuild_if_lost(settings: Settings, console: Console) -> None:
     A projector refuses to apply onto such a Redis and waits for `leaderboard rebuild --all`;
     the demo runs that rebuild itself so that `make run` always shows a live board.
     """
-    from processors.epoch import epoch_key, group_has_committed
+    from processors.bootstrap import make_client
     from processors.replay import rebuild_all
-    from projections.redis_client import make_client
+    from processors.workers.epoch import epoch_key, group_has_committed
 
     async def marker_exists() -> bool:
         client = make_client(settings)

@@ -35,13 +35,14 @@ import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from processors.projector import Projector, RawRecord
+from processors.bootstrap import get_codec
+from processors.kafka.admin import create_topics
+from processors.kafka.producer import LeaderboardProducer, client_config
 from processors.replay import replay_board
-from processors.topics import create_topics
+from processors.workers.projector import Projector, RawRecord
 from projections.keys import BoardKeys
 from projections.store import RankingStore, SourceRecord
 from sinks.audit import AuditWriter
-from streams.codec import get_codec
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -52,7 +53,6 @@ from streams.events import (
     SortOrder,
 )
 from streams.partitioning import partition_for
-from streams.producer import LeaderboardProducer, client_config
 from streams.settings import PROJECT_ROOT, Settings
 from streams.topics import all_topics
 

@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-import psycopg
 import redis.asyncio as aioredis
 from confluent_kafka.admin import AdminClient
 from fastapi import FastAPI, Query, Request, Response, Security, WebSocket
@@ -40,16 +39,17 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from starlette.websockets import WebSocketDisconnect, WebSocketState
 
-from projections.push import RankFeed, Subscriber, current_period, read_participant, read_top
-from projections.redis_client import make_client
+from processors.bootstrap import kafka_admin, make_client, pg_connect_async
+from processors.gateway.feed import RankFeed, Subscriber
+from processors.kafka.configview import ConfigView
+from processors.kafka.producer import LeaderboardProducer
+from projections.push import current_period, read_participant, read_top
 from projections.sharded import ShardedStore, layout_of
 from projections.store import Entry, RankingStore
 from projections.topk import DEFAULT_K, read_topk
 from streams import rules
-from streams.configview import ConfigView
 from streams.errors import LeaderboardError, ValidationError
 from streams.events import BoardStatus, LeaderboardConfigured
-from streams.producer import LeaderboardProducer
 from streams.settings import Settings
 from streams.validation import BoardConfigIn, ScoreEntryIn, parse_time
 
@@ -394,7 +394,7 @@ def create_app(
         await loop.run_in_executor(None, st.view.start)
         await st.view.sync(10)
         st.producer = LeaderboardProducer(settings)
-        st.admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
+        st.admin = kafka_admin(settings)
         st.feed = RankFeed(
             settings,
             st.client,
@@ -533,7 +533,7 @@ def create_app(
             await asyncio.wait_for(client.ping(), 3)
 
         async def postgres() -> None:
-            conn = await psycopg.AsyncConnection.connect(settings.postgres_dsn, connect_timeout=3)
+            conn = await pg_connect_async(settings, connect_timeout=3)
             async with conn:
                 await conn.execute("SELECT 1")
 

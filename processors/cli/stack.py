@@ -8,7 +8,7 @@ import time
 import click
 from rich.console import Console
 
-from processors import stack as local_stack
+from infra import stack as local_stack
 from streams.settings import get_settings
 
 

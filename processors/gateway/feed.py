@@ -1,0 +1,483 @@
+"""The gateway's rank-change feed: one consumer per gateway, versioned deltas per subscriber."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis.asyncio as aioredis
+from confluent_kafka import KafkaError, TopicPartition
+
+from processors.bootstrap import get_codec, kafka_consumer
+from projections.push import (
+    change_json,
+    current_period,
+    read_participant,
+    read_top,
+)
+from streams import rules
+from streams.errors import DecodeError
+from streams.events import LeaderboardConfigured, RankChange, RankChanged
+from streams.settings import Settings
+
+__all__ = ["Board", "RankFeed", "Subscriber", "now_iso"]
+
+log = logging.getLogger(__name__)
+
+
+_RESYNC = object()
+_CLOSE = object()
+
+
+@dataclass(eq=False)
+class Subscriber:
+    """One WebSocket subscription: its view, its version and its bounded outgoing queue."""
+
+    board: str
+    mode: str
+    n: int = 0
+    participant_id: str | None = None
+    queue_size: int = 256
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    version: int = 0
+    period: str = rules.ALL_TIME
+    rank: int | None = None
+    score: int | None = None
+    syncing: bool = True
+    backlog: list[RankChanged] = field(default_factory=list)
+    pending: list[dict[str, Any]] = field(default_factory=list)
+    flush_handle: asyncio.TimerHandle | None = None
+    queue: asyncio.Queue[Any] = field(init=False)
+    overflows: int = 0
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.queue_size)
+
+    def describe(self) -> str:
+        """Short text for log lines."""
+        what = f"top {self.n}" if self.mode == "top" else f"track {self.participant_id!r}"
+        return f"{self.id} {self.board} {what}"
+
+
+@dataclass(eq=False)
+class Board:
+    """The feed's state for one board: recent records (contiguous versions) and subscribers."""
+
+    history: deque[RankChanged]
+    last_version: int = 0
+    subscribers: set[Subscriber] = field(default_factory=set)
+
+
+ConfigLookup = Callable[[str], LeaderboardConfigured | None]
+Counter = Callable[[str], None]
+
+
+class RankFeed:
+    """Consumes the rank-change topic (every partition, from its end, outside any group).
+
+    Every gateway instance runs its own feed, so every instance sees every change. Records
+    arrive on the event loop from a reader thread; per board the feed keeps the last
+    ``history`` records (contiguous versions) so a reconnecting client can be sent what it
+    missed, and fans each record out to the board's subscribers.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        client: aioredis.Redis,
+        configs: ConfigLookup,
+        *,
+        history: int = 500,
+        window_s: float = 0.05,
+        queue_size: int = 256,
+        on_push: Counter | None = None,
+    ) -> None:
+        if not 0 < window_s <= 0.1:
+            raise ValueError("window_s must be in (0, 0.1]")
+        self.settings = settings
+        self.client = client
+        self.configs = configs
+        self.topic = settings.topic(settings.rank_changes_topic)
+        self.codec = get_codec(settings)
+        self.history_size = history
+        self.window_s = window_s
+        self.queue_size = queue_size
+        self.on_push = on_push or (lambda kind: None)
+        self.boards: dict[str, Board] = {}
+        self.waiters: dict[str, list[asyncio.Future[RankChange]]] = {}
+        self.records = 0
+        self.lag = 0
+        self.delay_s = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._consumer: Any = None
+        self._ready = threading.Event()
+        self._error: str | None = None
+
+    # ------------------------------------------------------------------ consumer thread
+    def start(self) -> None:
+        """Assign every partition at its current end and start the reader thread."""
+        self._loop = asyncio.get_running_loop()
+        consumer = kafka_consumer(
+            self.settings,
+            **{
+                "group.id": f"gateway-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.partition.eof": False,
+                "fetch.wait.max.ms": 20,
+                "fetch.min.bytes": 1,
+            },
+        )
+        meta = consumer.list_topics(self.topic, timeout=10)
+        tmeta = meta.topics.get(self.topic)
+        if tmeta is None or tmeta.error is not None or not tmeta.partitions:
+            consumer.close()
+            raise RuntimeError(
+                f"topic {self.topic} does not exist: run `leaderboard topics create`"
+            )
+        assignment = []
+        for p in tmeta.partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
+            assignment.append(TopicPartition(self.topic, p, high))
+        consumer.assign(assignment)
+        self._consumer = consumer
+        self._thread = threading.Thread(target=self._run, name="rank-feed", daemon=True)
+        self._thread.start()
+        self._ready.set()
+
+    def stop(self) -> None:
+        """Stop the reader thread and close every subscriber."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        for board in self.boards.values():
+            for sub in list(board.subscribers):
+                self._put_control(sub, _CLOSE)
+
+    @property
+    def running(self) -> bool:
+        """True while the reader thread is alive."""
+        return self._thread is not None and self._thread.is_alive()
+
+    def _run(self) -> None:
+        consumer = self._consumer
+        last_lag = 0.0
+        try:
+            while not self._stop.is_set():
+                for msg in consumer.consume(500, timeout=0.1):
+                    err = msg.error()
+                    if err is not None:
+                        if err.code() != KafkaError._PARTITION_EOF:
+                            log.warning("rank-change topic: %s", err)
+                        continue
+                    value = msg.value()
+                    if value is None:
+                        continue
+                    try:
+                        record = self.codec.decode_as(value, RankChanged)
+                    except DecodeError as exc:
+                        log.warning("rank-change record skipped: %s", exc)
+                        continue
+                    _, ts = msg.timestamp()
+                    if ts > 0:
+                        self.delay_s = max(0.0, time.time() - ts / 1000)
+                    loop = self._loop
+                    if loop is not None and not loop.is_closed():
+                        loop.call_soon_threadsafe(self._on_record, record)
+                now = time.monotonic()
+                if now - last_lag > 5:
+                    last_lag = now
+                    self.lag = self._measure_lag(consumer)
+        except Exception:  # the thread must report, not vanish silently
+            log.exception("rank-change reader stopped")
+            self._error = "rank-change reader stopped"
+        finally:
+            consumer.close()
+
+    def _measure_lag(self, consumer: Any) -> int:
+        lag = 0
+        try:
+            for tp in consumer.position(consumer.assignment()):
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
+                if tp.offset >= 0 and high >= 0:
+                    lag += max(0, high - tp.offset)
+        except Exception as exc:  # metrics only: never stop reading for them
+            log.debug("lag measurement failed: %s", exc)
+        return lag
+
+    # ------------------------------------------------------------------ event loop side
+    def board(self, name: str) -> Board:
+        """The feed state of ``name`` (created on first use)."""
+        found = self.boards.get(name)
+        if found is None:
+            found = self.boards[name] = Board(deque(maxlen=self.history_size))
+        return found
+
+    def wait_for(self, event_id: str) -> asyncio.Future[RankChange]:
+        """A future resolved with the first rank change of ``event_id`` the feed sees."""
+        fut: asyncio.Future[RankChange] = asyncio.get_running_loop().create_future()
+        self.waiters.setdefault(event_id, []).append(fut)
+        return fut
+
+    def forget(self, event_id: str, fut: asyncio.Future[RankChange]) -> None:
+        """Drop a waiter (time-out or cancelled request)."""
+        futs = self.waiters.get(event_id)
+        if futs and fut in futs:
+            futs.remove(fut)
+            if not futs:
+                del self.waiters[event_id]
+
+    def _on_record(self, record: RankChanged) -> None:
+        self.records += 1
+        if self.waiters:
+            for c in record.changes:
+                for fut in self.waiters.pop(c.event_id, ()):
+                    if not fut.done():
+                        fut.set_result(c)
+        board = self.board(record.leaderboard_id)
+        if record.version_to <= board.last_version:
+            return  # a republished record (at-least-once): already seen
+        if board.last_version and record.version_from > board.last_version + 1:
+            log.info(
+                "%s: versions %d..%d missing from the feed",
+                record.leaderboard_id,
+                board.last_version + 1,
+                record.version_from - 1,
+            )
+            board.history.clear()
+        elif record.version_from <= board.last_version:
+            keep = tuple(c for c in record.changes if c.version > board.last_version)
+            record = RankChanged(
+                record.leaderboard_id,
+                board.last_version + 1,
+                record.version_to,
+                keep,
+                record.periods_ended,
+            )
+        board.history.append(record)
+        board.last_version = record.version_to
+        for sub in list(board.subscribers):
+            if sub.syncing:
+                sub.backlog.append(record)
+                if len(sub.backlog) > self.history_size:
+                    sub.backlog.clear()
+                    self.resync(sub)
+            else:
+                self._apply(sub, (record,))
+
+    # ------------------------------------------------------------------ subscribers
+    def subscribe(self, sub: Subscriber, since_version: int | None = None) -> None:
+        """Register ``sub``; resume from ``since_version`` if history allows, else snapshot."""
+        board = self.board(sub.board)
+        board.subscribers.add(sub)
+        period = self._period_hint(sub.board, board)
+        if (
+            sub.mode == "top"
+            and since_version is not None
+            and period is not None
+            and board.history
+            and board.history[0].version_from <= since_version + 1
+            and since_version <= board.last_version
+        ):
+            sub.version = since_version
+            sub.syncing = False
+            sub.period = period
+            self._apply(sub, board.history)
+            if not sub.syncing:
+                if sub.flush_handle is not None:
+                    sub.flush_handle.cancel()
+                # Send now, even if empty: the client learns it is up to date at this version.
+                self._emit(sub, force=True)
+            return
+        self.resync(sub)
+
+    def _period_hint(self, name: str, board: Board) -> str | None:
+        cfg = self.configs(name)
+        if cfg is None:
+            return None
+        if cfg.reset_period.value == "none":
+            return rules.ALL_TIME
+        periods = [c.period for rec in board.history for c in rec.changes]
+        return max(periods) if periods else None
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        """Forget ``sub`` (its connection closed)."""
+        board = self.boards.get(sub.board)
+        if board is not None:
+            board.subscribers.discard(sub)
+        if sub.flush_handle is not None:
+            sub.flush_handle.cancel()
+            sub.flush_handle = None
+
+    def subscriber_count(self) -> int:
+        """Subscribers across every board."""
+        return sum(len(b.subscribers) for b in self.boards.values())
+
+    def resync(self, sub: Subscriber) -> None:
+        """Drop whatever ``sub`` has queued and have its sender send a fresh snapshot."""
+        sub.syncing = True
+        sub.pending.clear()
+        if sub.flush_handle is not None:
+            sub.flush_handle.cancel()
+            sub.flush_handle = None
+        self._put_control(sub, _RESYNC)
+
+    def _put_control(self, sub: Subscriber, marker: object) -> None:
+        while True:
+            try:
+                sub.queue.put_nowait(marker)
+                return
+            except asyncio.QueueFull:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    sub.queue.get_nowait()
+
+    async def snapshot(self, sub: Subscriber) -> dict[str, Any]:
+        """Read ``sub``'s view from Redis, replay what arrived meanwhile, return the message."""
+        cfg = self.configs(sub.board)
+        if cfg is None:
+            raise LookupError(sub.board)
+        period = await current_period(self.client, cfg)
+        if sub.mode == "top":
+            snap = await read_top(self.client, cfg, period, 0, sub.n)
+        else:
+            assert sub.participant_id is not None
+            snap = await read_participant(self.client, cfg, period, sub.participant_id)
+            sub.rank = snap.entries[0]["rank"] if snap.entries else None
+            sub.score = snap.entries[0]["score"] if snap.entries else None
+        # No await from here on: the backlog replay and the switch to live are atomic.
+        sub.version = snap.version
+        sub.period = period
+        sub.syncing = False
+        backlog, sub.backlog = sub.backlog, []
+        self._apply(sub, backlog)
+        self.on_push("snapshot")
+        return {
+            "type": "snapshot",
+            "mode": sub.mode,
+            "version": snap.version,
+            "period": period,
+            "count": snap.count,
+            "entries": snap.entries,
+        }
+
+    def _apply(self, sub: Subscriber, records: Iterable[RankChanged]) -> None:
+        """Filter records into ``sub``'s pending delta (or resync it) and schedule a flush."""
+        for record in records:
+            if record.version_to <= sub.version:
+                continue
+            for c in record.changes:
+                if c.version <= sub.version:
+                    continue
+                if c.version > sub.version + 1:
+                    self.resync(sub)  # a gap: the client cannot apply what follows
+                    return
+                sub.version = c.version
+                if c.period != sub.period:
+                    if c.period > sub.period:
+                        self.resync(sub)  # a new period started: show its standings
+                        return
+                    continue
+                if sub.mode == "top":
+                    if not self._top_change(sub, c):
+                        self.resync(sub)
+                        return
+                else:
+                    self._track_change(sub, c)
+            sub.version = max(sub.version, record.version_to)
+        if sub.pending and sub.flush_handle is None and self._loop is not None:
+            sub.flush_handle = self._loop.call_later(self.window_s, self._emit, sub)
+
+    def _top_change(self, sub: Subscriber, c: RankChange) -> bool:
+        """Add ``c`` if it is inside the top ``n``; False if the client needs a snapshot."""
+        was_in = c.old_rank is not None and c.old_rank <= sub.n
+        now_in = c.new_rank <= sub.n
+        if was_in and not now_in:
+            return False  # someone the client has never seen moves into row n
+        if was_in or now_in:
+            sub.pending.append(change_json(c))
+        return True
+
+    def _track_change(self, sub: Subscriber, c: RankChange) -> None:
+        """Follow the tracked participant's rank through its own and others' moves."""
+        if c.participant_id == sub.participant_id:
+            sub.rank, sub.score = c.new_rank, c.new_score
+            sub.pending.append(change_json(c))
+            return
+        r = sub.rank
+        if r is None:
+            return
+        if (c.old_rank is None or c.old_rank > r) and c.new_rank <= r:
+            new = r + 1  # passed by c
+        elif c.old_rank is not None and c.old_rank < r <= c.new_rank:
+            new = r - 1  # c fell behind
+        else:
+            return
+        sub.rank = new
+        sub.pending.append(
+            {
+                "participant_id": sub.participant_id,
+                "old_rank": r,
+                "new_rank": new,
+                "old_score": sub.score,
+                "new_score": sub.score,
+                "period": c.period,
+                "version": c.version,
+                "by": c.participant_id,
+            }
+        )
+
+    def _emit(self, sub: Subscriber, *, force: bool = False) -> None:
+        sub.flush_handle = None
+        if sub.syncing or (not sub.pending and not force):
+            return
+        msg = {
+            "type": "delta",
+            "version": sub.version,
+            "period": sub.period,
+            "changes": sub.pending,
+        }
+        sub.pending = []
+        try:
+            sub.queue.put_nowait(msg)
+        except asyncio.QueueFull:
+            sub.overflows += 1
+            log.info("subscriber %s is slow: queue full, resync", sub.describe())
+            while not sub.queue.empty():
+                sub.queue.get_nowait()
+            self.resync(sub)
+
+    async def serve(
+        self,
+        sub: Subscriber,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        *,
+        send_timeout_s: float = 10.0,
+    ) -> None:
+        """Send ``sub``'s queue until it is closed; a send slower than the limit ends it."""
+        while True:
+            item = await sub.queue.get()
+            if item is _CLOSE:
+                return
+            if item is _RESYNC:
+                if not sub.syncing:
+                    continue  # superseded by a snapshot already sent
+                msg = await self.snapshot(sub)
+            else:
+                msg = item
+                self.on_push("delta")
+            await asyncio.wait_for(send(msg), send_timeout_s)
+
+
+def now_iso() -> str:
+    """The wall clock as ISO-8601 UTC (heartbeat messages)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
