@@ -35,14 +35,13 @@ import redis.asyncio as aioredis
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
-from processors.bootstrap import get_codec
+from processors.bootstrap import audit_writer, get_codec
 from processors.kafka.admin import create_topics
 from processors.kafka.producer import LeaderboardProducer, client_config
 from processors.replay import replay_board
 from processors.workers.projector import Projector, RawRecord
 from projections.keys import BoardKeys
 from projections.store import RankingStore, SourceRecord
-from sinks.audit import AuditWriter
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -1134,7 +1133,7 @@ async def load_big_board(
     redis_s = pg_s = 0.0
     entries = 0
     try:
-        async with AuditWriter(settings.postgres_dsn) as writer:
+        async with audit_writer(settings) as writer:
             for start in range(0, len(matches), 500):
                 recs = [
                     SourceRecord(part, start + i, m)

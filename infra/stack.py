@@ -28,8 +28,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from processors.bootstrap import migrate_database
 from processors.kafka.admin import create_topics
-from sinks.migrate import migrate
 from streams.errors import LeaderboardError, ServiceUnavailable
 from streams.settings import PROJECT_ROOT, Settings
 
@@ -1093,7 +1093,7 @@ def run_setup_hooks(settings: Settings, progress: Progress = _noop) -> None:
     """Apply database migrations and create topics."""
     progress("postgres: applying migrations")
     try:
-        applied = migrate(settings.postgres_dsn)
+        applied = migrate_database(settings)
     except LeaderboardError:
         raise
     except Exception as exc:

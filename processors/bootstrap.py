@@ -7,7 +7,8 @@ switch, the Schema Registry URL) is read in one place and honoured by every proc
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -17,7 +18,10 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from projections.redis_client import RedisClient, is_cluster
+from sinks.audit import AuditWriter
+from sinks.migrate import migrate
 from streams.codec import Codec, SingleObjectCodec
+from streams.errors import ServiceUnavailable
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -25,6 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "RedisClient",
+    "audit_writer",
     "client_config",
     "cluster_url",
     "faust_app",
@@ -35,8 +40,10 @@ __all__ = [
     "kafka_consumer",
     "kafka_producer",
     "make_client",
+    "migrate_database",
     "pg_connect",
     "pg_connect_async",
+    "postgres",
     "sync_redis",
 ]
 
@@ -192,3 +199,42 @@ async def pg_connect_async(
     """An asyncio PostgreSQL connection on the configured DSN (or an explicit DSN)."""
     dsn = settings if isinstance(settings, str) else settings.postgres_dsn
     return await psycopg.AsyncConnection.connect(dsn, **options)
+
+
+def _dsn(settings: Settings | str) -> str:
+    return settings if isinstance(settings, str) else settings.postgres_dsn
+
+
+@contextmanager
+def postgres(
+    settings: Settings | str, *, connect_timeout: int = 10
+) -> Iterator[psycopg.Connection[tuple[object, ...]]]:
+    """An autocommit connection, closed on exit; an unreachable server is one clear error."""
+    try:
+        conn = psycopg.connect(_dsn(settings), autocommit=True, connect_timeout=connect_timeout)
+    except psycopg.OperationalError as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else type(exc).__name__
+        raise ServiceUnavailable(
+            f"PostgreSQL is unreachable ({first}); start it with `leaderboard stack up`"
+        ) from exc
+    with conn:
+        yield conn
+
+
+def migrate_database(settings: Settings | str) -> list[str]:
+    """Apply the pending SQL migrations (infra/migrations) to the configured database."""
+    with postgres(settings) as conn:
+        return migrate(conn)
+
+
+def audit_writer(settings: Settings | str, *, connect_timeout: float = 5.0) -> AuditWriter:
+    """The audit writer on the configured database; it reconnects through this factory."""
+    dsn = _dsn(settings)
+
+    async def connect() -> psycopg.AsyncConnection[tuple[object, ...]]:
+        return await psycopg.AsyncConnection.connect(
+            dsn, autocommit=True, connect_timeout=max(1, int(connect_timeout))
+        )
+
+    return AuditWriter(connect)

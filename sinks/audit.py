@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -15,6 +15,9 @@ from streams.events import RankChanged
 __all__ = ["AUDIT_COLUMNS", "AuditWriter", "months_between"]
 
 log = logging.getLogger(__name__)
+
+#: Opens a new autocommit connection to the audit database.
+Connect = Callable[[], Awaitable[psycopg.AsyncConnection[tuple[object, ...]]]]
 
 #: Columns written per RankChange, in COPY order (``occurred_ms`` becomes ``occurred_at``).
 AUDIT_COLUMNS = (
@@ -104,9 +107,9 @@ class AuditWriter:
     transaction of their own. A broken connection is dropped and reopened on the next call.
     """
 
-    def __init__(self, dsn: str, *, connect_timeout: float = 5.0) -> None:
-        self.dsn = dsn
-        self.connect_timeout = connect_timeout
+    def __init__(self, connect: Connect) -> None:
+        """``connect`` opens an autocommit connection (processors/bootstrap.py builds it)."""
+        self.connect = connect
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._months: set[tuple[int, int]] = set()
 
@@ -193,9 +196,7 @@ class AuditWriter:
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
-            conn = await psycopg.AsyncConnection.connect(
-                self.dsn, autocommit=True, connect_timeout=max(1, int(self.connect_timeout))
-            )
+            conn = await self.connect()
             await conn.execute(_CREATE_STAGE)
             self._conn = conn
         return self._conn

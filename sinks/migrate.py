@@ -9,7 +9,7 @@ from pathlib import Path
 
 import psycopg
 
-from streams.errors import ServiceUnavailable, ValidationError
+from streams.errors import ValidationError
 from streams.settings import PROJECT_ROOT
 
 __all__ = ["MIGRATIONS_DIR", "Migration", "applied_versions", "migrate", "pending_migrations"]
@@ -66,48 +66,40 @@ def applied_versions(conn: psycopg.Connection[tuple[object, ...]]) -> set[str]:
     return {str(r[0]) for r in conn.execute("SELECT version FROM schema_migrations")}
 
 
-def pending_migrations(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[Migration]:
-    """Migrations not applied yet to the database at ``dsn``."""
-    with _connect(dsn) as conn:
-        done = applied_versions(conn)
+def pending_migrations(
+    conn: psycopg.Connection[tuple[object, ...]], directory: Path = MIGRATIONS_DIR
+) -> list[Migration]:
+    """Migrations not applied yet to the database behind ``conn``."""
+    done = applied_versions(conn)
     return [m for m in discover(directory) if m.version not in done]
 
 
-def migrate(dsn: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def migrate(
+    conn: psycopg.Connection[tuple[object, ...]], directory: Path = MIGRATIONS_DIR
+) -> list[str]:
     """Apply pending migrations in order, each in its own transaction; return their versions.
 
     Idempotent and safe under concurrent callers: a session advisory lock serialises them,
-    and the applied set is read after the lock is held.
+    and the applied set is read after the lock is held. ``conn`` must be in autocommit mode.
     """
     migrations = discover(directory)
     applied: list[str] = []
-    with _connect(dsn) as conn:
-        conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
-        try:
-            conn.execute(_CREATE_TABLE)
-            done = applied_versions(conn)
-            for mig in migrations:
-                if mig.version in done:
-                    continue
-                sql = mig.path.read_text(encoding="utf-8")
-                log.info("applying migration %s_%s", mig.version, mig.name)
-                with conn.transaction():
-                    conn.execute(sql.encode())
-                    conn.execute(
-                        "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
-                        (mig.version, mig.name),
-                    )
-                applied.append(mig.version)
-        finally:
-            conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
-    return applied
-
-
-def _connect(dsn: str) -> psycopg.Connection[tuple[object, ...]]:
+    conn.execute("SELECT pg_advisory_lock(%s)", (_LOCK_KEY,))
     try:
-        return psycopg.connect(dsn, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ServiceUnavailable(
-            f"PostgreSQL is unreachable ({first}); start it with `leaderboard stack up`"
-        ) from exc
+        conn.execute(_CREATE_TABLE)
+        done = applied_versions(conn)
+        for mig in migrations:
+            if mig.version in done:
+                continue
+            sql = mig.path.read_text(encoding="utf-8")
+            log.info("applying migration %s_%s", mig.version, mig.name)
+            with conn.transaction():
+                conn.execute(sql.encode())
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, name) VALUES (%s, %s)",
+                    (mig.version, mig.name),
+                )
+            applied.append(mig.version)
+    finally:
+        conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
+    return applied

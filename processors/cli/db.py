@@ -9,11 +9,10 @@ from typing import Any
 import click
 import psycopg
 
-from processors.bootstrap import pg_connect
+from processors.bootstrap import migrate_database, postgres
 from sinks import history as hist
-from sinks.migrate import migrate as run_migrate
 from sinks.migrate import pending_migrations
-from streams.errors import LeaderboardError, ServiceUnavailable
+from streams.errors import LeaderboardError
 from streams.settings import get_settings
 
 __all__ = ["COMMANDS", "PeriodNotClosed"]
@@ -25,16 +24,8 @@ class PeriodNotClosed(LeaderboardError):
 
 @contextmanager
 def _connect() -> Iterator[psycopg.Connection[Any]]:
-    dsn = get_settings().postgres_dsn
     try:
-        conn = pg_connect(dsn, autocommit=True, connect_timeout=10)
-    except psycopg.OperationalError as exc:
-        raise ServiceUnavailable(
-            "PostgreSQL is unreachable at the configured LEADERBOARD_POSTGRES_DSN; "
-            "start it with `leaderboard stack up`"
-        ) from exc
-    try:
-        with conn:
+        with postgres(get_settings()) as conn:
             yield conn
     except psycopg.errors.UndefinedTable as exc:
         raise LeaderboardError(
@@ -51,15 +42,15 @@ def db() -> None:
 @click.option("--dry-run", is_flag=True, help="List pending migrations without applying them.")
 def migrate(dry_run: bool) -> None:
     """Apply pending SQL migrations from infra/migrations (idempotent)."""
-    dsn = get_settings().postgres_dsn
     if dry_run:
-        pending = pending_migrations(dsn)
+        with postgres(get_settings()) as conn:
+            pending = pending_migrations(conn)
         for mig in pending:
             click.echo(f"pending {mig.version} {mig.name}")
         if not pending:
             click.echo("up to date")
         return
-    applied = run_migrate(dsn)
+    applied = migrate_database(get_settings())
     for version in applied:
         click.echo(f"applied {version}")
     if not applied:

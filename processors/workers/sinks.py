@@ -15,7 +15,14 @@ import psycopg
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from processors.bootstrap import faust_app, get_codec, make_client, pg_connect
+from processors.bootstrap import (
+    audit_writer,
+    faust_app,
+    get_codec,
+    make_client,
+    migrate_database,
+    pg_connect,
+)
 from processors.kafka.producer import LeaderboardProducer
 from processors.workers.batching import RawRecord, consume_batches, raw_records
 from projections.store import RankingStore
@@ -99,7 +106,7 @@ class SinkProcessor:
     ) -> None:
         self.settings = settings
         self.codec = get_codec(settings)
-        self.writer = writer or AuditWriter(settings.postgres_dsn)
+        self.writer = writer or audit_writer(settings)
         self.store = store or RankingStore(make_client(settings), grace_ms=settings.period_grace_ms)
         self.producer = producer or LeaderboardProducer(settings, codec=self.codec)
         self.max_delay = max_delay
@@ -387,9 +394,7 @@ def create_app(settings: Settings) -> faust.App:
 
 def run_sinks_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the sinks worker in the foreground until interrupted (migrates the schema first)."""
-    from sinks.migrate import migrate
-
-    applied = migrate(settings.postgres_dsn)
+    applied = migrate_database(settings)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
     app = create_app(settings)

@@ -21,7 +21,7 @@ import pytest
 import websockets
 from websockets.asyncio.client import ClientConnection
 
-from sinks.migrate import migrate
+from processors.bootstrap import migrate_database
 from streams.settings import Settings
 from tests.integration.conftest import ARTIFACTS, Pipeline, wait_until
 
@@ -131,7 +131,7 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 @pytest.fixture(scope="module")
 def gateway(stack: Settings) -> Iterator[Gateway]:
     """One pipeline with a projector, a sinks worker and a gateway for the whole module."""
-    migrate(stack.postgres_dsn)
+    migrate_database(stack.postgres_dsn)
     p = Pipeline(stack, f"g{uuid.uuid4().hex[:8]}")
     p.env["LEADERBOARD_PERIOD_GRACE_MS"] = "0"
     p.start_worker("projector")

@@ -12,9 +12,9 @@ from datetime import UTC, datetime
 import psycopg
 import pytest
 
+from processors.bootstrap import audit_writer, migrate_database
 from sinks import history, registry, snapshots
-from sinks.audit import AuditWriter, months_between
-from sinks.migrate import migrate
+from sinks.audit import months_between
 from streams import rules
 from streams.events import (
     LeaderboardConfigured,
@@ -58,7 +58,7 @@ def record(board: str, changes: list[RankChange]) -> RankChanged:
 
 @pytest.fixture(scope="module")
 def dsn(stack: Settings) -> str:
-    migrate(stack.postgres_dsn)
+    migrate_database(stack.postgres_dsn)
     return stack.postgres_dsn
 
 
@@ -89,8 +89,8 @@ def audit_partitions(conn: psycopg.Connection, prefix: str) -> set[str]:
 
 
 def test_migrate_is_idempotent(dsn: str) -> None:
-    assert migrate(dsn) == []
-    assert migrate(dsn) == []
+    assert migrate_database(dsn) == []
+    assert migrate_database(dsn) == []
 
 
 def test_migrate_concurrent_callers_on_fresh_schema(dsn: str) -> None:
@@ -103,7 +103,7 @@ def test_migrate_concurrent_callers_on_fresh_schema(dsn: str) -> None:
 
     def run() -> None:
         try:
-            results.append(migrate(scoped))
+            results.append(migrate_database(scoped))
         except BaseException as exc:
             errors.append(exc)
 
@@ -126,7 +126,7 @@ def test_migrate_concurrent_callers_on_fresh_schema(dsn: str) -> None:
 async def test_audit_partitions_for_every_month_including_new_month_mid_run(
     dsn: str, board: str, far_year: int
 ) -> None:
-    async with AuditWriter(dsn) as writer:
+    async with audit_writer(dsn) as writer:
         first = [change(v, ms(far_year, 3, 1 + v)) for v in range(1, 11)]
         assert await writer.write([record(board, first)]) == 10
         # a new month appears mid-run, spanning two months within one batch
@@ -160,7 +160,7 @@ async def test_redelivered_batch_adds_no_duplicates(dsn: str, board: str) -> Non
         record(board, [change(v, base + v * 1000, offset=v) for v in range(i * 5 + 1, i * 5 + 6)])
         for i in range(6)
     ]
-    async with AuditWriter(dsn) as writer:
+    async with audit_writer(dsn) as writer:
         assert await writer.write(records[:4]) == 20
         # redelivery: overlapping batch, and one record twice in the same batch
         assert await writer.write(records[2:] + records[5:]) == 10
@@ -183,7 +183,7 @@ async def test_redelivered_batch_adds_no_duplicates(dsn: str, board: str) -> Non
 
 
 async def test_audit_writer_reconnects_after_connection_loss(dsn: str, board: str) -> None:
-    async with AuditWriter(dsn) as writer:
+    async with audit_writer(dsn) as writer:
         assert await writer.write([record(board, [change(1, ms(2026, 10, 1))])]) == 1
         conn = writer._conn
         assert conn is not None

@@ -13,12 +13,10 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
-from processors.bootstrap import get_codec
+from processors.bootstrap import audit_writer, get_codec, migrate_database
 from processors.kafka.producer import LeaderboardProducer, read_to_end
 from processors.workers.sinks import RawRecord, SinkProcessor
 from projections.store import RankingStore
-from sinks.audit import AuditWriter
-from sinks.migrate import migrate
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -96,7 +94,7 @@ def project(
 def test_month_boundary_snapshot_and_audit(pipeline: Pipeline) -> None:
     """A month boundary closes October with the live checksum; every entry is audited once."""
     s = pipeline.settings
-    migrate(s.postgres_dsn)
+    migrate_database(s.postgres_dsn)
     board = f"sink-{uuid.uuid4().hex[:8]}"
     cfg = LeaderboardConfigured(board, SortOrder.DESC, Operator.BEST, ResetPeriod.MONTHLY)
     with LeaderboardProducer(s, config={"compression.type": "none"}) as prod:
@@ -220,7 +218,7 @@ def changes(board: str, first: int, n: int, at: int) -> RankChanged:
 @pytest.mark.faults
 async def test_postgres_outage_loses_and_duplicates_nothing(stack: Settings) -> None:
     """PostgreSQL unreachable for 20 s mid-stream: the sink retries, then catches up exactly."""
-    migrate(stack.postgres_dsn)
+    migrate_database(stack.postgres_dsn)
     host, port = "127.0.0.1", stack.postgres_port
     proxy = Proxy(host, port)
     await proxy.start()
@@ -229,7 +227,7 @@ async def test_postgres_outage_loses_and_duplicates_nothing(stack: Settings) -> 
     codec = get_codec(stack)
     proc = SinkProcessor(
         stack,
-        writer=AuditWriter(dsn, connect_timeout=2),
+        writer=audit_writer(dsn, connect_timeout=2),
         producer=FakeProducer(),  # type: ignore[arg-type]
         max_delay=2.0,
     )
@@ -278,7 +276,7 @@ async def test_postgres_outage_loses_and_duplicates_nothing(stack: Settings) -> 
 
 async def test_undecodable_and_foreign_records_are_dead_lettered(stack: Settings) -> None:
     """Bad bytes and a wrong event type go to the dead-letter topic; the rest is written."""
-    migrate(stack.postgres_dsn)
+    migrate_database(stack.postgres_dsn)
     board = f"dlq-{uuid.uuid4().hex[:8]}"
     codec = get_codec(stack)
     fake = FakeProducer()
@@ -301,7 +299,7 @@ async def test_undecodable_and_foreign_records_are_dead_lettered(stack: Settings
 
 async def test_registry_agent_upserts_and_feeds_period_close(stack: Settings) -> None:
     """Configs land in the registry; a restarted processor learns them from the table."""
-    migrate(stack.postgres_dsn)
+    migrate_database(stack.postgres_dsn)
     board = f"reg-{uuid.uuid4().hex[:8]}"
     codec = get_codec(stack)
     cfg = LeaderboardConfigured(
@@ -318,7 +316,7 @@ async def test_registry_agent_upserts_and_feeds_period_close(stack: Settings) ->
 
 async def test_close_period_is_repeatable(stack: Settings) -> None:
     """Closing twice writes once and publishes the stored checksum both times."""
-    migrate(stack.postgres_dsn)
+    migrate_database(stack.postgres_dsn)
     board = f"cls-{uuid.uuid4().hex[:8]}"
     cfg = LeaderboardConfigured(board, SortOrder.DESC, reset_period=ResetPeriod.MONTHLY)
     client = aioredis.Redis.from_url(stack.redis_url)
