@@ -7,7 +7,21 @@ import sys
 
 import click
 
-from processors.cli import bench, db, demo, events, gateway, query, replay, stack, worker
+from processors.cli import (
+    bench,
+    boards,
+    db,
+    demo,
+    dlq,
+    gateway,
+    produce,
+    query,
+    replay,
+    simulate,
+    stack,
+    topics,
+    worker,
+)
 from streams.errors import LeaderboardError
 
 
@@ -23,7 +37,8 @@ def cli(verbose: int) -> None:
 
 
 def _register() -> None:
-    for module in (stack, db, events, worker, query, replay, gateway, bench, demo):
+    modules = (stack, db, topics, boards, produce, simulate, dlq, worker, query, replay)
+    for module in (*modules, gateway, bench, demo):
         for command in module.COMMANDS:
             cli.add_command(command)
 

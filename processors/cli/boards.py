@@ -1,0 +1,163 @@
+"""``leaderboard boards``: create, list and close leaderboards (the compacted config topic)."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import replace
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from processors.cli.common import OPERATORS, config_topic, fmt_ms, parse_meta, time_option, wall_ms
+from processors.kafka.admin import require_topics
+from processors.kafka.producer import LeaderboardProducer, read_boards
+from streams.errors import LeaderboardError, UnknownLeaderboard
+from streams.events import (
+    BoardStatus,
+    LeaderboardConfigured,
+    ResetPeriod,
+    SortOrder,
+)
+from streams.settings import get_settings
+from streams.validation import parse_board
+
+logger = logging.getLogger(__name__)
+
+
+@click.group()
+def boards() -> None:
+    """Create, list and close leaderboards (the compacted configuration topic)."""
+
+
+@boards.command("create")
+@click.argument("board_id")
+@click.option(
+    "--sort",
+    "sort_order",
+    type=click.Choice([s.value for s in SortOrder]),
+    help="desc: higher ranks first; asc: lower ranks first.  [default: desc]",
+)
+@click.option(
+    "--operator",
+    type=click.Choice(OPERATORS),
+    help="How entries combine with the stored score.  [default: best]",
+)
+@click.option(
+    "--period",
+    type=click.Choice([p.value for p in ResetPeriod]),
+    help="UTC reset period, by event time.  [default: none]",
+)
+@click.option(
+    "--top-n",
+    type=click.IntRange(0, 10_000),
+    help="Top size watched by entered/left_top_n notifications (0 = none).  [default: 0]",
+)
+@click.option("--starts-at", help="Tournament start (ISO-8601 or epoch ms), inclusive.")
+@click.option("--ends-at", help="Tournament end (ISO-8601 or epoch ms), exclusive.")
+@click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Board metadata; repeatable.")
+def boards_create(
+    board_id: str,
+    sort_order: str | None,
+    operator: str | None,
+    period: str | None,
+    top_n: int | None,
+    starts_at: str | None,
+    ends_at: str | None,
+    meta: tuple[str, ...],
+) -> None:
+    """Create leaderboard BOARD_ID, or update --top-n / --meta of an existing one.
+
+    Sort order, operator, period and window are fixed at creation: changing them on an existing
+    board is refused, because its stored scores were combined under the old rules. Options not
+    given keep the existing board's values.
+    """
+    settings = get_settings()
+    require_topics(settings, [config_topic(settings)])
+    existing = read_boards(settings).get(board_id)
+    base = existing or LeaderboardConfigured(board_id)
+    cfg = parse_board(
+        {
+            "leaderboard_id": board_id,
+            "sort_order": sort_order or base.sort_order,
+            "operator": operator or base.operator,
+            "reset_period": period or base.reset_period,
+            "watch_top_n": base.watch_top_n if top_n is None else top_n,
+            "starts_at": time_option(starts_at, "--starts-at") or base.starts_at,
+            "ends_at": time_option(ends_at, "--ends-at") or base.ends_at,
+            "metadata": {**base.metadata, **parse_meta(meta)},
+        },
+        configured_at=wall_ms(),
+    )
+    if existing is not None:
+        fixed = ("sort_order", "operator", "reset_period", "starts_at", "ends_at")
+        changed = [f for f in fixed if getattr(existing, f) != getattr(cfg, f)]
+        if changed:
+            raise click.UsageError(
+                f"board {board_id} exists with different {', '.join(changed)}; these are fixed at "
+                "creation: create a new board instead"
+            )
+        if existing.status is BoardStatus.CLOSED:
+            raise LeaderboardError(f"board {board_id} is closed; create a new board instead")
+    with LeaderboardProducer(settings) as producer:
+        producer.configure(cfg)
+    verb = "updated" if existing is not None else "created"
+    click.echo(
+        f"{verb} board {board_id}: sort {cfg.sort_order}, operator {cfg.operator}, "
+        f"period {cfg.reset_period}, top-n {cfg.watch_top_n}"
+    )
+
+
+@boards.command("list")
+def boards_list() -> None:
+    """Show every leaderboard with its rules and status."""
+    settings = get_settings()
+    found = read_boards(settings)
+    table = Table("board", "sort", "operator", "period", "top-n", "window", "status", "metadata")
+    for column in table.columns:
+        column.overflow = "fold"
+    for board_id in sorted(found):
+        cfg = found[board_id]
+        window = (
+            "-"
+            if cfg.starts_at is None and cfg.ends_at is None
+            else f"{fmt_ms(cfg.starts_at)} .. {fmt_ms(cfg.ends_at)}"
+        )
+        status = str(cfg.status)
+        if cfg.status is BoardStatus.CLOSED:
+            status += f" {fmt_ms(cfg.closed_at)}"
+        table.add_row(
+            board_id,
+            str(cfg.sort_order),
+            str(cfg.operator),
+            str(cfg.reset_period),
+            str(cfg.watch_top_n),
+            window,
+            status,
+            ", ".join(f"{k}={v}" for k, v in sorted(cfg.metadata.items())),
+        )
+    Console().print(table)
+    click.echo(f"{len(found)} board(s)", err=True)
+
+
+@boards.command("close")
+@click.argument("board_id")
+@click.option("--at", help="Event time from which scores are refused (ISO-8601 or ms); now.")
+def boards_close(board_id: str, at: str | None) -> None:
+    """Close leaderboard BOARD_ID: scores with event time at or after --at are dead-lettered."""
+    settings = get_settings()
+    existing = read_boards(settings).get(board_id)
+    if existing is None:
+        raise UnknownLeaderboard(f"unknown leaderboard {board_id!r}: see `leaderboard boards list`")
+    now = wall_ms()
+    closed_at = time_option(at, "--at") or now
+    cfg = replace(existing, status=BoardStatus.CLOSED, closed_at=closed_at, configured_at=now)
+    with LeaderboardProducer(settings) as producer:
+        producer.configure(cfg)
+    click.echo(f"closed board {board_id} from {fmt_ms(closed_at)}")
+
+
+# --- produce ------------------------------------------------------------------------------
+
+
+COMMANDS: list[click.Command] = [boards]
