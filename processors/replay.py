@@ -111,15 +111,6 @@ class CommittedProbe:
         self.consumer.close()
 
 
-def committed_offset(settings: Settings, partition: int) -> int:
-    """Next offset the live projector group will read on ``partition`` (0 if none)."""
-    probe = CommittedProbe(settings)
-    try:
-        return probe.offset(partition)
-    finally:
-        probe.close()
-
-
 class KafkaSource:
     """Reads one board's records from its partition of the score topic."""
 

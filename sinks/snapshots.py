@@ -12,7 +12,7 @@ from streams import rules
 from streams.errors import ValidationError
 from streams.events import ResetPeriod
 
-__all__ = ["is_closed", "write_period"]
+__all__ = ["write_period"]
 
 log = logging.getLogger(__name__)
 
@@ -25,14 +25,6 @@ _TYPES = ("text", "text", "timestamptz", "int4", "text", "int8")
 
 def _utc(ms: int) -> datetime:
     return datetime.fromtimestamp(ms / 1000, tz=UTC)
-
-
-def is_closed(conn: psycopg.Connection[tuple[object, ...]], board: str, period: str) -> bool:
-    """True if the (board, period) snapshot has been written."""
-    row = conn.execute(
-        "SELECT 1 FROM closed_periods WHERE leaderboard_id = %s AND period = %s", (board, period)
-    ).fetchone()
-    return row is not None
 
 
 def write_period(

@@ -15,14 +15,6 @@ class UnknownLeaderboard(LeaderboardError):
     """A record or request names a leaderboard that was never configured."""
 
 
-class LeaderboardClosed(LeaderboardError):
-    """A score arrived for a leaderboard (or a period of it) that is closed."""
-
-
-class OutsideWindow(LeaderboardError):
-    """A score's event time is outside the tournament's start/end window."""
-
-
 class DecodeError(LeaderboardError):
     """A record could not be decoded (bad bytes, unknown schema fingerprint)."""
 

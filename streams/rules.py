@@ -17,6 +17,8 @@ from streams.events import (
 
 #: Largest magnitude a score (stored or submitted) may have: Redis scores are doubles.
 MAX_EXACT = 2**53 - 1
+#: What a leaderboard id may look like (also enforced by the gateway's path parameters).
+BOARD_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 #: Period key of boards that never reset.
 ALL_TIME = "all"
 #: Marker for "this period never ends".

@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import pydantic
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
+from streams import rules
 from streams.errors import ValidationError
 from streams.events import (
     BoardStatus,
@@ -23,7 +24,6 @@ from streams.events import (
 )
 
 __all__ = [
-    "MAX_ABS_SCORE",
     "BoardConfigIn",
     "MatchResultIn",
     "ScoreEntryIn",
@@ -34,11 +34,9 @@ __all__ = [
     "parse_time",
 ]
 
-#: Largest |score| accepted: Redis scores are doubles, exact for integers below 2^53.
-MAX_ABS_SCORE = 2**53 - 1
 #: Event times must fit year 0001..9999 so that every period key is well formed.
 _MAX_MS = 253_402_300_799_999
-_BOARD_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+_BOARD_ID = re.compile(rules.BOARD_ID_PATTERN)
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 ParticipantId = Annotated[str, Field(min_length=1, max_length=128)]
@@ -108,10 +106,10 @@ class ScoreEntryIn(_Strict):
     @field_validator("score")
     @classmethod
     def _score(cls, value: int) -> int:
-        if abs(value) > MAX_ABS_SCORE:
+        if abs(value) > rules.MAX_EXACT:
             raise ValueError(
-                f"must satisfy |score| < 2^53, i.e. between {-MAX_ABS_SCORE} and "
-                f"{MAX_ABS_SCORE} (got {value})"
+                f"must satisfy |score| < 2^53, i.e. between {-rules.MAX_EXACT} and "
+                f"{rules.MAX_EXACT} (got {value})"
             )
         return value
 
@@ -278,10 +276,10 @@ def check_match(event: MatchResultSubmitted) -> None:
     for i, entry in enumerate(event.entries):
         if not 1 <= len(entry.participant_id) <= 128 or not entry.participant_id.strip():
             problems.append(f"entries[{i}].participant_id: must be 1 to 128 non-blank characters")
-        if abs(entry.score) > MAX_ABS_SCORE:
+        if abs(entry.score) > rules.MAX_EXACT:
             problems.append(
                 f"entries[{i}].score: must satisfy |score| < 2^53, i.e. between "
-                f"{-MAX_ABS_SCORE} and {MAX_ABS_SCORE} (got {entry.score})"
+                f"{-rules.MAX_EXACT} and {rules.MAX_EXACT} (got {entry.score})"
             )
     if problems:
         raise ValidationError("; ".join(problems))

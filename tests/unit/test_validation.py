@@ -17,7 +17,8 @@ from streams.events import (
     ScoreEntry,
     SortOrder,
 )
-from streams.validation import MAX_ABS_SCORE, parse_board, parse_match, parse_time
+from streams.rules import MAX_EXACT as MAX_ABS_SCORE
+from streams.validation import parse_board, parse_match, parse_time
 
 
 def line(**kw: Any) -> dict[str, Any]:
