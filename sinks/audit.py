@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -12,7 +12,7 @@ import psycopg
 from streams.errors import ServiceUnavailable
 from streams.events import RankChanged
 
-__all__ = ["AUDIT_COLUMNS", "AuditWriter", "months_between"]
+__all__ = ["AUDIT_COLUMNS", "AuditWriter", "months_of"]
 
 log = logging.getLogger(__name__)
 
@@ -82,16 +82,20 @@ ON CONFLICT DO NOTHING
 """
 
 
-def months_between(first_ms: int, last_ms: int) -> list[tuple[int, int]]:
-    """(year, month) of every UTC month from ``first_ms`` to ``last_ms`` inclusive."""
-    a = datetime.fromtimestamp(first_ms / 1000, tz=UTC)
-    b = datetime.fromtimestamp(last_ms / 1000, tz=UTC)
-    out: list[tuple[int, int]] = []
-    y, m = a.year, a.month
-    while (y, m) <= (b.year, b.month):
-        out.append((y, m))
-        y, m = (y + 1, 1) if m == 12 else (y, m + 1)
-    return out
+def months_of(times_ms: Iterable[int]) -> list[tuple[int, int]]:
+    """(year, month) of each UTC month holding one of ``times_ms``, and of the month after it.
+
+    Only months that occur are named (never the span between two far-apart times), so one
+    batch creates at most two partitions per distinct month it holds; the month after is
+    created ahead so that the first event of a new month never waits for DDL.
+    """
+    out: set[tuple[int, int]] = set()
+    for ms in times_ms:
+        day = datetime.fromtimestamp(ms / 1000, tz=UTC)
+        y, m = day.year, day.month
+        out.add((y, m))
+        out.add((y + 1, 1) if m == 12 else (y, m + 1))
+    return sorted(out)
 
 
 def _month_start(year: int, month: int) -> datetime:
@@ -175,21 +179,16 @@ class AuditWriter:
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: list[tuple[Any, ...]]
     ) -> None:
-        times = [r[-1] for r in rows]
-        months = months_between(min(times), max(times))
-        # one month ahead, so the first event of a new month never waits for DDL
-        y, m = months[-1]
-        months.append((y + 1, 1) if m == 12 else (y, m + 1))
-        missing = [ym for ym in months if ym not in self._months]
+        missing = [ym for ym in months_of(r[-1] for r in rows) if ym not in self._months]
         if not missing:
             return
+        created = 0
         async with conn.transaction():
-            cur = await conn.execute(
-                "SELECT ensure_audit_partitions(%s, %s)",
-                (_month_start(*missing[0]), _month_start(*missing[-1])),
-            )
-            row = await cur.fetchone()
-        created = int(row[0]) if row else 0  # type: ignore[call-overload]
+            for ym in missing:
+                start = _month_start(*ym)
+                cur = await conn.execute("SELECT ensure_audit_partitions(%s, %s)", (start, start))
+                row = await cur.fetchone()
+                created += int(row[0]) if row else 0  # type: ignore[call-overload]
         if created:
             log.info("audit: created %d monthly partition(s) from %04d-%02d", created, *missing[0])
         self._months.update(missing)

@@ -5,7 +5,9 @@ raised (or was cancelled at shutdown) is acknowledged anyway and its offsets get
 those records would never be seen again. Here batches come from ``noack_take`` and are
 acknowledged only after the handler returned; a failing batch is retried in place (with backoff)
 instead of crashing the agent, and one interrupted by shutdown stays unacknowledged, so Kafka
-redelivers it to the next worker.
+redelivers it to the next worker. Only outages are retried: a record whose processing fails the
+same way every time (a value, decode or rule error) is isolated and dead-lettered, so one record
+can never stall a worker.
 """
 
 from __future__ import annotations
@@ -16,10 +18,16 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import psycopg
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ResponseError as RedisResponseError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from streams.errors import DecodeError, ServiceUnavailable, ValidationError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-R = TypeVar("R")
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,12 +48,77 @@ def raw_records(events: Sequence[Any]) -> list[RawRecord]:
     ]
 
 
+#: Failures that mean "a service is down for now": retried, never skipped.
+TRANSIENT: tuple[type[BaseException], ...] = (
+    ServiceUnavailable,
+    psycopg.OperationalError,
+    RedisConnectionError,
+    RedisTimeoutError,
+    OSError,
+)
+
+#: Failures that the same record would raise again on every retry: a poison record.
+DETERMINISTIC: tuple[type[BaseException], ...] = (
+    ValueError,  # includes UnicodeError
+    ArithmeticError,  # OverflowError, ZeroDivisionError
+    TypeError,
+    LookupError,  # KeyError, IndexError
+    ValidationError,
+    DecodeError,
+    psycopg.DataError,
+    psycopg.IntegrityError,
+)
+
+#: Redis error replies that describe the server's state, not the command: retried.
+_REDIS_TRANSIENT_REPLIES = (
+    "OOM",
+    "LOADING",
+    "READONLY",
+    "BUSY",
+    "MASTERDOWN",
+    "TRYAGAIN",
+    "CLUSTERDOWN",
+    "NOSCRIPT",
+    "NOREPLICAS",
+    "MOVED",
+    "ASK",
+)
+
+
+def is_poison(exc: BaseException) -> bool:
+    """True if ``exc`` would recur on the same input: the record is dead-lettered, not retried.
+
+    Outages (``TRANSIENT``) and anything unknown are retried; value, decode and rule errors,
+    PostgreSQL data errors and Redis script errors are not.
+    """
+    if isinstance(exc, TRANSIENT):
+        return False
+    if isinstance(exc, RedisResponseError):
+        return not str(exc).startswith(_REDIS_TRANSIENT_REPLIES)
+    return isinstance(exc, DETERMINISTIC)
+
+
+def describe(exc: BaseException) -> str:
+    """One line naming the error, for logs and dead-letter reasons."""
+    text = str(exc).strip()
+    first = text.splitlines()[0] if text else ""
+    return f"{type(exc).__name__}: {first}" if first else type(exc).__name__
+
+
 #: Longest pause between two attempts at a failing batch.
 MAX_BACKOFF_S = 5.0
 
 
-async def retry_forever(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
-    """Run ``attempt`` until it succeeds, logging each failure with exponential backoff."""
+async def retry_forever(
+    what: str,
+    attempt: Callable[[], Awaitable[T]],
+    *,
+    give_up: Callable[[BaseException], bool] = lambda exc: False,
+) -> T:
+    """Run ``attempt`` until it succeeds, logging each failure with exponential backoff.
+
+    An exception for which ``give_up`` is true is raised at once instead of retried.
+    """
     delay = 0.1
     failures = 0
     while True:
@@ -54,12 +127,14 @@ async def retry_forever(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            if give_up(exc):
+                raise
             failures += 1
             log.error(
                 "%s failed (attempt %d): %s; retrying in %.1fs",
                 what,
                 failures,
-                str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
+                describe(exc),
                 delay,
                 exc_info=failures == 1,
             )
@@ -67,25 +142,61 @@ async def retry_forever(what: str, attempt: Callable[[], Awaitable[T]]) -> T:
             delay = min(delay * 2, MAX_BACKOFF_S)
 
 
+#: Called with a record that fails on its own with a poison error, and the reason.
+Poison = Callable[[RawRecord, str], Awaitable[None]]
+
+
+async def run_isolating(
+    batch: Sequence[RawRecord],
+    handle: Callable[[Sequence[RawRecord]], Awaitable[T]],
+    *,
+    what: str,
+    poison: Poison,
+    done: Callable[[T], None] | None = None,
+) -> None:
+    """Handle ``batch``; on a poison error, halve it until the failing record stands alone.
+
+    Outages are retried in place. A record that fails alone is handed to ``poison`` (which
+    dead-letters it) and the rest of the batch goes on, in log order. Handlers are idempotent
+    (watermarks, unique audit keys), so re-running the part of a batch before the poison
+    record changes nothing.
+    """
+
+    def attempt() -> Awaitable[T]:
+        return handle(batch)
+
+    try:
+        result = await retry_forever(f"{what} ({len(batch)} records)", attempt, give_up=is_poison)
+    except Exception as exc:
+        if not is_poison(exc):
+            raise
+        if len(batch) == 1:
+            rec = batch[0]
+            log.error(
+                "%s: record %d@%d is poison: %s", what, rec.partition, rec.offset, describe(exc)
+            )
+            await poison(rec, describe(exc))
+            return
+        mid = len(batch) // 2
+        await run_isolating(batch[:mid], handle, what=what, poison=poison, done=done)
+        await run_isolating(batch[mid:], handle, what=what, poison=poison, done=done)
+        return
+    if done is not None:
+        done(result)
+
+
 async def consume_batches(
     stream: Any,
     size: int,
     within: float,
-    convert: Callable[[Sequence[Any]], R],
-    handle: Callable[[R], Awaitable[T]],
+    handle: Callable[[Sequence[RawRecord]], Awaitable[T]],
     *,
     what: str,
+    poison: Poison,
     done: Callable[[T], None] | None = None,
 ) -> None:
     """Feed ``stream`` to ``handle`` in batches; acknowledge each batch once it succeeded."""
     async for events in stream.noack_take(size, within=within):
-        batch = convert(events)
-
-        def attempt(b: R = batch) -> Awaitable[T]:
-            return handle(b)
-
-        result = await retry_forever(f"{what} ({len(events)} records)", attempt)
+        await run_isolating(raw_records(events), handle, what=what, poison=poison, done=done)
         for event in events:
             await stream.ack(event)
-        if done is not None:
-            done(result)

@@ -77,6 +77,7 @@ class Projector:
         return self.configs(board)
 
     def _dead_letter(self, raw: RawRecord, reason: str) -> None:
+        """Park ``raw`` on the dead-letter topic with ``reason`` (not flushed here)."""
         log.warning(
             "dead-lettering %s[%d]@%d: %s", self.scores_topic, raw.partition, raw.offset, reason
         )
@@ -84,6 +85,12 @@ class Projector:
             self.producer.send_dead_letter(
                 self.scores_topic, raw.partition, raw.offset, raw.key, raw.value, reason
             )
+
+    async def dead_letter(self, raw: RawRecord, reason: str) -> None:
+        """Park a record whose processing fails on its own, and wait until Kafka has it."""
+        self._dead_letter(raw, reason)
+        if self.producer is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 30.0)
 
     async def process(self, batch: Sequence[RawRecord]) -> BatchStats:
         """Decode, validate, apply and publish one batch; returns its counters."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import faust
@@ -10,7 +11,7 @@ import faust
 from processors.bootstrap import cluster_url, faust_app, get_codec, make_client
 from processors.kafka.configview import ConfigView
 from processors.kafka.producer import LeaderboardProducer
-from processors.workers.batching import RawRecord, consume_batches, raw_records
+from processors.workers.batching import RawRecord, consume_batches
 from processors.workers.epoch import EpochGuard, epoch_key
 from processors.workers.projector import BatchStats, Projector, Throughput
 from projections.store import ProjectionLost, RankingStore
@@ -73,7 +74,7 @@ def create_app(settings: Settings) -> faust.App:
         meter: Throughput = state["throughput"]
         guard: EpochGuard = state["guard"]
 
-        async def handle(batch: list[RawRecord]) -> BatchStats:
+        async def handle(batch: Sequence[RawRecord]) -> BatchStats:
             while True:
                 await guard.ensure()
                 try:
@@ -85,9 +86,9 @@ def create_app(settings: Settings) -> faust.App:
             stream,
             settings.batch_size,
             settings.batch_within,
-            raw_records,
             handle,
             what="projecting a batch",
+            poison=proj.dead_letter,
             done=meter.add,
         )
 

@@ -12,8 +12,6 @@ from typing import Any, TypeVar
 
 import faust
 import psycopg
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from processors.bootstrap import (
     audit_writer,
@@ -24,7 +22,7 @@ from processors.bootstrap import (
     pg_connect,
 )
 from processors.kafka.producer import LeaderboardProducer
-from processors.workers.batching import RawRecord, consume_batches, raw_records
+from processors.workers.batching import TRANSIENT, Poison, RawRecord, consume_batches
 from projections.store import RankingStore
 from sinks import registry, snapshots
 from sinks.audit import AuditWriter
@@ -38,15 +36,6 @@ __all__ = ["RawRecord", "SinkProcessor", "create_app", "retry_until_done", "run_
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-
-#: Failures that mean "a service is down for now": retried, never skipped.
-TRANSIENT: tuple[type[BaseException], ...] = (
-    ServiceUnavailable,
-    psycopg.OperationalError,
-    RedisConnectionError,
-    RedisTimeoutError,
-    OSError,
-)
 
 
 @dataclass(slots=True)
@@ -318,6 +307,17 @@ class SinkProcessor:
         )
         return None
 
+    def poison(self, logical_topic: str) -> Poison:
+        """The dead-letter action for records of ``logical_topic`` that fail on their own."""
+
+        async def park(rec: RawRecord, reason: str) -> None:
+            self.producer.send_dead_letter(
+                logical_topic, rec.partition, rec.offset, rec.key, rec.value, reason
+            )
+            await self._flush_producer()
+
+        return park
+
     async def _flush_producer(self) -> None:
         async def flush() -> None:
             await asyncio.to_thread(self.producer.flush, 30.0)
@@ -371,9 +371,9 @@ def create_app(settings: Settings) -> faust.App:
             stream,
             settings.batch_size,
             settings.batch_within,
-            raw_records,
             proc.handle_rank_changes,
             what="writing the audit",
+            poison=proc.poison(settings.rank_changes_topic),
             done=logged,
         )
 
@@ -384,9 +384,9 @@ def create_app(settings: Settings) -> faust.App:
             stream,
             100,
             settings.batch_within,
-            raw_records,
             proc.handle_configs,
             what="registry upsert",
+            poison=proc.poison(settings.config_topic),
         )
 
     return app

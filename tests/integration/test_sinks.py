@@ -14,7 +14,6 @@ import pytest
 
 from processors.bootstrap import audit_writer, migrate_database
 from sinks import history, registry, snapshots
-from sinks.audit import months_between
 from streams import rules
 from streams.events import (
     LeaderboardConfigured,
@@ -195,15 +194,6 @@ async def test_audit_writer_reconnects_after_connection_loss(dsn: str, board: st
         with pytest.raises(ServiceUnavailable):
             await writer.write([record(board, [change(2, ms(2026, 10, 2))])])
         assert await writer.write([record(board, [change(2, ms(2026, 10, 2))])]) == 1
-
-
-def test_months_between() -> None:
-    assert months_between(ms(2026, 11, 30), ms(2027, 2, 1)) == [
-        (2026, 11),
-        (2026, 12),
-        (2027, 1),
-        (2027, 2),
-    ]
 
 
 def test_write_period_idempotent_and_history(
