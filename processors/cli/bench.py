@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from benchmarks import bench
+import benchmarks as bench
 from infra import stack as local_stack
 from streams.settings import get_settings
 

@@ -7,22 +7,11 @@ import random
 
 import pytest
 
-from benchmarks.bench import (
-    Figure,
-    Params,
-    Report,
-    Target,
-    fmt_range,
-    fmt_value,
-    match_stream,
-    percentile,
-    ratio_runs,
-    render_markdown,
-    render_misses,
-    render_table,
-    report_from_json,
-    summary,
-)
+from benchmarks.figures import Figure, Report, Target
+from benchmarks.params import Params
+from benchmarks.report import render_markdown, render_misses, render_table, report_from_json
+from benchmarks.stats import fmt_range, fmt_value, percentile, ratio_runs, summary
+from benchmarks.workload import match_stream
 
 
 def test_percentile_interpolates_and_handles_edges() -> None:

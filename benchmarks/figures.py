@@ -1,0 +1,123 @@
+"""The result model: a target, a figure (the runs of one measurement) and the run's report."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from benchmarks.params import Params
+from benchmarks.stats import fmt_range, summary
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """A goal for a figure: ``value`` is a floor (``at_least``) or a ceiling."""
+
+    value: float
+    at_least: bool
+    text: str
+
+    def met(self, figure: float) -> bool:
+        """True if ``figure`` satisfies the target."""
+        return figure >= self.value if self.at_least else figure <= self.value
+
+    def gap(self, figure: float) -> str:
+        """How far ``figure`` is from the target, in words."""
+        if figure != figure:
+            return "not measured"
+        if self.met(figure):
+            return "met"
+        if self.at_least:
+            return f"missed by {1 - figure / self.value:.0%} ({figure / self.value:.0%} of it)"
+        return f"missed: {figure / self.value:.2f}\u00d7 the ceiling"
+
+    @classmethod
+    def parse(cls, text: str) -> Target | None:
+        """Rebuild a target from its text ('≥ 20,000 entries/s', '≤ 5 ms'); None if unknown."""
+        m = re.match(r"\s*([\u2265\u2264])\s*([0-9][0-9,.]*)", text)
+        if m is None:
+            return None
+        return cls(float(m.group(2).replace(",", "")), m.group(1) == "\u2265", text)
+
+
+@dataclass(slots=True)
+class Figure:
+    """One row of the table: the runs of one measurement and what they mean."""
+
+    scenario: str
+    name: str
+    unit: str
+    runs: list[float] = field(default_factory=list)
+    params: str = ""
+    target: Target | None = None
+    note: str = ""
+    ratio: bool = False
+
+    @property
+    def median(self) -> float:
+        """Median of the runs (for ratios: the ratio of the medians)."""
+        if self.ratio:
+            return self.runs[0] if self.runs else float("nan")
+        return summary(self.runs)[0]
+
+    def range_text(self) -> str:
+        """min-max text (for ratios: from the extreme pairs)."""
+        return fmt_range(self.runs[1:] if self.ratio else self.runs, self.unit)
+
+    def status(self) -> str:
+        """Target text with met/missed, or the note when the figure was not measured."""
+        if not self.runs:
+            return self.note or "not run"
+        if self.target is None:
+            return ""
+        mark = "✅" if self.target.met(self.median) else "❌"
+        return f"{mark} {self.target.text}"
+
+
+@dataclass(slots=True)
+class Report:
+    """Everything one run produced: figures, parameters, profiles and notes."""
+
+    params: Params
+    started: str
+    machine: str
+    figures: list[Figure] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    profiles: dict[str, str] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def add(self, figure: Figure) -> Figure:
+        """Append ``figure`` and return it."""
+        self.figures.append(figure)
+        return figure
+
+    def get(self, scenario: str, name: str) -> Figure | None:
+        """The figure of that scenario and name, if any."""
+        return next((f for f in self.figures if f.scenario == scenario and f.name == name), None)
+
+    def to_json(self) -> dict[str, Any]:
+        """Machine-readable form (benchmarks/results.json)."""
+        return {
+            "params": asdict(self.params),
+            "started": self.started,
+            "machine": self.machine,
+            "seconds": round(self.seconds, 1),
+            "figures": [
+                {
+                    "scenario": f.scenario,
+                    "name": f.name,
+                    "unit": f.unit,
+                    "median": None if f.median != f.median else f.median,
+                    "runs": f.runs,
+                    "params": f.params,
+                    "target": f.target.text if f.target else None,
+                    "met": f.target.met(f.median) if f.target and f.runs else None,
+                    "note": f.note,
+                    "ratio": f.ratio,
+                }
+                for f in self.figures
+            ],
+            "details": self.details,
+            "profiles": self.profiles,
+        }

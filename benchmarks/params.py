@@ -1,0 +1,92 @@
+"""Benchmark sizes (the ``full`` and ``quick`` presets) and the scenarios ``--only`` accepts."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Params:
+    """Sizes of every scenario; ``full()`` and ``quick()`` are the only two presets."""
+
+    name: str
+    reps: int
+    ingest_records: int
+    entries_per_record: int
+    boards: int
+    players: int
+    latency_rate: int
+    latency_low_rate: int
+    latency_seconds: float
+    naive_entries: int
+    zadd_ops: int
+    big_board: int
+    query_samples: int
+    http_clients: int
+    http_requests: int
+    profile_records: int
+
+    @classmethod
+    def full(cls) -> Params:
+        """The full run (≤ 30 min on the 2-core dev machine)."""
+        return cls(
+            name="full",
+            reps=3,
+            ingest_records=50_000,
+            entries_per_record=10,
+            boards=20,
+            players=100_000,
+            latency_rate=10_000,
+            latency_low_rate=2_000,
+            latency_seconds=30.0,
+            naive_entries=3_000,
+            zadd_ops=1_000_000,
+            big_board=1_000_000,
+            query_samples=2_000,
+            http_clients=16,
+            http_requests=1_000,
+            profile_records=10_000,
+        )
+
+    @classmethod
+    def quick(cls) -> Params:
+        """A smoke run (≤ 5 min): same scenarios, smaller sizes, fewer repetitions."""
+        return cls(
+            name="quick",
+            reps=2,
+            ingest_records=10_000,
+            entries_per_record=10,
+            boards=20,
+            players=100_000,
+            latency_rate=10_000,
+            latency_low_rate=2_000,
+            latency_seconds=8.0,
+            naive_entries=500,
+            zadd_ops=200_000,
+            big_board=100_000,
+            query_samples=300,
+            http_clients=8,
+            http_requests=300,
+            profile_records=2_000,
+        )
+
+
+#: Scenario names accepted by ``--only`` with the parameters each one reports.
+SCENARIOS: dict[str, str] = {
+    "ingest": "pre-produced backlog of N match records (10 entries each, 20 boards, 100k "
+    "players, uniform), then 1 projector + 1 sinks worker started; entries/s to Redis "
+    "(sum of board versions) and to PostgreSQL (audit rows); Kafka raw consume of the same "
+    "records as the limit",
+    "latency": "fixed 10,000 entries/s (1,000 records/s), then 2,000 entries/s, with projector, "
+    "sinks and gateway running; produce → rank change published (after the Redis apply), and "
+    "produce → WebSocket delta of a tracked probe participant (10 probes/s)",
+    "baselines": "naive synchronous design (per entry ZINCRBY + ZREVRANK + INSERT committed, "
+    "one client); redis-benchmark ZADD pipelined (8 clients, pipeline 64)",
+    "queries": "one board of 1,000,000 participants loaded through RankingStore.apply (Lua, "
+    "500 records = 5,000 entries per call); top 100, rank with 5 neighbours, page of 100 at "
+    "offset 500,000; Redis direct (1 client, sequential) and HTTP gateway (concurrent clients)",
+    "replay": "replay_board of the 1,000,000-entry board from Kafka and from PostgreSQL (audit "
+    "rows written with AuditWriter COPY from the load's rank changes)",
+    "memory": "MEMORY USAGE (SAMPLES 0) summed over every key of the 1,000,000-entry board",
+    "profile": "pyinstrument of Projector.process (batches of 500 records) and of replay_board",
+}

@@ -1,0 +1,199 @@
+"""Scenario 1, ingest: drain a pre-produced backlog through the projector and sinks workers.
+
+Figures: entries/s applied to Redis, audit rows/s written to PostgreSQL, and end to end (first
+applied entry to last audit row). The raw Kafka consume rate of the same records is measured
+here too and reported as a baseline.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from benchmarks.figures import Figure, Report, Target
+from benchmarks.harness import (
+    Namespace,
+    Say,
+    audit_rows,
+    board_versions,
+    kafka_consume_rate,
+    retry,
+    topic_end,
+)
+from benchmarks.params import Params
+from benchmarks.workload import board_configs, match_stream, now_ms
+from processors.bootstrap import pg_connect, sync_redis
+from processors.kafka.producer import LeaderboardProducer
+from streams.settings import Settings
+
+#: (perf_counter time, count) of the first observation of progress.
+_First = tuple[float, int]
+
+
+@dataclass(slots=True)
+class IngestRun:
+    """One drain of a pre-produced backlog."""
+
+    entries: int
+    produce_s: float
+    redis_rate: float
+    pg_rate: float
+    e2e_rate: float
+    rank_records: int
+    kafka_raw_rate: float
+    kafka_decode_rate: float
+    complete: bool
+
+
+@dataclass(slots=True)
+class _Drain:
+    """What the drain watcher saw: first progress and completion, in Redis and PostgreSQL."""
+
+    first_a: _First | None = None
+    first_g: _First | None = None
+    done_a: float | None = None
+    done_g: float | None = None
+
+
+def ingest_once(base: Settings, p: Params, logs: Path, say: Say) -> IngestRun:
+    """Pre-produce the backlog, start the workers, time the drain into Redis and PostgreSQL."""
+    ns = Namespace(base, "ing", logs)
+    try:
+        total = p.ingest_records * p.entries_per_record
+        produce_s = _produce_backlog(ns, p)
+        scores = ns.settings.topic(ns.settings.scores_topic)
+        raw_n, raw_s = kafka_consume_rate(ns.settings, scores, decode=False)
+        dec_n, dec_s = kafka_consume_rate(ns.settings, scores, decode=True)
+        say(f"  backlog {total:,} entries produced in {produce_s:.1f}s; workers starting")
+        ns.spawn("projector", ["worker", "--role", "projector", "--loglevel", "warning"])
+        ns.spawn("sinks", ["worker", "--role", "sinks", "--loglevel", "warning"])
+        drain = _watch_drain(ns, total, logs, say)
+        rank_records = topic_end(ns.settings, ns.settings.topic(ns.settings.rank_changes_topic))[0]
+        run = IngestRun(
+            total,
+            produce_s,
+            _rate(total, drain.first_a, drain.done_a),
+            _rate(total, drain.first_g, drain.done_g),
+            _e2e_rate(total, drain),
+            rank_records,
+            raw_n * p.entries_per_record / raw_s if raw_s else float("nan"),
+            dec_n * p.entries_per_record / dec_s if dec_s else float("nan"),
+            drain.done_a is not None and drain.done_g is not None,
+        )
+        if not run.complete:
+            raise RuntimeError("the drain did not complete (a worker failed or timed out)")
+        say(
+            f"  redis {run.redis_rate:,.0f}/s, audit {run.pg_rate:,.0f}/s, e2e "
+            f"{run.e2e_rate:,.0f}/s, {rank_records:,} rank-change records; kafka raw "
+            f"{run.kafka_raw_rate:,.0f} entries/s"
+        )
+        return run
+    finally:
+        ns.cleanup()
+
+
+def _produce_backlog(ns: Namespace, p: Params) -> float:
+    """Configure the namespace's boards and produce the backlog: seconds the records took."""
+    cfgs = board_configs(ns.tag, p.boards)
+    ns.boards = [c.leaderboard_id for c in cfgs]
+    rng = random.Random(8)
+    with LeaderboardProducer(ns.settings) as prod:
+        for cfg in cfgs:
+            prod.configure(cfg)
+        t0 = time.perf_counter()
+        for m in match_stream(
+            rng, ns.boards, p.players, p.ingest_records, p.entries_per_record, now_ms()
+        ):
+            prod.submit(m)
+        prod.flush(120)
+        return time.perf_counter() - t0
+
+
+def _watch_drain(ns: Namespace, total: int, logs: Path, say: Say) -> _Drain:
+    """Poll board versions and audit rows until both reach ``total`` (or a worker dies)."""
+    r = sync_redis(url=ns.settings.redis_url)
+    conn = pg_connect(ns.settings, autocommit=True)
+    drain = _Drain()
+    deadline = time.monotonic() + max(180.0, total / 2_000)
+    last_pg = 0.0
+    try:
+        while time.monotonic() < deadline and (drain.done_a is None or drain.done_g is None):
+            now = time.perf_counter()
+            a = board_versions(r, ns.boards)
+            if a and drain.first_a is None:
+                drain.first_a = (now, a)
+            if a >= total and drain.done_a is None:
+                drain.done_a = now
+            if now - last_pg >= 0.5 or drain.done_a is not None:
+                last_pg = now
+                g = audit_rows(conn, ns.boards)
+                if g and drain.first_g is None:
+                    drain.first_g = (now, g)
+                if g >= total and drain.done_g is None:
+                    drain.done_g = now
+            if any(proc.poll() is not None for proc in ns.procs):
+                say("  a worker exited early: see its log under " + str(logs))
+                break
+            time.sleep(0.2)
+    finally:
+        r.close()
+        conn.close()
+    return drain
+
+
+def _rate(total: int, first: _First | None, done: float | None) -> float:
+    """Entries/s from the first observed progress to completion (NaN if not both seen)."""
+    if first is None or done is None or done <= first[0]:
+        return float("nan")
+    return (total - first[1]) / (done - first[0])
+
+
+def _e2e_rate(total: int, drain: _Drain) -> float:
+    """Entries/s from the first entry applied to Redis to the last audit row."""
+    if drain.first_a is not None and drain.done_g is not None and drain.done_g > drain.first_a[0]:
+        return (total - drain.first_a[1]) / (drain.done_g - drain.first_a[0])
+    return float("nan")
+
+
+def run_ingest(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> list[IngestRun]:
+    """Run ingest ``p.reps`` times, add its figures to ``report`` and return the runs."""
+    runs: list[IngestRun] = []
+    for i in range(p.reps):
+        say(f"[ingest] run {i + 1}/{p.reps}")
+        runs.append(retry(lambda: ingest_once(base, p, logs, say), say))
+    params = (
+        f"{p.ingest_records:,} records \u00d7 {p.entries_per_record} entries, {p.boards} boards, "
+        "6 partitions, 1 projector + 1 sinks worker, batch 500"
+    )
+    report.add(
+        Figure(
+            "1 ingest",
+            "end to end (Redis + audit), entries/s",
+            "entries/s",
+            [x.e2e_rate for x in runs],
+            params + "; from first applied entry to last audit row",
+            Target(20_000, True, "≥ 20,000 entries/s"),
+        )
+    )
+    report.add(
+        Figure(
+            "1 ingest",
+            "applied to Redis, entries/s",
+            "entries/s",
+            [x.redis_rate for x in runs],
+            params,
+        )
+    )
+    report.add(
+        Figure(
+            "1 ingest",
+            "written to PostgreSQL audit, rows/s",
+            "rows/s",
+            [x.pg_rate for x in runs],
+            params,
+        )
+    )
+    report.details["ingest runs"] = [asdict(x) for x in runs]
+    return runs

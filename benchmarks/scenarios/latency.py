@@ -1,0 +1,358 @@
+"""Scenario 1b, latency: fixed-rate load with the projector, sinks and gateway running.
+
+Figures: produce → visible in Redis (the Kafka timestamp of the RankChanged record minus the
+send time, every record) and produce → WebSocket delta of a tracked probe participant, at the
+headline rate and at a lower one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import threading
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from confluent_kafka import OFFSET_END, TopicPartition
+
+from benchmarks.figures import Figure, Report, Target
+from benchmarks.harness import (
+    Namespace,
+    Say,
+    board_versions,
+    free_port,
+    gateway_available,
+    retry,
+    wait_http,
+)
+from benchmarks.params import Params
+from benchmarks.stats import percentile
+from benchmarks.workload import board_configs, match_stream, now_ms
+from processors.bootstrap import get_codec, kafka_consumer, sync_redis
+from processors.kafka.producer import LeaderboardProducer
+from streams.events import (
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    Operator,
+    RankChanged,
+    ScoreEntry,
+)
+from streams.settings import Settings
+
+
+@dataclass(slots=True)
+class LatencyRun:
+    """Latency samples of one fixed-rate run (milliseconds)."""
+
+    visible: list[float] = field(default_factory=list)
+    arrival: list[float] = field(default_factory=list)
+    websocket: list[float] = field(default_factory=list)
+    sent: int = 0
+    probes: int = 0
+    achieved_rate: float = 0.0
+    websocket_note: str = ""
+
+
+class _RankWatcher(threading.Thread):
+    """Reads the rank-change topic from its end; matches event ids to their send times."""
+
+    def __init__(self, settings: Settings, sent: dict[str, float], run: LatencyRun) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.sent = sent
+        self.run_ = run
+        self.stopping = threading.Event()
+        self.ready = threading.Event()
+        self.seen: set[str] = set()
+
+    def run(self) -> None:
+        """Consume until stopped, recording each tracked event's latencies once."""
+        topic = self.settings.topic(self.settings.rank_changes_topic)
+        codec = get_codec(self.settings)
+        c = kafka_consumer(self.settings, **{"group.id": f"bw-{uuid.uuid4().hex[:6]}"})
+        try:
+            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+            c.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
+            c.consume(1, timeout=1.0)
+            self.ready.set()
+            while not self.stopping.is_set():
+                for m in c.consume(1000, timeout=0.2):
+                    if m.error():
+                        continue
+                    now = time.time()
+                    rec = codec.decode_as(m.value() or b"", RankChanged)
+                    ts = m.timestamp()[1] / 1000.0
+                    for ch in rec.changes:
+                        at = self.sent.get(ch.event_id)
+                        if at is None or ch.event_id in self.seen:
+                            continue
+                        self.seen.add(ch.event_id)
+                        self.run_.visible.append((ts - at) * 1000)
+                        self.run_.arrival.append((now - at) * 1000)
+        finally:
+            c.close()
+
+
+def _produce_fixed_rate(
+    settings: Settings,
+    boards: Sequence[str],
+    probe: str,
+    p: Params,
+    rate: int,
+    sent: dict[str, float],
+    probe_sent: dict[str, float],
+    run: LatencyRun,
+) -> None:
+    """Send matches at ``rate`` entries/s for the run's duration, a probe 10 times/s."""
+    rng = random.Random(10)
+    k = p.entries_per_record
+    per_s = rate / k
+    probe_every = max(1, int(per_s / 10))
+    with LeaderboardProducer(settings) as prod:
+        gen = match_stream(rng, boards, p.players, 10**9, k, now_ms())
+        start = time.perf_counter()
+        n = 0
+        while True:
+            elapsed = time.perf_counter() - start
+            if elapsed >= p.latency_seconds:
+                break
+            due = int(elapsed * per_s)
+            if n >= due:
+                time.sleep(0.001)
+                prod.poll(0)
+                continue
+            while n < due:
+                m = next(gen)
+                m = MatchResultSubmitted(
+                    m.event_id, m.match_id, m.leaderboard_id, now_ms(), m.entries
+                )
+                sent[m.event_id] = time.time()
+                prod.submit(m)
+                n += 1
+                if n % probe_every == 0:
+                    eid = str(uuid.uuid4())
+                    pm = MatchResultSubmitted(
+                        eid, eid, probe, now_ms(), (ScoreEntry("probe", 1, Operator.INCR),)
+                    )
+                    at = time.time()
+                    sent[eid] = at
+                    probe_sent[eid] = at
+                    prod.submit(pm)
+                    run.probes += 1
+        run.sent = n
+        run.achieved_rate = n * k / (time.perf_counter() - start)
+
+
+async def _ws_listen(
+    url: str, probe_sent: dict[str, float], run: LatencyRun, stop: asyncio.Event
+) -> None:
+    """Track the probe participant over the gateway's WebSocket; record delta latencies."""
+    from websockets.asyncio.client import connect
+
+    async with connect(url, open_timeout=10) as ws:
+        await ws.send(json.dumps({"type": "subscribe", "mode": "track", "participant_id": "probe"}))
+        seen: set[str] = set()
+        while not stop.is_set():
+            try:
+                text = await asyncio.wait_for(ws.recv(), 0.5)
+            except TimeoutError:
+                continue
+            now = time.time()
+            msg = json.loads(text)
+            if msg.get("type") == "ping":
+                await ws.send(json.dumps({"type": "pong"}))
+            for ch in msg.get("changes") or []:
+                eid = ch.get("event_id")
+                if eid in probe_sent and eid not in seen:
+                    seen.add(eid)
+                    run.websocket.append((now - probe_sent[eid]) * 1000)
+
+
+def latency_once(base: Settings, p: Params, rate: int, logs: Path, say: Say) -> LatencyRun:
+    """Fixed-rate load with projector, sinks and (if present) the gateway running."""
+    ns = Namespace(base, "lat", logs)
+    run = LatencyRun()
+    try:
+        probe = _start_pipeline(ns, p)
+        ws_url = _start_gateway(ns, probe, run)
+        _wait_ready(ns, probe)
+        sent: dict[str, float] = {}
+        probe_sent: dict[str, float] = {}
+        watcher = _RankWatcher(ns.settings, sent, run)
+        watcher.start()
+        watcher.ready.wait(15)
+        asyncio.run(_drive(ns, p, rate, probe, ws_url, sent, probe_sent, watcher, run))
+        watcher.stopping.set()
+        watcher.join(5)
+        if len(run.visible) < 0.95 * len(sent):
+            raise RuntimeError(
+                f"only {len(run.visible)} of {len(sent)} records became visible: the pipeline "
+                "stalled (see the worker logs)"
+            )
+        say(
+            f"  {run.achieved_rate:,.0f} entries/s sent; visible p50 "
+            f"{percentile(run.visible, 50):.0f} p99 {percentile(run.visible, 99):.0f} ms "
+            f"({len(run.visible)}/{len(sent)}); websocket p99 "
+            f"{percentile(run.websocket, 99):.0f} ms ({len(run.websocket)}/{run.probes})"
+        )
+        return run
+    finally:
+        ns.cleanup()
+
+
+def _start_pipeline(ns: Namespace, p: Params) -> str:
+    """Configure the boards and the probe board, send a warm-up record, start the workers.
+
+    Returns the probe board's id (the last of ``ns.boards``).
+    """
+    cfgs = board_configs(ns.tag, p.boards)
+    probe_cfg = LeaderboardConfigured(
+        f"{ns.tag}-probe", operator=Operator.INCR, configured_at=now_ms()
+    )
+    ns.boards = [c.leaderboard_id for c in cfgs] + [probe_cfg.leaderboard_id]
+    with LeaderboardProducer(ns.settings) as prod:
+        for cfg in [*cfgs, probe_cfg]:
+            prod.configure(cfg)
+        # warm-up record: the workers are ready once it is applied
+        prod.submit(
+            MatchResultSubmitted(
+                "warm", "warm", probe_cfg.leaderboard_id, now_ms(), (ScoreEntry("w", 1),)
+            )
+        )
+    ns.spawn("projector", ["worker", "--role", "projector", "--loglevel", "warning"])
+    ns.spawn("sinks", ["worker", "--role", "sinks", "--loglevel", "warning"])
+    return probe_cfg.leaderboard_id
+
+
+def _start_gateway(ns: Namespace, probe: str, run: LatencyRun) -> str | None:
+    """Start the gateway if this checkout has one: the probe's WebSocket URL, or None (noted)."""
+    port = free_port()
+    if not gateway_available():
+        run.websocket_note = "not run: gateway missing"
+        return None
+    ns.spawn(
+        "gateway",
+        ["gateway", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+    )
+    if wait_http(f"http://127.0.0.1:{port}/health"):
+        return f"ws://127.0.0.1:{port}/v1/leaderboards/{probe}/subscribe"
+    run.websocket_note = "not run: gateway did not answer /health"
+    return None
+
+
+def _wait_ready(ns: Namespace, probe: str) -> None:
+    """Wait until the warm-up record is applied, then for the sinks worker to join too."""
+    r = sync_redis(url=ns.settings.redis_url)
+    deadline = time.monotonic() + 90
+    while board_versions(r, [probe]) < 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    r.close()
+    time.sleep(2.0)  # let the sinks worker join its group too
+
+
+async def _drive(
+    ns: Namespace,
+    p: Params,
+    rate: int,
+    probe: str,
+    ws_url: str | None,
+    sent: dict[str, float],
+    probe_sent: dict[str, float],
+    watcher: _RankWatcher,
+    run: LatencyRun,
+) -> None:
+    """Produce at ``rate`` while listening on the WebSocket, then wait for the stragglers."""
+    stop = asyncio.Event()
+    listener = None
+    if ws_url is not None:
+        listener = asyncio.create_task(_ws_listen(ws_url, probe_sent, run, stop))
+        await asyncio.sleep(1.0)
+    await asyncio.to_thread(
+        _produce_fixed_rate,
+        ns.settings,
+        ns.boards[:-1],
+        probe,
+        p,
+        rate,
+        sent,
+        probe_sent,
+        run,
+    )
+    for _ in range(450):  # stragglers (a backlog at 10k/s): up to 90 s
+        ws_done = listener is None or len(run.websocket) >= run.probes
+        if len(watcher.seen) >= len(sent) and ws_done:
+            break
+        await asyncio.sleep(0.2)
+    stop.set()
+    if listener is not None:
+        try:
+            await asyncio.wait_for(listener, 5)
+        except Exception as exc:  # report, keep the other figures
+            run.websocket_note = f"websocket client failed: {exc!r}"
+
+
+def run_latency(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> None:
+    """Run latency at the headline rate, then at the low rate; add their figures."""
+    for rate in (p.latency_rate, p.latency_low_rate):
+        _latency_figures(base, p, rate, report, logs, say)
+
+
+def _latency_figures(
+    base: Settings, p: Params, rate: int, report: Report, logs: Path, say: Say
+) -> None:
+    """Run latency ``p.reps`` times at ``rate`` and add its figures and run details."""
+    lat_runs = []
+    for i in range(p.reps):
+        say(f"[latency] {rate:,} entries/s, run {i + 1}/{p.reps}")
+        lat_runs.append(retry(lambda: latency_once(base, p, rate, logs, say), say))
+    lp = (
+        f"{rate:,} entries/s for {p.latency_seconds:g}s, {p.boards} boards, batch_within 50 ms, "
+        "gateway push window 50 ms"
+    )
+    headline = rate == p.latency_rate
+    at = f"at {rate // 1000}k/s"
+    for q in (50, 99, 100):
+        label = "max" if q == 100 else f"p{q}"
+        tgt = Target(500, False, "≤ 500 ms") if q == 99 and headline else None
+        report.add(
+            Figure(
+                "1 latency",
+                f"{at}: produce → visible in Redis, {label}",
+                "ms",
+                [percentile(x.visible, q) for x in lat_runs if x.visible],
+                lp + "; Kafka timestamp of the RankChanged record (stamped right after the "
+                "Lua apply returned) minus the send time; every record measured",
+                tgt,
+            )
+        )
+    ws_note = next((x.websocket_note for x in lat_runs if x.websocket_note), "")
+    for q in (50, 99, 100):
+        label = "max" if q == 100 else f"p{q}"
+        tgt = Target(500, False, "≤ 500 ms") if q == 99 and headline else None
+        report.add(
+            Figure(
+                "1 latency",
+                f"{at}: produce → WebSocket delta, {label}",
+                "ms",
+                [percentile(x.websocket, q) for x in lat_runs if x.websocket],
+                lp + "; gateway track subscription of a probe participant, 10 probes/s",
+                tgt,
+                note=ws_note,
+            )
+        )
+    report.details[f"latency runs at {rate:,} entries/s"] = [
+        {
+            "sent_records": x.sent,
+            "achieved_entries_per_s": round(x.achieved_rate),
+            "visible_samples": len(x.visible),
+            "websocket_samples": len(x.websocket),
+            "probes": x.probes,
+            "consumer_arrival_p99_ms": round(percentile(x.arrival, 99), 1),
+            "note": x.websocket_note,
+        }
+        for x in lat_runs
+    ]
