@@ -77,9 +77,9 @@ def kafka_producer(config: Mapping[str, Any]) -> Producer:
     return Producer(dict(config))
 
 
-def kafka_admin(settings: Settings) -> AdminClient:
+def kafka_admin(settings: Settings, **extra: Any) -> AdminClient:
     """An admin client (topics, offsets, configs) on the configured cluster."""
-    return AdminClient(client_config(settings))
+    return AdminClient(client_config(settings, **extra))
 
 
 def faust_app(settings: Settings, app_id: str, **options: Any) -> faust.App:

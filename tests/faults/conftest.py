@@ -257,7 +257,7 @@ def outage(settings: Settings, name: str, *, purge: bool = False) -> Iterator[di
         pytest.skip(f"{name} is not ours (external or down): this scenario must not stop it")
     times: dict[str, float] = {}
     try:
-        with local_stack._locked(settings):
+        with local_stack.locked(settings):
             svc.stop()
             if purge:
                 svc.purge()

@@ -1,0 +1,141 @@
+"""The stack as a whole: which services it has, and ``up``, ``down`` and ``status`` over them.
+
+``up`` and ``down`` hold a file lock under the stack dir, so concurrent calls (a test session
+and ``make up``) run one after the other.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import time
+from collections.abc import Iterator
+
+from infra.stack.base import (
+    KAFKA_START_TIMEOUT,
+    POSTGRES_START_TIMEOUT,
+    REDIS_START_TIMEOUT,
+    Progress,
+    Service,
+    ServiceState,
+    display,
+    noop,
+)
+from infra.stack.hooks import run_setup_hooks
+from infra.stack.kafka import Kafka
+from infra.stack.packages import apt_install
+from infra.stack.postgres import Postgres
+from infra.stack.redis import Redis, RedisCluster
+from streams.errors import ServiceUnavailable
+from streams.settings import Settings
+
+
+def services(settings: Settings, *, redis_cluster: bool = False) -> list[Service]:
+    """The services in start order (Kafka first: it takes longest, the others start meanwhile).
+
+    The Redis Cluster joins when asked for (``redis_cluster``), when the settings use it, or
+    when our nodes already run (so that ``status`` shows it and ``down`` stops it).
+    """
+    found: list[Service] = [Kafka(settings), Redis(settings), Postgres(settings)]
+    cluster = RedisCluster(settings)
+    if redis_cluster or settings.redis_cluster or cluster.running():
+        found.append(cluster)
+    return found
+
+
+@contextlib.contextmanager
+def locked(settings: Settings) -> Iterator[None]:
+    """Serialize concurrent ``up``/``down`` calls (e.g. a test session and ``make up``)."""
+    run = settings.stack_dir.resolve() / "run"
+    run.mkdir(parents=True, exist_ok=True)
+    with (run / "stack.lock").open("w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def _wait(svc: Service, timeout: float, progress: Progress) -> None:
+    progress(f"{svc.name}: waiting for it to answer on {svc.where()}")
+    deadline = time.monotonic() + timeout
+    while True:
+        if svc.answers():
+            return
+        if svc.our_pid() is None and not isinstance(svc, Postgres):
+            raise ServiceUnavailable(
+                f"{svc.name}: the process exited while starting; read {display(svc.log_path)}"
+            )
+        if time.monotonic() > deadline:
+            raise ServiceUnavailable(
+                f"{svc.name}: no answer on {svc.where()} within {timeout:.0f}s; "
+                f"read {display(svc.log_path)}"
+            )
+        time.sleep(0.5)
+
+
+_TIMEOUTS = {
+    "kafka": KAFKA_START_TIMEOUT,
+    "redis": REDIS_START_TIMEOUT,
+    "redis-cluster": REDIS_START_TIMEOUT,
+}
+
+
+def up(
+    settings: Settings,
+    progress: Progress = noop,
+    *,
+    setup: bool = True,
+    redis_cluster: bool = False,
+) -> list[ServiceState]:
+    """Bring every service up (reusing healthy ones) and wait until each answers.
+
+    ``redis_cluster`` also starts the local Redis Cluster beside the single node.
+    """
+    with locked(settings):
+        all_services = services(settings, redis_cluster=redis_cluster)
+        started: list[Service] = []
+        to_start: list[Service] = []
+        for svc in all_services:
+            progress(f"{svc.name}: checking {svc.where()}")
+            if svc.answers():
+                continue
+            if not svc.managed():
+                raise ServiceUnavailable(
+                    f"{svc.name}: the configured server {svc.where()} does not answer; start it "
+                    f"or unset the LEADERBOARD_* variable to use the local stack"
+                )
+            to_start.append(svc)
+        missing = sorted({pkg for svc in to_start for pkg in svc.missing_packages()})
+        if missing:
+            apt_install(missing, progress, settings.stack_dir.resolve() / "logs")
+        for svc in to_start:
+            svc.start(progress)
+            started.append(svc)
+        for svc in started:
+            if isinstance(svc, Postgres):
+                svc.after_start(progress)
+            _wait(svc, _TIMEOUTS.get(svc.name, POSTGRES_START_TIMEOUT), progress)
+        if setup:
+            run_setup_hooks(settings, progress)
+        return [svc.state() for svc in all_services]
+
+
+def down(settings: Settings, progress: Progress = noop, *, purge: bool = False) -> list[str]:
+    """Stop what ``up`` started (never external servers); ``purge`` also deletes their data."""
+    stopped: list[str] = []
+    with locked(settings):
+        for svc in reversed(services(settings)):
+            if svc.our_pid() is not None:
+                progress(f"{svc.name}: stopping")
+                svc.stop()
+                stopped.append(svc.name)
+            if purge:
+                progress(f"{svc.name}: deleting data")
+                svc.purge()
+    return stopped
+
+
+def status(settings: Settings) -> list[ServiceState]:
+    """Which services answer, and whether they are ours or external."""
+    return [svc.state() for svc in services(settings)]
