@@ -1,0 +1,159 @@
+"""Guards: API keys (write and admin roles, a budget per key), rate limits, the body size limit."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Sequence
+from typing import Annotated
+
+from fastapi import Security
+from fastapi.security import APIKeyHeader
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from processors.gateway.errors import ApiError, error_response
+from streams.settings import Settings
+
+__all__ = [
+    "ApiKey",
+    "BodyLimit",
+    "KeyGuard",
+    "RateLimiter",
+    "key_ok",
+    "parse_keys",
+    "retry_after",
+]
+
+
+class RateLimiter:
+    """Token bucket per key (in memory, bounded: least recently used keys are forgotten)."""
+
+    def __init__(self, rate: float, burst: int, max_keys: int = 100_000) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.max_keys = max_keys
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """0 if allowed (one token taken), else the seconds until a token is available."""
+        now = time.monotonic() if now is None else now
+        tokens, last = self._buckets.pop(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        wait = 0.0
+        if tokens >= 1:
+            tokens -= 1
+        else:
+            wait = (1 - tokens) / self.rate
+        self._buckets[key] = (tokens, now)
+        while len(self._buckets) > self.max_keys:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def retry_after(wait: float) -> dict[str, str]:
+    """The ``Retry-After`` header (whole seconds, at least 1) for a rate limiter's wait."""
+    return {"Retry-After": str(max(1, round(wait + 0.5)))}
+
+
+def parse_keys(text: str) -> list[bytes]:
+    """The keys of a comma-separated setting, blanks dropped."""
+    return [k.strip().encode() for k in text.split(",") if k.strip()]
+
+
+def key_ok(given: str, keys: Sequence[bytes]) -> bool:
+    """Constant-time membership: every key is compared, whatever matches first."""
+    raw = given.encode()
+    ok = False
+    for key in keys:
+        ok |= hmac.compare_digest(raw, key)
+    return ok
+
+
+class KeyGuard:
+    """Checks ``X-API-Key`` for write and admin calls and keeps a request budget per key.
+
+    Writes take a key from ``settings.api_keys`` (or ``admin_keys``), admin calls one from
+    ``settings.admin_keys`` (or ``api_keys`` if that is empty). No key configured: open.
+    """
+
+    def __init__(self, settings: Settings, rate: float, burst: int) -> None:
+        self.write_keys = parse_keys(settings.api_keys) + parse_keys(settings.admin_keys)
+        self.admin_keys = parse_keys(settings.admin_keys) or parse_keys(settings.api_keys)
+        self.rate = rate
+        self.limiter = RateLimiter(rate, burst)
+
+    def write(self, given: str | None) -> None:
+        """Allow a write call (score submission) or raise 401/403/429."""
+        self.check(given, self.write_keys, "write")
+
+    def admin(self, given: str | None) -> None:
+        """Allow an admin call (board configuration) or raise 401/403/429."""
+        self.check(given, self.admin_keys, "admin")
+
+    def check(self, given: str | None, keys: Sequence[bytes], role: str) -> None:
+        """Allow a ``role`` call with key ``given`` if it is one of ``keys`` and within budget."""
+        if not keys:
+            return  # no keys configured: open (documented)
+        if not given:
+            raise ApiError(401, f"{role} calls need an X-API-Key header")
+        if not key_ok(given, keys):
+            raise ApiError(403, f"this API key may not make {role} calls")
+        # per-key budget, keyed by a digest so the secret itself is never kept or logged
+        retry = self.limiter.take(hashlib.sha256(given.encode()).hexdigest())
+        if retry:
+            raise ApiError(
+                429,
+                f"too many {role} calls for this API key: at most {self.rate:g}/s",
+                headers=retry_after(retry),
+            )
+
+
+_API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="write or admin key")
+#: The ``X-API-Key`` header of write and admin calls (checked by the route, after validation).
+ApiKey = Annotated[str | None, Security(_API_KEY)]
+
+
+class BodyLimit:
+    """Refuses request bodies over ``limit`` bytes with 413 (declared or streamed)."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Buffer the (bounded) body, then hand it to the app."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope.get("headers") or [])
+        declared = headers.get(b"content-length")
+        too_big = declared is not None and declared.isdigit() and int(declared) > self.limit
+        body = b""
+        more = not too_big
+        while more:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+            if len(body) > self.limit:
+                too_big = True
+                break
+        if too_big:
+            response = error_response(
+                413, "payload_too_large", f"request body over {self.limit} bytes"
+            )
+            await response(scope, receive, send)
+            return
+        sent = False
+
+        async def replay() -> Message:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)

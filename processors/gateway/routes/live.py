@@ -1,0 +1,139 @@
+"""Live push: the WebSocket subscription to a board's top N or to one participant."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+import logging
+import time
+from typing import Any
+
+from fastapi import APIRouter, WebSocket
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from processors.gateway.deps import StateDep
+from processors.gateway.errors import ApiError, validation_message
+from processors.gateway.feed import RankFeed, Subscriber
+from processors.gateway.models import SubscribeIn
+
+__all__ = ["router"]
+
+log = logging.getLogger(__name__)
+
+router = APIRouter()
+
+
+async def _fail(ws: WebSocket, code: str, message: str, close: int) -> None:
+    """Send an error message, then close with ``close`` (the client may be gone already)."""
+    with contextlib.suppress(Exception):
+        await ws.send_json({"type": "error", "error": {"code": code, "message": message}})
+        await ws.close(close)
+
+
+async def _read_request(ws: WebSocket) -> SubscribeIn | None:
+    """The first message as a subscription, or None after answering why it is not one."""
+    try:
+        first = await asyncio.wait_for(ws.receive_text(), 10)
+        req = SubscribeIn.model_validate_json(first)
+    except TimeoutError:
+        await _fail(ws, "timeout", "send a subscribe message within 10 s", 1008)
+        return None
+    except WebSocketDisconnect:
+        return None
+    except Exception as exc:
+        errors = getattr(exc, "errors", None)
+        msg = validation_message(errors()) if callable(errors) else "invalid subscribe message"
+        await _fail(ws, "bad_request", msg, 1008)
+        return None
+    if req.mode == "track" and req.participant_id is None:
+        await _fail(ws, "bad_request", "mode track needs participant_id", 1008)
+        return None
+    return req
+
+
+@dataclasses.dataclass
+class _Liveness:
+    """When the client was last heard from and whether it answers pings."""
+
+    last_heard: float = dataclasses.field(default_factory=time.monotonic)
+    answers_pings: bool = False
+
+
+async def _receive(ws: WebSocket, live: _Liveness) -> None:
+    """Read the client's messages: any of them shows it is alive, a pong that it answers."""
+    while True:
+        text = await ws.receive_text()
+        live.last_heard = time.monotonic()
+        with contextlib.suppress(ValueError):
+            if json.loads(text).get("type") == "pong":
+                live.answers_pings = True
+
+
+async def _heartbeat(sub: Subscriber, live: _Liveness, interval_s: float) -> None:
+    """Queue a ping every ``interval_s``; end when a client that answered pings stops."""
+    while True:
+        await asyncio.sleep(interval_s)
+        if live.answers_pings and time.monotonic() - live.last_heard > 3 * interval_s:
+            log.info("subscriber %s stopped answering pings", sub.describe())
+            return
+        with contextlib.suppress(asyncio.QueueFull):
+            sub.queue.put_nowait({"type": "ping", "version": sub.version})
+
+
+async def _serve(ws: WebSocket, feed: RankFeed, sub: Subscriber, ping_interval_s: float) -> None:
+    """Push the subscription's messages until the client, the feed or the heartbeat ends it."""
+    live = _Liveness()
+
+    async def send(msg: dict[str, Any]) -> None:
+        """One message as compact JSON text."""
+        await ws.send_text(json.dumps(msg, separators=(",", ":")))
+
+    tasks = [
+        asyncio.create_task(feed.serve(sub, send)),
+        asyncio.create_task(_receive(ws, live)),
+        asyncio.create_task(_heartbeat(sub, live, ping_interval_s)),
+    ]
+    try:
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for task in done:
+            err = task.exception()
+            if err is not None and not isinstance(err, WebSocketDisconnect | TimeoutError):
+                log.warning("subscriber %s ended: %r", sub.describe(), err)
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        feed.unsubscribe(sub)
+        if ws.application_state is not WebSocketState.DISCONNECTED:
+            with contextlib.suppress(Exception):
+                await ws.close()
+
+
+@router.websocket("/v1/leaderboards/{board}/subscribe")
+async def subscribe(ws: WebSocket, board: str, state: StateDep) -> None:
+    """Live deltas of the top N or of one participant (see docs/gateway.md)."""
+    await ws.accept()
+    feed = state.feed
+    if feed is None:
+        await _fail(ws, "unavailable", "gateway is starting", 1013)
+        return
+    req = await _read_request(ws)
+    if req is None:
+        return
+    try:
+        await state.board_cfg(board)
+    except ApiError as exc:
+        await _fail(ws, exc.code, str(exc.detail), 4404)
+        return
+    options = state.options
+    sub = Subscriber(
+        board,
+        req.mode,
+        n=req.n,
+        participant_id=req.participant_id,
+        queue_size=options.subscriber_queue,
+    )
+    feed.subscribe(sub, req.since_version)
+    await _serve(ws, feed, sub, options.ping_interval_s)

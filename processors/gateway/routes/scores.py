@@ -1,0 +1,95 @@
+"""Scores: publish one participant's score, optionally waiting until the projection applied it."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Response
+
+from processors.gateway.deps import FeedDep, ProducerDep, StateDep
+from processors.gateway.errors import ApiError
+from processors.gateway.guards import ApiKey, retry_after
+from processors.gateway.models import BoardId, ScoreIn
+from streams.errors import LeaderboardError
+from streams.events import BoardStatus, RankChange
+
+__all__ = ["applied_json", "router"]
+
+router = APIRouter(tags=["scores"])
+
+
+def applied_json(event_id: str, change: RankChange) -> dict[str, Any]:
+    """The ``wait=true`` answer: the applied change's ranks and scores."""
+    return {
+        "event_id": event_id,
+        "status": "applied",
+        "participant_id": change.participant_id,
+        "period": change.period,
+        "version": change.version,
+        "rank": change.new_rank,
+        "previous_rank": change.old_rank,
+        "score": change.new_score,
+        "previous_score": change.old_score,
+    }
+
+
+@router.post(
+    "/v1/leaderboards/{board}/scores",
+    status_code=202,
+    responses={200: {"description": "with wait=true: the applied result"}},
+)
+async def submit_score(
+    board: BoardId,
+    body: ScoreIn,
+    response: Response,
+    state: StateDep,
+    producer: ProducerDep,
+    feed: FeedDep,
+    wait: Annotated[bool, Query(description="wait until the projection applied it")] = False,
+    key: ApiKey = None,
+) -> dict[str, Any]:
+    """Publish one participant's score; 202 with its event id (200 with ranks if wait)."""
+    state.keys.write(key)
+    cfg = await state.board_cfg(board)
+    if cfg.status is BoardStatus.CLOSED:
+        raise ApiError(409, f"leaderboard {board!r} is closed")
+    retry = state.submit_limiter.take(f"{board}\x00{body.participant_id}")
+    if retry:
+        raise ApiError(
+            429,
+            f"too many scores for {body.participant_id!r}: at most {state.options.submit_rate:g}/s",
+            headers=retry_after(retry),
+        )
+    event_id = producer.submit_score(
+        board,
+        body.participant_id,
+        body.score,
+        at=body.timestamp,
+        operator=body.operator,
+        match_id=body.match_id,
+        metadata=body.metadata or None,
+    )
+    fut = feed.wait_for(event_id) if wait else None
+    try:
+        await asyncio.get_running_loop().run_in_executor(None, producer.flush, 10.0)
+    except LeaderboardError as exc:
+        if fut is not None:
+            feed.forget(event_id, fut)
+        raise ApiError(503, f"could not publish the score: {exc}") from None
+    state.metrics.submitted.inc()
+    if fut is None:
+        return {"event_id": event_id, "status": "accepted"}
+    timeout = state.options.wait_timeout_s
+    try:
+        change = await asyncio.wait_for(fut, timeout)
+    except TimeoutError:
+        raise ApiError(
+            504,
+            f"score {event_id} published but not applied within {timeout:g}s "
+            "(it may still be applied, or was rejected to the dead-letter topic)",
+        ) from None
+    finally:
+        feed.forget(event_id, fut)
+    response.status_code = 200
+    return applied_json(event_id, change)
