@@ -9,11 +9,11 @@ from fastapi import Path as PathParam
 from fastapi import Query
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator
 
+from streams import rules
 from streams.events import BoardStatus, LeaderboardConfigured
 from streams.validation import ScoreEntryIn, parse_time
 
 __all__ = [
-    "BOARD_ID",
     "PERIOD",
     "BoardId",
     "BoardPatchIn",
@@ -24,11 +24,10 @@ __all__ = [
     "now_ms",
 ]
 
-BOARD_ID = r"^[A-Za-z0-9_.-]{1,64}$"
 PERIOD = r"^[0-9A-Za-z-]{1,32}$"
 
 #: A leaderboard id in the path.
-BoardId = Annotated[str, PathParam(pattern=BOARD_ID, description="leaderboard id")]
+BoardId = Annotated[str, PathParam(pattern=rules.BOARD_ID_PATTERN, description="leaderboard id")]
 #: An optional period key in the query.
 PeriodQ = Annotated[
     str | None, Query(pattern=PERIOD, description="period key (default: the current one)")
