@@ -1,6 +1,6 @@
 """The closing analysis of BENCHMARKS.md: where the time goes, side experiments, next steps.
 
-The text quotes the report's own figures (by scenario and name prefix), so a re-render from
+The text quotes the report's own figures (by their stable keys), so a re-render from
 results.json reproduces it exactly.
 """
 
@@ -10,20 +10,16 @@ from benchmarks.figures import Report
 from benchmarks.stats import fmt_value
 
 
-def _fig(report: Report, scenario: str, prefix: str) -> str:
-    """Median of the first figure whose name starts with ``prefix`` (or 'n/a')."""
-    for f in report.figures:
-        if f.scenario == scenario and f.name.startswith(prefix) and f.runs:
-            return f"{fmt_value(f.median, f.unit)}"
-    return "n/a"
+def _fig(report: Report, key: str) -> str:
+    """Formatted median of the figure with that key (or 'n/a' if absent or not measured)."""
+    f = report.get(key)
+    return fmt_value(f.median, f.unit) if f is not None and f.runs else "n/a"
 
 
-def _num(report: Report, scenario: str, prefix: str) -> float:
-    """Median of the first figure whose name starts with ``prefix`` (or NaN)."""
-    for f in report.figures:
-        if f.scenario == scenario and f.name.startswith(prefix) and f.runs:
-            return f.median
-    return float("nan")
+def _num(report: Report, key: str) -> float:
+    """Median of the figure with that key (or NaN if absent or not measured)."""
+    f = report.get(key)
+    return f.median if f is not None and f.runs else float("nan")
 
 
 #: Side experiments (scripts run by hand on the same machine, 3 alternating runs each, medians
@@ -59,11 +55,11 @@ def p_rate(report: Report) -> float:
 
 def _latency_text(report: Report, live: float) -> str:
     """The latency paragraph: below or above the ingest capacity."""
-    v10 = _fig(report, "1 latency", "at 10k/s: produce → visible in Redis, p99")
-    w10 = _fig(report, "1 latency", "at 10k/s: produce → WebSocket delta, p99")
-    m10 = _fig(report, "1 latency", "at 10k/s: produce → visible in Redis, p50")
-    v2 = _fig(report, "1 latency", "at 2k/s: produce → visible in Redis, p99")
-    w2 = _fig(report, "1 latency", "at 2k/s: produce → WebSocket delta, p99")
+    v10 = _fig(report, "latency.headline.redis_p99")
+    w10 = _fig(report, "latency.headline.websocket_p99")
+    m10 = _fig(report, "latency.headline.redis_p50")
+    v2 = _fig(report, "latency.low.redis_p99")
+    w2 = _fig(report, "latency.low.websocket_p99")
     if live == live and live > 1.2 * p_rate(report):
         return f"""\
 **Latency**: at 10,000 entries/s the pipeline runs at about {p_rate(report) / live:.0%} of the
@@ -86,7 +82,7 @@ latency target follows the throughput target here.
 
 def analysis(report: Report) -> str:
     """Closing section: where the time goes, side experiments and proposed next steps."""
-    live = _num(report, "1 ingest", "applied to Redis")
+    live = _num(report, "ingest.redis_entries_per_s")
     return (
         _ingest_text(report, live)
         + _latency_text(report, live)
@@ -97,9 +93,9 @@ def analysis(report: Report) -> str:
 
 def _ingest_text(report: Report, live: float) -> str:
     """The ingest paragraph (with the heading of the section)."""
-    lua = _num(report, "profile", "Redis time inside")
+    lua = _num(report, "profile.lua_us_per_entry")
     lua_cap = f"{1e6 / lua:,.0f}" if lua == lua and lua > 0 else "n/a"
-    inproc = _num(report, "profile", "Projector.process")
+    inproc = _num(report, "profile.projector_entries_per_s")
     per_entry = f"{1e6 / inproc:.0f}" if inproc == inproc and inproc > 0 else "n/a"
     if live == live and inproc == inproc and live >= 0.9 * inproc:
         gap = (
@@ -112,26 +108,26 @@ def _ingest_text(report: Report, live: float) -> str:
             "machinery) and the CPU taken by the sinks worker (decoding every RankChanged, "
             "COPY into PostgreSQL)."
         )
-    zadd = _fig(report, "2 baseline", "limit: raw pipelined")
+    zadd = _fig(report, "baseline.zadd_ops_per_s")
     return f"""\
 ## Where the time goes
 
 **Ingest** (target 20,000 entries/s end to end; measured
-{_fig(report, "1 ingest", "end to end")} entries/s): the projector is CPU-bound in Python, on 2
+{_fig(report, "ingest.e2e_entries_per_s")} entries/s): the projector is CPU-bound in Python, on 2
 cores that also run Kafka, Redis, PostgreSQL, the sinks worker and, during this run, other
 test suites. In-process, without Faust and without the sinks worker,
-`Projector.process` applies {_fig(report, "profile", "Projector.process")} entries/s (about
-{per_entry} us per entry); the live worker applies {_fig(report, "1 ingest", "applied to Redis")}
+`Projector.process` applies {_fig(report, "profile.projector_entries_per_s")} entries/s (about
+{per_entry} us per entry); the live worker applies {_fig(report, "ingest.redis_entries_per_s")}
 entries/s. {gap} Inside Redis the apply script costs
-{_fig(report, "profile", "Redis time inside")} us per entry (INFO commandstats), a ceiling of
+{_fig(report, "profile.lua_us_per_entry")} us per entry (INFO commandstats), a ceiling of
 about {lua_cap} entries/s for one Redis core; the rest is Python. The profile of
 `Projector.process` above splits it: the Redis pipeline (waiting for the script, packing the
 arguments, reading the reply), `_parse` of the script's tab-separated result into `RankChange` /
 notification objects, Avro encoding of the RankChanged and notification records, Avro decoding
 of the input, and building the script arguments. The naive synchronous design reaches
-{_fig(report, "2 baseline", "naive")} entries/s, so the batching design is
-{_fig(report, "2 ratio", "ingest e2e ÷ naive")} faster on the same machine; raw Kafka consumption
-({_fig(report, "2 baseline", "limit: raw Kafka")} entries/s) and pipelined ZADD ({zadd} ops/s)
+{_fig(report, "baseline.naive_entries_per_s")} entries/s, so the batching design is
+{_fig(report, "ratio.e2e_vs_naive")} faster on the same machine; raw Kafka consumption
+({_fig(report, "baseline.kafka_raw_entries_per_s")} entries/s) and pipelined ZADD ({zadd} ops/s)
 are far from limiting.
 
 """
@@ -141,14 +137,14 @@ def _findings_text(report: Report) -> str:
     """Replay, memory and queries paragraphs (after a blank line), then the side experiments."""
     return f"""
 **Replay** (target 100,000 entries/s from Kafka; measured
-{_fig(report, "4 replay", "rebuild from Kafka")} entries/s): replay runs the live apply path on
+{_fig(report, "replay.kafka")} entries/s): replay runs the live apply path on
 purpose (decode -> Lua arguments -> apply script -> parse of its text result). The replay profile
 above is dominated by the Redis pipeline (the script's time inside Redis plus packing the
 arguments and reading the reply), then Avro decode, `_parse`, and building the arguments;
 experiments 2, 3 and 5 show that neither the rank lookups, I/O overlap nor argument packing are
 the lever.
 
-**Memory** (target 150 B/entry; measured {_fig(report, "5 memory", "Redis bytes")} B): the sorted
+**Memory** (target 150 B/entry; measured {_fig(report, "memory.per_entry")} B): the sorted
 set and the participant->member hash both hold the 36-byte member (a 28-character decimal
 tie-break prefix + the participant id); the hash alone is about 100 B/entry (see "memory by
 key").
@@ -165,7 +161,7 @@ the 2 cores with the httpx clients of the benchmark itself.
 
 def _next_steps_text(report: Report) -> str:
     """The proposed next steps (quoting the raw ZADD limit)."""
-    zadd = _fig(report, "2 baseline", "limit: raw pipelined")
+    zadd = _fig(report, "baseline.zadd_ops_per_s")
     return f"""\
 ## Proposed next steps
 

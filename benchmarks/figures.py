@@ -1,10 +1,14 @@
-"""The result model: a target, a figure (the runs of one measurement) and the run's report."""
+"""The result model: a target, a figure (the runs of one measurement) and the run's report.
+
+Every figure carries a stable ``key`` (dotted snake_case, e.g. ``replay.kafka``): its name is
+prose that may be reworded, the key is what issues, the analysis and tools refer to.
+"""
 
 from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from benchmarks.params import Params
 from benchmarks.stats import fmt_range, summary
@@ -41,9 +45,17 @@ class Target:
         return cls(float(m.group(2).replace(",", "")), m.group(1) == "\u2265", text)
 
 
+#: A figure key: two or more dot-separated snake_case parts ("ingest.e2e_entries_per_s").
+KEY_PATTERN: Final = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)+$")
+
+
 @dataclass(slots=True)
 class Figure:
-    """One row of the table: the runs of one measurement and what they mean."""
+    """One row of the table: the runs of one measurement and what they mean.
+
+    ``key`` is the figure's stable id (keyword-only, required): unlike ``name`` it is not
+    reworded, so results can be compared and referred to across runs.
+    """
 
     scenario: str
     name: str
@@ -53,6 +65,14 @@ class Figure:
     target: Target | None = None
     note: str = ""
     ratio: bool = False
+    key: str = field(kw_only=True)
+
+    def __post_init__(self) -> None:
+        if not KEY_PATTERN.match(self.key):
+            raise ValueError(
+                f"figure {self.scenario} / {self.name}: key {self.key!r} is not dotted "
+                f"snake_case ({KEY_PATTERN.pattern})"
+            )
 
     @property
     def median(self) -> float:
@@ -88,13 +108,19 @@ class Report:
     seconds: float = 0.0
 
     def add(self, figure: Figure) -> Figure:
-        """Append ``figure`` and return it."""
+        """Append ``figure`` and return it; its key must be new to the report."""
+        clash = self.get(figure.key)
+        if clash is not None:
+            raise ValueError(
+                f"figure {figure.scenario} / {figure.name}: key {figure.key!r} already used by "
+                f"{clash.scenario} / {clash.name}"
+            )
         self.figures.append(figure)
         return figure
 
-    def get(self, scenario: str, name: str) -> Figure | None:
-        """The figure of that scenario and name, if any."""
-        return next((f for f in self.figures if f.scenario == scenario and f.name == name), None)
+    def get(self, key: str) -> Figure | None:
+        """The figure with that key, if any."""
+        return next((f for f in self.figures if f.key == key), None)
 
     def to_json(self) -> dict[str, Any]:
         """Machine-readable form (benchmarks/results.json)."""
@@ -105,6 +131,7 @@ class Report:
             "seconds": round(self.seconds, 1),
             "figures": [
                 {
+                    "key": f.key,
                     "scenario": f.scenario,
                     "name": f.name,
                     "unit": f.unit,

@@ -33,10 +33,10 @@ DEFAULT_JSON = PROJECT_ROOT / "benchmarks" / "results.json"
 
 
 def render_table(figures: Sequence[Figure]) -> str:
-    """The Markdown table: scenario, figure, median, min-max, runs, target."""
+    """The Markdown table: scenario, figure, key, median, min-max, runs, target."""
     lines = [
-        "| Scenario | Figure | Median | Min\u2013max | Runs | Target |",
-        "|---|---|---:|---:|---:|---|",
+        "| Scenario | Figure | Key | Median | Min\u2013max | Runs | Target |",
+        "|---|---|---|---:|---:|---:|---|",
     ]
     for f in figures:
         unit = "" if f.unit == "\u00d7" else f" {f.unit}"
@@ -44,7 +44,8 @@ def render_table(figures: Sequence[Figure]) -> str:
         runs = (3 if f.runs else 0) if f.ratio else len(f.runs)
         runs_text = "ratio" if f.ratio and f.runs else str(runs)
         lines.append(
-            f"| {f.scenario} | {f.name} | {med} | {f.range_text()} | {runs_text} | {f.status()} |"
+            f"| {f.scenario} | {f.name} | `{f.key}` | {med} | {f.range_text()} | {runs_text} "
+            f"| {f.status()} |"
         )
     return "\n".join(lines)
 
@@ -110,12 +111,22 @@ def render_markdown(report: Report, analysis: str = "") -> str:
 
 
 def report_from_json(data: dict[str, Any]) -> Report:
-    """Rebuild a Report from results.json (to re-render BENCHMARKS.md without re-measuring)."""
+    """Rebuild a Report from results.json (to re-render BENCHMARKS.md without re-measuring).
+
+    Every figure must carry its ``key``: a ValueError names the figure that does not (or whose
+    key is malformed or repeated).
+    """
     report = Report(Params(**data["params"]), data["started"], data["machine"])
     report.seconds = float(data.get("seconds", 0.0))
     report.details = dict(data.get("details") or {})
     report.profiles = dict(data.get("profiles") or {})
-    for f in data["figures"]:
+    for i, f in enumerate(data["figures"]):
+        key = f.get("key")
+        if not isinstance(key, str) or not key:
+            raise ValueError(
+                f"figure #{i + 1} ({f.get('scenario', '?')} / {f.get('name', '?')}) has no "
+                "'key'; every figure in results.json needs a stable key"
+            )
         report.add(
             Figure(
                 f["scenario"],
@@ -126,6 +137,7 @@ def report_from_json(data: dict[str, Any]) -> Report:
                 Target.parse(f["target"]) if f.get("target") else None,
                 f.get("note", ""),
                 bool(f.get("ratio", False)),
+                key=key,
             )
         )
     return report

@@ -20,7 +20,7 @@ from typing import Any
 from benchmarks.figures import Figure, Report, Target
 from benchmarks.harness import Namespace, Say
 from benchmarks.params import Params
-from benchmarks.scenarios.http import http_scenario
+from benchmarks.scenarios.http import http_scenario, query_slug
 from benchmarks.scenarios.profile import has_profiler, profile_text
 from benchmarks.stats import percentile
 from benchmarks.workload import now_ms
@@ -210,6 +210,7 @@ async def _load(
             "entries/s",
             [load_rate],
             f"{size:,} participants, 500 records \u00d7 {k} entries per call, one client",
+            key="queries.load_entries_per_s",
         )
     )
     report.add(
@@ -219,6 +220,7 @@ async def _load(
             "rows/s",
             [copy_rate],
             "one RankChanged of 5,000 changes per write",
+            key="audit.copy_rows_per_s",
         )
     )
     return mem1 - mem0
@@ -241,6 +243,7 @@ async def _memory_figures(
             f"MEMORY USAGE SAMPLES 0 summed over {len(usage)} keys; "
             f"{size // k:,} records of {k} entries (event-id set included)",
             Target(150, False, "≤ 150 B/entry"),
+            key="memory.per_entry",
         )
     )
     report.details["memory by key (bytes per entry)"] = {
@@ -271,6 +274,7 @@ async def _query_figures(
                     f"{size:,} participants; RankingStore (redis.asyncio), 1 client, "
                     f"{p.query_samples:,} sequential queries per run",
                     tgt if q == 99 else None,
+                    key=f"redis.{query_slug(name)}_p{q}",
                 )
             )
 
@@ -297,6 +301,7 @@ async def _replay_figures(
                 f"replay_board of {size:,} entries ({size // k:,} records) into shadow "
                 "keys, no verify",
                 Target(100_000, True, "≥ 100,000 entries/s") if source == "kafka" else None,
+                key=f"replay.{source}",
             )
         )
 

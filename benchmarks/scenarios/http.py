@@ -21,6 +21,17 @@ from benchmarks.stats import percentile
 from streams.events import LeaderboardConfigured
 
 
+def query_slug(name: str) -> str:
+    """The key part of a query kind (Redis direct or HTTP): top100, around or deep_page."""
+    if name == "top 100":
+        return "top100"
+    if name.startswith("rank + "):
+        return "around"
+    if name.startswith("page of 100 at offset "):
+        return "deep_page"
+    raise ValueError(f"no figure key for query kind {name!r}")
+
+
 async def http_queries(
     base_url: str, board: str, size: int, clients: int, requests: int
 ) -> dict[str, tuple[list[float], float]]:
@@ -117,6 +128,7 @@ async def http_scenario(
                     [percentile(lat, q) for lat, _ in runs],
                     params,
                     note=note,
+                    key=f"http.{query_slug(name)}_p{q}",
                 )
             )
         report.add(
@@ -127,5 +139,6 @@ async def http_scenario(
                 [rps for _, rps in runs],
                 params,
                 note=note,
+                key=f"http.{query_slug(name)}_rps",
             )
         )

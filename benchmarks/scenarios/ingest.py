@@ -175,6 +175,7 @@ def run_ingest(base: Settings, p: Params, report: Report, logs: Path, say: Say) 
             [x.e2e_rate for x in runs],
             params + "; from first applied entry to last audit row",
             Target(20_000, True, "≥ 20,000 entries/s"),
+            key="ingest.e2e_entries_per_s",
         )
     )
     report.add(
@@ -184,6 +185,7 @@ def run_ingest(base: Settings, p: Params, report: Report, logs: Path, say: Say) 
             "entries/s",
             [x.redis_rate for x in runs],
             params,
+            key="ingest.redis_entries_per_s",
         )
     )
     report.add(
@@ -193,6 +195,7 @@ def run_ingest(base: Settings, p: Params, report: Report, logs: Path, say: Say) 
             "rows/s",
             [x.pg_rate for x in runs],
             params,
+            key="ingest.audit_rows_per_s",
         )
     )
     report.details["ingest runs"] = [asdict(x) for x in runs]

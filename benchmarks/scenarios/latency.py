@@ -315,6 +315,8 @@ def _latency_figures(
     )
     headline = rate == p.latency_rate
     at = f"at {rate // 1000}k/s"
+    # Keys name the role of the rate (the headline rate or the low one), not its value.
+    prefix = "latency.headline" if headline else "latency.low"
     for q in (50, 99, 100):
         label = "max" if q == 100 else f"p{q}"
         tgt = Target(500, False, "≤ 500 ms") if q == 99 and headline else None
@@ -327,6 +329,7 @@ def _latency_figures(
                 lp + "; Kafka timestamp of the RankChanged record (stamped right after the "
                 "Lua apply returned) minus the send time; every record measured",
                 tgt,
+                key=f"{prefix}.redis_{label}",
             )
         )
     ws_note = next((x.websocket_note for x in lat_runs if x.websocket_note), "")
@@ -342,6 +345,7 @@ def _latency_figures(
                 lp + "; gateway track subscription of a probe participant, 10 probes/s",
                 tgt,
                 note=ws_note,
+                key=f"{prefix}.websocket_{label}",
             )
         )
     report.details[f"latency runs at {rate:,} entries/s"] = [

@@ -157,6 +157,7 @@ def run_profile(base: Settings, p: Params, report: Report, logs: Path, say: Say)
             [proc_rate],
             f"{p.profile_records:,} records \u00d7 {p.entries_per_record} entries, batches of "
             "500, real Redis + producer",
+            key="profile.projector_entries_per_s",
         )
     )
     report.add(
@@ -166,6 +167,7 @@ def run_profile(base: Settings, p: Params, report: Report, logs: Path, say: Say)
             "µs",
             [lua],
             "INFO commandstats cmdstat_evalsha usec delta / entries",
+            key="profile.lua_us_per_entry",
         )
     )
     report.profiles[

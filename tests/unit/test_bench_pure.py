@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import json
 import math
 import random
+import re
 
 import pytest
 
-from benchmarks.figures import Figure, Report, Target
+from benchmarks.analysis import analysis
+from benchmarks.figures import KEY_PATTERN, Figure, Report, Target
 from benchmarks.params import Params
-from benchmarks.report import render_markdown, render_misses, render_table, report_from_json
+from benchmarks.report import (
+    DEFAULT_JSON,
+    render_markdown,
+    render_misses,
+    render_table,
+    report_from_json,
+)
+from benchmarks.scenarios.http import query_slug
 from benchmarks.stats import fmt_range, fmt_value, percentile, ratio_runs, summary
 from benchmarks.workload import match_stream
 
@@ -76,19 +86,42 @@ def _figures() -> list[Figure]:
             [5000.0, 6000.0, 7000.0],
             "p",
             Target(20_000, True, ">= 20k"),
+            key="ingest.e2e_entries_per_s",
         ),
         Figure(
-            "3 queries", "top 100, p99", "ms", [1.0, 2.0, 3.0], "p", Target(5, False, "<= 5 ms")
+            "3 queries",
+            "top 100, p99",
+            "ms",
+            [1.0, 2.0, 3.0],
+            "p",
+            Target(5, False, "<= 5 ms"),
+            key="redis.top100_p99",
         ),
-        Figure("3 queries", "HTTP top 100", "ms", [], "p", note="not run: gateway missing"),
-        Figure("2 ratio", "e2e / naive", "\u00d7", ratio_runs([6000.0], [1000.0]), ratio=True),
+        Figure(
+            "3 queries",
+            "HTTP top 100",
+            "ms",
+            [],
+            "p",
+            note="not run: gateway missing",
+            key="http.top100_p99",
+        ),
+        Figure(
+            "2 ratio",
+            "e2e / naive",
+            "\u00d7",
+            ratio_runs([6000.0], [1000.0]),
+            ratio=True,
+            key="ratio.e2e_vs_naive",
+        ),
     ]
 
 
 def test_render_table_rows_and_status() -> None:
     table = render_table(_figures()).splitlines()
-    assert table[0].startswith("| Scenario | Figure | Median")
+    assert table[0].startswith("| Scenario | Figure | Key | Median")
     assert len(table) == 2 + 4
+    assert table[2].startswith("| 1 ingest | e2e | `ingest.e2e_entries_per_s` | ")
     assert "| 6,000 entries/s | 5,000\u20137,000 | 3 | \u274c >= 20k |" in table[2]
     assert "| 2.00 ms | 1.00\u20133.00 | 3 | \u2705 <= 5 ms |" in table[3]
     assert "| \u2013 | \u2013 | 0 | not run: gateway missing |" in table[4]
@@ -98,7 +131,16 @@ def test_render_table_rows_and_status() -> None:
 
 def test_render_misses_names_missed_and_unmeasured_targets() -> None:
     figs = _figures()
-    figs.append(Figure("1 latency", "p99", "ms", [], target=Target(500, False, "<= 500 ms")))
+    figs.append(
+        Figure(
+            "1 latency",
+            "p99",
+            "ms",
+            [],
+            target=Target(500, False, "<= 500 ms"),
+            key="latency.headline.redis_p99",
+        )
+    )
     lines = render_misses(figs)
     assert len(lines) == 2
     assert "e2e" in lines[0] and "missed" in lines[0]
@@ -121,11 +163,74 @@ def test_render_markdown_has_table_parameters_and_profiles() -> None:
     assert report.to_json()["figures"][2]["median"] is None
 
 
-def test_report_get_finds_figure() -> None:
+def test_report_get_finds_figure_by_key() -> None:
     report = Report(Params.full(), "t", "m")
-    fig = report.add(Figure("a", "b", "ms", [1.0]))
-    assert report.get("a", "b") is fig
-    assert report.get("a", "c") is None
+    fig = report.add(Figure("a", "b", "ms", [1.0], key="a.b"))
+    assert report.get("a.b") is fig
+    assert report.get("a.c") is None
+
+
+def test_report_rejects_a_repeated_key() -> None:
+    report = Report(Params.full(), "t", "m")
+    report.add(Figure("a", "b", "ms", [1.0], key="a.b"))
+    with pytest.raises(ValueError, match=r"a / c: key 'a.b' already used by a / b"):
+        report.add(Figure("a", "c", "ms", [2.0], key="a.b"))
+
+
+@pytest.mark.parametrize("key", ["", "ingest", "Ingest.e2e", "ingest.e2e-rate", "a..b", ".a.b"])
+def test_figure_rejects_a_malformed_key(key: str) -> None:
+    with pytest.raises(ValueError, match="not dotted snake_case"):
+        Figure("1 ingest", "e2e", "entries/s", key=key)
+
+
+def test_key_pattern_is_the_documented_rule() -> None:
+    assert KEY_PATTERN.pattern == r"^[a-z0-9_]+(\.[a-z0-9_]+)+$"
+    for key in ("ingest.e2e_entries_per_s", "replay.kafka", "latency.headline.redis_p99"):
+        assert KEY_PATTERN.match(key)
+
+
+def test_query_slug_names_each_query_kind() -> None:
+    assert query_slug("top 100") == "top100"
+    assert query_slug("rank + 5 neighbours") == "around"
+    assert query_slug("page of 100 at offset 50,000") == "deep_page"
+    with pytest.raises(ValueError, match="no figure key"):
+        query_slug("something else")
+
+
+def _committed() -> dict[str, object]:
+    data = json.loads(DEFAULT_JSON.read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+def test_committed_results_have_unique_well_formed_keys() -> None:
+    figures = _committed()["figures"]
+    assert isinstance(figures, list) and figures
+    missing = [f"{f['scenario']} / {f['name']}" for f in figures if not f.get("key")]
+    assert not missing, f"figures without a key: {missing}"
+    keys = [f["key"] for f in figures]
+    assert len(keys) == len(set(keys)), sorted(k for k in keys if keys.count(k) > 1)
+    assert all(re.fullmatch(r"[a-z0-9_]+(\.[a-z0-9_]+)+", k) for k in keys), keys
+    # Keys that open issues refer to.
+    assert {"replay.kafka", "replay.postgres", "memory.per_entry", "http.top100_rps"} <= set(keys)
+    assert report_from_json(_committed()).get("replay.kafka") is not None
+
+
+def test_committed_results_feed_every_quoted_figure() -> None:
+    """The closing analysis quotes figures by key: every one it needs is in results.json."""
+    text = analysis(report_from_json(_committed()))
+    assert "n/a" not in text
+
+
+def test_report_from_json_requires_a_key() -> None:
+    report = Report(Params.quick(), "t", "m")
+    for f in _figures():
+        report.add(f)
+    data = report.to_json()
+    assert [f["key"] for f in data["figures"]] == [f.key for f in _figures()]
+    del data["figures"][1]["key"]
+    with pytest.raises(ValueError, match=r"figure #2 \(3 queries / top 100, p99\) has no 'key'"):
+        report_from_json(data)
 
 
 def test_match_stream_is_deterministic_with_distinct_players() -> None:
