@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition
 
 from processors.bootstrap import (
     RedisClient,
@@ -111,6 +111,12 @@ class CommittedProbe:
         self.consumer.close()
 
 
+def log_time(msg: Message) -> int | None:
+    """The broker's append time of ``msg`` in ms (as the live worker sees it), else None."""
+    kind, ms = msg.timestamp()
+    return int(ms) if kind == TIMESTAMP_LOG_APPEND_TIME else None
+
+
 class KafkaSource:
     """Reads one board's records from its partition of the score topic."""
 
@@ -162,7 +168,9 @@ class KafkaSource:
                     break
                 self.position = off + 1
                 if msg.key() == self.key:
-                    out.append(RawRecord(msg.partition(), off, msg.key(), msg.value()))
+                    out.append(
+                        RawRecord(msg.partition(), off, msg.key(), msg.value(), log_time(msg))
+                    )
             if self.position >= end:
                 break
         return out

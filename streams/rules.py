@@ -19,6 +19,14 @@ from streams.events import (
 MAX_EXACT = 2**53 - 1
 #: What a leaderboard id may look like (also enforced by the gateway's path parameters).
 BOARD_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
+#: Event times the service accepts, UTC milliseconds: [2000-01-01, 2200-01-01). Every period
+#: key, monthly partition and 13-digit tie-break prefix of such a time is well formed, and a
+#: time sent in seconds (~1.8e9) falls outside instead of landing in January 1970.
+MIN_EVENT_MS = 946_684_800_000
+MAX_EVENT_MS = 7_258_118_400_000
+#: How far a claimed event time may run ahead of the log's own time (the broker's append
+#: time): more would let one record end a period for every participant.
+MAX_CLOCK_SKEW_MS = 60_000
 #: Period key of boards that never reset.
 ALL_TIME = "all"
 #: Marker for "this period never ends".
@@ -108,18 +116,48 @@ def period_closes_at(reset: ResetPeriod, key: str, grace_ms: int) -> int:
     return NEVER if end == NEVER else end + grace_ms
 
 
-def reject_reason(config: LeaderboardConfigured | None, record: MatchResultSubmitted) -> str | None:
+def event_time_reason(occurred_at: int, reference_ms: int | None = None) -> str | None:
+    """Why a claimed event time is refused, or None.
+
+    ``reference_ms`` is a time the client does not control: the broker's append time of the
+    record in the workers (the log keeps it, so replay decides the same), the wall clock at
+    the edge. A time more than ``MAX_CLOCK_SKEW_MS`` ahead of it is refused.
+    """
+    if not MIN_EVENT_MS <= occurred_at < MAX_EVENT_MS:
+        hint = ""
+        if MIN_EVENT_MS <= occurred_at * 1000 < MAX_EVENT_MS:
+            hint = " (it looks like seconds: send milliseconds)"
+        return (
+            f"event time {occurred_at} is outside the accepted range: UTC milliseconds from "
+            f"2000-01-01 to 2200-01-01{hint}"
+        )
+    if reference_ms is not None and occurred_at > reference_ms + MAX_CLOCK_SKEW_MS:
+        ahead = (occurred_at - reference_ms) / 1000
+        return (
+            f"event time is {ahead:,.0f} s ahead of the log's time "
+            f"(at most {MAX_CLOCK_SKEW_MS // 1000} s of clock skew is accepted)"
+        )
+    return None
+
+
+def reject_reason(
+    config: LeaderboardConfigured | None,
+    record: MatchResultSubmitted,
+    log_time: int | None = None,
+) -> str | None:
     """Why a whole record cannot be applied under its board's configuration, or None.
 
-    Checks that need only the configuration (not the current standings): unknown board,
-    closed board, tournament window, empty match, negative event time.
+    Checks that need only the configuration and the record (not the current standings):
+    unknown board, empty match, event time (range, and skew against ``log_time``, the
+    broker's time of the record), closed board, tournament window.
     """
     if config is None:
         return f"unknown leaderboard {record.leaderboard_id!r}"
     if not record.entries:
         return "match result has no entries"
-    if record.occurred_at < 0:
-        return f"occurred_at {record.occurred_at} is before 1970"
+    bad_time = event_time_reason(record.occurred_at, log_time)
+    if bad_time:
+        return bad_time
     if (
         config.status is BoardStatus.CLOSED
         and config.closed_at is not None

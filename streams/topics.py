@@ -47,7 +47,13 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
         TopicSpec(
             settings.topic(settings.scores_topic),
             n,
-            {"retention.ms": "-1", "retention.bytes": "-1"},
+            # The broker stamps each record with its append time: the time the workers
+            # trust (a claimed event time may not run ahead of it), kept in the log for replay.
+            {
+                "retention.ms": "-1",
+                "retention.bytes": "-1",
+                "message.timestamp.type": "LogAppendTime",
+            },
             schema="MatchResultSubmitted",
             purpose="match results from producers; the log is the source of truth",
         ),

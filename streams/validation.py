@@ -256,8 +256,11 @@ def parse_board(data: Mapping[str, Any], configured_at: int | None = None) -> Le
     return model.to_event(configured_at)
 
 
-def check_match(event: MatchResultSubmitted) -> None:
-    """Fast contract check of an already-built event (SDK path); raise ValidationError."""
+def check_match(event: MatchResultSubmitted, now_ms: int | None = None) -> None:
+    """Fast contract check of an already-built event (SDK path); raise ValidationError.
+
+    With ``now_ms`` (the edge's clock) an event time too far in the future is refused too.
+    """
     problems = []
     if not _BOARD_ID.fullmatch(event.leaderboard_id):
         problems.append(
@@ -268,11 +271,9 @@ def check_match(event: MatchResultSubmitted) -> None:
         problems.append("entries: at least one entry is required")
     if not event.event_id:
         problems.append("event_id: must not be empty")
-    if not 0 <= event.occurred_at <= _MAX_MS:
-        problems.append(
-            f"occurred_at: must be between 1970 and 9999 in UTC milliseconds "
-            f"(got {event.occurred_at})"
-        )
+    bad_time = rules.event_time_reason(event.occurred_at, now_ms)
+    if bad_time:
+        problems.append(f"occurred_at: {bad_time}")
     for i, entry in enumerate(event.entries):
         if not 1 <= len(entry.participant_id) <= 128 or not entry.participant_id.strip():
             problems.append(f"entries[{i}].participant_id: must be 1 to 128 non-blank characters")

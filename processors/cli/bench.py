@@ -70,9 +70,9 @@ def bench_command(
     if render_only:
         try:
             data = json.loads(json_path.read_text())
-        except (OSError, ValueError) as exc:
+            report = bench.report_from_json(data)
+        except (OSError, ValueError, KeyError) as exc:
             raise click.ClickException(f"cannot read {json_path}: {exc}") from exc
-        report = bench.report_from_json(data)
         bench.write_outputs(report, output, None)
         click.echo(f"wrote {output} from {json_path}")
         return

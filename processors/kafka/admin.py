@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
     ConfigResource,
     NewTopic,
     ResourceType,
@@ -16,7 +18,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]
 from processors.bootstrap import kafka_admin
 from streams.errors import LeaderboardError, ServiceUnavailable
 from streams.settings import Settings
-from streams.topics import all_topics
+from streams.topics import TopicSpec, all_topics
 
 __all__ = ["TopicInfo", "create_topics", "list_topics", "require_topics"]
 
@@ -64,11 +66,13 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:
         raise _unavailable(settings, exc) from exc
+    specs = all_topics(settings)
+    _reconcile(admin, [s for s in specs if s.name in existing and s.config], timeout)
     wanted = [
         NewTopic(
             spec.name, num_partitions=spec.partitions, replication_factor=1, config=spec.config
         )
-        for spec in all_topics(settings)
+        for spec in specs
         if spec.name not in existing
     ]
     if not wanted:
@@ -85,6 +89,29 @@ def create_topics(settings: Settings, *, timeout: float = 30.0) -> list[str]:
         logger.info("created topic %s", name)
         created.append(name)
     return created
+
+
+def _reconcile(admin: AdminClient, specs: list[TopicSpec], timeout: float) -> None:
+    """Set the configs the project needs on topics that already exist (idempotent)."""
+    if not specs:
+        return
+    resources = [
+        ConfigResource(
+            ResourceType.TOPIC,
+            spec.name,
+            incremental_configs=[
+                ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET)
+                for k, v in spec.config.items()
+            ],
+        )
+        for spec in specs
+    ]
+    futures = admin.incremental_alter_configs(resources, request_timeout=timeout)
+    for resource, future in futures.items():
+        try:
+            future.result(timeout)
+        except KafkaException as exc:
+            logger.warning("cannot update the config of topic %s: %s", resource.name, exc)
 
 
 def list_topics(settings: Settings, *, timeout: float = 30.0) -> list[TopicInfo]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 import uuid
 from collections.abc import Iterator, Mapping
 from datetime import datetime
@@ -145,7 +146,7 @@ class LeaderboardProducer:
 
     def submit(self, match: MatchResultSubmitted) -> str:
         """Send a match result to the score topic keyed by its board; returns its event id."""
-        check_match(match)
+        check_match(match, now_ms=int(time.time() * 1000))
         self.publish(self.settings.topic(self.settings.scores_topic), match.leaderboard_id, match)
         return match.event_id
 

@@ -32,20 +32,42 @@ T = TypeVar("T")
 
 @dataclass(frozen=True, slots=True)
 class RawRecord:
-    """A record as read from the log: position, key and undecoded value."""
+    """A record as read from the log: position, key, undecoded value and the broker's time.
+
+    ``log_time`` is the broker's append time (topics with ``LogAppendTime``), a time no client
+    controls and that replay reads back identically; None where the log has no such time.
+    """
 
     partition: int
     offset: int
     key: bytes | None
     value: bytes | None
+    log_time: int | None = None
 
 
 def raw_records(events: Sequence[Any]) -> list[RawRecord]:
     """The raw records of a batch of Faust events."""
     return [
-        RawRecord(e.message.partition, e.message.offset, e.message.key, e.message.value)
+        RawRecord(
+            e.message.partition,
+            e.message.offset,
+            e.message.key,
+            e.message.value,
+            _log_time(e.message.timestamp, e.message.timestamp_type),
+        )
         for e in events
     ]
+
+
+#: aiokafka's timestamp type of a broker-assigned time (0 is the producer's CreateTime).
+_LOG_APPEND_TIME = 1
+
+
+def _log_time(timestamp_s: float | None, timestamp_type: int | None) -> int | None:
+    """Milliseconds of a broker append time (Faust gives seconds); None for client times."""
+    if timestamp_type != _LOG_APPEND_TIME or not timestamp_s:
+        return None
+    return round(timestamp_s * 1000)
 
 
 #: Failures that mean "a service is down for now": retried, never skipped.

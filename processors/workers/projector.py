@@ -25,6 +25,7 @@ from streams.events import (
     ParticipantsNotified,
     RankChanged,
 )
+from streams.partitioning import partition_for
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -107,9 +108,33 @@ class Projector:
                 self._dead_letter(raw, str(exc))
                 stats.dead_lettered += 1
                 continue
+            misplaced = self._placement_reason(raw, event)
+            if misplaced:
+                self._dead_letter(raw, misplaced)
+                stats.dead_lettered += 1
+                continue
             decoded.append((raw, event))
 
         return await self.apply_decoded(decoded, stats)
+
+    def _placement_reason(self, raw: RawRecord, event: MatchResultSubmitted) -> str | None:
+        """Why a record sits where replay would not find it (wrong key or partition), or None.
+
+        Replay reads a board's records from its murmur2 partition by key, so a record keyed
+        otherwise, or placed by another partitioner, would be live state the log cannot rebuild.
+        """
+        board = event.leaderboard_id
+        if raw.key != board.encode():
+            got = raw.key.decode(errors="replace") if raw.key is not None else None
+            return f"record key {got!r} is not its leaderboard id {board!r}"
+        want = partition_for(board, self.settings.partitions)
+        if raw.partition != want:
+            return (
+                f"record of {board!r} is on partition {raw.partition}, but its key hashes to "
+                f"partition {want} (produce with Kafka's murmur2 partitioner: librdkafka "
+                "partitioner=murmur2_random)"
+            )
+        return None
 
     async def apply_decoded(
         self,
@@ -135,7 +160,7 @@ class Projector:
         configs: dict[str, LeaderboardConfigured] = {}
         for raw, ev in decoded:
             cfg = self._config(ev.leaderboard_id)
-            reason = rules.reject_reason(cfg, ev)
+            reason = rules.reject_reason(cfg, ev, raw.log_time)
             if reason is not None or cfg is None:
                 self._dead_letter(raw, reason or "unknown leaderboard")
                 stats.dead_lettered += 1

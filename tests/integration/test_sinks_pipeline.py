@@ -28,6 +28,7 @@ from streams.events import (
     ScoreEntry,
     SortOrder,
 )
+from streams.partitioning import partition_for
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, wait_until
 
@@ -72,6 +73,8 @@ def project(
     from processors.workers.projector import RawRecord as ScoreRecord
 
     codec = get_codec(settings)
+    key = cfg.leaderboard_id.encode()
+    part = partition_for(cfg.leaderboard_id, settings.partitions)
 
     async def run() -> int:
         client = aioredis.Redis.from_url(settings.redis_url)
@@ -81,7 +84,7 @@ def project(
             proj = Projector(settings, store, lambda b: cfg, codec, prod)
             stats = await proj.process(
                 [
-                    ScoreRecord(0, first_offset + i, cfg.leaderboard_id.encode(), codec.encode(m))
+                    ScoreRecord(part, first_offset + i, key, codec.encode(m))
                     for i, m in enumerate(matches)
                 ]
             )
@@ -329,7 +332,12 @@ async def test_close_period_is_repeatable(stack: Settings) -> None:
     proj = Projector(stack, store, lambda b: cfg, codec, fake)  # type: ignore[arg-type]
     at = ms(2026, 9, 10)
     recs = [
-        ScoreRecord(0, i, None, codec.encode(match(board, at + i, (f"q{i}", i * 10))))
+        ScoreRecord(
+            partition_for(board, stack.partitions),
+            i,
+            board.encode(),
+            codec.encode(match(board, at + i, (f"q{i}", i * 10))),
+        )
         for i in range(5)
     ]
     await proj.process(recs)

@@ -97,19 +97,55 @@ def test_member_order_is_reach_order(t1: int, o1: int, i1: int, t2: int, o2: int
     assert rules.participant_of(rules.member(t1, o1, i1, "alice")) == "alice"
 
 
+T0 = 1_793_491_200_000  # 2026-11-01T00:00:00Z
+
+
 def test_reject_reasons() -> None:
-    cfg = LeaderboardConfigured("b", starts_at=1000, ends_at=2000)
-    rec = MatchResultSubmitted("e", "m", "b", 1500, (ScoreEntry("p", 1),))
+    cfg = LeaderboardConfigured("b", starts_at=T0 + 1000, ends_at=T0 + 2000)
+    rec = MatchResultSubmitted("e", "m", "b", T0 + 1500, (ScoreEntry("p", 1),))
     assert rules.reject_reason(cfg, rec) is None
     assert "unknown" in str(rules.reject_reason(None, rec))
-    late = MatchResultSubmitted("e", "m", "b", 2000, (ScoreEntry("p", 1),))
+    late = MatchResultSubmitted("e", "m", "b", T0 + 2000, (ScoreEntry("p", 1),))
     assert "after the tournament" in str(rules.reject_reason(cfg, late))
-    early = MatchResultSubmitted("e", "m", "b", 999, (ScoreEntry("p", 1),))
+    early = MatchResultSubmitted("e", "m", "b", T0 + 999, (ScoreEntry("p", 1),))
     assert "before the tournament" in str(rules.reject_reason(cfg, early))
-    closed = LeaderboardConfigured("b", status=BoardStatus.CLOSED, closed_at=1200)
+    closed = LeaderboardConfigured("b", status=BoardStatus.CLOSED, closed_at=T0 + 1200)
     assert "closed" in str(rules.reject_reason(closed, rec))
-    empty = MatchResultSubmitted("e", "m", "b", 1500, ())
+    empty = MatchResultSubmitted("e", "m", "b", T0 + 1500, ())
     assert "no entries" in str(rules.reject_reason(cfg, empty))
+
+
+@pytest.mark.parametrize(
+    ("occurred_at", "fragment"),
+    [
+        (-5, "outside the accepted range"),
+        (1_795_690_000, "looks like seconds"),
+        (253_402_214_400_000, "outside the accepted range"),  # 9999-12-31
+        (rules.MAX_EVENT_MS, "outside the accepted range"),
+        (rules.MIN_EVENT_MS - 1, "outside the accepted range"),
+    ],
+)
+def test_event_time_out_of_range_is_refused(occurred_at: int, fragment: str) -> None:
+    rec = MatchResultSubmitted("e", "m", "b", occurred_at, (ScoreEntry("p", 1),))
+    assert fragment in str(rules.reject_reason(LeaderboardConfigured("b"), rec))
+
+
+def test_event_time_ahead_of_the_log_is_refused() -> None:
+    rec = MatchResultSubmitted("e", "m", "b", T0 + 13 * 3_600_000, (ScoreEntry("p", 1),))
+    cfg = LeaderboardConfigured("b")
+    assert "46,800 s ahead of the log's time" in str(rules.reject_reason(cfg, rec, T0))
+    assert rules.reject_reason(cfg, rec, T0 + 13 * 3_600_000 - rules.MAX_CLOCK_SKEW_MS) is None
+    assert rules.reject_reason(cfg, rec) is None  # no log time: only the range applies
+
+
+@given(st.integers(min_value=rules.MIN_EVENT_MS, max_value=rules.MAX_EVENT_MS - 1))
+def test_every_accepted_time_has_a_period_and_a_closing_time(occurred_at: int) -> None:
+    for reset in ResetPeriod:
+        key = rules.period_key(reset, occurred_at)
+        start, end = rules.period_bounds(reset, key)
+        assert reset is ResetPeriod.NONE or start <= occurred_at < end
+        rules.period_closes_at(reset, key, 60_000)
+        assert len(rules.member(occurred_at, 10**12 - 1, 999, "p")) == rules.TIEBREAK_WIDTH + 1
 
 
 def test_checksum_is_order_sensitive_and_stable() -> None:
@@ -122,15 +158,15 @@ def test_checksum_is_order_sensitive_and_stable() -> None:
 @pytest.mark.parametrize("sort", [SortOrder.DESC, SortOrder.ASC])
 def test_model_ties_first_to_reach_ranks_higher(sort: SortOrder) -> None:
     board = ModelBoard(LeaderboardConfigured("b", sort_order=sort))
-    board.apply(5, MatchResultSubmitted("e1", "m", "b", 100, (ScoreEntry("late", 7),)))
-    board.apply(3, MatchResultSubmitted("e2", "m", "b", 50, (ScoreEntry("early", 7),)))
-    board.apply(9, MatchResultSubmitted("e3", "m", "b", 50, (ScoreEntry("same-time", 7),)))
+    board.apply(5, MatchResultSubmitted("e1", "m", "b", T0 + 100, (ScoreEntry("late", 7),)))
+    board.apply(3, MatchResultSubmitted("e2", "m", "b", T0 + 50, (ScoreEntry("early", 7),)))
+    board.apply(9, MatchResultSubmitted("e3", "m", "b", T0 + 50, (ScoreEntry("same-time", 7),)))
     assert [p for _, p, _ in board.standings("all")] == ["early", "same-time", "late"]
 
 
 def test_model_unchanged_score_keeps_reach_time() -> None:
     board = ModelBoard(LeaderboardConfigured("b"))
-    board.apply(1, MatchResultSubmitted("e1", "m", "b", 10, (ScoreEntry("a", 7),)))
-    board.apply(2, MatchResultSubmitted("e2", "m", "b", 20, (ScoreEntry("b", 7),)))
-    board.apply(3, MatchResultSubmitted("e3", "m", "b", 30, (ScoreEntry("a", 5),)))
+    board.apply(1, MatchResultSubmitted("e1", "m", "b", T0 + 10, (ScoreEntry("a", 7),)))
+    board.apply(2, MatchResultSubmitted("e2", "m", "b", T0 + 20, (ScoreEntry("b", 7),)))
+    board.apply(3, MatchResultSubmitted("e3", "m", "b", T0 + 30, (ScoreEntry("a", 5),)))
     assert [p for _, p, _ in board.standings("all")] == ["a", "b"]
