@@ -13,10 +13,10 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv up down status run demo test test-faults lint bench browser clean
+.PHONY: help venv up down status run demo test test-unit test-faults lint bench browser clean
 
 help: ## List the targets
-	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-8s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 $(STAMP): pyproject.toml
 	@if ! [ -x $(BIN)/python ]; then \
@@ -66,6 +66,9 @@ test: venv up browser lint ## Everything CI runs: venv, stack up, lint, pytest (
 	@set +e; $(BIN)/pytest -p no:cacheprovider --timeout=300 -ra $(PYTEST_ARGS) tests; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; \
 	exit $$rc
+
+test-unit: venv ## Fast tier, no service: tests/unit and the store contract in memory (seconds)
+	$(BIN)/pytest -p no:cacheprovider --timeout=120 -q -m "not integration" $(PYTEST_ARGS) tests/unit tests/contract
 
 test-faults: venv up ## Fault-injection suite, full form (long): crashes, outages, rebalance, gateway
 	LEADERBOARD_FAULTS=full $(BIN)/pytest -p no:cacheprovider --timeout=900 -ra -m faults $(PYTEST_ARGS) tests/faults

@@ -1,15 +1,90 @@
-"""Reference model of the ranking rules in plain Python (no I/O), for contract tests.
+"""Reference model of the ranking rules in plain Python (no I/O), for tests and the memory store.
 
-The live projector and replay use the Redis apply script; this model states the same rules
-in the simplest possible way so that tests can compare the two on random event sequences.
+The live projector and replay use the Redis apply script (projections/lua/apply.lua); this
+model states the same rules in plain Python, result for result: the same rank changes (old and
+new rank and score, versions), ``overtaken`` and top-N notices, rejection reasons, period ends
+and tie order. projections/memory.py serves it behind the store's interface, and the store
+contract (tests/contract) holds the Redis store, the sharded store and this model to one
+behaviour.
 """
 
 from __future__ import annotations
 
+import bisect
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
 from streams import rules
-from streams.events import LeaderboardConfigured, MatchResultSubmitted
+from streams.events import (
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    NotificationKind,
+    ParticipantNotified,
+    RankChange,
+    ScoreEntry,
+    SortOrder,
+)
+
+#: Most participants an ``overtaken`` notice list names by default (the store's default).
+OVERTAKEN_LIMIT = 100
+
+
+@dataclass(slots=True)
+class Standings:
+    """One period's standings as Redis keeps them: (sort key, member) pairs in ascending order.
+
+    The sort key is the stored score negated for descending boards (``rules.sort_key``) and the
+    member carries the tie-break prefix (``rules.member``), so the order is exactly the sorted
+    set's: sort key, then the member's code-point (= UTF-8 byte) order.
+    """
+
+    order: list[tuple[int, str]] = field(default_factory=list)
+    members: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.order)
+
+    def rank(self, participant_id: str) -> int | None:
+        """1-based rank of a participant, or None if absent."""
+        found = self.members.get(participant_id)
+        return None if found is None else self.rank_of(found)
+
+    def rank_of(self, row: tuple[int, str]) -> int:
+        """1-based rank of a stored (sort key, member) row."""
+        return bisect.bisect_left(self.order, row) + 1
+
+    def put(self, participant_id: str, key: int, member: str) -> int:
+        """Store (or move) a participant under a new key and member; returns its new rank."""
+        old = self.members.get(participant_id)
+        if old is not None:
+            del self.order[bisect.bisect_left(self.order, old)]
+        row = (key, member)
+        self.members[participant_id] = row
+        at = bisect.bisect_left(self.order, row)
+        self.order.insert(at, row)
+        return at + 1
+
+    def window(self, start: int, stop: int) -> list[tuple[int, str]]:
+        """Rows ``start..stop`` (0-based, inclusive, negative from the end), as ZRANGE."""
+        n = len(self.order)
+        if start < 0:
+            start = max(start + n, 0)
+        if stop < 0:
+            stop += n
+        if start > stop or start >= n:
+            return []
+        return self.order[start : min(stop, n - 1) + 1]
+
+
+@dataclass(slots=True)
+class RecordResult:
+    """What applying one record did: the apply script's result lines, as values."""
+
+    changes: list[RankChange] = field(default_factory=list)
+    notifications: list[ParticipantNotified] = field(default_factory=list)
+    #: (entry index or None for the whole record, reason)
+    rejections: list[tuple[int | None, str]] = field(default_factory=list)
+    periods_ended: list[tuple[str, int]] = field(default_factory=list)
 
 
 @dataclass
@@ -18,57 +93,193 @@ class ModelBoard:
 
     config: LeaderboardConfigured
     grace_ms: int = 60_000
-    scores: dict[str, dict[str, tuple[int, tuple[int, int, int]]]] = field(default_factory=dict)
+    overtaken_limit: int = OVERTAKEN_LIMIT
+    periods: dict[str, Standings] = field(default_factory=dict)
     seen_events: set[str] = field(default_factory=set)
     open_periods: dict[str, int] = field(default_factory=dict)
-    ended: set[str] = field(default_factory=set)
+    #: ended period -> board version when it ended
+    ended: dict[str, int] = field(default_factory=dict)
+    #: participant -> metadata of its latest applied entry that had any
+    metadata: dict[str, dict[str, str]] = field(default_factory=dict)
     max_time: int = -1
     version: int = 0
 
+    @property
+    def scores(self) -> dict[str, dict[str, int]]:
+        """Score of every participant of every period that has standings."""
+        return {
+            period: {pid: self._score(key) for pid, (key, _) in table.members.items()}
+            for period, table in self.periods.items()
+            if table
+        }
+
     def apply(self, offset: int, record: MatchResultSubmitted) -> list[str]:
-        """Apply one record; returns the reasons of what was rejected (empty if none)."""
-        cfg = self.config
-        reason = rules.reject_reason(cfg, record)
+        """Apply one record with every rule; returns the reasons of what was rejected."""
+        reason = rules.reject_reason(self.config, record)
         if reason:
             return [reason]
-        period = rules.period_key(cfg.reset_period, record.occurred_at)
+        valid, bad = split_entries(record)
+        result = self.apply_valid(0, offset, record, valid)
+        return [r for _, r in bad] + [r for _, r in result.rejections]
+
+    def apply_valid(
+        self,
+        partition: int,
+        offset: int,
+        record: MatchResultSubmitted,
+        entries: Sequence[tuple[int, ScoreEntry]],
+    ) -> RecordResult:
+        """Apply the entries of one record that passed ``rules.entry_reject_reason``.
+
+        The apply script's steps in its order: late (closed period), duplicate event id,
+        then each entry (score, rank, notices), then the periods the record's time ends.
+        """
+        cfg = self.config
+        out = RecordResult()
+        at = record.occurred_at
+        period = rules.period_key(cfg.reset_period, at)
         if period in self.ended:
-            return [f"period {period} is closed: late event"]
+            out.rejections.append((None, f"period {period} is closed: late event"))
+            return out
         if record.event_id in self.seen_events:
-            return [f"duplicate event id {record.event_id}"]
+            out.rejections.append((None, f"duplicate event id {record.event_id}"))
+            return out
         self.seen_events.add(record.event_id)
         closes = rules.period_closes_at(cfg.reset_period, period, self.grace_ms)
-        if closes != rules.NEVER:
-            self.open_periods.setdefault(period, closes)
-        board = self.scores.setdefault(period, {})
-        out: list[str] = []
-        for idx, entry in enumerate(record.entries):
-            bad = rules.entry_reject_reason(entry.score, entry.participant_id)
-            if bad:
-                out.append(bad)
-                continue
-            op = entry.operator or cfg.operator
-            old = board.get(entry.participant_id)
-            new = rules.combine(op, old[0] if old else None, entry.score, cfg.sort_order)
-            if not rules.in_exact_range(new):
-                out.append("score would leave the exact range")
-                continue
-            if old is None or new != old[0]:
-                board[entry.participant_id] = (new, (record.occurred_at, offset, idx))
-            self.version += 1
-        if record.occurred_at > self.max_time:
-            self.max_time = record.occurred_at
+        if closes != rules.NEVER and period not in self.open_periods:
+            self.open_periods[period] = closes
+        table = self.periods.setdefault(period, Standings())
+        for idx, entry in entries:
+            self._apply_entry(partition, offset, record, period, table, idx, entry, out)
+        if at > self.max_time:
+            self.max_time = at
             for name in sorted(self.open_periods):
                 if self.max_time >= self.open_periods[name]:
                     del self.open_periods[name]
-                    self.ended.add(name)
+                    self.ended[name] = self.version
+                    out.periods_ended.append((name, self.version))
         return out
+
+    def _apply_entry(
+        self,
+        partition: int,
+        offset: int,
+        record: MatchResultSubmitted,
+        period: str,
+        table: Standings,
+        idx: int,
+        entry: ScoreEntry,
+        out: RecordResult,
+    ) -> None:
+        sort = self.config.sort_order
+        op = entry.operator or self.config.operator
+        pid = entry.participant_id
+        old = table.members.get(pid)
+        old_score = self._score(old[0]) if old else None
+        old_rank = table.rank(pid)
+        new = rules.combine(op, old_score, entry.score, sort)
+        if not rules.in_exact_range(new):
+            # the script computes in doubles: its message shows the rounded value
+            text = f"score {float(new):.0f} would leave the exact range |score| < 2^53"
+            out.rejections.append((idx, text))
+            return
+        if old is None or new != old_score:
+            mem = rules.member(record.occurred_at, offset, idx, pid)
+            new_rank = table.put(pid, rules.sort_key(new, sort), mem)
+        else:  # unchanged: the member keeps its place (and its time of reaching the score)
+            new_rank = table.rank_of(old)
+        if entry.metadata:
+            self.metadata[pid] = dict(entry.metadata)
+        self.version += 1
+        ver = self.version
+        out.changes.append(
+            RankChange(
+                version=ver,
+                period=period,
+                participant_id=pid,
+                old_rank=old_rank,
+                new_rank=new_rank,
+                old_score=old_score,
+                new_score=new,
+                submitted_score=entry.score,
+                operator=str(op),
+                event_id=record.event_id,
+                match_id=record.match_id,
+                entry_index=idx,
+                occurred_at=record.occurred_at,
+                source_partition=partition,
+                source_offset=offset,
+            )
+        )
+        notes = out.notifications
+
+        def note(
+            kind: NotificationKind, who: str, rank: int, by: str | None, top: int, omitted: int = 0
+        ) -> None:
+            notes.append(
+                ParticipantNotified(
+                    self.config.leaderboard_id, period, who, kind, rank, ver, by, top, omitted
+                )
+            )
+
+        if old_rank is not None and new_rank < old_rank and self.overtaken_limit > 0:
+            last = min(old_rank, new_rank + self.overtaken_limit)
+            passed = table.window(new_rank, last - 1)
+            omitted = (old_rank - new_rank) - len(passed)
+            for i, (_, m) in enumerate(passed, start=1):
+                who = rules.participant_of(m)
+                note(
+                    NotificationKind.OVERTAKEN,
+                    who,
+                    new_rank + i,
+                    pid,
+                    0,
+                    omitted * (i == len(passed)),
+                )
+        watch = self.config.watch_top_n
+        if watch > 0:
+            was = old_rank is not None and old_rank <= watch
+            now = new_rank <= watch
+            if now and not was:
+                note(NotificationKind.ENTERED_TOP_N, pid, new_rank, None, watch)
+                for _, m in table.window(watch, watch):
+                    note(
+                        NotificationKind.LEFT_TOP_N, rules.participant_of(m), watch + 1, pid, watch
+                    )
+            elif was and not now:
+                note(NotificationKind.LEFT_TOP_N, pid, new_rank, None, watch)
+                for _, m in table.window(watch - 1, watch - 1):
+                    note(
+                        NotificationKind.ENTERED_TOP_N, rules.participant_of(m), watch, None, watch
+                    )
+
+    def _score(self, key: int) -> int:
+        return -key if self.config.sort_order is SortOrder.DESC else key
 
     def standings(self, period: str) -> list[tuple[int, str, int]]:
         """(rank, participant, score) best first, ties broken by who reached it first."""
-        rows = self.scores.get(period, {})
-        ordered = sorted(
-            rows.items(),
-            key=lambda kv: (rules.sort_key(kv[1][0], self.config.sort_order), kv[1][1], kv[0]),
-        )
-        return [(i + 1, pid, score) for i, (pid, (score, _)) in enumerate(ordered)]
+        return list(self.rows(period, self.config.sort_order))
+
+    def rows(self, period: str, sort: SortOrder) -> Iterator[tuple[int, str, int]]:
+        """(rank, participant, score) of a period, read as ``sort`` (as the store reads)."""
+        table = self.periods.get(period)
+        for i, (key, m) in enumerate(table.order if table else ()):
+            yield i + 1, rules.participant_of(m), -key if sort is SortOrder.DESC else key
+
+
+def split_entries(
+    record: MatchResultSubmitted,
+) -> tuple[list[tuple[int, ScoreEntry]], list[tuple[int, str]]]:
+    """The record's entries that pass ``rules.entry_reject_reason``, and why the others fail."""
+    valid: list[tuple[int, ScoreEntry]] = []
+    bad: list[tuple[int, str]] = []
+    for idx, entry in enumerate(record.entries):
+        reason = rules.entry_reject_reason(entry.score, entry.participant_id)
+        if reason:
+            bad.append((idx, reason))
+        else:
+            valid.append((idx, entry))
+    return valid, bad
+
+
+__all__ = ["OVERTAKEN_LIMIT", "ModelBoard", "RecordResult", "Standings", "split_entries"]

@@ -1,54 +1,92 @@
-"""The projector's output records: chunked below Kafka's size limit, versions contiguous."""
+"""The projector on fakes: what it publishes and dead-letters for batches of raw records.
+
+No service: the in-memory store (projections.memory) and the fakes of streams.testing stand in
+for Redis, Kafka and the configuration topic; the Projector is built by its constructor.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import UTC, datetime
 
-from processors.workers.projector import RECORD_CHUNK, BatchStats, Projector
-from projections.store import BoardOutcome
+import pytest
+
+from processors.workers.projector import RECORD_CHUNK, Projector, RawRecord
+from projections.memory import MemoryStore
+from projections.store import SourceRecord
+from streams.codec import SingleObjectCodec
 from streams.events import (
-    NotificationKind,
-    ParticipantNotified,
+    LeaderboardConfigured,
+    MatchResultSubmitted,
     ParticipantsNotified,
-    RankChange,
     RankChanged,
+    ResetPeriod,
+    ScoreEntry,
 )
 from streams.settings import Settings
+from streams.testing import RecordingPublisher, StaticConfigs
+
+CODEC = SingleObjectCodec()
+SETTINGS = Settings()
+RANK_TOPIC = SETTINGS.topic(SETTINGS.rank_changes_topic)
+NOTIFY_TOPIC = SETTINGS.topic(SETTINGS.notifications_topic)
+SCORES_TOPIC = SETTINGS.topic(SETTINGS.scores_topic)
+OCT = int(datetime(2026, 10, 10, tzinfo=UTC).timestamp() * 1000)
+NOV = int(datetime(2026, 11, 2, tzinfo=UTC).timestamp() * 1000)  # past October's grace
+
+MONTHLY = LeaderboardConfigured("b", reset_period=ResetPeriod.MONTHLY, watch_top_n=1)
 
 
-class FakeProducer:
-    """Collects what would be published."""
+class Rig:
+    """A projector on a memory store, a recording publisher and static configurations."""
 
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str, Any]] = []
+    def __init__(self, *configs: LeaderboardConfigured, publish: bool = True) -> None:
+        self.store = MemoryStore(grace_ms=SETTINGS.period_grace_ms)
+        self.publisher = RecordingPublisher()
+        self.configs = StaticConfigs(configs)
+        # the annotations still name RankingStore and LeaderboardProducer: they should name
+        # the ports (streams/ports.py), which these fakes satisfy
+        self.projector = Projector(
+            SETTINGS,
+            self.store,  # type: ignore[arg-type]
+            self.configs,
+            CODEC,
+            self.publisher if publish else None,  # type: ignore[arg-type]
+        )
+        self.offset = 0
 
-    def publish(self, topic: str, key: str, event: Any) -> None:
-        self.sent.append((topic, key, event))
+    def raw(self, event: MatchResultSubmitted | None, *, value: bytes | None = None) -> RawRecord:
+        """The next record of partition 0 (encoded ``event``, or ``value`` as is)."""
+        data = CODEC.encode(event) if event is not None else value
+        record = RawRecord(0, self.offset, b"b", data)
+        self.offset += 1
+        return record
+
+    def rank_changed(self) -> list[RankChanged]:
+        return self.publisher.events(RANK_TOPIC, RankChanged)
+
+    def notified(self) -> list[ParticipantsNotified]:
+        return self.publisher.events(NOTIFY_TOPIC, ParticipantsNotified)
 
 
-def change(v: int) -> RankChange:
-    return RankChange(v, "all", f"p{v}", None, 1, None, v, v, "best", "e", "m", 0, 0, 0, v)
+def match(eid: str, at: int, *entries: tuple[str, int], board: str = "b") -> MatchResultSubmitted:
+    return MatchResultSubmitted(eid, "m", board, at, tuple(ScoreEntry(p, s) for p, s in entries))
 
 
-def test_big_batches_are_chunked_with_contiguous_versions() -> None:
-    n = RECORD_CHUNK * 2 + 17
-    out = BoardOutcome("b", changes=[change(v) for v in range(1, n + 1)])
-    out.periods_ended = [("2026-10", n)]
-    out.notifications = [
-        ParticipantNotified("b", "all", f"q{i}", NotificationKind.OVERTAKEN, 2, i + 1)
-        for i in range(RECORD_CHUNK + 1)
-    ]
-    producer = FakeProducer()
-    proj = Projector.__new__(Projector)
-    proj.producer = producer  # type: ignore[assignment]
-    proj.rank_topic, proj.notify_topic = "rank-changes", "notifications"
-    proj.settings = Settings()
-    stats = BatchStats()
-    proj._publish([out], {}, stats)
+async def test_big_batches_are_chunked_with_contiguous_versions() -> None:
+    rig = Rig(MONTHLY)
+    sizes = [100] * 40 + [17]
+    batch, k = [], 0
+    for i, size in enumerate(sizes):  # every entry a new leader: entered + left notices
+        entries = [(f"p{k + j}", k + j) for j in range(size)]
+        batch.append(rig.raw(match(f"e{i}", OCT + i, *entries)))
+        k += size
+    batch.append(rig.raw(match("nov", NOV, ("q", 1))))  # ends October
+    n = k + 1
 
-    ranks = [e for t, _, e in producer.sent if t == "rank-changes"]
-    assert all(isinstance(r, RankChanged) for r in ranks)
-    assert len(ranks) == 3
+    stats = await rig.projector.process(batch)
+
+    ranks = rig.rank_changed()
+    assert len(ranks) == 3 and stats.rank_changed_records == 3
     assert [c.version for r in ranks for c in r.changes] == list(range(1, n + 1))
     assert [(r.version_from, r.version_to) for r in ranks] == [
         (1, RECORD_CHUNK),
@@ -56,19 +94,89 @@ def test_big_batches_are_chunked_with_contiguous_versions() -> None:
         (2 * RECORD_CHUNK + 1, n),
     ]
     assert [r.periods_ended for r in ranks] == [(), (), ("2026-10",)]
-    notes = [e for t, _, e in producer.sent if t == "notifications"]
-    assert all(isinstance(x, ParticipantsNotified) for x in notes)
-    assert sum(len(x.notices) for x in notes) == RECORD_CHUNK + 1
-    assert stats.entries_applied == n and stats.rank_changed_records == 3
+    assert stats.periods_ended == [("b", "2026-10")]
+    notes = rig.notified()
+    assert all(len(x.notices) <= RECORD_CHUNK for x in notes)
+    assert sum(len(x.notices) for x in notes) == stats.notifications == 2 * k - 1 + 1
+    for x in notes:
+        assert (x.version_from, x.version_to) == (x.notices[0].version, x.notices[-1].version)
+    assert stats.entries_applied == n and stats.dead_lettered == 0
+    assert rig.publisher.flushes == 1
+    assert await rig.store.version("b") == n
 
 
-def test_period_end_without_changes_still_published() -> None:
-    out = BoardOutcome("b")
-    out.periods_ended = [("2026-10", 7)]
-    producer = FakeProducer()
-    proj = Projector.__new__(Projector)
-    proj.producer = producer  # type: ignore[assignment]
-    proj.rank_topic, proj.notify_topic = "rank-changes", "notifications"
-    proj._publish([out], {}, BatchStats())
-    (rec,) = [e for _, _, e in producer.sent]
-    assert rec.periods_ended == ("2026-10",) and rec.version_from == rec.version_to == 7
+async def test_period_end_without_changes_still_published() -> None:
+    rig = Rig(MONTHLY)
+    await rig.projector.process([rig.raw(match("e1", OCT, ("a", 7)))])
+    # the only entry is refused, yet the record's time ends October at version 1
+    stats = await rig.projector.process([rig.raw(match("e2", NOV, ("", 1)))])
+    last = rig.rank_changed()[-1]
+    assert last.changes == () and last.periods_ended == ("2026-10",)
+    assert last.version_from == last.version_to == 1
+    assert stats.dead_lettered == 1
+    (dead,) = rig.publisher.dead_letters
+    assert (dead.offset, dead.reason) == (1, "entries[0]: empty participant_id")
+
+
+async def test_bad_records_are_dead_lettered_with_their_reason() -> None:
+    rig = Rig(LeaderboardConfigured("b"))
+    batch = [
+        rig.raw(None),  # tombstone
+        rig.raw(None, value=b"not avro"),
+        rig.raw(match("e1", OCT, ("a", 1), board="nowhere")),
+        rig.raw(match("e2", OCT, ("", 1), ("b", 2**53), ("c", 3))),
+        rig.raw(match("e2", OCT + 1, ("d", 4))),  # duplicate event id
+        rig.raw(match("e3", OCT + 2, ("e", 5))),
+    ]
+    stats = await rig.projector.process(batch)
+    reasons = {d.offset: d.reason for d in rig.publisher.dead_letters}
+    assert reasons[0] == "empty record (tombstone) on the score topic"
+    assert reasons[1]  # the decoder's message
+    assert reasons[2] == "unknown leaderboard 'nowhere'"
+    assert reasons[3] == (
+        "entries[0]: empty participant_id; "
+        "entries[1]: score 9007199254740992 outside the exact range |score| < 2^53"
+    )
+    assert reasons[4] == "duplicate event id e2"
+    assert set(reasons) == {0, 1, 2, 3, 4} and stats.dead_lettered == 5
+    assert {d.source_topic for d in rig.publisher.dead_letters} == {SCORES_TOPIC}
+    assert stats.entries_applied == 2
+    assert [
+        (e.participant_id, e.score)
+        for e in await rig.store.standings("b", "all", MONTHLY.sort_order)
+    ] == [
+        ("e", 5),
+        ("c", 3),
+    ]
+
+
+async def test_redelivered_batch_publishes_nothing_new() -> None:
+    rig = Rig(LeaderboardConfigured("b"))
+    batch = [rig.raw(match(f"e{i}", OCT + i, (f"p{i}", i))) for i in range(3)]
+    await rig.projector.process(batch)
+    published = len(rig.publisher.published)
+    stats = await rig.projector.process(batch)
+    assert stats.entries_applied == 0
+    assert len(rig.publisher.published) == published
+    assert await rig.store.version("b") == 3
+
+
+async def test_replay_keeps_results_the_live_worker_has_not_published() -> None:
+    """``ack_from``: outbox results at or above the live group's offset stay for it."""
+    rig = Rig(LeaderboardConfigured("b"), publish=False)  # replay publishes nothing
+    raws = [rig.raw(match(f"e{i}", OCT + i, (f"p{i}", i))) for i in range(4)]
+    decoded = [(r, CODEC.decode_as(r.value or b"", MatchResultSubmitted)) for r in raws]
+    await rig.projector.apply_decoded(decoded, ack_from={0: 2})
+    (again,) = await rig.store.apply(
+        [(LeaderboardConfigured("b"), [SourceRecord(r.partition, r.offset, e) for r, e in decoded])]
+    )
+    assert again.offsets == [2, 3]
+    assert [c.version for c in again.changes] == [3, 4]
+
+
+@pytest.mark.parametrize("known", [True, False])
+async def test_configs_come_from_the_lookup(known: bool) -> None:
+    rig = Rig(*([LeaderboardConfigured("b")] if known else []))
+    stats = await rig.projector.process([rig.raw(match("e1", OCT, ("a", 1)))])
+    assert stats.entries_applied == int(known)
+    assert stats.dead_lettered == int(not known)
