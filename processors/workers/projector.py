@@ -9,8 +9,6 @@ from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from processors.kafka.configview import ConfigView
-from processors.kafka.producer import LeaderboardProducer
 from processors.workers.batching import (
     RawRecord as RawRecord,  # re-exported: replay and tests use it
 )
@@ -26,6 +24,7 @@ from streams.events import (
     RankChanged,
 )
 from streams.partitioning import partition_for
+from streams.ports import ConfigLookup, Publisher, RankingWriter
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,10 +56,10 @@ class Projector:
     def __init__(
         self,
         settings: Settings,
-        store: RankingStore,
-        configs: ConfigView | Callable[[str], LeaderboardConfigured | None],
+        store: RankingWriter[SourceRecord, BoardOutcome],
+        configs: ConfigLookup | Callable[[str], LeaderboardConfigured | None],
         codec: Codec,
-        producer: LeaderboardProducer | None,
+        producer: Publisher | None,
     ) -> None:
         self.settings = settings
         self.store = store
@@ -73,9 +72,9 @@ class Projector:
         self._sharded: ShardedStore | None = None
 
     def _config(self, board: str) -> LeaderboardConfigured | None:
-        if isinstance(self.configs, ConfigView):
-            return self.configs.get(board)
-        return self.configs(board)
+        if callable(self.configs):
+            return self.configs(board)
+        return self.configs.get(board)
 
     def _dead_letter(self, raw: RawRecord, reason: str) -> None:
         """Park ``raw`` on the dead-letter topic with ``reason`` (not flushed here)."""
@@ -152,7 +151,7 @@ class Projector:
         if stats is None:
             stats = BatchStats(records=len(decoded))
         unknown = any(self._config(ev.leaderboard_id) is None for _, ev in decoded)
-        if unknown and isinstance(self.configs, ConfigView):
+        if unknown and not callable(self.configs):
             await self.configs.sync(5.0)
 
         groups: dict[tuple[str, int], list[SourceRecord]] = defaultdict(list)
@@ -186,9 +185,11 @@ class Projector:
 
     def _writer(
         self, work: Sequence[tuple[LeaderboardConfigured, Sequence[SourceRecord]]]
-    ) -> RankingStore | ShardedStore:
+    ) -> RankingWriter[SourceRecord, BoardOutcome]:
         """The plain store, or the sharding router when a board of the batch is sharded."""
-        if not any(layout_of(cfg) is not None for cfg, _ in work):
+        if not isinstance(self.store, RankingStore) or not any(
+            layout_of(cfg) is not None for cfg, _ in work
+        ):
             return self.store
         if self._sharded is None:
             self._sharded = ShardedStore(self.store)

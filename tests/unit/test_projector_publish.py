@@ -22,6 +22,7 @@ from streams.events import (
     ResetPeriod,
     ScoreEntry,
 )
+from streams.partitioning import partition_for
 from streams.settings import Settings
 from streams.testing import RecordingPublisher, StaticConfigs
 
@@ -43,21 +44,33 @@ class Rig:
         self.store = MemoryStore(grace_ms=SETTINGS.period_grace_ms)
         self.publisher = RecordingPublisher()
         self.configs = StaticConfigs(configs)
-        # the annotations still name RankingStore and LeaderboardProducer: they should name
-        # the ports (streams/ports.py), which these fakes satisfy
         self.projector = Projector(
             SETTINGS,
-            self.store,  # type: ignore[arg-type]
+            self.store,
             self.configs,
             CODEC,
-            self.publisher if publish else None,  # type: ignore[arg-type]
+            self.publisher if publish else None,
         )
         self.offset = 0
 
-    def raw(self, event: MatchResultSubmitted | None, *, value: bytes | None = None) -> RawRecord:
-        """The next record of partition 0 (encoded ``event``, or ``value`` as is)."""
+    def raw(
+        self,
+        event: MatchResultSubmitted | None,
+        *,
+        value: bytes | None = None,
+        key: bytes | None = None,
+        partition: int | None = None,
+        log_time: int | None = None,
+    ) -> RawRecord:
+        """The next record (encoded ``event``, or ``value`` as is), keyed and placed as a
+        producer with Kafka's partitioner would, unless ``key`` / ``partition`` say otherwise."""
         data = CODEC.encode(event) if event is not None else value
-        record = RawRecord(0, self.offset, b"b", data)
+        board = event.leaderboard_id if event is not None else "b"
+        if key is None:
+            key = board.encode()
+        if partition is None:
+            partition = partition_for(board, SETTINGS.partitions)
+        record = RawRecord(partition, self.offset, key, data, log_time)
         self.offset += 1
         return record
 
@@ -166,7 +179,7 @@ async def test_replay_keeps_results_the_live_worker_has_not_published() -> None:
     rig = Rig(LeaderboardConfigured("b"), publish=False)  # replay publishes nothing
     raws = [rig.raw(match(f"e{i}", OCT + i, (f"p{i}", i))) for i in range(4)]
     decoded = [(r, CODEC.decode_as(r.value or b"", MatchResultSubmitted)) for r in raws]
-    await rig.projector.apply_decoded(decoded, ack_from={0: 2})
+    await rig.projector.apply_decoded(decoded, ack_from={raws[0].partition: 2})
     (again,) = await rig.store.apply(
         [(LeaderboardConfigured("b"), [SourceRecord(r.partition, r.offset, e) for r, e in decoded])]
     )
@@ -180,3 +193,39 @@ async def test_configs_come_from_the_lookup(known: bool) -> None:
     stats = await rig.projector.process([rig.raw(match("e1", OCT, ("a", 1)))])
     assert stats.entries_applied == int(known)
     assert stats.dead_lettered == int(not known)
+
+
+async def test_records_replay_could_not_find_are_dead_lettered() -> None:
+    """A record keyed by another board, or placed by another partitioner, is refused."""
+    rig = Rig(LeaderboardConfigured("b"))
+    home = partition_for("b", SETTINGS.partitions)
+    batch = [
+        rig.raw(match("e1", OCT, ("a", 1)), key=b"other"),
+        rig.raw(match("e2", OCT, ("a", 2)), partition=(home + 1) % SETTINGS.partitions),
+        rig.raw(match("e3", OCT, ("a", 3))),
+    ]
+    stats = await rig.projector.process(batch)
+    reasons = {d.offset: d.reason for d in rig.publisher.dead_letters}
+    assert reasons[0] == "record key 'other' is not its leaderboard id 'b'"
+    assert reasons[1].startswith(
+        f"record of 'b' is on partition {(home + 1) % SETTINGS.partitions}"
+    )
+    assert 2 not in reasons
+    assert stats.entries_applied == 1
+
+
+async def test_a_time_ahead_of_the_broker_cannot_end_a_period() -> None:
+    """13 h ahead of the broker's append time: refused, and October stays open."""
+    rig = Rig(MONTHLY)
+    broker = OCT + 1000
+    batch = [
+        rig.raw(match("e1", OCT, ("a", 1)), log_time=broker),
+        rig.raw(match("e2", broker + 13 * 3_600_000, ("b", 2)), log_time=broker),
+        rig.raw(match("e3", NOV, ("c", 3)), log_time=NOV),  # honest: November has come
+    ]
+    stats = await rig.projector.process(batch)
+    reasons = {d.offset: d.reason for d in rig.publisher.dead_letters}
+    assert reasons == {
+        1: "event time is 46,800 s ahead of the log's time (at most 60 s of clock skew is accepted)"
+    }
+    assert stats.entries_applied == 2
