@@ -113,9 +113,14 @@ class ModelBoard:
             if table
         }
 
-    def apply(self, offset: int, record: MatchResultSubmitted) -> list[str]:
-        """Apply one record with every rule; returns the reasons of what was rejected."""
-        reason = rules.reject_reason(self.config, record)
+    def apply(
+        self, offset: int, record: MatchResultSubmitted, log_time: int | None = None
+    ) -> list[str]:
+        """Apply one record with every rule; returns the reasons of what was rejected.
+
+        ``log_time`` is the broker's append time of the record, when the log has one.
+        """
+        reason = rules.reject_reason(self.config, record, log_time)
         if reason:
             return [reason]
         valid, bad = split_entries(record)

@@ -109,14 +109,25 @@ class LeaderboardProducer:
         key: bytes | None,
         value: bytes | None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
+        partition: int | None = None,
     ) -> None:
         if self._closed:
             raise LeaderboardError("producer is closed")
         while True:
             try:
-                self._producer.produce(
-                    topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
-                )
+                if partition is None:
+                    self._producer.produce(
+                        topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                    )
+                else:
+                    self._producer.produce(
+                        topic,
+                        value=value,
+                        key=key,
+                        headers=headers,
+                        on_delivery=self._on_delivery,
+                        partition=partition,
+                    )
                 break
             except BufferError:
                 # Local queue full: serve delivery reports until there is room again.
@@ -137,12 +148,15 @@ class LeaderboardProducer:
         key: str | bytes | None,
         value: bytes | None,
         headers: Mapping[str, str | bytes] | None = None,
+        *,
+        partition: int | None = None,
     ) -> None:
-        """Send already-encoded bytes (tests, replays, dead letters)."""
+        """Send already-encoded bytes (tests, replays, dead letters); ``partition`` overrides
+        the key's partition (only tests need that: a record placed by another partitioner)."""
         hdrs: list[tuple[str, str | bytes | None]] = [
             (k, v.encode() if isinstance(v, str) else v) for k, v in (headers or {}).items()
         ]
-        self._produce(topic, _bytes(key), value, hdrs or None)
+        self._produce(topic, _bytes(key), value, hdrs or None, partition)
 
     def submit(self, match: MatchResultSubmitted) -> str:
         """Send a match result to the score topic keyed by its board; returns its event id."""

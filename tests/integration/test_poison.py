@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 import uuid
 from collections import defaultdict
 
 import pytest
 import redis.asyncio as aioredis
 
-from processors.bootstrap import get_codec
+from processors.bootstrap import get_codec, postgres
 from processors.kafka.producer import LeaderboardProducer, read_to_end
 from projections.store import RankingStore
 from streams.codec import SINGLE_OBJECT_MARKER
@@ -19,17 +20,21 @@ from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
     Operator,
+    RankChange,
+    RankChanged,
     ResetPeriod,
     ScoreEntry,
     SortOrder,
 )
 from streams.model import ModelBoard
+from streams.partitioning import partition_for
 from streams.rules import standings_checksum
 from tests.integration.conftest import ARTIFACTS, Pipeline, wait_until
 
 pytestmark = pytest.mark.integration
 
-DAY = 86_400_000
+HOUR = 3_600_000
+DAY = 24 * HOUR
 START = 1_793_491_200_000 - 3 * DAY  # 2026-10-29 00:00 UTC
 
 
@@ -69,14 +74,15 @@ def test_poison_records_are_dead_lettered_and_good_ones_applied(pipeline: Pipeli
     dup_id = uuid.uuid4().hex
     grace = pipeline.settings.period_grace_ms
 
-    # (key board, value bytes, expected reason fragment or None for a good record)
-    plan: list[tuple[str, bytes, str | None]] = []
+    # (key, value bytes, expected reason fragment or None for a good record, partition or None)
+    plan: list[tuple[str | None, bytes, str | None, int | None]] = []
 
     def ok(board: str, at: int, *entries: tuple[str, int], event_id: str | None = None) -> None:
-        plan.append((board, codec.encode(_match(board, at, *entries, event_id=event_id)), None))
+        value = codec.encode(_match(board, at, *entries, event_id=event_id))
+        plan.append((board, value, None, None))
 
-    def bad(board: str, value: bytes, reason: str) -> None:
-        plan.append((board, value, reason))
+    def bad(key: str | None, value: bytes, reason: str, partition: int | None = None) -> None:
+        plan.append((key, value, reason, partition))
 
     d, c = daily.leaderboard_id, cup.leaderboard_id
     ok(d, START + 1000, ("alice", 10), ("bob", 7))
@@ -106,6 +112,16 @@ def test_poison_records_are_dead_lettered_and_good_ones_applied(pipeline: Pipeli
     bad(
         c, codec.encode(_match(c, START + 8000, ("dave", 1), event_id=dup_id)), "duplicate event id"
     )
+    # times the broker's append time (the log's own clock) or the accepted range refuse
+    now = int(time.time() * 1000)
+    bad(d, codec.encode(_match(d, now + 13 * HOUR, ("mallory", 99))), "ahead of the log's time")
+    bad(d, codec.encode(_match(d, now // 1000, ("mallory", 99))), "looks like seconds")
+    bad(d, codec.encode(_match(d, 253_402_214_400_000, ("mallory", 99))), "400000 is outside")
+    # records replay would not find: another board's key, no key, another partitioner
+    bad(c, codec.encode(_match(d, START + 8500, ("mallory", 99))), f"record key {c!r} is not")
+    bad(None, codec.encode(_match(d, START + 8600, ("mallory", 99))), "record key None")
+    wrong = (partition_for(d, pipeline.settings.partitions) + 1) % pipeline.settings.partitions
+    bad(d, codec.encode(_match(d, START + 8700, ("mallory", 99))), "hashes to partition", wrong)
     # the daily period of START ends once an event at or after its end + grace is applied
     ok(d, START + DAY + grace + 1, ("alice", 1))
     bad(d, codec.encode(_match(d, START + 9000, ("frank", 99))), "is closed: late event")
@@ -117,8 +133,8 @@ def test_poison_records_are_dead_lettered_and_good_ones_applied(pipeline: Pipeli
         for cfg in cfgs:
             prod.configure(cfg)
         prod.flush()
-        for key, value, _ in plan:
-            prod.publish_raw(scores, key, value)
+        for key, value, _, partition in plan:
+            prod.publish_raw(scores, key, value, partition=partition)
 
     # the reference: a clean pass of the log through the model (undecodable records skipped)
     models = {cfg.leaderboard_id: ModelBoard(cfg, grace_ms=grace) for cfg in cfgs}
@@ -130,14 +146,17 @@ def test_poison_records_are_dead_lettered_and_good_ones_applied(pipeline: Pipeli
             ev = codec.decode_as(msg.value(), MatchResultSubmitted)
         except Exception:
             continue
-        if ev.leaderboard_id in models:
-            by_board[ev.leaderboard_id].append((msg.partition(), msg.offset(), ev))
+        home = partition_for(ev.leaderboard_id, pipeline.settings.partitions)
+        placed = msg.key() == ev.leaderboard_id.encode() and msg.partition() == home
+        if ev.leaderboard_id in models and placed:  # as replay reads the log
+            broker_time = msg.timestamp()[1]
+            by_board[ev.leaderboard_id].append((msg.partition(), msg.offset(), ev, broker_time))
     for board, recs in by_board.items():
-        for _, off, ev in sorted(recs, key=lambda r: (r[0], r[1])):
-            models[board].apply(off, ev)
+        for _, off, ev, broker_time in sorted(recs, key=lambda r: (r[0], r[1])):
+            models[board].apply(off, ev, broker_time)
 
     # every bad record is dead-lettered once, with its reason and its source position
-    n_bad = sum(1 for *_, reason in plan if reason)
+    n_bad = sum(1 for _, _, reason, _ in plan if reason)
     dlq_topic = pipeline.settings.dlq("scores")
     wait_until(lambda: sum(1 for _ in read_to_end(pipeline.settings, dlq_topic)) >= n_bad, 90)
     parked = {}
@@ -147,7 +166,7 @@ def test_poison_records_are_dead_lettered_and_good_ones_applied(pipeline: Pipeli
         parked[(int(h["source.partition"]), int(h["source.offset"]))] = (h["reason"], msg.value())
     positions = {(m.partition(), m.offset()): m.value() for m in log}
     assert len(parked) == n_bad, sorted(r for r, _ in parked.values())
-    expected_reasons = sorted(reason for *_, reason in plan if reason)
+    expected_reasons = sorted(reason for _, _, reason, _ in plan if reason)
     for reason in expected_reasons:
         hits = [pos for pos, (got, _) in parked.items() if reason in got]
         assert len(hits) == 1, (reason, sorted(r for r, _ in parked.values()))
@@ -167,3 +186,39 @@ def test_poison_records_are_dead_lettered_and_good_ones_applied(pipeline: Pipeli
     assert worker.pid == pipeline.procs[0].pid
     text = (ARTIFACTS / f"{pipeline.tag}-projector-0.log").read_text(errors="replace")
     assert "Crashed reason" not in text and "Restarting dead" not in text, "the agent crashed"
+
+
+def _change(board: str, version: int, pid: str, at: int) -> RankChanged:
+    change = RankChange(
+        version, "all", pid, None, 1, None, 5, 5, "best", f"ev-{version}", "m", 0, at, 0, version
+    )
+    return RankChanged(board, version, version, (change,))
+
+
+def test_sinks_worker_dead_letters_a_record_it_can_never_write(pipeline: Pipeline) -> None:
+    """A rank change whose audit row cannot exist (year 9999: its next month has no date) is
+    parked with the error as its reason; the sinks worker goes on with the next record."""
+    board = f"z{uuid.uuid4().hex[:6]}-sink"
+    rank_topic = pipeline.settings.topic(pipeline.settings.rank_changes_topic)
+    worker = pipeline.start_worker("sinks")
+    with LeaderboardProducer(pipeline.settings) as prod:
+        prod.configure(LeaderboardConfigured(board, SortOrder.DESC, Operator.BEST))
+        prod.publish(rank_topic, board, _change(board, 1, "doomed", 253_402_214_400_000))
+        prod.publish(rank_topic, board, _change(board, 2, "fine", START))
+        prod.flush()
+
+    def audited() -> object:
+        with postgres(pipeline.settings) as conn:
+            row = conn.execute(
+                "SELECT string_agg(participant_id, ',') FROM score_audit WHERE leaderboard_id = %s",
+                (board,),
+            ).fetchone()
+        return row[0] if row else None
+
+    assert wait_until(audited, 90) == "fine"
+    dlq = pipeline.settings.dlq(pipeline.settings.rank_changes_topic)
+    parked = wait_until(lambda: list(read_to_end(pipeline.settings, dlq)), 60)
+    assert len(parked) == 1
+    headers = {k: (v or b"").decode() for k, v in parked[0].headers() or []}
+    assert headers["reason"].startswith("ValueError: year 10000 is out of range")
+    assert worker.poll() is None, "the sinks worker died"
