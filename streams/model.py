@@ -216,6 +216,19 @@ class ModelBoard:
                 source_offset=offset,
             )
         )
+        self._notify(table, period, pid, old_rank, new_rank, out)
+
+    def _notify(
+        self,
+        table: Standings,
+        period: str,
+        pid: str,
+        old_rank: int | None,
+        new_rank: int,
+        out: RecordResult,
+    ) -> None:
+        """The notices of one move: the participants passed, and top-N entries and exits."""
+        ver = self.version
         notes = out.notifications
 
         def note(
