@@ -51,7 +51,8 @@ class Script:
             try:
                 return list(await pipe.execute())
             except ResponseError as exc:
-                if str(exc).startswith("NOEPOCH"):
+                # a pipeline prefixes the script's error with the failed command: search it
+                if "NOEPOCH projection marker" in str(exc):
                     raise ProjectionLost(str(exc)) from exc
                 if not isinstance(exc, NoScriptError) or attempt == 2:
                     raise
