@@ -59,6 +59,10 @@ class BoardKeys:
         """Hash: participant → sorted-set member of one period."""
         return f"{self.base}:m:{period}"
 
+    def directory(self, period: str) -> str:
+        """Hash of a range shard: participant → ``score<TAB>member`` for every participant."""
+        return f"{self.base}:a:{period}"
+
     @property
     def pattern(self) -> str:
         """SCAN pattern matching every key of the board."""

@@ -12,171 +12,44 @@ A board is sharded when its configuration metadata holds ``shards``:
   enters another at the same log offset; rank = local rank + sizes of the bands above.
 
 Both are behind RankingStore's read interface with the same tie-break, and ``ShardedStore``
-is a drop-in for RankingStore: unsharded boards go to the wrapped store unchanged.
+is a drop-in for RankingStore: unsharded boards go to the wrapped store unchanged. The layout
+is in projections/layout.py, the merge of the shards' apply results in shard_merge.py.
 """
 
 from __future__ import annotations
 
 import asyncio
-import bisect
 import heapq
-import json
 import logging
-import zlib
 from collections import defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
 
-from redis.exceptions import NoScriptError
-
 from projections.keys import BoardKeys
-from projections.redis_client import RedisClient
+from projections.layout import SHARDS_KEY, ShardLayout, directory_key, layout_of
+from projections.results import decode
+from projections.scripts import APPLY, COUNT_BETTER, RANGE_APPLY, Call
+from projections.shard_merge import (
+    Ranks,
+    ShardResults,
+    add_hash_changes,
+    first_versions,
+    merge_range,
+    number_hash_changes,
+)
 from projections.store import (
     BoardOutcome,
     Entry,
+    Prepared,
     RankingStore,
-    Rejection,
     SourceRecord,
-    change_from_fields,
+    apply_call,
+    prepare_batch,
 )
 from streams import rules
-from streams.errors import LeaderboardError
-from streams.events import (
-    LeaderboardConfigured,
-    NotificationKind,
-    ParticipantNotified,
-    SortOrder,
-)
+from streams.events import LeaderboardConfigured, SortOrder
 
 log = logging.getLogger(__name__)
-
-#: Configuration metadata key choosing the sharding of a board.
-SHARDS_KEY = "shards"
-
-_LUA = resources.files("projections").joinpath("lua")
-
-
-class Script:
-    """A Lua script run by EVALSHA (reloaded once when a node lost its script cache)."""
-
-    def __init__(self, name: str) -> None:
-        self.text = _LUA.joinpath(name).read_text()
-        self.sha: str | None = None
-
-    async def run_many(
-        self, client: RedisClient, calls: Sequence[tuple[list[str], list[Any]]]
-    ) -> list[Any]:
-        """Run one call per (keys, args) in one pipeline (each call's keys share one slot)."""
-        if not calls:
-            return []
-        if self.sha is None:
-            self.sha = await client.script_load(self.text)
-        for attempt in (1, 2):
-            pipe: Any = client.pipeline(transaction=False)
-            for keys, args in calls:
-                pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
-            try:
-                return list(await pipe.execute())
-            except NoScriptError:
-                if attempt == 2:
-                    raise
-                self.sha = await client.script_load(self.text)
-        raise AssertionError("unreachable")
-
-
-APPLY = Script("apply.lua")
-RANGE_APPLY = Script("range_apply.lua")
-COUNT_BETTER = Script("count_better.lua")
-
-
-@dataclass(frozen=True, slots=True)
-class ShardLayout:
-    """How a board is split: ``hash`` by participant or ``range`` by score bands."""
-
-    kind: str
-    count: int
-    bounds: tuple[int, ...] = ()
-
-    @classmethod
-    def parse(cls, text: str) -> ShardLayout:
-        """Parse ``hash:N`` or ``range:B1,B2,...`` (ascending integer score boundaries)."""
-        kind, _, rest = text.strip().partition(":")
-        try:
-            if kind == "hash":
-                n = int(rest)
-                if n < 1:
-                    raise ValueError(rest)
-                return cls("hash", n)
-            if kind == "range":
-                bounds = tuple(int(b) for b in rest.split(","))
-                if list(bounds) != sorted(set(bounds)):
-                    raise ValueError(rest)
-                if not all(rules.in_exact_range(b) for b in bounds):
-                    raise ValueError(rest)
-                return cls("range", len(bounds) + 1, bounds)
-        except ValueError:
-            pass
-        raise LeaderboardError(
-            f"bad shards setting {text!r}: use hash:N (N >= 1) or range:B1,B2,... "
-            "(strictly ascending integer score boundaries)"
-        )
-
-    @property
-    def spec(self) -> str:
-        """The setting text this layout was parsed from (normalized)."""
-        if self.kind == "hash":
-            return f"hash:{self.count}"
-        return "range:" + ",".join(str(b) for b in self.bounds)
-
-    def shard_ids(self, board: str) -> list[str]:
-        """Board ids of the shards: ``board#0`` .. (each its own hash tag)."""
-        return [f"{board}#{i}" for i in range(self.count)]
-
-    def home(self, pid: str) -> int:
-        """Shard of a participant on a hash-sharded board."""
-        return zlib.crc32(pid.encode()) % self.count
-
-    def band(self, score: int) -> int:
-        """Shard of a score on a range-sharded board."""
-        return bisect.bisect_right(self.bounds, score)
-
-    def best_first(self, sort: SortOrder) -> list[int]:
-        """Range shards in standings order (the best band first)."""
-        order = list(range(self.count))
-        return order[::-1] if sort is SortOrder.DESC else order
-
-    def above(self, band: int, sort: SortOrder) -> range:
-        """Range shards whose entries all rank above those of ``band``."""
-        return range(band + 1, self.count) if sort is SortOrder.DESC else range(band)
-
-
-def layout_of(config: LeaderboardConfigured | None) -> ShardLayout | None:
-    """The sharding a board's configuration asks for, or None for a plain board.
-
-    An unparsable setting is logged and the board stays plain: a configuration typo must not
-    stop the projector (fix the setting before the board's first record to shard it).
-    """
-    if config is None or SHARDS_KEY not in config.metadata:
-        return None
-    try:
-        return ShardLayout.parse(config.metadata[SHARDS_KEY])
-    except LeaderboardError as exc:
-        log.error("board %s: %s; treated as unsharded", config.leaderboard_id, exc)
-        return None
-
-
-@dataclass(slots=True)
-class _Line:
-    shard: int
-    fields: list[str]
-
-
-@dataclass(slots=True)
-class _Record:
-    rec: SourceRecord
-    entries: list[tuple[int, str, int, str, str]] = field(default_factory=list)
 
 
 class ShardedStore:
@@ -267,45 +140,21 @@ class ShardedStore:
     async def _apply_sharded(
         self, cfg: LeaderboardConfigured, records: Sequence[SourceRecord], layout: ShardLayout
     ) -> BoardOutcome:
-        board = cfg.leaderboard_id
-        outcome = BoardOutcome(board)
-        periods: dict[str, int] = {}
-        prepared: list[_Record] = []
-        for rec in records:
-            period = rules.period_key(cfg.reset_period, rec.event.occurred_at)
-            periods.setdefault(period, len(periods) + 1)
-            item = _Record(rec)
-            for idx, entry in enumerate(rec.event.entries):
-                reason = rules.entry_reject_reason(entry.score, entry.participant_id)
-                if reason:
-                    outcome.rejections.append(Rejection(rec.partition, rec.offset, reason, idx))
-                    continue
-                op = entry.operator or cfg.operator
-                meta = json.dumps(entry.metadata, sort_keys=True) if entry.metadata else ""
-                item.entries.append((idx, entry.participant_id, entry.score, str(op), meta))
-            prepared.append(item)
-        shards = layout.shard_ids(board)
-        before: dict[tuple[str, str], int] = {}
+        outcome = BoardOutcome(cfg.leaderboard_id)
+        periods, prepared = prepare_batch(cfg, records, outcome.rejections)
+        before: Ranks = {}
         if layout.kind == "hash":
             before = await self._batch_ranks(cfg, prepared)
-        calls = [
-            self._shard_call(cfg, layout, i, sid, periods, prepared) for i, sid in enumerate(shards)
-        ]
+        calls = [self._shard_call(cfg, layout, i, periods, prepared) for i in range(layout.count)]
         script = APPLY if layout.kind == "hash" else RANGE_APPLY
         replies = await script.run_many(self.client, calls)
-        results: list[dict[int, list[list[str]]]] = []
-        for reply in replies:
-            res: dict[int, list[list[str]]] = {}
-            for offset_text, text in reply:
-                body = _text(text)
-                res[int(offset_text)] = [ln.split("\t") for ln in body.split("\n")] if body else []
-            results.append(res)
+        results: ShardResults = [{r.offset: r for r in decode(reply)} for reply in replies]
         offsets = sorted({o for r in results for o in r})
         by_offset = {r.offset: r for r in records}
         if layout.kind == "hash":
             await self._merge_hash(cfg, layout, outcome, results, offsets, by_offset, before)
         else:
-            self._merge_range(cfg, layout, outcome, results, offsets, by_offset)
+            merge_range(cfg, layout, outcome, results, offsets, by_offset)
         outcome.offsets = offsets
         return outcome
 
@@ -314,57 +163,36 @@ class ShardedStore:
         cfg: LeaderboardConfigured,
         layout: ShardLayout,
         shard: int,
-        shard_id: str,
         periods: dict[str, int],
-        prepared: Sequence[_Record],
-    ) -> tuple[list[str], list[Any]]:
-        keys = BoardKeys(shard_id, self.prefix)
-        key_list = [
-            keys.state,
-            keys.outbox,
-            keys.events,
-            keys.open_periods,
-            keys.ended_periods,
-            keys.metadata,
-        ]
-        if layout.kind == "hash":
-            head: list[Any] = [
-                prepared[0].rec.partition if prepared else 0,
-                str(cfg.sort_order),
-                0,
-                0,
-            ]
-        else:
-            lo = str(layout.bounds[shard - 1]) if shard > 0 else ""
-            hi = str(layout.bounds[shard]) if shard < len(layout.bounds) else ""
-            head = [prepared[0].rec.partition if prepared else 0, str(cfg.sort_order), lo, hi]
-        head.append(len(periods))
-        for period in periods:
-            key_list += [keys.zset(period), keys.members(period)]
-            if layout.kind == "range":
-                key_list.append(directory_key(keys, period))
-            head += [period, rules.period_closes_at(cfg.reset_period, period, self.base.grace_ms)]
-        body: list[Any] = []
-        for item in prepared:
-            ev = item.rec.event
-            period = rules.period_key(cfg.reset_period, ev.occurred_at)
-            mine = [e for e in item.entries if layout.kind == "range" or layout.home(e[1]) == shard]
-            body += [item.rec.offset, ev.event_id, ev.occurred_at, periods[period], len(mine)]
-            for e in mine:
-                body += list(e)
-        if layout.kind == "hash":  # apply.lua's last argument: the projection marker (or none)
-            body.append(self.base.guard_key or "")
-        return key_list, [*head, len(prepared), *body]
+        prepared: Sequence[Prepared],
+    ) -> Call:
+        keys = BoardKeys(layout.shard_ids(cfg.leaderboard_id)[shard], self.prefix)
+        grace = self.base.grace_ms
+        if layout.kind == "hash":  # apply.lua, no notifications; only the shard's participants
+            return apply_call(
+                keys,
+                cfg,
+                (0, 0),
+                periods,
+                prepared,
+                grace,
+                self.base.guard_key,
+                mine=lambda pid: layout.home(pid) == shard,
+            )
+        lo = str(layout.bounds[shard - 1]) if shard > 0 else ""
+        hi = str(layout.bounds[shard]) if shard < len(layout.bounds) else ""
+        # range_apply.lua: every entry, the band's bounds, no projection marker check
+        return apply_call(keys, cfg, (lo, hi), periods, prepared, grace, None, directory=True)
 
-    async def _batch_ranks(
-        self, cfg: LeaderboardConfigured, prepared: Sequence[_Record]
-    ) -> dict[tuple[str, str], int]:
+    async def _batch_ranks(self, cfg: LeaderboardConfigured, prepared: Sequence[Prepared]) -> Ranks:
         """Global ranks of the batch's participants (hash boards: batch-boundary ranks)."""
         wanted: dict[str, set[str]] = defaultdict(set)
         for item in prepared:
-            period = rules.period_key(cfg.reset_period, item.rec.event.occurred_at)
-            wanted[period].update(e[1] for e in item.entries)
-        out: dict[tuple[str, str], int] = {}
+            wanted[item.period].update(e[1] for e in item.entries)
+        return await self._ranks_of(cfg, wanted)
+
+    async def _ranks_of(self, cfg: LeaderboardConfigured, wanted: dict[str, set[str]]) -> Ranks:
+        out: Ranks = {}
         for period, pids in wanted.items():
             plist = sorted(pids)
             found = await self.ranks(cfg.leaderboard_id, period, cfg.sort_order, plist)
@@ -376,139 +204,27 @@ class ShardedStore:
         cfg: LeaderboardConfigured,
         layout: ShardLayout,
         outcome: BoardOutcome,
-        results: list[dict[int, list[list[str]]]],
+        results: ShardResults,
         offsets: list[int],
         by_offset: dict[int, SourceRecord],
-        before: dict[tuple[str, str], int],
+        before: Ranks,
     ) -> None:
         """Versions = sum of shard versions (equal to an unsharded board's); ranks at batch ends."""
-        first: dict[int, int] = {}
-        for s, res in enumerate(results):
-            for o in offsets:
-                for f in res.get(o, []):
-                    if f[0] == "C" and s not in first:
-                        first[s] = int(f[8]) - 1
+        first = first_versions(results, offsets)
         missing = [s for s in range(layout.count) if s not in first]
         if missing:
             pipe: Any = self.client.pipeline(transaction=False)
+            ids = layout.shard_ids(cfg.leaderboard_id)
             for s in missing:
-                pipe.hget(
-                    BoardKeys(layout.shard_ids(cfg.leaderboard_id)[s], self.prefix).state, "ver"
-                )
+                pipe.hget(BoardKeys(ids[s], self.prefix).state, "ver")
             for s, v in zip(missing, await pipe.execute(), strict=True):
                 first[s] = int(v) if v is not None else 0
-        version = sum(first.values())
-        changes: list[tuple[SourceRecord, list[str]]] = []
-        for o in offsets:
-            rec = by_offset[o]
-            lines = [_Line(s, f) for s, res in enumerate(results) for f in res.get(o, [])]
-            cs = sorted(
-                (ln for ln in lines if ln.fields[0] == "C"), key=lambda ln: int(ln.fields[1])
-            )
-            for ln in cs:
-                version += 1
-                ln.fields[8] = str(version)
-                changes.append((rec, ln.fields))
-            self._other_lines(outcome, rec, lines, version)
-        pids = {(f[2], f[3]) for _, f in changes}
-        after: dict[tuple[str, str], int] = {}
-        for period in {p for p, _ in pids}:
-            plist = sorted(pid for p, pid in pids if p == period)
-            found = await self.ranks(cfg.leaderboard_id, period, cfg.sort_order, plist)
-            after.update({(period, p): e.rank for p, e in zip(plist, found, strict=True) if e})
-        seen: set[tuple[str, str]] = set()
-        for rec, f in changes:
-            key = (f[2], f[3])
-            old = before.get(key) if key not in seen else after.get(key)
-            seen.add(key)
-            f[4] = str(old) if old is not None and f[6] else ""
-            f[5] = str(after.get(key, 0))
-            self._change(cfg, outcome, rec, f)
-
-    def _merge_range(
-        self,
-        cfg: LeaderboardConfigured,
-        layout: ShardLayout,
-        outcome: BoardOutcome,
-        results: list[dict[int, list[list[str]]]],
-        offsets: list[int],
-        by_offset: dict[int, SourceRecord],
-    ) -> None:
-        """Exact global ranks: local rank + sizes of the bands above at that very change."""
-        sort = cfg.sort_order
-        for o in offsets:
-            rec = by_offset[o]
-            per_shard = [res.get(o) for res in results]
-            ref = next(r for r in per_shard if r is not None)
-            lines = [_Line(0, f) for f in ref]
-            self._other_lines(outcome, rec, lines, None)
-            cs = [f for f in ref if f[0] == "C"]
-            for k, f in enumerate(cs):
-                views = [
-                    [g for g in r if g[0] == "C"][k] if r is not None else None for r in per_shard
-                ]
-                old = new = None
-                if f[6]:
-                    band = layout.band(int(f[6]))
-                    v = views[band]
-                    if v is not None and v[4]:
-                        old = int(v[4]) + sum(
-                            int(_view(views, t)[11]) for t in layout.above(band, sort)
-                        )
-                band = layout.band(int(f[7]))
-                v = views[band]
-                if v is not None and v[5]:
-                    new = int(v[5]) + sum(
-                        int(_view(views, t)[12]) for t in layout.above(band, sort)
-                    )
-                g = list(f[:11])
-                g[4] = str(old) if old is not None else ""
-                g[5] = str(new) if new is not None else "0"
-                self._change(cfg, outcome, rec, g)
-
-    @staticmethod
-    def _other_lines(
-        outcome: BoardOutcome, rec: SourceRecord, lines: list[_Line], version: int | None
-    ) -> None:
-        reasons_seen = False
-        for ln in lines:
-            f = ln.fields
-            if f[0] == "R":
-                outcome.rejections.append(Rejection(rec.partition, rec.offset, f[2], int(f[1])))
-            elif f[0] in ("D", "L") and not reasons_seen:
-                outcome.rejections.append(Rejection(rec.partition, rec.offset, f[1]))
-                reasons_seen = True
-            elif f[0] == "E" and ln.shard == lines[0].shard:
-                ver = version if version is not None else int(f[2])
-                if (f[1], ver) not in outcome.periods_ended:
-                    outcome.periods_ended.append((f[1], ver))
-
-    @staticmethod
-    def _change(
-        cfg: LeaderboardConfigured, outcome: BoardOutcome, rec: SourceRecord, f: list[str]
-    ) -> None:
-        change = change_from_fields(rec, f)
-        outcome.changes.append(change)
-        n = cfg.watch_top_n
-        if n <= 0:
-            return
-        was = change.old_rank is not None and change.old_rank <= n
-        now = change.new_rank <= n
-        if was != now:
-            kind = NotificationKind.ENTERED_TOP_N if now else NotificationKind.LEFT_TOP_N
-            outcome.notifications.append(
-                ParticipantNotified(
-                    leaderboard_id=outcome.board,
-                    period=change.period,
-                    participant_id=change.participant_id,
-                    kind=kind,
-                    rank=change.new_rank,
-                    by_participant_id=None,
-                    version=change.version,
-                    top_n=n,
-                    omitted=0,
-                )
-            )
+        changes = number_hash_changes(outcome, results, offsets, by_offset, sum(first.values()))
+        wanted: dict[str, set[str]] = defaultdict(set)
+        for _, row in changes:
+            wanted[row.period].add(row.participant_id)
+        after = await self._ranks_of(cfg, wanted)
+        add_hash_changes(cfg, outcome, changes, before, after)
 
     # ------------------------------------------------------------------ reads
     async def version(self, board: str) -> int:
@@ -739,21 +455,6 @@ class ShardedStore:
         return n + await self.base.clear(board)
 
 
-def directory_key(keys: BoardKeys, period: str) -> str:
-    """Hash of a range shard: participant → ``score<TAB>member`` for every participant."""
-    return f"{keys.base}:a:{period}"
-
-
-def _view(views: list[list[str] | None], shard: int) -> list[str]:
-    v = views[shard]
-    if v is None:
-        raise LeaderboardError(
-            "a range shard has no result for a record the others applied; its outbox was "
-            "acknowledged early: rebuild the board with `leaderboard replay`"
-        )
-    return v
-
-
 def _row(rank: int, member: Any, key: float, sort: SortOrder) -> Entry:
     k = int(key)
     return Entry(rank, rules.participant_of(_text(member)), -k if sort is SortOrder.DESC else k)
@@ -767,4 +468,10 @@ def _bytes(value: Any) -> bytes:
     return value if isinstance(value, bytes) else str(value).encode()
 
 
-__all__ = ["SHARDS_KEY", "ShardLayout", "ShardedStore", "directory_key", "layout_of"]
+__all__ = [
+    "SHARDS_KEY",
+    "ShardLayout",
+    "ShardedStore",
+    "directory_key",
+    "layout_of",
+]

@@ -4,21 +4,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from importlib import resources
 from typing import Any
-
-from redis.exceptions import NoScriptError, ResponseError
 
 from projections.keys import BoardKeys
 from projections.redis_client import RedisClient
+from projections.results import RecordResult, decode, to_change, to_notice
+from projections.scripts import APPLY, SWAP_LUA, Call, ProjectionLost
 from streams import rules
-from streams.errors import ServiceUnavailable
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
-    NotificationKind,
     Operator,
     ParticipantNotified,
     RankChange,
@@ -26,13 +23,6 @@ from streams.events import (
 )
 
 log = logging.getLogger(__name__)
-
-APPLY_LUA = resources.files("projections").joinpath("lua/apply.lua").read_text()
-SWAP_LUA = resources.files("projections").joinpath("lua/swap.lua").read_text()
-
-
-class ProjectionLost(ServiceUnavailable):
-    """Redis lost the projection (its marker key is gone): rebuild before applying again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,7 +87,6 @@ class RankingStore:
         self.grace_ms = grace_ms
         #: Key that must exist for the apply to run (single node; see processors/workers/epoch.py).
         self.guard_key = guard_key
-        self._sha: str | None = None
 
     def keys(self, board: str) -> BoardKeys:
         """Key names of ``board`` under this store's prefix."""
@@ -114,21 +103,29 @@ class RankingStore:
         nothing and yields its stored result again until ``acknowledge`` drops it.
         """
         outcomes: list[BoardOutcome] = []
-        calls: list[tuple[list[str], list[Any]]] = []
+        calls: list[Call] = []
         for config, records in batches:
             outcome = BoardOutcome(config.leaderboard_id)
             outcomes.append(outcome)
-            call = self._build_call(config, records, outcome)
-            calls.append(call)
-        if not calls:
-            return outcomes
-        replies = await self._run(calls)
+            periods, prepared = prepare_batch(config, records, outcome.rejections)
+            calls.append(
+                apply_call(
+                    self.keys(config.leaderboard_id),
+                    config,
+                    (config.watch_top_n, self.overtaken_limit),
+                    periods,
+                    prepared,
+                    self.grace_ms,
+                    self.guard_key,
+                )
+            )
+        replies = await APPLY.run_many(self.client, calls)
         for (_, records), outcome, reply in zip(batches, outcomes, replies, strict=True):
             by_offset = {r.offset: r for r in records}
-            for offset_text, result in reply:
-                rec = by_offset[int(offset_text)]
+            for res in decode(reply):
+                rec = by_offset[res.offset]
                 outcome.offsets.append(rec.offset)
-                self._parse(outcome, rec, _text(result))
+                add_result(outcome, rec, res)
         return outcomes
 
     async def acknowledge(self, outcomes: Sequence[BoardOutcome]) -> None:
@@ -141,105 +138,6 @@ class RankingStore:
                 n += 1
         if n:
             await pipe.execute()
-
-    def _build_call(
-        self,
-        config: LeaderboardConfigured,
-        records: Sequence[SourceRecord],
-        outcome: BoardOutcome,
-    ) -> tuple[list[str], list[Any]]:
-        keys = self.keys(config.leaderboard_id)
-        periods: dict[str, int] = {}
-        body: list[Any] = []
-        partition = records[0].partition if records else 0
-        nrec = 0
-        for rec in records:
-            ev = rec.event
-            period = rules.period_key(config.reset_period, ev.occurred_at)
-            if period not in periods:
-                periods[period] = len(periods) + 1
-            entries: list[Any] = []
-            n = 0
-            for idx, entry in enumerate(ev.entries):
-                reason = rules.entry_reject_reason(entry.score, entry.participant_id)
-                if reason:
-                    outcome.rejections.append(Rejection(rec.partition, rec.offset, reason, idx))
-                    continue
-                op = entry.operator or config.operator
-                meta = json.dumps(entry.metadata, sort_keys=True) if entry.metadata else ""
-                entries += [idx, entry.participant_id, entry.score, str(op), meta]
-                n += 1
-            body += [rec.offset, ev.event_id, ev.occurred_at, periods[period], n, *entries]
-            nrec += 1
-        key_list = [
-            keys.state,
-            keys.outbox,
-            keys.events,
-            keys.open_periods,
-            keys.ended_periods,
-            keys.metadata,
-        ]
-        head: list[Any] = [
-            partition,
-            str(config.sort_order),
-            config.watch_top_n,
-            self.overtaken_limit,
-            len(periods),
-        ]
-        for period in periods:
-            key_list += [keys.zset(period), keys.members(period)]
-            head += [period, rules.period_closes_at(config.reset_period, period, self.grace_ms)]
-        return key_list, [*head, nrec, *body, self.guard_key or ""]
-
-    async def _run(self, calls: list[tuple[list[str], list[Any]]]) -> list[Any]:
-        if self._sha is None:
-            self._sha = await self.client.script_load(APPLY_LUA)
-        for attempt in (1, 2):
-            pipe = self.client.pipeline(transaction=False)
-            for key_list, args in calls:
-                # execute_command: the cluster pipeline blocks .evalsha() but routes this
-                # by its keys (one board = one slot); the wire command is the same.
-                pipe.execute_command("EVALSHA", self._sha, len(key_list), *key_list, *args)
-            try:
-                return list(await pipe.execute())
-            except ResponseError as exc:
-                if str(exc).startswith("NOEPOCH"):
-                    raise ProjectionLost(str(exc)) from exc
-                if not isinstance(exc, NoScriptError):
-                    raise
-                if attempt == 2:
-                    raise
-                self._sha = await self.client.script_load(APPLY_LUA)
-        raise AssertionError("unreachable")
-
-    @staticmethod
-    def _parse(outcome: BoardOutcome, rec: SourceRecord, result: str) -> None:
-        board = outcome.board
-        for line in result.split("\n") if result else ():
-            f = line.split("\t")
-            tag = f[0]
-            if tag == "C":
-                outcome.changes.append(change_from_fields(rec, f))
-            elif tag == "N":
-                outcome.notifications.append(
-                    ParticipantNotified(
-                        leaderboard_id=board,
-                        period=f[2],
-                        participant_id=f[3],
-                        kind=NotificationKind(f[1]),
-                        rank=int(f[4]),
-                        by_participant_id=f[5] or None,
-                        version=int(f[6]),
-                        top_n=int(f[7]),
-                        omitted=int(f[8]),
-                    )
-                )
-            elif tag == "R":
-                outcome.rejections.append(Rejection(rec.partition, rec.offset, f[2], int(f[1])))
-            elif tag in ("D", "L"):
-                outcome.rejections.append(Rejection(rec.partition, rec.offset, f[1]))
-            elif tag == "E":
-                outcome.periods_ended.append((f[1], int(f[2])))
 
     # ------------------------------------------------------------------ rebuild
     async def board_keys(self, board: str) -> list[str]:
@@ -377,26 +275,87 @@ class RankingStore:
         return {p: json.loads(v) for p, v in zip(pids, vals, strict=True) if v}
 
 
-def change_from_fields(rec: SourceRecord, f: Sequence[str]) -> RankChange:
-    """The RankChange of one ``C`` line of the apply script's result, split on tabs."""
-    ev = rec.event
-    return RankChange(
-        version=int(f[8]),
-        period=f[2],
-        participant_id=f[3],
-        old_rank=int(f[4]) if f[4] else None,
-        new_rank=int(f[5]),
-        old_score=int(f[6]) if f[6] else None,
-        new_score=int(f[7]),
-        submitted_score=int(f[10]),
-        operator=f[9],
-        event_id=ev.event_id,
-        match_id=ev.match_id,
-        entry_index=int(f[1]),
-        occurred_at=ev.occurred_at,
-        source_partition=rec.partition,
-        source_offset=rec.offset,
-    )
+@dataclass(slots=True)
+class Prepared:
+    """One record of a batch: its period and its valid entries as apply-script arguments."""
+
+    rec: SourceRecord
+    period: str
+    entries: list[tuple[int, str, int, str, str]] = field(default_factory=list)
+
+
+def prepare_batch(
+    config: LeaderboardConfigured, records: Sequence[SourceRecord], rejections: list[Rejection]
+) -> tuple[dict[str, int], list[Prepared]]:
+    """The batch's periods (name → 1-based index) and records; invalid entries are rejected."""
+    periods: dict[str, int] = {}
+    prepared: list[Prepared] = []
+    for rec in records:
+        ev = rec.event
+        item = Prepared(rec, rules.period_key(config.reset_period, ev.occurred_at))
+        periods.setdefault(item.period, len(periods) + 1)
+        for idx, entry in enumerate(ev.entries):
+            reason = rules.entry_reject_reason(entry.score, entry.participant_id)
+            if reason:
+                rejections.append(Rejection(rec.partition, rec.offset, reason, idx))
+                continue
+            op = entry.operator or config.operator
+            meta = json.dumps(entry.metadata, sort_keys=True) if entry.metadata else ""
+            item.entries.append((idx, entry.participant_id, entry.score, str(op), meta))
+        prepared.append(item)
+    return periods, prepared
+
+
+def apply_call(
+    keys: BoardKeys,
+    config: LeaderboardConfigured,
+    board_args: tuple[Any, Any],
+    periods: dict[str, int],
+    prepared: Sequence[Prepared],
+    grace_ms: int,
+    guard_key: str | None,
+    *,
+    directory: bool = False,
+    mine: Callable[[str], bool] | None = None,
+) -> Call:
+    """KEYS and ARGV of one apply.lua / range_apply.lua call (layout: lua/rules.lua).
+
+    ``board_args`` are the script's two board arguments, ``directory`` adds a range shard's
+    directory hash per period and ``mine`` keeps only the entries of those participants.
+    """
+    key_list = [
+        keys.state,
+        keys.outbox,
+        keys.events,
+        keys.open_periods,
+        keys.ended_periods,
+        keys.metadata,
+    ]
+    partition = prepared[0].rec.partition if prepared else 0
+    head: list[Any] = [partition, str(config.sort_order), *board_args, len(periods)]
+    for period in periods:
+        key_list += [keys.zset(period), keys.members(period)]
+        if directory:
+            key_list.append(keys.directory(period))
+        head += [period, rules.period_closes_at(config.reset_period, period, grace_ms)]
+    body: list[Any] = []
+    for item in prepared:
+        ev = item.rec.event
+        entries = item.entries if mine is None else [e for e in item.entries if mine(e[1])]
+        body += [item.rec.offset, ev.event_id, ev.occurred_at, periods[item.period], len(entries)]
+        for entry in entries:
+            body += entry
+    return key_list, [*head, len(prepared), *body, guard_key or ""]
+
+
+def add_result(outcome: BoardOutcome, rec: SourceRecord, res: RecordResult) -> None:
+    """Add what the apply script did to one record of a plain board to ``outcome``."""
+    outcome.changes += [to_change(rec, row) for row in res.changes]
+    outcome.notifications += [to_notice(outcome.board, row) for row in res.notices]
+    outcome.rejections += [Rejection(rec.partition, rec.offset, r, i) for i, r in res.rejected]
+    if res.refused is not None:
+        outcome.rejections.append(Rejection(rec.partition, rec.offset, res.refused))
+    outcome.periods_ended += res.ended
 
 
 def _entry(rank: int, member: Any, key: float, sort: SortOrder) -> Entry:
@@ -416,7 +375,12 @@ __all__ = [
     "BoardOutcome",
     "Entry",
     "Operator",
+    "Prepared",
+    "ProjectionLost",
     "RankingStore",
     "Rejection",
     "SourceRecord",
+    "add_result",
+    "apply_call",
+    "prepare_batch",
 ]

@@ -12,7 +12,8 @@ import pytest
 from processors.bootstrap import get_codec
 from processors.workers.projector import Projector, RawRecord
 from processors.workers.topk import TopKCache
-from projections.redis_client import RedisClient
+from projections.redis_client import RedisClient, is_cluster
+from projections.scripts import ProjectionLost
 from projections.sharded import ShardedStore
 from projections.store import RankingStore, SourceRecord
 from projections.topk import read_topk
@@ -207,5 +208,27 @@ async def test_projector_routes_sharded_boards(
             "p", "all", SortOrder.DESC
         )
         assert await plain.count("s", "all") == 0  # nothing written to the unsharded keys
+    finally:
+        await scrub(redis_backend, f"{prefix}:*")
+
+
+async def test_missing_marker_stops_plain_and_hash_boards(
+    redis_backend: RedisClient,  # noqa: F811
+) -> None:
+    """Without its projection marker the apply raises ProjectionLost, plain or hash-sharded."""
+    if is_cluster(redis_backend):
+        pytest.skip("the projection marker guards the single node only")
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    marker = f"{prefix}:marker"
+    store = ShardedStore(RankingStore(redis_backend, prefix=prefix, grace_ms=DAY, guard_key=marker))
+    try:
+        for cfg in [LeaderboardConfigured("p"), sharded(LeaderboardConfigured("h"), "hash:2", "h")]:
+            recs = scripted(cfg.leaderboard_id, 5)
+            with pytest.raises(ProjectionLost):
+                await store.apply([(cfg, recs)])
+            await redis_backend.set(marker, "1")
+            outs = await store.apply([(cfg, recs)])
+            assert [c.version for c in outs[0].changes] == list(range(1, 11))
+            await redis_backend.delete(marker)
     finally:
         await scrub(redis_backend, f"{prefix}:*")

@@ -1,0 +1,148 @@
+"""The apply scripts' reply: its fixed positions (NamedTuples) and its one decoder.
+
+``rules.lua`` answers one array per record, ``{offset, changes, notices, rejected, refused,
+ended}``, whose rows are arrays in the field order of the NamedTuples below; ``decode`` is the
+only code that reads those positions, and ``to_change``/``to_notice`` turn rows into events.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from streams.events import NotificationKind, ParticipantNotified, RankChange
+
+if TYPE_CHECKING:
+    from projections.store import SourceRecord
+
+
+class ChangeRow(NamedTuple):
+    """One applied entry. Ranks are the board's (plain) or the band's (range shard; None
+    outside the band); the band sizes are a range shard's, 0 on a plain board."""
+
+    entry_index: int
+    period: str
+    participant_id: str
+    old_rank: int | None
+    new_rank: int | None
+    old_score: int | None
+    new_score: int
+    version: int
+    operator: str
+    submitted: int
+    band_before: int = 0
+    band_after: int = 0
+
+
+class NoticeRow(NamedTuple):
+    """One notification (plain boards only)."""
+
+    kind: str
+    period: str
+    participant_id: str
+    rank: int
+    by_participant_id: str | None
+    version: int
+    top_n: int
+    omitted: int
+
+
+class RecordResult(NamedTuple):
+    """What applying one record did (or did the first time, for a record applied before)."""
+
+    offset: int
+    changes: list[ChangeRow]
+    notices: list[NoticeRow]
+    #: (entry_index, reason) of entries the script rejected.
+    rejected: list[tuple[int, str]]
+    #: Why the whole record was refused (duplicate event id, late event), or None.
+    refused: str | None
+    #: (period, board version) of the periods the record ended.
+    ended: list[tuple[str, int]]
+
+
+def decode(reply: Any) -> list[RecordResult]:
+    """Decode one apply call's reply (nil = None; strings as bytes, or str for a client that
+    decodes responses)."""
+    try:
+        return _decode(reply, bytes.decode)
+    except TypeError:  # bytes.decode of a str: the client decoded the strings already
+        return _decode(reply, str)
+
+
+def _decode(reply: Any, text: Callable[[Any], str]) -> list[RecordResult]:
+    return [
+        RecordResult(
+            offset,
+            [
+                ChangeRow(
+                    c[0],
+                    text(c[1]),
+                    text(c[2]),
+                    c[3],
+                    c[4],
+                    c[5],
+                    c[6],
+                    c[7],
+                    text(c[8]),
+                    c[9],
+                    *c[10:],
+                )
+                for c in changes
+            ],
+            [
+                NoticeRow(
+                    text(n[0]),
+                    text(n[1]),
+                    text(n[2]),
+                    n[3],
+                    None if n[4] is None else text(n[4]),
+                    n[5],
+                    n[6],
+                    n[7],
+                )
+                for n in notices
+            ],
+            [(r[0], text(r[1])) for r in rejected],
+            None if refused is None else text(refused),
+            [(text(e[0]), e[1]) for e in ended],
+        )
+        for offset, changes, notices, rejected, refused, ended in reply
+    ]
+
+
+def to_change(rec: SourceRecord, row: ChangeRow) -> RankChange:
+    """The RankChange of one change row (its ranks global: a new rank of None reads as 0)."""
+    ev = rec.event
+    return RankChange(
+        version=row.version,
+        period=row.period,
+        participant_id=row.participant_id,
+        old_rank=row.old_rank,
+        new_rank=row.new_rank or 0,
+        old_score=row.old_score,
+        new_score=row.new_score,
+        submitted_score=row.submitted,
+        operator=row.operator,
+        event_id=ev.event_id,
+        match_id=ev.match_id,
+        entry_index=row.entry_index,
+        occurred_at=ev.occurred_at,
+        source_partition=rec.partition,
+        source_offset=rec.offset,
+    )
+
+
+def to_notice(board: str, row: NoticeRow) -> ParticipantNotified:
+    """The ParticipantNotified of one notice row."""
+    return ParticipantNotified(
+        leaderboard_id=board,
+        period=row.period,
+        participant_id=row.participant_id,
+        kind=NotificationKind(row.kind),
+        rank=row.rank,
+        by_participant_id=row.by_participant_id,
+        version=row.version,
+        top_n=row.top_n,
+        omitted=row.omitted,
+    )

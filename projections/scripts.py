@@ -1,0 +1,72 @@
+"""The Lua scripts of the stores and the one place that runs them (EVALSHA, NOSCRIPT retry).
+
+``apply.lua`` and ``range_apply.lua`` each get ``rules.lua`` (the shared ranking rules)
+prepended: the text Redis runs is the prelude followed by the board's hooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+from redis.exceptions import NoScriptError, ResponseError
+
+from projections.redis_client import RedisClient
+from streams.errors import ServiceUnavailable
+
+_LUA = resources.files("projections").joinpath("lua")
+
+#: One script call: its keys (all of one slot) and its arguments.
+Call = tuple[list[str], list[Any]]
+
+
+class ProjectionLost(ServiceUnavailable):
+    """Redis lost the projection (its marker key is gone): rebuild before applying again."""
+
+
+class Script:
+    """A Lua script run by EVALSHA (reloaded once when a node lost its script cache)."""
+
+    def __init__(self, name: str, *, prelude: str | None = None) -> None:
+        parts = [prelude] if prelude else []
+        self.text = "\n".join(_LUA.joinpath(p).read_text() for p in [*parts, name])
+        self.sha: str | None = None
+
+    async def run_many(self, client: RedisClient, calls: Sequence[Call]) -> list[Any]:
+        """Run one call per (keys, args) in one pipeline; the replies in call order.
+
+        Raises ProjectionLost when a script found its projection marker missing (NOEPOCH).
+        """
+        if not calls:
+            return []
+        if self.sha is None:
+            self.sha = await client.script_load(self.text)
+        for attempt in (1, 2):
+            pipe: Any = client.pipeline(transaction=False)
+            for keys, args in calls:
+                # execute_command: the cluster pipeline blocks .evalsha() but routes this
+                # by its keys (one board = one slot); the wire command is the same.
+                pipe.execute_command("EVALSHA", self.sha, len(keys), *keys, *args)
+            try:
+                return list(await pipe.execute())
+            except ResponseError as exc:
+                # a pipeline prefixes the script's error with the failed command: search it
+                if "NOEPOCH projection marker" in str(exc):
+                    raise ProjectionLost(str(exc)) from exc
+                if not isinstance(exc, NoScriptError) or attempt == 2:
+                    raise
+                self.sha = await client.script_load(self.text)
+        raise AssertionError("unreachable")
+
+
+#: Apply a batch to a plain board (or a hash shard); replies decode with results.decode.
+APPLY = Script("apply.lua", prelude="rules.lua")
+#: Apply a batch to one score-range shard; replies decode with results.decode.
+RANGE_APPLY = Script("range_apply.lua", prelude="rules.lua")
+#: Per sorted set, how many entries rank above each (score, member) pair.
+COUNT_BETTER = Script("count_better.lua")
+#: Text of the swap of a rebuilt shadow board into the live keys (run once, by EVAL).
+SWAP_LUA = _LUA.joinpath("swap.lua").read_text()
+
+__all__ = ["APPLY", "COUNT_BETTER", "RANGE_APPLY", "SWAP_LUA", "Call", "ProjectionLost", "Script"]

@@ -1,0 +1,54 @@
+"""The apply scripts' reply decoder (projections/results.py), without Redis."""
+
+from __future__ import annotations
+
+from projections.results import ChangeRow, NoticeRow, RecordResult, decode, to_change, to_notice
+from projections.store import SourceRecord
+from streams.events import MatchResultSubmitted, NotificationKind, ScoreEntry
+
+#: One record's reply as hiredis hands it over: bulk strings as bytes, false as None.
+REPLY = [
+    [
+        7,
+        [[0, b"all", b"p1", None, 3, None, 10, 41, b"incr", 10]],
+        [[b"entered_top_n", b"all", b"p1", 3, None, 41, 5, 0]],
+        [[1, b"score 9007199254740992 would leave the exact range |score| < 2^53"]],
+        None,
+        [[b"2026-11-01", 41]],
+    ],
+    [8, [], [], [], b"duplicate event id e1", []],
+    [9, [[0, b"all", b"p2", 2, None, 5, 7, 42, b"set", 7, 4, 3]], [], [], None, []],
+]
+
+
+def _str(value: object) -> object:
+    if isinstance(value, list):
+        return [_str(v) for v in value]
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def test_decode_bytes_and_str_replies_alike() -> None:
+    got = decode(REPLY)
+    assert got == decode(_str(REPLY))
+    assert got[0] == RecordResult(
+        7,
+        [ChangeRow(0, "all", "p1", None, 3, None, 10, 41, "incr", 10)],
+        [NoticeRow("entered_top_n", "all", "p1", 3, None, 41, 5, 0)],
+        [(1, "score 9007199254740992 would leave the exact range |score| < 2^53")],
+        None,
+        [("2026-11-01", 41)],
+    )
+    assert got[1].refused == "duplicate event id e1" and got[1].changes == []
+    assert got[2].changes[0].band_before == 4 and got[2].changes[0].band_after == 3
+    assert got[0].changes[0].band_before == 0  # a plain board sends no band sizes
+
+
+def test_rows_to_events() -> None:
+    ev = MatchResultSubmitted("e1", "m1", "b", 1_000, (ScoreEntry("p1", 10),))
+    rec = SourceRecord(2, 7, ev)
+    res = decode(REPLY)[0]
+    change = to_change(rec, res.changes[0])
+    assert (change.version, change.old_rank, change.new_rank, change.new_score) == (41, None, 3, 10)
+    assert (change.event_id, change.source_partition, change.source_offset) == ("e1", 2, 7)
+    note = to_notice("b", res.notices[0])
+    assert note.kind is NotificationKind.ENTERED_TOP_N and note.by_participant_id is None
