@@ -79,7 +79,8 @@ class MemoryStore:
             for rec in records:  # the store checks entries before its one apply call
                 valid, bad = split_entries(rec.event)
                 outcome.rejections += [Rejection(rec.partition, rec.offset, r, i) for i, r in bad]
-                prepared.append((rec, valid))
+                if not bad:  # a match applies whole or not at all
+                    prepared.append((rec, valid))
             board = self._board(config)
             # one call per board: the first record's partition names the watermark
             partition = records[0].partition if records else 0

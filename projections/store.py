@@ -287,18 +287,27 @@ class Prepared:
 def prepare_batch(
     config: LeaderboardConfigured, records: Sequence[SourceRecord], rejections: list[Rejection]
 ) -> tuple[dict[str, int], list[Prepared]]:
-    """The batch's periods (name → 1-based index) and records; invalid entries are rejected."""
+    """The batch's periods (name → 1-based index) and records to apply.
+
+    A match applies whole or not at all: a record with an invalid entry is rejected here (one
+    rejection per invalid entry) and never reaches the script, so it registers no event id and
+    moves no time.
+    """
     periods: dict[str, int] = {}
     prepared: list[Prepared] = []
     for rec in records:
         ev = rec.event
+        bad = [
+            Rejection(rec.partition, rec.offset, reason, idx)
+            for idx, entry in enumerate(ev.entries)
+            if (reason := rules.entry_reject_reason(entry.score, entry.participant_id))
+        ]
+        if bad:
+            rejections += bad
+            continue
         item = Prepared(rec, rules.period_key(config.reset_period, ev.occurred_at))
         periods.setdefault(item.period, len(periods) + 1)
         for idx, entry in enumerate(ev.entries):
-            reason = rules.entry_reject_reason(entry.score, entry.participant_id)
-            if reason:
-                rejections.append(Rejection(rec.partition, rec.offset, reason, idx))
-                continue
             op = entry.operator or config.operator
             meta = json.dumps(entry.metadata, sort_keys=True) if entry.metadata else ""
             item.entries.append((idx, entry.participant_id, entry.score, str(op), meta))

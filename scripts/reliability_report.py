@@ -63,10 +63,10 @@ Found by these scenarios and fixed (the tests that showed them now pass):
 
 1. **Redis emptied under a running projector** (`redis_emptied_rebuild_live`). The projector
    used to keep applying onto the empty Redis: board versions restarted at 1 and rank changes
-   were lost or duplicated. Fix: a marker key per projector group (`lb:epoch:<app_id>`), set at
-   the group's first start and by `rebuild --all`; the apply script refuses to run without it
-   (atomically on a single node) and the worker waits, acknowledging nothing, until the rebuild
-   sets it again (`processors/workers/epoch.py`).
+   were lost or duplicated. Fix: a marker key per projector group
+   (`lb:epoch:<layout>:<app_id>`), set at the group's first start and by `rebuild --all`; the
+   apply script refuses to run without it (atomically on a single node) and the worker waits,
+   acknowledging nothing, until the rebuild sets it again (`processors/workers/epoch.py`).
 2. **A failed batch was acknowledged anyway.** Faust's `take_events` acknowledges a batch in a
    `finally` block, so a batch whose processing raised (Redis gone mid-batch) had its offsets
    committed and was never redelivered. Fix: batches come from `noack_take` and are acknowledged

@@ -124,8 +124,10 @@ class ModelBoard:
         if reason:
             return [reason]
         valid, bad = split_entries(record)
+        if bad:  # a match applies whole or not at all
+            return [r for _, r in bad]
         result = self.apply_valid(0, offset, record, valid)
-        return [r for _, r in bad] + [r for _, r in result.rejections]
+        return [r for _, r in result.rejections]
 
     def apply_valid(
         self,
@@ -149,11 +151,18 @@ class ModelBoard:
         if record.event_id in self.seen_events:
             out.rejections.append((None, f"duplicate event id {record.event_id}"))
             return out
+        table = self.periods.get(period)
+        if table is None:
+            table = Standings()
+        overflow = self._overflow(table, entries)
+        if overflow:
+            out.rejections.append((None, overflow))
+            return out
         self.seen_events.add(record.event_id)
         closes = rules.period_closes_at(cfg.reset_period, period, self.grace_ms)
         if closes != rules.NEVER and period not in self.open_periods:
             self.open_periods[period] = closes
-        table = self.periods.setdefault(period, Standings())
+        table = self.periods.setdefault(period, table)
         for idx, entry in entries:
             self._apply_entry(partition, offset, record, period, table, idx, entry, out)
         if at > self.max_time:
@@ -183,11 +192,6 @@ class ModelBoard:
         old_score = self._score(old[0]) if old else None
         old_rank = table.rank(pid)
         new = rules.combine(op, old_score, entry.score, sort)
-        if not rules.in_exact_range(new):
-            # the script computes in doubles: its message shows the rounded value
-            text = f"score {float(new):.0f} would leave the exact range |score| < 2^53"
-            out.rejections.append((idx, text))
-            return
         if old is None or new != old_score:
             mem = rules.member(record.occurred_at, offset, idx, pid)
             new_rank = table.put(pid, rules.sort_key(new, sort), mem)
@@ -270,6 +274,25 @@ class ModelBoard:
                     note(
                         NotificationKind.ENTERED_TOP_N, rules.participant_of(m), watch, None, watch
                     )
+
+    def _overflow(self, table: Standings, entries: Sequence[tuple[int, ScoreEntry]]) -> str | None:
+        """Why the entries cannot all apply (a result outside the exact range), or None."""
+        sim: dict[str, int] = {}
+        for idx, entry in entries:
+            pid = entry.participant_id
+            old = sim.get(pid)
+            if old is None and pid in table.members:
+                old = self._score(table.members[pid][0])
+            op = entry.operator or self.config.operator
+            new = rules.combine(op, old, entry.score, self.config.sort_order)
+            if not rules.in_exact_range(new):
+                # the script computes in doubles: its message shows the rounded value
+                return (
+                    f"entries[{idx}]: score {float(new):.0f} would leave the exact range "
+                    "|score| < 2^53"
+                )
+            sim[pid] = new
+        return None
 
     def _score(self, key: int) -> int:
         return -key if self.config.sort_order is SortOrder.DESC else key

@@ -18,14 +18,15 @@ from typing import Any
 from confluent_kafka import TopicPartition
 
 from processors.bootstrap import kafka_consumer
+from streams import rules
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
 
 def epoch_key(settings: Settings) -> str:
-    """The marker key of the projector group ``settings.app_id``."""
-    return f"lb:epoch:{settings.app_id}"
+    """The marker key of the projector group ``settings.app_id`` for this state layout."""
+    return f"lb:epoch:{rules.STATE_LAYOUT}:{settings.app_id}"
 
 
 def group_has_committed(settings: Settings) -> bool:

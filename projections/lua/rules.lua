@@ -32,7 +32,7 @@ local partition = ARGV[1]
 local desc = ARGV[2] == 'desc'
 local MAX = 9007199254740991
 -- Length of a member's tie-break prefix (event time, offset, entry index); the pid follows.
-local W = 28
+local W = 30
 
 local function fmt(x) return string.format('%.0f', x) end
 
@@ -66,6 +66,26 @@ local function read_periods(a, kp)
   return periods, a + 1 + 2 * #periods
 end
 
+-- Why the record's entries cannot all apply (a score that would leave the exact range, in
+-- entry order, as the entries would apply one after the other), or nil: a match applies whole
+-- or not at all, so this runs before anything of the record is changed.
+local function refuse_entries(board, P, rec)
+  local sim = {}
+  for e = 0, rec.ne - 1 do
+    local b = rec.estart + e * 5
+    local pid = ARGV[b + 1]
+    local olds = sim[pid]
+    if olds == nil then olds = board.lookup(P, pid) end
+    local new = next_score(olds, ARGV[b + 3], tonumber(ARGV[b + 2]))
+    if new > MAX or new < -MAX then
+      return 'entries[' .. ARGV[b] .. ']: score ' .. fmt(new) ..
+        ' would leave the exact range |score| < 2^53'
+    end
+    sim[pid] = new
+  end
+  return nil
+end
+
 -- Apply one record's valid entries (ARGV[estart ..]) to period P; returns the new version.
 local function apply_entries(board, P, rec, ver, changes, notices, rejected)
   for e = 0, rec.ne - 1 do
@@ -74,19 +94,15 @@ local function apply_entries(board, P, rec, ver, changes, notices, rejected)
     local op = ARGV[b + 3]; local meta = ARGV[b + 4]
     local olds, oldm = board.lookup(P, pid)
     local new = next_score(olds, op, sub)
-    if new > MAX or new < -MAX then
-      rejected[#rejected + 1] = {idx, 'score ' .. fmt(new) .. ' would leave the exact range |score| < 2^53'}
-    else
-      local mem = oldm
-      local moved = olds == nil or new ~= olds
-      if moved then mem = string.format('%013d%012d%03d', rec.at, rec.offset, idx) .. pid end
-      local oldr, newr, zbefore, zafter = board.place(P, pid, olds, oldm, new, mem, moved)
-      if meta ~= '' then redis.call('HSET', PM, pid, meta) end
-      ver = ver + 1
-      changes[#changes + 1] = {idx, P.name, pid, oldr or false, newr or false, olds or false, new,
-        ver, op, sub, zbefore, zafter}
-      board.notify(P, pid, oldr, newr, ver, notices)
-    end
+    local mem = oldm
+    local moved = olds == nil or new ~= olds
+    if moved then mem = string.format('%013d%012d%05d', rec.at, rec.offset, idx) .. pid end
+    local oldr, newr, zbefore, zafter = board.place(P, pid, olds, oldm, new, mem, moved)
+    if meta ~= '' then redis.call('HSET', PM, pid, meta) end
+    ver = ver + 1
+    changes[#changes + 1] = {idx, P.name, pid, oldr or false, newr or false, olds or false, new,
+      ver, op, sub, zbefore, zafter}
+    board.notify(P, pid, oldr, newr, ver, notices)
   end
   return ver
 end
@@ -117,16 +133,20 @@ local function apply_batch(board)
     else
       newwm = offset
       local changes, notices, rejected, refused, ended = {}, {}, {}, false, {}
+      local rec = {ne = ne, estart = estart, at = at, offset = offset}
       if redis.call('HEXISTS', PE, P.name) == 1 then
         refused = 'period ' .. P.name .. ' is closed: late event'
-      elseif redis.call('SADD', EV, event_id) == 0 then
+      elseif redis.call('SISMEMBER', EV, event_id) == 1 then
         refused = 'duplicate event id ' .. event_id
       else
+        refused = refuse_entries(board, P, rec) or false
+      end
+      if not refused then
+        redis.call('SADD', EV, event_id)
         if P.closes ~= -1 and open[P.name] == nil then
           open[P.name] = P.closes; names[#names + 1] = P.name
           redis.call('HSET', PO, P.name, fmt(P.closes))
         end
-        local rec = {ne = ne, estart = estart, at = at, offset = offset}
         ver = apply_entries(board, P, rec, ver, changes, notices, rejected)
         if at > maxt then
           maxt = at

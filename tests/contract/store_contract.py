@@ -227,29 +227,35 @@ class StoreContract:
         want = self.expected_notices(full, merged)
         assert [n for o in outs for n in o.notifications] == want
 
-    async def test_rejections_keep_their_reasons(self, store: Any) -> None:
+    async def test_a_match_applies_whole_or_not_at_all(self, store: Any) -> None:
+        """A match with a bad entry, or whose result would leave the exact range, changes
+        nothing: no entry applied, no event id registered (the corrected resend applies)."""
         cfg = self.config(operator=Operator.INCR)
         batch = [
-            rec(0, "e0", BASE, ("", 5), ("p", 2**53), ("q", 2**53 - 2)),
-            rec(1, "e1", BASE + 1, ("q", 5), ("r", 1), ("bad\tid", 1), ("x" * 129, 1)),
-            rec(2, "e0", BASE + 2, ("s", 1)),  # a duplicate event id
+            rec(0, "e0", BASE, ("", 5), ("p", 2**53), ("q", 1)),
+            rec(1, "e1", BASE + 1, ("q", 2**53 - 2)),
+            rec(2, "e2", BASE + 2, ("r", 1), ("q", 5), ("s", 1)),
+            rec(3, "e2", BASE + 3, ("r", 1)),  # the resend of the refused match
+            rec(4, "e1", BASE + 4, ("t", 1)),  # a duplicate event id
+            rec(5, "e5", BASE + 5, ("bad\tid", 1), ("x" * 129, 1)),
         ]
         (out,) = await store.apply([(cfg, batch)])
+        # the script computes in doubles: 2^53 - 2 + 5 shows rounded to even
+        overflow = "entries[1]: score 9007199254740996 would leave the exact range |score| < 2^53"
         want = [
             Rejection(0, 0, "empty participant_id", 0),
             Rejection(0, 0, "score 9007199254740992 outside the exact range |score| < 2^53", 1),
-            Rejection(0, 1, "participant_id contains control characters", 2),
-            Rejection(0, 1, "participant_id longer than 128 characters", 3),
-            # the script computes in doubles: 2^53 - 2 + 5 shows rounded to even
-            Rejection(0, 1, "score 9007199254740996 would leave the exact range |score| < 2^53", 0),
-            Rejection(0, 2, "duplicate event id e0"),
+            Rejection(0, 5, "participant_id contains control characters", 0),
+            Rejection(0, 5, "participant_id longer than 128 characters", 1),
+            Rejection(0, 2, overflow),
+            Rejection(0, 4, "duplicate event id e1"),
         ]
         assert self.rejections(out) == self.rejections(BoardOutcome("board", rejections=want))
         assert [(c.participant_id, c.new_score, c.version) for c in out.changes] == [
             ("q", 2**53 - 2, 1),
             ("r", 1, 2),
         ]
-        assert out.offsets == [0, 1, 2]
+        assert out.offsets == [1, 2, 3, 4]  # records refused before the script have no result
 
     async def test_periods_end_on_event_time_and_refuse_late_events(self, store: Any) -> None:
         cfg = self.config(reset_period=ResetPeriod.DAILY)

@@ -118,17 +118,18 @@ async def test_big_batches_are_chunked_with_contiguous_versions() -> None:
     assert await rig.store.version("b") == n
 
 
-async def test_period_end_without_changes_still_published() -> None:
+async def test_a_refused_match_moves_no_time() -> None:
+    """A match refused whole does not end October; the next valid one does, at version 1."""
     rig = Rig(MONTHLY)
     await rig.projector.process([rig.raw(match("e1", OCT, ("a", 7)))])
-    # the only entry is refused, yet the record's time ends October at version 1
-    stats = await rig.projector.process([rig.raw(match("e2", NOV, ("", 1)))])
-    last = rig.rank_changed()[-1]
-    assert last.changes == () and last.periods_ended == ("2026-10",)
-    assert last.version_from == last.version_to == 1
-    assert stats.dead_lettered == 1
+    stats = await rig.projector.process([rig.raw(match("e2", NOV, ("", 1), ("b", 2)))])
+    assert all(not r.periods_ended for r in rig.rank_changed())
+    assert (stats.dead_lettered, stats.entries_applied) == (1, 0)
     (dead,) = rig.publisher.dead_letters
     assert (dead.offset, dead.reason) == (1, "entries[0]: empty participant_id")
+    await rig.projector.process([rig.raw(match("e3", NOV, ("b", 2)))])
+    last = rig.rank_changed()[-1]
+    assert last.periods_ended == ("2026-10",) and last.version_to == 2
 
 
 async def test_bad_records_are_dead_lettered_with_their_reason() -> None:
@@ -138,8 +139,9 @@ async def test_bad_records_are_dead_lettered_with_their_reason() -> None:
         rig.raw(None, value=b"not avro"),
         rig.raw(match("e1", OCT, ("a", 1), board="nowhere")),
         rig.raw(match("e2", OCT, ("", 1), ("b", 2**53), ("c", 3))),
-        rig.raw(match("e2", OCT + 1, ("d", 4))),  # duplicate event id
-        rig.raw(match("e3", OCT + 2, ("e", 5))),
+        rig.raw(match("e2", OCT + 1, ("d", 4))),  # e2 was refused whole: its id is free
+        rig.raw(match("e2", OCT + 2, ("f", 6))),  # now a duplicate event id
+        rig.raw(match("e3", OCT + 3, ("e", 5))),
     ]
     stats = await rig.projector.process(batch)
     reasons = {d.offset: d.reason for d in rig.publisher.dead_letters}
@@ -150,8 +152,8 @@ async def test_bad_records_are_dead_lettered_with_their_reason() -> None:
         "entries[0]: empty participant_id; "
         "entries[1]: score 9007199254740992 outside the exact range |score| < 2^53"
     )
-    assert reasons[4] == "duplicate event id e2"
-    assert set(reasons) == {0, 1, 2, 3, 4} and stats.dead_lettered == 5
+    assert reasons[5] == "duplicate event id e2"
+    assert set(reasons) == {0, 1, 2, 3, 5} and stats.dead_lettered == 5
     assert {d.source_topic for d in rig.publisher.dead_letters} == {SCORES_TOPIC}
     assert stats.entries_applied == 2
     assert [
@@ -159,7 +161,7 @@ async def test_bad_records_are_dead_lettered_with_their_reason() -> None:
         for e in await rig.store.standings("b", "all", MONTHLY.sort_order)
     ] == [
         ("e", 5),
-        ("c", 3),
+        ("d", 4),
     ]
 
 
