@@ -31,11 +31,13 @@ MAX_CLOCK_SKEW_MS = 60_000
 ALL_TIME = "all"
 #: Marker for "this period never ends".
 NEVER = -1
-#: Width of the tie-break prefix of a sorted-set member (see ``member``).
-TIEBREAK_WIDTH = 30
+#: Width of the tie-break prefix of a sorted-set member (see ``member``): 13 digits of event time
+#: (every accepted time), 15 of log offset (10^15 records per partition) and 5 of entry index
+#: (the schema allows 10,000 entries per match).
+TIEBREAK_WIDTH = 33
 #: Names the member layout above; state written with another layout must be rebuilt from the
 #: log (the projector's marker key carries it, so an upgrade waits for `rebuild --all`).
-STATE_LAYOUT = "m30"
+STATE_LAYOUT = "m33"
 
 
 def in_exact_range(score: int) -> bool:
@@ -74,7 +76,7 @@ def member(occurred_at: int, offset: int, entry_index: int, participant_id: str)
     Among equal scores Redis orders members lexicographically; the prefix makes that order
     "first to reach the score ranks higher": event time, then log offset, then entry index.
     """
-    return f"{occurred_at:013d}{offset:012d}{entry_index:05d}{participant_id}"
+    return f"{occurred_at:013d}{offset:015d}{entry_index:05d}{participant_id}"
 
 
 def participant_of(member_value: str) -> str:

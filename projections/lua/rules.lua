@@ -32,7 +32,7 @@ local partition = ARGV[1]
 local desc = ARGV[2] == 'desc'
 local MAX = 9007199254740991
 -- Length of a member's tie-break prefix (event time, offset, entry index); the pid follows.
-local W = 30
+local W = 33
 
 local function fmt(x) return string.format('%.0f', x) end
 
@@ -96,7 +96,7 @@ local function apply_entries(board, P, rec, ver, changes, notices, rejected)
     local new = next_score(olds, op, sub)
     local mem = oldm
     local moved = olds == nil or new ~= olds
-    if moved then mem = string.format('%013d%012d%05d', rec.at, rec.offset, idx) .. pid end
+    if moved then mem = string.format('%013d%015d%05d', rec.at, rec.offset, idx) .. pid end
     local oldr, newr, zbefore, zafter = board.place(P, pid, olds, oldm, new, mem, moved)
     if meta ~= '' then redis.call('HSET', PM, pid, meta) end
     ver = ver + 1

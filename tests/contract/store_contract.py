@@ -192,6 +192,15 @@ class StoreContract:
             Entry(3, "late", 7),
         ]
 
+    async def test_ties_in_a_match_of_the_schemas_largest_size(self, store: Any) -> None:
+        """10,000 equal scores in one match (the schema's maximum): entry order decides, and
+        every participant id comes back intact (the entry index never overflows its width)."""
+        cfg = self.config(watch_top_n=0)
+        entries = [(f"q{i}", 7) for i in range(10_000)]
+        await store.apply([(cfg, [rec(2**40, "big", BASE, *entries)])])
+        rows = await store.standings("board", "all", cfg.sort_order)
+        assert [r.participant_id for r in rows] == [pid for pid, _ in entries]
+
     async def test_overtaken_and_top_n_notices(self, store: Any) -> None:
         cfg = self.config(watch_top_n=2)
         records = [

@@ -83,11 +83,11 @@ def test_exact_range() -> None:
 
 @given(
     st.integers(0, 10**13 - 1),
-    st.integers(0, 10**12 - 1),
-    st.integers(0, 999),
+    st.integers(0, 10**15 - 1),
+    st.integers(0, 9_999),
     st.integers(0, 10**13 - 1),
-    st.integers(0, 10**12 - 1),
-    st.integers(0, 999),
+    st.integers(0, 10**15 - 1),
+    st.integers(0, 9_999),
 )
 def test_member_order_is_reach_order(t1: int, o1: int, i1: int, t2: int, o2: int, i2: int) -> None:
     a = rules.member(t1, o1, i1, "p")
@@ -145,7 +145,7 @@ def test_every_accepted_time_has_a_period_and_a_closing_time(occurred_at: int) -
         start, end = rules.period_bounds(reset, key)
         assert reset is ResetPeriod.NONE or start <= occurred_at < end
         rules.period_closes_at(reset, key, 60_000)
-        assert len(rules.member(occurred_at, 10**12 - 1, 999, "p")) == rules.TIEBREAK_WIDTH + 1
+        assert len(rules.member(occurred_at, 10**15 - 1, 9_999, "p")) == rules.TIEBREAK_WIDTH + 1
 
 
 def test_checksum_is_order_sensitive_and_stable() -> None:
