@@ -76,17 +76,15 @@ class MemoryStore:
             outcome = BoardOutcome(config.leaderboard_id)
             outcomes.append(outcome)
             prepared = []
-            for rec in records:  # the store checks entries before its one apply call
-                valid, bad = split_entries(rec.event)
-                outcome.rejections += [Rejection(rec.partition, rec.offset, r, i) for i, r in bad]
-                if not bad:  # a match applies whole or not at all
-                    prepared.append((rec, valid))
+            for rec in records:  # invalid entries refuse their match, through the script
+                valid, _ = split_entries(rec.event)
+                prepared.append((rec, valid, rules.entries_refusal(rec.event.entries)))
             board = self._board(config)
             # one call per board: the first record's partition names the watermark
             partition = records[0].partition if records else 0
             wm = board.watermarks.get(partition, -1)
             new_wm = wm
-            for rec, valid in prepared:
+            for rec, valid, refusal in prepared:
                 if rec.offset <= wm:
                     stored = board.outbox.get(rec.offset)
                     if stored is None:
@@ -94,7 +92,9 @@ class MemoryStore:
                     result = stored
                 else:
                     new_wm = rec.offset
-                    result = board.model.apply_valid(rec.partition, rec.offset, rec.event, valid)
+                    result = board.model.apply_valid(
+                        rec.partition, rec.offset, rec.event, valid, refusal
+                    )
                     board.outbox[rec.offset] = result
                 outcome.offsets.append(rec.offset)
                 outcome.changes += result.changes

@@ -1,14 +1,16 @@
 """The apply scripts' reply: its fixed positions (NamedTuples) and its one decoder.
 
-``rules.lua`` answers one array per record, ``{offset, changes, notices, rejected, refused,
-ended}``, whose rows are arrays in the field order of the NamedTuples below; ``decode`` is the
-only code that reads those positions, and ``to_change``/``to_notice`` turn rows into events.
+``rules.lua`` answers one msgpack blob per record, ``{offset, changes, notices, rejected,
+refused, ended}``, whose rows are arrays in the field order of the NamedTuples below; ``decode``
+is the only code that reads those positions, and ``to_change``/``to_notice`` turn rows into
+events.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgpack
 
 from streams.events import NotificationKind, ParticipantNotified, RankChange
 
@@ -62,53 +64,40 @@ class RecordResult(NamedTuple):
 
 
 def decode(reply: Any) -> list[RecordResult]:
-    """Decode one apply call's reply (nil = None; strings as bytes, or str for a client that
-    decodes responses)."""
-    try:
-        return _decode(reply, bytes.decode)
-    except TypeError:  # bytes.decode of a str: the client decoded the strings already
-        return _decode(reply, str)
+    """Decode one apply call's reply: one msgpack blob per record (``false`` = None)."""
+    return [_record(msgpack.unpackb(blob)) for blob in reply]
 
 
-def _decode(reply: Any, text: Callable[[Any], str]) -> list[RecordResult]:
-    return [
-        RecordResult(
-            offset,
-            [
-                ChangeRow(
-                    c[0],
-                    text(c[1]),
-                    text(c[2]),
-                    c[3],
-                    c[4],
-                    c[5],
-                    c[6],
-                    c[7],
-                    text(c[8]),
-                    c[9],
-                    *c[10:],
-                )
-                for c in changes
-            ],
-            [
-                NoticeRow(
-                    text(n[0]),
-                    text(n[1]),
-                    text(n[2]),
-                    n[3],
-                    None if n[4] is None else text(n[4]),
-                    n[5],
-                    n[6],
-                    n[7],
-                )
-                for n in notices
-            ],
-            [(r[0], text(r[1])) for r in rejected],
-            None if refused is None else text(refused),
-            [(text(e[0]), e[1]) for e in ended],
-        )
-        for offset, changes, notices, rejected, refused, ended in reply
-    ]
+def _opt(value: Any) -> Any:
+    """Lua's ``false`` placeholder as None."""
+    return None if value is False else value
+
+
+def _record(res: list[Any]) -> RecordResult:
+    offset, changes, notices, rejected, refused, ended = res
+    return RecordResult(
+        offset,
+        [
+            ChangeRow(
+                c[0],
+                c[1],
+                c[2],
+                _opt(c[3]),
+                _opt(c[4]),
+                _opt(c[5]),
+                c[6],
+                c[7],
+                c[8],
+                c[9],
+                *c[10:],
+            )
+            for c in changes
+        ],
+        [NoticeRow(n[0], n[1], n[2], n[3], _opt(n[4]), n[5], n[6], n[7]) for n in notices],
+        [(r[0], r[1]) for r in rejected],
+        _opt(refused),
+        [(e[0], e[1]) for e in ended],
+    )
 
 
 def to_change(rec: SourceRecord, row: ChangeRow) -> RankChange:

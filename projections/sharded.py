@@ -29,6 +29,7 @@ from projections.keys import BoardKeys
 from projections.layout import SHARDS_KEY, ShardLayout, directory_key, layout_of
 from projections.results import decode
 from projections.scripts import APPLY, COUNT_BETTER, RANGE_APPLY, Call
+from projections.shard_checks import refuse_hash_overflows
 from projections.shard_merge import (
     Ranks,
     ShardResults,
@@ -141,9 +142,12 @@ class ShardedStore:
         self, cfg: LeaderboardConfigured, records: Sequence[SourceRecord], layout: ShardLayout
     ) -> BoardOutcome:
         outcome = BoardOutcome(cfg.leaderboard_id)
-        periods, prepared = prepare_batch(cfg, records, outcome.rejections)
+        periods, prepared = prepare_batch(cfg, records)
         before: Ranks = {}
         if layout.kind == "hash":
+            await refuse_hash_overflows(
+                self.client, self.prefix, cfg, layout, prepared, self.base.grace_ms
+            )
             before = await self._batch_ranks(cfg, prepared)
         calls = [self._shard_call(cfg, layout, i, periods, prepared) for i in range(layout.count)]
         script = APPLY if layout.kind == "hash" else RANGE_APPLY

@@ -107,7 +107,7 @@ class RankingStore:
         for config, records in batches:
             outcome = BoardOutcome(config.leaderboard_id)
             outcomes.append(outcome)
-            periods, prepared = prepare_batch(config, records, outcome.rejections)
+            periods, prepared = prepare_batch(config, records)
             calls.append(
                 apply_call(
                     self.keys(config.leaderboard_id),
@@ -277,36 +277,37 @@ class RankingStore:
 
 @dataclass(slots=True)
 class Prepared:
-    """One record of a batch: its period and its valid entries as apply-script arguments."""
+    """One record of a batch: its period and its entries as apply-script arguments.
+
+    ``refusal`` (when set) refuses the whole record in the script, after the late and duplicate
+    checks, through its watermark and outbox like any other result.
+    """
 
     rec: SourceRecord
     period: str
     entries: list[tuple[int, str, int, str, str]] = field(default_factory=list)
+    refusal: str = ""
 
 
 def prepare_batch(
-    config: LeaderboardConfigured, records: Sequence[SourceRecord], rejections: list[Rejection]
+    config: LeaderboardConfigured, records: Sequence[SourceRecord]
 ) -> tuple[dict[str, int], list[Prepared]]:
     """The batch's periods (name → 1-based index) and records to apply.
 
-    A match applies whole or not at all: a record with an invalid entry is rejected here (one
-    rejection per invalid entry) and never reaches the script, so it registers no event id and
-    moves no time.
+    A match applies whole or not at all: a record with an invalid entry goes to the script
+    with its entries' reasons as its refusal and no entry, so it registers no event id and
+    moves no time (and a redelivery finds its result like any other record's).
     """
     periods: dict[str, int] = {}
     prepared: list[Prepared] = []
     for rec in records:
         ev = rec.event
-        bad = [
-            Rejection(rec.partition, rec.offset, reason, idx)
-            for idx, entry in enumerate(ev.entries)
-            if (reason := rules.entry_reject_reason(entry.score, entry.participant_id))
-        ]
-        if bad:
-            rejections += bad
-            continue
         item = Prepared(rec, rules.period_key(config.reset_period, ev.occurred_at))
         periods.setdefault(item.period, len(periods) + 1)
+        item.refusal = rules.entries_refusal(ev.entries)
+        if item.refusal:
+            prepared.append(item)
+            continue
         for idx, entry in enumerate(ev.entries):
             op = entry.operator or config.operator
             meta = json.dumps(entry.metadata, sort_keys=True) if entry.metadata else ""
@@ -351,7 +352,8 @@ def apply_call(
     for item in prepared:
         ev = item.rec.event
         entries = item.entries if mine is None else [e for e in item.entries if mine(e[1])]
-        body += [item.rec.offset, ev.event_id, ev.occurred_at, periods[item.period], len(entries)]
+        body += [item.rec.offset, ev.event_id, ev.occurred_at, periods[item.period]]
+        body += [item.refusal, len(entries)]
         for entry in entries:
             body += entry
     return key_list, [*head, len(prepared), *body, guard_key or ""]

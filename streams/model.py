@@ -123,10 +123,8 @@ class ModelBoard:
         reason = rules.reject_reason(self.config, record, log_time)
         if reason:
             return [reason]
-        valid, bad = split_entries(record)
-        if bad:  # a match applies whole or not at all
-            return [r for _, r in bad]
-        result = self.apply_valid(0, offset, record, valid)
+        valid, _ = split_entries(record)
+        result = self.apply_valid(0, offset, record, valid, rules.entries_refusal(record.entries))
         return [r for _, r in result.rejections]
 
     def apply_valid(
@@ -135,11 +133,14 @@ class ModelBoard:
         offset: int,
         record: MatchResultSubmitted,
         entries: Sequence[tuple[int, ScoreEntry]],
+        refusal: str = "",
     ) -> RecordResult:
         """Apply the entries of one record that passed ``rules.entry_reject_reason``.
 
-        The apply script's steps in its order: late (closed period), duplicate event id,
-        then each entry (score, rank, notices), then the periods the record's time ends.
+        The apply script's steps in its order: late (closed period), duplicate event id, the
+        refusal decided before (``refusal``: invalid entries) or a result out of range (the
+        whole match refused), then each entry (score, rank, notices), then the periods the
+        record's time ends.
         """
         cfg = self.config
         out = RecordResult()
@@ -154,7 +155,7 @@ class ModelBoard:
         table = self.periods.get(period)
         if table is None:
             table = Standings()
-        overflow = self._overflow(table, entries)
+        overflow = refusal or self._overflow(table, entries)
         if overflow:
             out.rejections.append((None, overflow))
             return out

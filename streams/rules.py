@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
 from streams.events import (
@@ -12,6 +12,7 @@ from streams.events import (
     MatchResultSubmitted,
     Operator,
     ResetPeriod,
+    ScoreEntry,
     SortOrder,
 )
 
@@ -187,6 +188,16 @@ def entry_reject_reason(score: int, participant_id: str) -> str | None:
     if not in_exact_range(score):
         return f"score {score} outside the exact range |score| < 2^53"
     return None
+
+
+def entries_refusal(entries: Sequence[ScoreEntry]) -> str:
+    """Why a match cannot apply judged on its entries alone ("" if it can): every invalid
+    entry as ``entries[i]: reason``, joined by "; " (a match applies whole or not at all)."""
+    return "; ".join(
+        f"entries[{idx}]: {reason}"
+        for idx, entry in enumerate(entries)
+        if (reason := entry_reject_reason(entry.score, entry.participant_id))
+    )
 
 
 def standings_checksum(rows: Iterable[tuple[int, str, int]]) -> str:

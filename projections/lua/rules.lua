@@ -8,16 +8,17 @@
 --       sorted set, participant->member hash[, participant->"score\tmember" hash].
 -- ARGV: partition, sort (desc|asc), two numeric board arguments (board.init), nperiods,
 --       nperiods x (period, closes_at), nrecords,
---       nrecords x (offset, event_id, occurred_at, period_index, nentries,
+--       nrecords x (offset, event_id, occurred_at, period_index, refusal, nentries,
 --                   nentries x (entry_index, participant_id, score, operator, metadata_json)),
 --       guard key (or '').
--- Returns one result per record, in the layout of projections/results.py (RecordResult):
+-- Returns one msgpack-packed result per record (the outbox's bytes, unpacked in Python: far
+-- smaller and faster than a nested Redis reply), in the layout of projections/results.py:
 --   {offset, changes, notices, rejected, refused, ended} with
 --   changes  = {{entry_index, period, pid, old_rank, new_rank, old_score, new_score, version,
 --                operator, submitted[, band_size_before, band_size_after]}, ...} (ChangeRow),
 --   notices  = {{kind, period, pid, rank, by, version, top_n, omitted}, ...} (NoticeRow),
 --   rejected = {{entry_index, reason}, ...}, refused = duplicate/late reason or false,
---   ended    = {{period, version}, ...}; false stands for "none" (a nil reply).
+--   ended    = {{period, version}, ...}; false stands for "none".
 -- The result is stored msgpack-packed in the outbox: a record at or below the partition's
 -- watermark was applied before, so its stored result is returned again (if not yet
 -- acknowledged) and nothing is changed.
@@ -70,6 +71,14 @@ end
 -- entry order, as the entries would apply one after the other), or nil: a match applies whole
 -- or not at all, so this runs before anything of the record is changed.
 local function refuse_entries(board, P, rec)
+  -- best and set keep a score inside the range (every submitted score is): only incr and decr
+  -- can leave it, so a match without them needs no look-up
+  local arith = false
+  for e = 0, rec.ne - 1 do
+    local op = ARGV[rec.estart + e * 5 + 3]
+    if op == 'incr' or op == 'decr' then arith = true; break end
+  end
+  if not arith then return nil end
   local sim = {}
   for e = 0, rec.ne - 1 do
     local b = rec.estart + e * 5
@@ -124,25 +133,28 @@ local function apply_batch(board)
   local newwm = wm
   for _ = 1, nrec do
     local offset = tonumber(ARGV[a]); local event_id = ARGV[a + 1]; local at = tonumber(ARGV[a + 2])
-    local P = periods[tonumber(ARGV[a + 3])]; local ne = tonumber(ARGV[a + 4])
-    local estart = a + 5
+    local P = periods[tonumber(ARGV[a + 3])]; local pre = ARGV[a + 4]
+    local ne = tonumber(ARGV[a + 5])
+    local estart = a + 6
     a = estart + ne * 5
     if offset <= wm then
       local prev = redis.call('HGET', OB, fmt(offset))
-      if prev then out[#out + 1] = cmsgpack.unpack(prev) end
+      if prev then out[#out + 1] = prev end
     else
       newwm = offset
       local changes, notices, rejected, refused, ended = {}, {}, {}, false, {}
       local rec = {ne = ne, estart = estart, at = at, offset = offset}
       if redis.call('HEXISTS', PE, P.name) == 1 then
         refused = 'period ' .. P.name .. ' is closed: late event'
-      elseif redis.call('SISMEMBER', EV, event_id) == 1 then
+      elseif redis.call('SADD', EV, event_id) == 0 then
         refused = 'duplicate event id ' .. event_id
       else
-        refused = refuse_entries(board, P, rec) or false
+        -- a refusal decided before the script (invalid entries, a hash-sharded overflow), else
+        -- this script's own check: either way the match applies whole or not at all
+        if pre ~= '' then refused = pre else refused = refuse_entries(board, P, rec) or false end
+        if refused then redis.call('SREM', EV, event_id) end
       end
       if not refused then
-        redis.call('SADD', EV, event_id)
         if P.closes ~= -1 and open[P.name] == nil then
           open[P.name] = P.closes; names[#names + 1] = P.name
           redis.call('HSET', PO, P.name, fmt(P.closes))
@@ -166,8 +178,9 @@ local function apply_batch(board)
         end
       end
       local res = {offset, changes, notices, rejected, refused, ended}
-      redis.call('HSET', OB, fmt(offset), cmsgpack.pack(res))
-      out[#out + 1] = res
+      local packed = cmsgpack.pack(res)
+      redis.call('HSET', OB, fmt(offset), packed)
+      out[#out + 1] = packed
     end
   end
   redis.call('HSET', S, wmf, fmt(newwm), 'ver', fmt(ver), 'maxt', fmt(maxt))

@@ -252,19 +252,27 @@ class StoreContract:
         # the script computes in doubles: 2^53 - 2 + 5 shows rounded to even
         overflow = "entries[1]: score 9007199254740996 would leave the exact range |score| < 2^53"
         want = [
-            Rejection(0, 0, "empty participant_id", 0),
-            Rejection(0, 0, "score 9007199254740992 outside the exact range |score| < 2^53", 1),
-            Rejection(0, 5, "participant_id contains control characters", 0),
-            Rejection(0, 5, "participant_id longer than 128 characters", 1),
+            Rejection(
+                0,
+                0,
+                "entries[0]: empty participant_id; "
+                "entries[1]: score 9007199254740992 outside the exact range |score| < 2^53",
+            ),
             Rejection(0, 2, overflow),
             Rejection(0, 4, "duplicate event id e1"),
+            Rejection(
+                0,
+                5,
+                "entries[0]: participant_id contains control characters; "
+                "entries[1]: participant_id longer than 128 characters",
+            ),
         ]
         assert self.rejections(out) == self.rejections(BoardOutcome("board", rejections=want))
         assert [(c.participant_id, c.new_score, c.version) for c in out.changes] == [
             ("q", 2**53 - 2, 1),
             ("r", 1, 2),
         ]
-        assert out.offsets == [1, 2, 3, 4]  # records refused before the script have no result
+        assert out.offsets == [0, 1, 2, 3, 4, 5]
 
     async def test_periods_end_on_event_time_and_refuse_late_events(self, store: Any) -> None:
         cfg = self.config(reset_period=ResetPeriod.DAILY)

@@ -2,34 +2,30 @@
 
 from __future__ import annotations
 
+import msgpack
+
 from projections.results import ChangeRow, NoticeRow, RecordResult, decode, to_change, to_notice
 from projections.store import SourceRecord
 from streams.events import MatchResultSubmitted, NotificationKind, ScoreEntry
 
-#: One record's reply as hiredis hands it over: bulk strings as bytes, false as None.
-REPLY = [
+#: One call's reply as the script packs it: one msgpack blob per record, ``false`` for none.
+RECORDS = [
     [
         7,
-        [[0, b"all", b"p1", None, 3, None, 10, 41, b"incr", 10]],
-        [[b"entered_top_n", b"all", b"p1", 3, None, 41, 5, 0]],
-        [[1, b"score 9007199254740992 would leave the exact range |score| < 2^53"]],
-        None,
-        [[b"2026-11-01", 41]],
+        [[0, "all", "p1", False, 3, False, 10, 41, "incr", 10]],
+        [["entered_top_n", "all", "p1", 3, False, 41, 5, 0]],
+        [[1, "score 9007199254740992 would leave the exact range |score| < 2^53"]],
+        False,
+        [["2026-11-01", 41]],
     ],
-    [8, [], [], [], b"duplicate event id e1", []],
-    [9, [[0, b"all", b"p2", 2, None, 5, 7, 42, b"set", 7, 4, 3]], [], [], None, []],
+    [8, [], [], [], "duplicate event id e1", []],
+    [9, [[0, "all", "p2", 2, False, 5, 7, 42, "set", 7, 4, 3]], [], [], False, []],
 ]
+REPLY = [msgpack.packb(r) for r in RECORDS]
 
 
-def _str(value: object) -> object:
-    if isinstance(value, list):
-        return [_str(v) for v in value]
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def test_decode_bytes_and_str_replies_alike() -> None:
+def test_decode_unpacks_each_record_and_reads_false_as_none() -> None:
     got = decode(REPLY)
-    assert got == decode(_str(REPLY))
     assert got[0] == RecordResult(
         7,
         [ChangeRow(0, "all", "p1", None, 3, None, 10, 41, "incr", 10)],
@@ -40,6 +36,7 @@ def test_decode_bytes_and_str_replies_alike() -> None:
     )
     assert got[1].refused == "duplicate event id e1" and got[1].changes == []
     assert got[2].changes[0].band_before == 4 and got[2].changes[0].band_after == 3
+    assert got[2].changes[0].new_rank is None and got[2].changes[0].old_rank == 2
     assert got[0].changes[0].band_before == 0  # a plain board sends no band sizes
 
 
