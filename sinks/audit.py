@@ -19,67 +19,44 @@ log = logging.getLogger(__name__)
 #: Opens a new autocommit connection to the audit database.
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[tuple[object, ...]]]]
 
-#: Columns written per RankChange, in COPY order (``occurred_ms`` becomes ``occurred_at``).
-AUDIT_COLUMNS = (
-    "leaderboard_id",
-    "period",
-    "version",
-    "participant_id",
-    "operator",
-    "submitted_score",
-    "old_score",
-    "new_score",
-    "old_rank",
-    "new_rank",
-    "event_id",
-    "match_id",
-    "entry_index",
-    "source_partition",
-    "source_offset",
-    "occurred_ms",
+#: Columns written per RankChange, in COPY order, with their PostgreSQL types: the one place the
+#: audit row's shape is stated (the staging table, COPY and INSERT are derived from it).
+#: ``occurred_ms`` is staged as milliseconds and stored as ``occurred_at``.
+_SHAPE = (
+    ("leaderboard_id", "text"),
+    ("period", "text"),
+    ("version", "int8"),
+    ("participant_id", "text"),
+    ("operator", "text"),
+    ("submitted_score", "int8"),
+    ("old_score", "int8"),
+    ("new_score", "int8"),
+    ("old_rank", "int4"),
+    ("new_rank", "int4"),
+    ("event_id", "text"),
+    ("match_id", "text"),
+    ("entry_index", "int4"),
+    ("source_partition", "int4"),
+    ("source_offset", "int8"),
+    ("occurred_ms", "int8"),
 )
-_TYPES = (
-    "text",
-    "text",
-    "int8",
-    "text",
-    "text",
-    "int8",
-    "int8",
-    "int8",
-    "int4",
-    "int4",
-    "text",
-    "text",
-    "int4",
-    "int4",
-    "int8",
-    "int8",
-)
+AUDIT_COLUMNS = tuple(name for name, _ in _SHAPE)
+_TYPES = tuple(kind for _, kind in _SHAPE)
 
 _STAGE = "score_audit_stage"
-_CREATE_STAGE = f"""
-CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (
-    leaderboard_id text, period text, version bigint, participant_id text, operator text,
-    submitted_score bigint, old_score bigint, new_score bigint, old_rank integer,
-    new_rank integer, event_id text, match_id text, entry_index integer,
-    source_partition integer, source_offset bigint, occurred_ms bigint
-) ON COMMIT DELETE ROWS
-"""
-_COPY = f"COPY {_STAGE} ({', '.join(AUDIT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-# Millisecond arithmetic on an interval is exact (no float round trip through to_timestamp).
-_INSERT = f"""
-INSERT INTO score_audit (
-    leaderboard_id, period, version, participant_id, operator, submitted_score, old_score,
-    new_score, old_rank, new_rank, event_id, match_id, entry_index, source_partition,
-    source_offset, occurred_at
+_CREATE_STAGE = (
+    f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
+    + ", ".join(f"{name} {kind}" for name, kind in _SHAPE)
+    + ") ON COMMIT DELETE ROWS"
 )
-SELECT leaderboard_id, period, version, participant_id, operator, submitted_score, old_score,
-       new_score, old_rank, new_rank, event_id, match_id, entry_index, source_partition,
-       source_offset, timestamptz 'epoch' + occurred_ms * interval '1 millisecond'
-FROM {_STAGE}
-ON CONFLICT DO NOTHING
-"""
+_COPY = f"COPY {_STAGE} ({', '.join(AUDIT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_STORED = [*AUDIT_COLUMNS[:-1], "occurred_at"]
+# Millisecond arithmetic on an interval is exact (no float round trip through to_timestamp).
+_SELECTED = [*AUDIT_COLUMNS[:-1], "timestamptz 'epoch' + occurred_ms * interval '1 millisecond'"]
+_INSERT = (
+    f"INSERT INTO score_audit ({', '.join(_STORED)}) "
+    f"SELECT {', '.join(_SELECTED)} FROM {_STAGE} ON CONFLICT DO NOTHING"
+)
 
 
 def months_of(times_ms: Iterable[int]) -> list[tuple[int, int]]:
