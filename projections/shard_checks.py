@@ -122,14 +122,15 @@ async def refuse_hash_overflows(
     sim = await _scores(client, prefix, board, layout, cfg.sort_order, wanted)
     for item in prepared:
         ev = item.rec.event
-        if item.rec.offset <= wm or item.refusal or item.period in ended or ev.event_id in seen:
+        closes = rules.period_closes_at(cfg.reset_period, item.period, grace_ms)
+        late = item.period in ended or (closes != rules.NEVER and maxt >= closes)
+        if item.rec.offset <= wm or item.refusal or late or ev.event_id in seen:
             continue  # a stored result, or refused by the script anyway: no state change
         item.refusal, local = _overflow(cfg, item, sim)
         if item.refusal:
             continue
         seen.add(ev.event_id)
         sim.update(local)
-        closes = rules.period_closes_at(cfg.reset_period, item.period, grace_ms)
         if closes != rules.NEVER:
             open_periods.setdefault(item.period, closes)
         if ev.occurred_at > maxt:

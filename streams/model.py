@@ -146,7 +146,9 @@ class ModelBoard:
         out = RecordResult()
         at = record.occurred_at
         period = rules.period_key(cfg.reset_period, at)
-        if period in self.ended:
+        closes = rules.period_closes_at(cfg.reset_period, period, self.grace_ms)
+        if period in self.ended or (closes != rules.NEVER and self.max_time >= closes):
+            # ended, or would have ended had it been opened: the board's time is past it
             out.rejections.append((None, f"period {period} is closed: late event"))
             return out
         if record.event_id in self.seen_events:
@@ -160,7 +162,6 @@ class ModelBoard:
             out.rejections.append((None, overflow))
             return out
         self.seen_events.add(record.event_id)
-        closes = rules.period_closes_at(cfg.reset_period, period, self.grace_ms)
         if closes != rules.NEVER and period not in self.open_periods:
             self.open_periods[period] = closes
         table = self.periods.setdefault(period, table)

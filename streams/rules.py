@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, timedelta
 
@@ -177,14 +178,35 @@ def reject_reason(
     return None
 
 
-def entry_reject_reason(score: int, participant_id: str) -> str | None:
-    """Why one entry cannot be applied, judged on the entry alone, or None."""
+#: Unicode categories no participant id may hold: format characters (zero-width, bidi
+#: overrides: "adm\u200bin" must not pass for "admin"), surrogates and private use.
+_HIDDEN = frozenset({"Cf", "Cs", "Co"})
+
+
+def participant_reason(participant_id: str) -> str | None:
+    """Why a participant id is refused, or None: 1 to 128 printable characters in NFC, at
+    least one of them not blank; no control, format (bidi, zero-width) or private-use ones."""
     if not participant_id:
         return "empty participant_id"
     if len(participant_id) > 128:
         return "participant_id longer than 128 characters"
-    if any(ch < " " for ch in participant_id):
+    if any(ch < " " or "\x7f" <= ch < "\xa0" for ch in participant_id):
         return "participant_id contains control characters"
+    hidden = next((ch for ch in participant_id if unicodedata.category(ch) in _HIDDEN), None)
+    if hidden is not None:
+        return f"participant_id contains an invisible or format character (U+{ord(hidden):04X})"
+    if not participant_id.strip():
+        return "participant_id is blank"
+    if unicodedata.normalize("NFC", participant_id) != participant_id:
+        return "participant_id is not in Unicode NFC form"
+    return None
+
+
+def entry_reject_reason(score: int, participant_id: str) -> str | None:
+    """Why one entry cannot be applied, judged on the entry alone, or None."""
+    bad_id = participant_reason(participant_id)
+    if bad_id:
+        return bad_id
     if not in_exact_range(score):
         return f"score {score} outside the exact range |score| < 2^53"
     return None

@@ -99,8 +99,9 @@ class ScoreEntryIn(_Strict):
     @field_validator("participant_id")
     @classmethod
     def _participant(cls, value: str) -> str:
-        if not value.strip():
-            raise ValueError("must not be blank")
+        reason = rules.participant_reason(value)
+        if reason:
+            raise ValueError(reason.removeprefix("participant_id "))
         return value
 
     @field_validator("score")
@@ -275,8 +276,11 @@ def check_match(event: MatchResultSubmitted, now_ms: int | None = None) -> None:
     if bad_time:
         problems.append(f"occurred_at: {bad_time}")
     for i, entry in enumerate(event.entries):
-        if not 1 <= len(entry.participant_id) <= 128 or not entry.participant_id.strip():
-            problems.append(f"entries[{i}].participant_id: must be 1 to 128 non-blank characters")
+        bad_id = rules.participant_reason(entry.participant_id)
+        if bad_id:
+            problems.append(
+                f"entries[{i}].participant_id: {bad_id.removeprefix('participant_id ')}"
+            )
         if abs(entry.score) > rules.MAX_EXACT:
             problems.append(
                 f"entries[{i}].score: must satisfy |score| < 2^53, i.e. between "

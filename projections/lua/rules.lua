@@ -144,7 +144,9 @@ local function apply_batch(board)
       newwm = offset
       local changes, notices, rejected, refused, ended = {}, {}, {}, false, {}
       local rec = {ne = ne, estart = estart, at = at, offset = offset}
-      if redis.call('HEXISTS', PE, P.name) == 1 then
+      -- late: the period ended, or would have ended had it been opened (the board's time is
+      -- past its end plus the grace)
+      if (P.closes ~= -1 and maxt >= P.closes) or redis.call('HEXISTS', PE, P.name) == 1 then
         refused = 'period ' .. P.name .. ' is closed: late event'
       elseif redis.call('SADD', EV, event_id) == 0 then
         refused = 'duplicate event id ' .. event_id

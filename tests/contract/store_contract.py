@@ -274,6 +274,23 @@ class StoreContract:
         ]
         assert out.offsets == [0, 1, 2, 3, 4, 5]
 
+    async def test_a_period_never_opened_is_late_once_the_board_passed_it(self, store: Any) -> None:
+        """No event of 2026-10-31 was ever applied; once the board's time is past its end plus
+        the grace, an event for it is late all the same (it gets no "final" standings)."""
+        cfg = self.config(reset_period=ResetPeriod.DAILY)
+        outs = await self.one_by_one(
+            store,
+            cfg,
+            [
+                rec(0, "e0", BASE + GRACE + 5, ("a", 5)),  # 2026-11-02, past 10-31's end + grace
+                rec(1, "e1", BASE - 1, ("b", 7)),  # 2026-10-31T23:59:59.999Z
+                rec(2, "e2", BASE + GRACE - 1, ("c", 1)),  # 2026-11-01: still open
+            ],
+        )
+        assert outs[1].rejections == [Rejection(0, 1, "period 2026-10-31 is closed: late event")]
+        assert [c.participant_id for o in outs for c in o.changes] == ["a", "c"]
+        assert sorted(await store.periods("board")) == ["2026-11-01", "2026-11-02"]
+
     async def test_periods_end_on_event_time_and_refuse_late_events(self, store: Any) -> None:
         cfg = self.config(reset_period=ResetPeriod.DAILY)
         hour = 3_600_000

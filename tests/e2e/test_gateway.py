@@ -308,6 +308,25 @@ def test_scores_rankings_participants(gateway: Gateway) -> None:
         assert r.status_code == 404 and error_code(r) == "not_found"
 
 
+def test_edge_refuses_what_the_worker_would_and_every_id_is_reachable(gateway: Gateway) -> None:
+    """Hidden characters, a time in seconds or far ahead: 400 with the worker's reason; an id
+    with "/" is readable back through the participant endpoint."""
+    board = gateway.create_board()
+    ahead = int(time.time() * 1000) + 3_600_000
+    with gateway.client() as c:
+        for body, fragment in [
+            ({"participant_id": "adm\u200bin", "score": 1}, "format character (U+200B)"),
+            ({"participant_id": "x", "score": 1, "timestamp": 1_795_690_000}, "seconds"),
+            ({"participant_id": "x", "score": 1, "timestamp": ahead}, "ahead of the log's time"),
+        ]:
+            r = c.post(f"/v1/leaderboards/{board}/scores", json=body, headers=W)
+            assert r.status_code == 400 and fragment in r.text, (body, r.text)
+    assert gateway.submit(board, "team/alice", 5)["new_rank"] == 1
+    with gateway.client() as c:
+        me = c.get(f"/v1/leaderboards/{board}/participants/team/alice").json()
+    assert (me["participant_id"], me["rank"], me["score"]) == ("team/alice", 1, 5)
+
+
 def test_rate_limit_and_closed_board(gateway: Gateway) -> None:
     board = gateway.create_board()
     url = f"/v1/leaderboards/{board}/scores"

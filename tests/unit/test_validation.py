@@ -103,7 +103,23 @@ def test_parse_time_refuses(value: Any) -> None:
         ),
         (
             line(entries=[{"participant_id": "   ", "score": 3}]),
-            "entries[0].participant_id: must not be blank",
+            "entries[0].participant_id: is blank",
+        ),
+        (
+            line(entries=[{"participant_id": "adm\u200bin", "score": 3}]),
+            "entries[0].participant_id: contains an invisible or format character (U+200B)",
+        ),
+        (
+            line(entries=[{"participant_id": "evil\u202eoc", "score": 3}]),
+            "entries[0].participant_id: contains an invisible or format character (U+202E)",
+        ),
+        (
+            line(entries=[{"participant_id": "a\u0085b", "score": 3}]),
+            "entries[0].participant_id: contains control characters",
+        ),
+        (
+            line(entries=[{"participant_id": "e\u0301", "score": 3}]),
+            "entries[0].participant_id: is not in Unicode NFC form",
         ),
         (
             line(entries=[{"participant_id": "p" * 129, "score": 3}]),

@@ -57,7 +57,7 @@ async def rankings(
     }
 
 
-@router.get("/v1/leaderboards/{board}/participants/{participant}")
+@router.get("/v1/leaderboards/{board}/participants/{participant:path}")
 async def participant(
     board: BoardId,
     participant: Annotated[str, PathParam(min_length=1, max_length=128)],
