@@ -79,8 +79,12 @@ class Settings(BaseSettings):
     # --- gateway --------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
-    api_keys: str = Field("", description="comma-separated API keys for writes; empty = open")
+    api_keys: str = Field("", description="comma-separated API keys for writes")
     admin_keys: str = Field("", description="comma-separated admin API keys; empty = api_keys")
+    gateway_open: bool = Field(
+        False, description="with no key configured, accept writes and admin calls from anyone"
+    )
+    cors_origins: str = Field("", description="comma-separated origins allowed by CORS; none")
 
     def topic(self, name: str) -> str:
         """Full topic name with the configured prefix."""

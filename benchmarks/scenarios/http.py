@@ -91,7 +91,16 @@ async def http_scenario(
         port = free_port()
         proc = ns.spawn(
             "gateway",
-            ["gateway", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+            [
+                "gateway",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--open",
+            ],
         )
         if not await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/health"):
             note = "not run: gateway did not answer /health"

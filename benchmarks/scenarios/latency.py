@@ -236,7 +236,16 @@ def _start_gateway(ns: Namespace, probe: str, run: LatencyRun) -> str | None:
         return None
     ns.spawn(
         "gateway",
-        ["gateway", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+        [
+            "gateway",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--log-level",
+            "warning",
+            "--open",
+        ],
     )
     if wait_http(f"http://127.0.0.1:{port}/health"):
         return f"ws://127.0.0.1:{port}/v1/leaderboards/{probe}/subscribe"

@@ -117,7 +117,8 @@ def demo(
     if gateway:
         procs.append(
             _spawn(
-                ["gateway", "--host", settings.gateway_host, "--port", str(gport)],
+                # a local demo: open writes when no API key is configured
+                ["gateway", "--host", settings.gateway_host, "--port", str(gport), "--open"],
                 logs / "demo-gateway.log",
             )
         )

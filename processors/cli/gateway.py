@@ -65,6 +65,18 @@ def pg_history_reader(settings: Settings) -> HistoryReader | None:
     "--key-rate", default=500.0, show_default=True, help="Write/admin requests/s per API key."
 )
 @click.option("--key-burst", default=1000, show_default=True, help="Burst per API key.")
+@click.option(
+    "--open",
+    "open_",
+    is_flag=True,
+    help="With no API key configured, accept writes and admin calls from anyone (demo only).",
+)
+@click.option(
+    "--cors-origin",
+    "cors",
+    multiple=True,
+    help="Origin allowed by CORS; repeatable (default LEADERBOARD_CORS_ORIGINS: none).",
+)
 @click.option("--log-level", default="info", show_default=True)
 def gateway(
     host: str | None,
@@ -73,12 +85,22 @@ def gateway(
     submit_burst: int,
     key_rate: float,
     key_burst: int,
+    open_: bool,
+    cors: tuple[str, ...],
     log_level: str,
 ) -> None:
     """Run the HTTP + WebSocket gateway (live page at /, API docs at /docs)."""
     import uvicorn
 
     settings = get_settings()
+    if open_:
+        settings = settings.model_copy(update={"gateway_open": True})
+    if not (settings.api_keys or settings.admin_keys or settings.gateway_open):
+        click.echo(
+            "gateway: no API keys configured: writes and admin calls will be refused "
+            "(set LEADERBOARD_API_KEYS, or pass --open on a laptop)",
+            err=True,
+        )
     app = create_app(
         settings,
         history=pg_history_reader(settings),
@@ -86,6 +108,7 @@ def gateway(
         submit_burst=submit_burst,
         key_rate=key_rate,
         key_burst=key_burst,
+        cors_origins=list(cors) or None,
     )
     host = host or settings.gateway_host
     port = port or settings.gateway_port

@@ -34,7 +34,7 @@ def create_app(
     key_burst: int = 1000,
     wait_timeout_s: float = 5.0,
     max_body: int = 64 * 1024,
-    cors_origins: Sequence[str] = ("*",),
+    cors_origins: Sequence[str] | None = None,
     push_window_s: float = 0.05,
     ping_interval_s: float = 15.0,
     subscriber_queue: int = 256,
@@ -43,8 +43,11 @@ def create_app(
 
     Writes need an ``X-API-Key`` from ``settings.api_keys`` (or ``admin_keys``), admin calls
     one from ``settings.admin_keys`` (or ``api_keys`` if that is empty). With no key
-    configured at all, writes and admin calls are open: fine on a laptop, not in production.
+    configured, they are refused unless ``settings.gateway_open``. CORS allows
+    ``cors_origins`` (default: ``settings.cors_origins``, none).
     """
+    if cors_origins is None:
+        cors_origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     options = GatewayOptions(
         submit_rate=submit_rate,
         submit_burst=submit_burst,

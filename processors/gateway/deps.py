@@ -66,7 +66,7 @@ class GatewayOptions:
     key_burst: int = 1000
     wait_timeout_s: float = 5.0
     max_body: int = 64 * 1024
-    cors_origins: Sequence[str] = ("*",)
+    cors_origins: Sequence[str] = ()
     push_window_s: float = 0.05
     ping_interval_s: float = 15.0
     subscriber_queue: int = 256

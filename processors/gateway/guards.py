@@ -75,12 +75,14 @@ class KeyGuard:
     """Checks ``X-API-Key`` for write and admin calls and keeps a request budget per key.
 
     Writes take a key from ``settings.api_keys`` (or ``admin_keys``), admin calls one from
-    ``settings.admin_keys`` (or ``api_keys`` if that is empty). No key configured: open.
+    ``settings.admin_keys`` (or ``api_keys`` if that is empty). No key configured: writes and
+    admin calls are refused, unless the gateway was started open (``--open``).
     """
 
     def __init__(self, settings: Settings, rate: float, burst: int) -> None:
         self.write_keys = parse_keys(settings.api_keys) + parse_keys(settings.admin_keys)
         self.admin_keys = parse_keys(settings.admin_keys) or parse_keys(settings.api_keys)
+        self.open = settings.gateway_open
         self.rate = rate
         self.limiter = RateLimiter(rate, burst)
 
@@ -95,7 +97,13 @@ class KeyGuard:
     def check(self, given: str | None, keys: Sequence[bytes], role: str) -> None:
         """Allow a ``role`` call with key ``given`` if it is one of ``keys`` and within budget."""
         if not keys:
-            return  # no keys configured: open (documented)
+            if self.open:
+                return  # no keys, started with --open: anyone may write (a laptop, a demo)
+            raise ApiError(
+                403,
+                f"{role} calls are refused: this gateway has no API keys (set "
+                "LEADERBOARD_API_KEYS / LEADERBOARD_ADMIN_KEYS, or start it with --open)",
+            )
         if not given:
             raise ApiError(401, f"{role} calls need an X-API-Key header")
         if not key_ok(given, keys):

@@ -684,3 +684,31 @@ async def test_small_load_run_has_no_5xx(gateway: Gateway) -> None:
     assert sum(statuses.values()) == 1600
     assert not [s for s in statuses if s >= 500], statuses
     assert {200, 202, 400, 401, 404} <= set(statuses), statuses
+
+
+def test_without_keys_writes_are_refused_unless_open(gateway: Gateway) -> None:
+    """Safe by default: no API key configured refuses writes and admin calls; --open allows
+    them (the demo). CORS allows no origin unless configured."""
+    no_keys = {"LEADERBOARD_API_KEYS": "", "LEADERBOARD_ADMIN_KEYS": ""}
+    board = gateway.create_board()
+    body = {"participant_id": "ann", "score": 1}
+    proc, url = start_gateway(gateway.pipeline, **no_keys)
+    try:
+        r = httpx.post(f"{url}/v1/leaderboards/{board}/scores", json=body, timeout=10)
+        assert r.status_code == 403 and "no API keys" in r.text
+        r = httpx.post(f"{url}/v1/leaderboards", json={"leaderboard_id": "x-open"}, timeout=10)
+        assert r.status_code == 403
+        pre = httpx.options(
+            f"{url}/v1/leaderboards/{board}/rankings",
+            headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"},
+            timeout=10,
+        )
+        assert "access-control-allow-origin" not in pre.headers
+    finally:
+        stop(proc)
+    proc, url = start_gateway(gateway.pipeline, "--open", **no_keys)
+    try:
+        r = httpx.post(f"{url}/v1/leaderboards/{board}/scores", json=body, timeout=10)
+        assert r.status_code == 202, r.text
+    finally:
+        stop(proc)

@@ -350,7 +350,7 @@ def _start_gateway(p: Pipeline, port: int) -> subprocess.Popen[bytes]:
 
     log = open(ARTIFACTS / f"{p.tag}-gateway-{port}.log", "ab")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "processors", "gateway", "--port", str(port)],
+        [sys.executable, "-m", "processors", "gateway", "--port", str(port), "--open"],
         env={**p.env, "LEADERBOARD_GATEWAY_HOST": "127.0.0.1"},
         stdout=log,
         stderr=subprocess.STDOUT,
