@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Repository root (the folder holding pyproject.toml) when run from a checkout.
@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LEADERBOARD_", extra="ignore")
 
     # --- services -------------------------------------------------------------------
+    # Unset, the four client addresses follow the local stack's ports (see _follow_ports), so
+    # moving a port moves every client too.
     kafka_bootstrap: str = Field("127.0.0.1:19092", description="Kafka bootstrap servers")
     redis_url: str = Field("redis://127.0.0.1:16379/0", description="Redis URL")
     redis_cluster: bool = Field(
@@ -85,6 +87,26 @@ class Settings(BaseSettings):
         False, description="with no key configured, accept writes and admin calls from anyone"
     )
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; none")
+
+    @model_validator(mode="after")
+    def _follow_ports(self) -> Settings:
+        """Client addresses not set explicitly point at the local stack's (possibly moved)
+        ports: ``LEADERBOARD_KAFKA_PORT=29092`` alone moves the broker and every client."""
+        given = set(self.model_fields_set)
+        derived = {
+            "kafka_bootstrap": f"127.0.0.1:{self.kafka_port}",
+            "redis_url": f"redis://127.0.0.1:{self.redis_port}/0",
+            "redis_cluster_url": f"redis://127.0.0.1:{self.redis_cluster_port}/0",
+            "postgres_dsn": (
+                f"postgresql://leaderboard:leaderboard@127.0.0.1:{self.postgres_port}/leaderboard"
+            ),
+        }
+        for name, value in derived.items():
+            if name not in given:
+                setattr(self, name, value)
+        # deriving is not setting: a later model_copy still sees these as defaults
+        self.__pydantic_fields_set__ = given
+        return self
 
     def topic(self, name: str) -> str:
         """Full topic name with the configured prefix."""

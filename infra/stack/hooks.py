@@ -9,6 +9,7 @@ from __future__ import annotations
 from infra.stack.base import Progress, noop
 from processors.bootstrap import migrate_database
 from processors.kafka.admin import create_topics
+from processors.workers.epoch import group_has_committed
 from streams.errors import LeaderboardError
 from streams.settings import Settings
 
@@ -31,3 +32,7 @@ def run_setup_hooks(settings: Settings, progress: Progress = noop) -> None:
         raise
     except Exception as exc:
         raise LeaderboardError(f"creating topics failed: {exc}") from exc
+    # a new broker answers NOT_COORDINATOR until its group coordinator is loaded: the stack is
+    # usable (the demo and the workers read committed offsets) only once it answers
+    progress("kafka: waiting for the group coordinator")
+    group_has_committed(settings)

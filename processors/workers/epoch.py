@@ -15,10 +15,11 @@ import logging
 import time
 from typing import Any
 
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from processors.bootstrap import kafka_consumer
 from streams import rules
+from streams.errors import ServiceUnavailable
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,17 +30,48 @@ def epoch_key(settings: Settings) -> str:
     return f"lb:epoch:{rules.STATE_LAYOUT}:{settings.app_id}"
 
 
-def group_has_committed(settings: Settings) -> bool:
-    """True if the projector group has committed an offset on any score partition."""
+#: How long to wait for a new broker's group coordinator before giving up.
+COORDINATOR_WAIT_S = 60.0
+
+
+def group_has_committed(settings: Settings, *, wait_s: float = COORDINATOR_WAIT_S) -> bool:
+    """True if the projector group has committed an offset on any score partition.
+
+    A broker that has just started answers NOT_COORDINATOR / COORDINATOR_NOT_AVAILABLE until
+    its group coordinator is loaded: that is waited out (up to ``wait_s``), not reported.
+    """
     topic = settings.topic(settings.scores_topic)
     consumer = kafka_consumer(settings, **{"group.id": settings.app_id})
+    deadline = time.monotonic() + wait_s
     try:
         meta = consumer.list_topics(topic, timeout=10)
         parts = list(meta.topics[topic].partitions) if topic in meta.topics else []
-        got = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
-        return any(tp.offset >= 0 for tp in got)
+        while True:
+            try:
+                got = consumer.committed([TopicPartition(topic, p) for p in parts], timeout=10)
+                return any(tp.offset >= 0 for tp in got)
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if not _coordinator_loading(err) or time.monotonic() > deadline:
+                    raise ServiceUnavailable(
+                        f"Kafka at {settings.kafka_bootstrap} cannot tell the committed offsets "
+                        f"of group {settings.app_id}: {exc}"
+                    ) from exc
+                log.info("waiting for the Kafka group coordinator: %s", err)
+                time.sleep(0.5)
     finally:
         consumer.close()
+
+
+def _coordinator_loading(err: object) -> bool:
+    """True for the errors of a group coordinator that is not ready yet (retriable)."""
+    return isinstance(err, KafkaError) and err.code() in (
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError._WAIT_COORD,
+        KafkaError._TIMED_OUT,
+    )
 
 
 class EpochGuard:
