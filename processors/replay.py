@@ -293,13 +293,15 @@ async def replay_board(
         )
     own_client = client is None
     redis_client = client or make_client(settings)
-    live = RankingStore(redis_client, grace_ms=settings.period_grace_ms)
+    dedup = (settings.dedup_window_ms, settings.dedup_max_ids)
+    live = RankingStore(redis_client, grace_ms=settings.period_grace_ms, dedup=dedup)
     shadow = RankingStore(
         redis_client,
         prefix=f"{SHADOW_PREFIX}{uuid.uuid4().hex[:6]}" if dry_run else SHADOW_PREFIX,
         # a swap leaves results for the live worker to publish: they need every notice
         overtaken_limit=settings.overtaken_limit if swap else 0,
         grace_ms=settings.period_grace_ms,
+        dedup=dedup,
     )
     projector = Projector(
         settings, shadow, lambda b: cfg if b == board else None, get_codec(settings), None

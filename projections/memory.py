@@ -44,10 +44,12 @@ class MemoryStore:
         prefix: str = "lb",
         overtaken_limit: int = OVERTAKEN_LIMIT,
         grace_ms: int = 60_000,
+        dedup: tuple[int, int] = (rules.DEDUP_WINDOW_MS, rules.DEDUP_MAX_IDS),
     ) -> None:
         self.prefix = prefix
         self.overtaken_limit = overtaken_limit
         self.grace_ms = grace_ms
+        self.dedup = dedup
         self._boards: dict[str, _Board] = {}
 
     def keys(self, board: str) -> BoardKeys:
@@ -57,12 +59,13 @@ class MemoryStore:
     def _board(self, config: LeaderboardConfigured) -> _Board:
         found = self._boards.get(config.leaderboard_id)
         if found is None:
-            model = ModelBoard(config, self.grace_ms, self.overtaken_limit)
+            model = ModelBoard(config, self.grace_ms, self.overtaken_limit, dedup=self.dedup)
             found = self._boards[config.leaderboard_id] = _Board(model)
         else:  # the configuration of each call rules, as for the apply script
             found.model.config = config
             found.model.grace_ms = self.grace_ms
             found.model.overtaken_limit = self.overtaken_limit
+            found.model.dedup = self.dedup
         return found
 
     # ------------------------------------------------------------------ apply

@@ -11,6 +11,7 @@ and the match applies whole or not at all, as on a plain board.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from projections.keys import BoardKeys
@@ -32,26 +33,83 @@ def _wanted(prepared: Sequence[Prepared]) -> dict[tuple[str, str], None]:
     }
 
 
+@dataclass
+class _Board:
+    """What the script would read of the board (every shard registers every record, so
+    shard 0 holds it all): watermark, time, dedup horizon, periods, the batch's known ids."""
+
+    wm: int
+    maxt: int
+    horizon: int
+    open_periods: dict[str, int]
+    ended: set[str]
+    #: event id -> event time of the batch's ids already known, and of those it adds
+    seen: dict[str, int]
+    #: ids held before the batch, and the event times of the ids the batch added
+    total: int
+    added: list[int]
+
+    def duplicate(self, event_id: str) -> bool:
+        """True if ``event_id`` is remembered (an id below the horizon is forgotten)."""
+        at = self.seen.get(event_id)
+        return at is not None and at >= self.horizon
+
+
+class _Dedup:
+    """The script's dedup horizon, followed record by record (by event time and by the id
+    cap): a count is asked of Redis only when the cap may be exceeded."""
+
+    def __init__(self, client: RedisClient, key: str, board: _Board, dedup: tuple[int, int]):
+        self.client = client
+        self.key = key
+        self.b = board
+        self.window, self.cap = dedup
+
+    async def accepted(self, event_id: str, at: int, time_moved: bool) -> None:
+        """Register an accepted record's id, then move the horizon as the script does."""
+        b = self.b
+        b.seen[event_id] = at
+        b.added.append(at)
+        if time_moved:
+            b.horizon = max(b.horizon, b.maxt - self.window)
+        if b.total + len(b.added) <= self.cap:
+            return  # cannot exceed the cap yet: no need to count
+        if await self._count() > self.cap:
+            b.horizon = max(b.horizon, await self._oldest() + 1)
+
+    async def _count(self) -> int:
+        below: int = await self.client.zcount(self.key, "-inf", f"({self.b.horizon}")
+        return self.b.total - below + sum(1 for t in self.b.added if t >= self.b.horizon)
+
+    async def _oldest(self) -> int:
+        found = await self.client.zrangebyscore(
+            self.key, self.b.horizon, "+inf", start=0, num=1, withscores=True
+        )
+        times = [int(found[0][1])] if found else []
+        times += [t for t in self.b.added if t >= self.b.horizon]
+        return min(times)
+
+
 async def _state(
     client: RedisClient, keys: BoardKeys, partition: int, prepared: Sequence[Prepared]
-) -> tuple[int, int, dict[str, int], set[str], set[str]]:
-    """Watermark, max time, open and ended periods, and the batch's known event ids (every
-    shard registers every record, so shard 0 knows them all)."""
+) -> _Board:
     ids = [item.rec.event.event_id for item in prepared]
     pipe: Any = client.pipeline(transaction=False)
-    pipe.hmget(keys.state, f"wm:{partition}", "maxt")
+    pipe.hmget(keys.state, f"wm:{partition}", "maxt", "hz")
     pipe.hgetall(keys.open_periods)
     pipe.hkeys(keys.ended_periods)
-    pipe.smismember(keys.events, ids)
-    (wm, maxt), open_raw, ended_raw, known = await pipe.execute()
-    open_periods = {_text(k): int(v) for k, v in open_raw.items()}
-    seen = {eid for eid, hit in zip(ids, known, strict=True) if hit}
-    return (
+    pipe.zmscore(keys.events, ids)
+    pipe.zcard(keys.events)
+    (wm, maxt, hz), open_raw, ended_raw, known, total = await pipe.execute()
+    return _Board(
         int(wm) if wm is not None else -1,
         int(maxt) if maxt is not None else -1,
-        open_periods,
+        int(hz) if hz is not None else 0,
+        {_text(k): int(v) for k, v in open_raw.items()},
         {_text(k) for k in ended_raw},
-        seen,
+        {eid: int(at) for eid, at in zip(ids, known, strict=True) if at is not None},
+        int(total),
+        [],
     )
 
 
@@ -109,35 +167,41 @@ async def refuse_hash_overflows(
     layout: ShardLayout,
     prepared: Sequence[Prepared],
     grace_ms: int,
+    dedup: tuple[int, int],
 ) -> None:
-    """Set the refusal of every record of the batch whose match would leave the exact range."""
+    """Set the refusal of every record of the batch whose match would leave the exact range.
+
+    ``dedup`` (window, id cap) is the store's: the horizon is followed exactly, so every
+    record the script will refuse (stored, late, too old, duplicate) is skipped here too.
+    """
     wanted = list(_wanted(prepared))
     if not wanted:
         return  # best and set never leave the range: nothing to read
     board = cfg.leaderboard_id
     shard0 = BoardKeys(layout.shard_ids(board)[0], prefix)
-    wm, maxt, open_periods, ended, seen = await _state(
-        client, shard0, prepared[0].rec.partition, prepared
-    )
+    b = await _state(client, shard0, prepared[0].rec.partition, prepared)
+    ids = _Dedup(client, shard0.events, b, dedup)
     sim = await _scores(client, prefix, board, layout, cfg.sort_order, wanted)
     for item in prepared:
         ev = item.rec.event
         closes = rules.period_closes_at(cfg.reset_period, item.period, grace_ms)
-        late = item.period in ended or (closes != rules.NEVER and maxt >= closes)
-        if item.rec.offset <= wm or item.refusal or late or ev.event_id in seen:
+        late = item.period in b.ended or (closes != rules.NEVER and b.maxt >= closes)
+        old = ev.occurred_at < b.horizon or b.duplicate(ev.event_id)
+        if item.rec.offset <= b.wm or item.refusal or late or old:
             continue  # a stored result, or refused by the script anyway: no state change
         item.refusal, local = _overflow(cfg, item, sim)
         if item.refusal:
             continue
-        seen.add(ev.event_id)
         sim.update(local)
         if closes != rules.NEVER:
-            open_periods.setdefault(item.period, closes)
-        if ev.occurred_at > maxt:
-            maxt = ev.occurred_at
-            for name in [n for n, at in open_periods.items() if maxt >= at]:
-                del open_periods[name]
-                ended.add(name)
+            b.open_periods.setdefault(item.period, closes)
+        moved = ev.occurred_at > b.maxt
+        if moved:
+            b.maxt = ev.occurred_at
+            for name in [n for n, at in b.open_periods.items() if b.maxt >= at]:
+                del b.open_periods[name]
+                b.ended.add(name)
+        await ids.accepted(ev.event_id, ev.occurred_at, moved)
 
 
 def _text(value: Any) -> str:

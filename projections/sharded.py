@@ -146,7 +146,7 @@ class ShardedStore:
         before: Ranks = {}
         if layout.kind == "hash":
             await refuse_hash_overflows(
-                self.client, self.prefix, cfg, layout, prepared, self.base.grace_ms
+                self.client, self.prefix, cfg, layout, prepared, self.base.grace_ms, self.base.dedup
             )
             before = await self._batch_ranks(cfg, prepared)
         calls = [self._shard_call(cfg, layout, i, periods, prepared) for i in range(layout.count)]
@@ -181,12 +181,23 @@ class ShardedStore:
                 prepared,
                 grace,
                 self.base.guard_key,
+                dedup=self.base.dedup,
                 mine=lambda pid: layout.home(pid) == shard,
             )
         lo = str(layout.bounds[shard - 1]) if shard > 0 else ""
         hi = str(layout.bounds[shard]) if shard < len(layout.bounds) else ""
         # range_apply.lua: every entry, the band's bounds, no projection marker check
-        return apply_call(keys, cfg, (lo, hi), periods, prepared, grace, None, directory=True)
+        return apply_call(
+            keys,
+            cfg,
+            (lo, hi),
+            periods,
+            prepared,
+            grace,
+            None,
+            dedup=self.base.dedup,
+            directory=True,
+        )
 
     async def _batch_ranks(self, cfg: LeaderboardConfigured, prepared: Sequence[Prepared]) -> Ranks:
         """Global ranks of the batch's participants (hash boards: batch-boundary ranks)."""

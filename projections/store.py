@@ -80,11 +80,14 @@ class RankingStore:
         overtaken_limit: int = 100,
         grace_ms: int = 60_000,
         guard_key: str | None = None,
+        dedup: tuple[int, int] = (rules.DEDUP_WINDOW_MS, rules.DEDUP_MAX_IDS),
     ) -> None:
         self.client = client
         self.prefix = prefix
         self.overtaken_limit = overtaken_limit
         self.grace_ms = grace_ms
+        #: (window in ms of event time, max ids) of duplicate detection per board.
+        self.dedup = dedup
         #: Key that must exist for the apply to run (single node; see processors/workers/epoch.py).
         self.guard_key = guard_key
 
@@ -117,6 +120,7 @@ class RankingStore:
                     prepared,
                     self.grace_ms,
                     self.guard_key,
+                    dedup=self.dedup,
                 )
             )
         replies = await APPLY.run_many(self.client, calls)
@@ -325,6 +329,7 @@ def apply_call(
     grace_ms: int,
     guard_key: str | None,
     *,
+    dedup: tuple[int, int] = (rules.DEDUP_WINDOW_MS, rules.DEDUP_MAX_IDS),
     directory: bool = False,
     mine: Callable[[str], bool] | None = None,
 ) -> Call:
@@ -342,7 +347,7 @@ def apply_call(
         keys.metadata,
     ]
     partition = prepared[0].rec.partition if prepared else 0
-    head: list[Any] = [partition, str(config.sort_order), *board_args, len(periods)]
+    head: list[Any] = [partition, str(config.sort_order), *board_args, *dedup, len(periods)]
     for period in periods:
         key_list += [keys.zset(period), keys.members(period)]
         if directory:

@@ -95,7 +95,11 @@ class ModelBoard:
     grace_ms: int = 60_000
     overtaken_limit: int = OVERTAKEN_LIMIT
     periods: dict[str, Standings] = field(default_factory=dict)
-    seen_events: set[str] = field(default_factory=set)
+    #: event id -> event time, within the dedup horizon (see rules.DEDUP_*)
+    seen_events: dict[str, int] = field(default_factory=dict)
+    dedup: tuple[int, int] = (rules.DEDUP_WINDOW_MS, rules.DEDUP_MAX_IDS)
+    #: event times below this are refused: their duplicates could no longer be detected
+    horizon: int = 0
     open_periods: dict[str, int] = field(default_factory=dict)
     #: ended period -> board version when it ended
     ended: dict[str, int] = field(default_factory=dict)
@@ -151,6 +155,15 @@ class ModelBoard:
             # ended, or would have ended had it been opened: the board's time is past it
             out.rejections.append((None, f"period {period} is closed: late event"))
             return out
+        if at < self.horizon:
+            out.rejections.append(
+                (
+                    None,
+                    f"event time is older than the deduplication horizon {self.horizon}: "
+                    "a duplicate of it could no longer be detected",
+                )
+            )
+            return out
         if record.event_id in self.seen_events:
             out.rejections.append((None, f"duplicate event id {record.event_id}"))
             return out
@@ -161,7 +174,7 @@ class ModelBoard:
         if overflow:
             out.rejections.append((None, overflow))
             return out
-        self.seen_events.add(record.event_id)
+        self.seen_events[record.event_id] = at
         if closes != rules.NEVER and period not in self.open_periods:
             self.open_periods[period] = closes
         table = self.periods.setdefault(period, table)
@@ -174,7 +187,16 @@ class ModelBoard:
                     del self.open_periods[name]
                     self.ended[name] = self.version
                     out.periods_ended.append((name, self.version))
+            self._forget_before(self.max_time - self.dedup[0])
+        if len(self.seen_events) > self.dedup[1]:
+            self._forget_before(min(self.seen_events.values()) + 1)
         return out
+
+    def _forget_before(self, horizon: int) -> None:
+        """Move the dedup horizon up to ``horizon``, forgetting the event ids below it."""
+        if horizon > self.horizon:
+            self.horizon = horizon
+            self.seen_events = {e: t for e, t in self.seen_events.items() if t >= horizon}
 
     def _apply_entry(
         self,

@@ -29,6 +29,11 @@ MAX_EVENT_MS = 7_258_118_400_000
 #: How far a claimed event time may run ahead of the log's own time (the broker's append
 #: time): more would let one record end a period for every participant.
 MAX_CLOCK_SKEW_MS = 60_000
+#: Duplicate detection per board: event ids are remembered for this long in event time and at
+#: most this many; a record older than the horizon this implies is refused, so a forgotten id
+#: can never be applied twice (see ``dedup_horizon``).
+DEDUP_WINDOW_MS = 7 * 24 * 3_600_000
+DEDUP_MAX_IDS = 1_000_000
 #: Period key of boards that never reset.
 ALL_TIME = "all"
 #: Marker for "this period never ends".
@@ -39,7 +44,7 @@ NEVER = -1
 TIEBREAK_WIDTH = 33
 #: Names the member layout above; state written with another layout must be rebuilt from the
 #: log (the projector's marker key carries it, so an upgrade waits for `rebuild --all`).
-STATE_LAYOUT = "m33"
+STATE_LAYOUT = "m33d"
 
 
 def in_exact_range(score: int) -> bool:

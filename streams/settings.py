@@ -68,6 +68,10 @@ class Settings(BaseSettings):
         10, ge=0, description="max overtaken notices per change (the rest are counted)"
     )
     period_grace_ms: int = Field(60_000, ge=0, description="late-event grace after a period ends")
+    dedup_window_ms: int = Field(
+        7 * 24 * 3_600_000, ge=1, description="event ids are remembered this long (event time)"
+    )
+    dedup_max_ids: int = Field(1_000_000, ge=1, description="at most this many ids per board")
     closed_period_retention_s: int = Field(
         7 * 24 * 3600, ge=0, description="Redis keeps a closed period this long"
     )

@@ -55,6 +55,7 @@ def create_app(settings: Settings) -> faust.App:
                 client,
                 overtaken_limit=settings.overtaken_limit,
                 grace_ms=settings.period_grace_ms,
+                dedup=(settings.dedup_window_ms, settings.dedup_max_ids),
                 # the check runs inside the apply script: atomic on a single node (on a
                 # cluster the marker lives in another slot, so only the per-batch check runs)
                 guard_key=None if cluster_url(settings) else epoch_key(settings),

@@ -2,11 +2,13 @@
 -- (projections/scripts.py), which then defines its `board` hooks and returns apply_batch(board).
 -- Applies one batch of ONE board (or board shard) atomically and idempotently.
 --
--- KEYS: 1 state hash (ver, maxt, wm:<partition>), 2 outbox hash (offset -> packed result),
---       3 event-id set, 4 open periods hash (period -> closes_at), 5 ended periods hash,
+-- KEYS: 1 state hash (ver, maxt, hz = dedup horizon, wm:<partition>), 2 outbox hash (offset -> packed result),
+--       3 event ids (sorted set scored by event time: the bounded duplicate window),
+--       4 open periods hash (period -> closes_at), 5 ended periods hash,
 --       6 participant metadata hash, then board.keys_per_period keys per period i:
 --       sorted set, participant->member hash[, participant->"score\tmember" hash].
--- ARGV: partition, sort (desc|asc), two numeric board arguments (board.init), nperiods,
+-- ARGV: partition, sort (desc|asc), two numeric board arguments (board.init), dedup window
+--       (ms of event time), dedup max ids, nperiods,
 --       nperiods x (period, closes_at), nrecords,
 --       nrecords x (offset, event_id, occurred_at, period_index, refusal, nentries,
 --                   nentries x (entry_index, participant_id, score, operator, metadata_json)),
@@ -118,13 +120,22 @@ end
 
 local function apply_batch(board)
   board.init(tonumber(ARGV[3]), tonumber(ARGV[4]))
-  local periods, a = read_periods(5, board.keys_per_period)
+  local window, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
+  local periods, a = read_periods(7, board.keys_per_period)
   local nrec = tonumber(ARGV[a]); a = a + 1
   local wmf = 'wm:' .. partition
-  local st = redis.call('HMGET', S, wmf, 'ver', 'maxt')
+  local st = redis.call('HMGET', S, wmf, 'ver', 'maxt', 'hz')
   local wm = tonumber(st[1] or '-1')
   local ver = tonumber(st[2] or '0')
   local maxt = tonumber(st[3] or '-1')
+  -- the dedup horizon: event ids older than it are forgotten, so records older are refused
+  local hz = tonumber(st[4] or '0')
+  local function forget_before(h)
+    if h > hz then
+      hz = h
+      redis.call('ZREMRANGEBYSCORE', EV, '-inf', '(' .. fmt(hz))
+    end
+  end
   local open, names = {}, {}
   local flat = redis.call('HGETALL', PO)
   for i = 1, #flat, 2 do open[flat[i]] = tonumber(flat[i + 1]); names[#names + 1] = flat[i] end
@@ -148,13 +159,16 @@ local function apply_batch(board)
       -- past its end plus the grace)
       if (P.closes ~= -1 and maxt >= P.closes) or redis.call('HEXISTS', PE, P.name) == 1 then
         refused = 'period ' .. P.name .. ' is closed: late event'
-      elseif redis.call('SADD', EV, event_id) == 0 then
+      elseif at < hz then
+        refused = 'event time is older than the deduplication horizon ' .. fmt(hz) ..
+          ': a duplicate of it could no longer be detected'
+      elseif redis.call('ZADD', EV, 'NX', at, event_id) == 0 then
         refused = 'duplicate event id ' .. event_id
       else
         -- a refusal decided before the script (invalid entries, a hash-sharded overflow), else
         -- this script's own check: either way the match applies whole or not at all
         if pre ~= '' then refused = pre else refused = refuse_entries(board, P, rec) or false end
-        if refused then redis.call('SREM', EV, event_id) end
+        if refused then redis.call('ZREM', EV, event_id) end
       end
       if not refused then
         if P.closes ~= -1 and open[P.name] == nil then
@@ -177,6 +191,11 @@ local function apply_batch(board)
             end
           end
           names = keep
+          forget_before(maxt - window)
+        end
+        if redis.call('ZCARD', EV) > cap then
+          local oldest = redis.call('ZRANGE', EV, 0, 0, 'WITHSCORES')
+          forget_before(tonumber(oldest[2]) + 1)
         end
       end
       local res = {offset, changes, notices, rejected, refused, ended}
@@ -185,6 +204,6 @@ local function apply_batch(board)
       out[#out + 1] = packed
     end
   end
-  redis.call('HSET', S, wmf, fmt(newwm), 'ver', fmt(ver), 'maxt', fmt(maxt))
+  redis.call('HSET', S, wmf, fmt(newwm), 'ver', fmt(ver), 'maxt', fmt(maxt), 'hz', fmt(hz))
   return out
 end

@@ -35,6 +35,9 @@ from tests.contract.records import BASE, DAY, random_records, rec
 OVERTAKEN = 2
 #: Period grace every backend is built with.
 GRACE = DAY
+#: Duplicate detection every backend is built with: small, so the random sequences move
+#: the horizon both ways (by event time and by the id cap).
+DEDUP = (4 * DAY, 40)
 
 N = NotificationKind
 
@@ -291,6 +294,30 @@ class StoreContract:
         assert [c.participant_id for o in outs for c in o.changes] == ["a", "c"]
         assert sorted(await store.periods("board")) == ["2026-11-01", "2026-11-02"]
 
+    async def test_duplicates_are_remembered_within_a_bounded_horizon(self, store: Any) -> None:
+        """Ids are kept for DEDUP's window of event time and at most DEDUP's count; a record
+        older than the horizon is refused, since its duplicate could no longer be told."""
+        window, cap = DEDUP
+        cfg = self.config()
+        recs = [rec(0, "e0", BASE, ("a", 1)), rec(1, "e1", BASE + window + 10, ("b", 1))]
+        recs += [
+            rec(2, "e0", BASE + window + 11, ("c", 1)),  # e0 is forgotten: a new record
+            rec(3, "e9", BASE + 9, ("d", 1)),  # older than the horizon (BASE + 11)
+        ]
+        # the id cap: cap more ids within the window push the horizon past the oldest kept
+        recs += [rec(4 + i, f"f{i}", BASE + window + 20 + i, (f"p{i}", 1)) for i in range(cap)]
+        recs += [rec(4 + cap, "e1", BASE + window + 10, ("e", 1))]  # e1 was evicted: too old
+        outs = await self.one_by_one(store, cfg, recs)
+        horizon = f"event time is older than the deduplication horizon {BASE + 11}"
+        assert [r.reason for r in outs[3].rejections] == [
+            horizon + ": a duplicate of it could no longer be detected"
+        ]
+        assert [c.participant_id for c in outs[2].changes] == ["c"]
+        last = outs[-1].rejections
+        assert len(last) == 1 and last[0].reason.startswith(
+            "event time is older than the deduplication horizon"
+        )
+
     async def test_periods_end_on_event_time_and_refuse_late_events(self, store: Any) -> None:
         cfg = self.config(reset_period=ResetPeriod.DAILY)
         hour = 3_600_000
@@ -472,9 +499,9 @@ class StoreContract:
         rng = random.Random(f"{sort}{reset}{operator}")
         cfg = self.config(sort_order=sort, operator=operator, reset_period=reset, watch_top_n=3)
         records = random_records(rng, "board", 400)
-        model = ModelBoard(cfg, grace_ms=GRACE)
+        model = ModelBoard(cfg, grace_ms=GRACE, dedup=DEDUP)
         rejected_model = sum(bool(model.apply(r.offset, r.event)) for r in records)
-        reference = MemoryStore(overtaken_limit=OVERTAKEN, grace_ms=GRACE)
+        reference = MemoryStore(overtaken_limit=OVERTAKEN, grace_ms=GRACE, dedup=DEDUP)
         rejected = 0
         i = 0
         while i < len(records):

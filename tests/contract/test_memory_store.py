@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from projections.memory import MemoryStore
-from tests.contract.store_contract import GRACE, OVERTAKEN, StoreContract
+from tests.contract.store_contract import DEDUP, GRACE, OVERTAKEN, StoreContract
 
 
 class TestMemoryStore(StoreContract):
@@ -13,7 +13,9 @@ class TestMemoryStore(StoreContract):
 
     @pytest.fixture
     def store(self) -> MemoryStore:
-        return MemoryStore(overtaken_limit=OVERTAKEN, grace_ms=GRACE)
+        return MemoryStore(overtaken_limit=OVERTAKEN, grace_ms=GRACE, dedup=DEDUP)
 
     def shadow_of(self, store: MemoryStore) -> MemoryStore:
-        return MemoryStore(prefix=store.prefix + "r", overtaken_limit=OVERTAKEN, grace_ms=GRACE)
+        return MemoryStore(
+            prefix=store.prefix + "r", overtaken_limit=OVERTAKEN, grace_ms=GRACE, dedup=DEDUP
+        )

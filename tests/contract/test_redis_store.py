@@ -10,7 +10,7 @@ import pytest
 from projections.redis_client import RedisClient
 from projections.sharded import ShardedStore
 from projections.store import RankingStore
-from tests.contract.store_contract import GRACE, OVERTAKEN, StoreContract
+from tests.contract.store_contract import DEDUP, GRACE, OVERTAKEN, StoreContract
 from tests.integration.conftest_cluster import (  # noqa: F401  (fixtures)
     cluster_settings,
     redis_backend,
@@ -27,12 +27,18 @@ class TestRedisStore(StoreContract):
     @pytest.fixture
     async def store(self, redis_backend: RedisClient) -> AsyncIterator[RankingStore]:  # noqa: F811
         prefix = f"t{uuid.uuid4().hex[:8]}"
-        yield RankingStore(redis_backend, prefix=prefix, overtaken_limit=OVERTAKEN, grace_ms=GRACE)
+        yield RankingStore(
+            redis_backend, prefix=prefix, overtaken_limit=OVERTAKEN, grace_ms=GRACE, dedup=DEDUP
+        )
         await scrub(redis_backend, f"{prefix}*")  # the shadow's prefix too
 
     def shadow_of(self, store: RankingStore) -> RankingStore:
         return RankingStore(
-            store.client, prefix=store.prefix + "r", overtaken_limit=OVERTAKEN, grace_ms=GRACE
+            store.client,
+            prefix=store.prefix + "r",
+            overtaken_limit=OVERTAKEN,
+            grace_ms=GRACE,
+            dedup=DEDUP,
         )
 
 
@@ -54,7 +60,7 @@ class TestShardedStore(StoreContract):
         self.notices = "mover"
         prefix = f"t{uuid.uuid4().hex[:8]}"
         plain = RankingStore(
-            redis_backend, prefix=prefix, overtaken_limit=OVERTAKEN, grace_ms=GRACE
+            redis_backend, prefix=prefix, overtaken_limit=OVERTAKEN, grace_ms=GRACE, dedup=DEDUP
         )
         yield ShardedStore(plain)
         await scrub(redis_backend, f"{prefix}*")
