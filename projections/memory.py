@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TypeAlias
 
 from projections.keys import BoardKeys
-from projections.store import BoardOutcome, Entry, Rejection, SourceRecord
+from projections.store import BoardOutcome, Entry, Neighbours, Rejection, SourceRecord
 from streams import rules
 from streams.events import LeaderboardConfigured, SortOrder
 from streams.model import OVERTAKEN_LIMIT, ModelBoard, RecordResult, split_entries
@@ -35,7 +35,7 @@ class _Board:
     outbox: dict[int, RecordResult] = field(default_factory=dict)
 
 
-class MemoryStore:
+class MemoryStore(Neighbours):
     """Leaderboards in process memory, written through the same idempotent batch apply."""
 
     def __init__(
@@ -215,16 +215,6 @@ class MemoryStore:
             key = row[0]
             out.append(Entry(table.rank_of(row), pid, -key if sort is SortOrder.DESC else key))
         return out
-
-    async def around(
-        self, board: str, period: str, sort: SortOrder, pid: str, k: int = 5
-    ) -> list[Entry]:
-        """The participant with up to ``k`` neighbours above and below; [] if absent."""
-        me = await self.rank(board, period, sort, pid)
-        if me is None:
-            return []
-        start = max(0, me.rank - 1 - k)
-        return await self.top(board, period, sort, limit=me.rank + k - start, offset=start)
 
     async def standings(
         self, board: str, period: str, sort: SortOrder, *, chunk: int = 10_000

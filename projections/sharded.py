@@ -41,6 +41,7 @@ from projections.shard_merge import (
 from projections.store import (
     BoardOutcome,
     Entry,
+    Neighbours,
     Prepared,
     RankingStore,
     SourceRecord,
@@ -53,7 +54,7 @@ from streams.events import LeaderboardConfigured, SortOrder
 log = logging.getLogger(__name__)
 
 
-class ShardedStore:
+class ShardedStore(Neighbours):
     """RankingStore's apply/acknowledge and read interface, sharded boards included."""
 
     def __init__(self, base: RankingStore) -> None:
@@ -385,16 +386,6 @@ class ShardedStore:
             band = layout.band(score)
             out[j] = Entry(int(r) + 1 + sum(sizes[t] for t in layout.above(band, sort)), pid, score)
         return out
-
-    async def around(
-        self, board: str, period: str, sort: SortOrder, pid: str, k: int = 5
-    ) -> list[Entry]:
-        """The participant with up to ``k`` neighbours above and below; [] if absent."""
-        me = await self.rank(board, period, sort, pid)
-        if me is None:
-            return []
-        start = max(0, me.rank - 1 - k)
-        return await self.top(board, period, sort, limit=me.rank + k - start, offset=start)
 
     async def standings(
         self, board: str, period: str, sort: SortOrder, *, chunk: int = 10_000

@@ -65,7 +65,31 @@ class Entry:
     score: int
 
 
-class RankingStore:
+class Neighbours:
+    """``around``, written once for every store from its ``rank`` and ``top``."""
+
+    async def top(
+        self, board: str, period: str, sort: SortOrder, *, limit: int = 10, offset: int = 0
+    ) -> list[Entry]:
+        """Rows ``offset+1 .. offset+limit`` of the standings, best first."""
+        raise NotImplementedError
+
+    async def rank(self, board: str, period: str, sort: SortOrder, pid: str) -> Entry | None:
+        """Rank and score of one participant, or None if not on the board."""
+        raise NotImplementedError
+
+    async def around(
+        self, board: str, period: str, sort: SortOrder, pid: str, k: int = 5
+    ) -> list[Entry]:
+        """The participant with up to ``k`` neighbours above and below; [] if absent."""
+        me = await self.rank(board, period, sort, pid)
+        if me is None:
+            return []
+        start = max(0, me.rank - 1 - k)
+        return await self.top(board, period, sort, limit=me.rank + k - start, offset=start)
+
+
+class RankingStore(Neighbours):
     """Leaderboards in Redis sorted sets, written only through the apply script.
 
     Works on a single node and on Redis Cluster alike: every command of one call names keys
@@ -232,16 +256,6 @@ class RankingStore:
             out.append(Entry(int(res[i]) + 1, pid, -key if sort is SortOrder.DESC else key))
             i += 2
         return out
-
-    async def around(
-        self, board: str, period: str, sort: SortOrder, pid: str, k: int = 5
-    ) -> list[Entry]:
-        """The participant with up to ``k`` neighbours above and below; [] if absent."""
-        me = await self.rank(board, period, sort, pid)
-        if me is None:
-            return []
-        start = max(0, me.rank - 1 - k)
-        return await self.top(board, period, sort, limit=me.rank + k - start, offset=start)
 
     async def standings(
         self, board: str, period: str, sort: SortOrder, *, chunk: int = 10_000
