@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from streams.settings import Settings
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each test starts from no LEADERBOARD_* variable (CI may run on moved ports)."""
+    for name in [n for n in os.environ if n.startswith("LEADERBOARD_")]:
+        monkeypatch.delenv(name)
 
 
 def test_ports_move_the_clients(monkeypatch: pytest.MonkeyPatch) -> None:
