@@ -144,8 +144,9 @@ class Kafka(Service):
             done = subprocess.run(  # noqa: S603
                 [
                     *self._java("kafka.tools.StorageTool", "format", "--standalone"),
-                    "-t",
-                    cluster_id,
+                    # "=" form: a random id may start with "-" (1 in 64), which argparse would
+                    # take for an option
+                    f"--cluster-id={cluster_id}",
                     "-c",
                     str(self.config),
                 ],
