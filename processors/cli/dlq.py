@@ -37,14 +37,18 @@ def dlq() -> None:
     type=click.IntRange(1),
     default=100,
     show_default=True,
-    help="Show at most N records.",
+    help="Show the newest N records.",
 )
-def dlq_list(topic: str, limit: int) -> None:
-    """Show the dead-letter topic beside --topic: offset, source position and reason."""
+@click.option("--oldest", is_flag=True, help="Show the oldest N records instead of the newest.")
+def dlq_list(topic: str, limit: int, oldest: bool) -> None:
+    """Show the dead-letter topic beside --topic: offset, source position and reason.
+
+    The newest --limit records by default (the ones an on-call engineer is after)."""
     settings = get_settings()
     name = settings.dlq(topic)
     count = 0
-    for msg in read_to_end(settings, name, limit=limit):
+    window = {"limit": limit} if oldest else {"last": limit}
+    for msg in read_to_end(settings, name, **window):
         headers = _headers(msg.headers())
         key = msg.key()
         key_text = key.decode(errors="replace") if isinstance(key, bytes) else str(key or "")
@@ -56,7 +60,10 @@ def dlq_list(topic: str, limit: int) -> None:
             f"{len(msg.value() or b'')}B  {headers.get('reason', '(no reason header)')}"
         )
         count += 1
-    click.echo(f"{count} dead letter(s) in {name}" + (" (limit reached)" if count >= limit else ""))
+    which = "oldest" if oldest else "newest"
+    click.echo(
+        f"{count} dead letter(s) of {name}" + (f" (the {which} {limit})" if count >= limit else "")
+    )
 
 
 COMMANDS: list[click.Command] = [dlq]

@@ -76,11 +76,14 @@ def produce(
 
     \b
     File format, one match result per line:
-      {"leaderboard_id": "arena", "match_id": "m1", "occurred_at": "2025-01-31T12:00:00Z",
+      {"leaderboard_id": "arena", "event_id": "e-42", "match_id": "m1",
+       "occurred_at": "2026-01-31T12:00:00Z",
        "entries": [{"participant_id": "alice", "score": 120, "operator": "best",
                     "metadata": {"country": "fr"}}]}
-    match_id, occurred_at (ISO-8601 or epoch ms; default now), operator and metadata are
-    optional. The whole file is validated first: if any line is bad, every bad line number is
+
+    event_id (the idempotency key: a resend with the same id is dead-lettered as a duplicate;
+    default a new UUID), match_id (default the event id), occurred_at (ISO-8601 or epoch ms,
+    at most 60 s ahead; default now), operator and metadata are optional. The whole file is validated first: if any line is bad, every bad line number is
     reported and NOTHING is sent (exit code 1), so a file is published all or nothing.
     """
     settings = get_settings()

@@ -273,9 +273,15 @@ class LeaderboardProducer:
 
 
 def read_to_end(
-    settings: Settings, topic: str, *, timeout: float = 10.0, limit: int | None = None
+    settings: Settings,
+    topic: str,
+    *,
+    timeout: float = 10.0,
+    limit: int | None = None,
+    last: int | None = None,
 ) -> Iterator[Message]:
-    """Every record of ``topic`` from the beginning to its end offsets at call time.
+    """Every record of ``topic`` from the beginning to its end offsets at call time (with
+    ``last``: only the newest ``last`` of each partition).
 
     Uses manual assignment and no consumer group commits, so it never disturbs other readers.
     """
@@ -299,13 +305,15 @@ def read_to_end(
         if tmeta is None or tmeta.error is not None or not tmeta.partitions:
             raise LeaderboardError(f"topic {topic} does not exist: run `leaderboard topics create`")
         ends: dict[int, int] = {}
+        starts: dict[int, int] = {}
         for p in tmeta.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
             if high > low:
                 ends[p] = high
+                starts[p] = OFFSET_BEGINNING if last is None else max(low, high - last)
         if not ends:
             return
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in ends])
+        consumer.assign([TopicPartition(topic, p, starts[p]) for p in ends])
         seen = 0
         idle_deadline = timeout
         while ends:

@@ -216,9 +216,16 @@ def test_cli_boards_produce_file_and_dlq(cli_env: Settings, tmp_path: Path) -> N
         producer.send_dead_letter(
             "scores", 2, 99, "arena", b"junk", "unknown schema fingerprint 0x1"
         )
+        for i in range(3):
+            producer.send_dead_letter("scores", 2, 100 + i, "arena", b"junk", f"later {i}")
     code, out = run("dlq", "list")
     assert code == 0
-    assert "unknown schema fingerprint 0x1" in out and "@99" in out and "1 dead letter" in out
+    assert "unknown schema fingerprint 0x1" in out and "@99" in out and "4 dead letter" in out
+    code, out = run("dlq", "list", "--limit", "2")  # the newest two
+    assert code == 0 and "later 1" in out and "later 2" in out and "later 0" not in out
+    assert "2 dead letter(s)" in out and "(the newest 2)" in out
+    code, out = run("dlq", "list", "--limit", "1", "--oldest")
+    assert code == 0 and "@99" in out and "later" not in out
 
 
 def test_cli_simulate_reaches_a_small_rate(cli_env: Settings) -> None:
