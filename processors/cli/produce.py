@@ -83,8 +83,9 @@ def produce(
 
     event_id (the idempotency key: a resend with the same id is dead-lettered as a duplicate;
     default a new UUID), match_id (default the event id), occurred_at (ISO-8601 or epoch ms,
-    at most 60 s ahead; default now), operator and metadata are optional. The whole file is validated first: if any line is bad, every bad line number is
-    reported and NOTHING is sent (exit code 1), so a file is published all or nothing.
+    at most 60 s ahead; default now), operator and metadata are optional. The whole file is
+    validated first: if any line is bad, every bad line number is reported and NOTHING is sent
+    (exit code 1), so a file is published all or nothing.
     """
     settings = get_settings()
     single = (board, participant, score)
