@@ -12,8 +12,9 @@ import hashlib
 import shutil
 import subprocess
 import uuid
+from collections.abc import Sequence
 
-from infra.stack.base import LOCAL_HOSTS, Progress, Service, display, port_open, spawn
+from infra.stack.base import LOCAL_HOSTS, Progress, Service, display, noop, port_open, spawn
 from processors.bootstrap import kafka_admin
 from streams.errors import ServiceUnavailable
 from streams.settings import PROJECT_ROOT, Settings
@@ -126,6 +127,19 @@ class Kafka(Service):
             f"-Dlog4j2.configurationFile={KAFKA_INFRA / 'log4j2.properties'}",
             "-cp",
             f"{self.libs}/*",
+            *args,
+        ]
+
+    def tool_command(self, main_class: str, args: Sequence[str]) -> list[str]:
+        """The java command of one of Kafka's operator tools (jars resolved first if needed)."""
+        self._resolve_jars(noop)
+        return [
+            "java",
+            "-Xmx256m",
+            f"-Dlog4j2.configurationFile={KAFKA_INFRA / 'log4j2-tools.properties'}",
+            "-cp",
+            f"{self.libs}/*",
+            main_class,
             *args,
         ]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 import time
 
@@ -65,6 +66,43 @@ def down(purge: bool) -> None:
     with console.status("stopping the stack…") as spinner:
         stopped = local_stack.down(get_settings(), spinner.update, purge=purge)
     click.echo(f"stopped: {', '.join(stopped)}" if stopped else "nothing of ours was running")
+
+
+#: Kafka's operator tools by the names of their shell scripts (kafka-topics.sh, ...).
+KAFKA_TOOLS = {
+    "topics": "org.apache.kafka.tools.TopicCommand",
+    "consumer-groups": "org.apache.kafka.tools.consumer.group.ConsumerGroupCommand",
+    "console-consumer": "org.apache.kafka.tools.consumer.ConsoleConsumer",
+    "configs": "org.apache.kafka.tools.ConfigCommand",
+    "get-offsets": "org.apache.kafka.tools.GetOffsetShell",
+}
+
+
+@stack.command(
+    "kafka",
+    context_settings={"ignore_unknown_options": True, "allow_interspersed_args": False},
+)
+@click.argument("tool", type=click.Choice(sorted(KAFKA_TOOLS)))
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def kafka_tool(tool: str, args: tuple[str, ...]) -> None:
+    """Run one of Kafka's own tools against the configured cluster (--bootstrap-server added).
+
+    \b
+    Examples:
+      leaderboard stack kafka consumer-groups --describe --all-groups   (lag per partition)
+      leaderboard stack kafka topics --describe --topic scores
+      leaderboard stack kafka configs --describe --entity-type topics --entity-name scores
+      leaderboard stack kafka console-consumer --topic scores.dlq --from-beginning \\
+          --property print.headers=true --max-messages 5
+    Pass --help after TOOL for the tool's own options.
+    """
+    settings = get_settings()
+    kafka = local_stack.Kafka(settings)
+    argv = list(args)
+    if "--help" not in argv and "--bootstrap-server" not in argv:
+        argv = ["--bootstrap-server", settings.kafka_bootstrap, *argv]
+    cmd = kafka.tool_command(KAFKA_TOOLS[tool], argv)
+    sys.exit(subprocess.call(cmd, stdin=sys.stdin))  # noqa: S603
 
 
 @stack.command()

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -291,3 +293,18 @@ async def test_faust_agent_receives_typed_events(ev_settings: Settings) -> None:
     finally:
         await app.stop()
     assert got == sent
+
+
+def test_kafka_tools_run_against_the_configured_cluster(ev_settings: Settings) -> None:
+    """`leaderboard stack kafka TOOL`: Kafka's own tools, with the bootstrap servers filled in."""
+    env = {**os.environ, "LEADERBOARD_KAFKA_BOOTSTRAP": ev_settings.kafka_bootstrap}
+    out = subprocess.run(
+        [sys.executable, "-m", "processors", "stack", "kafka", "topics", "--list"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=True,
+    )
+    assert ev_settings.topic("scores") in out.stdout.split()
+    assert "INFO" not in out.stderr
