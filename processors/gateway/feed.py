@@ -25,13 +25,17 @@ from projections.push import (
     read_top,
 )
 from streams import rules
-from streams.errors import DecodeError
-from streams.events import LeaderboardConfigured, RankChange, RankChanged
+from streams.errors import DecodeError, LeaderboardError
+from streams.events import LeaderboardConfigured, MatchResultSubmitted, RankChange, RankChanged
 from streams.settings import Settings
 
-__all__ = ["Board", "RankFeed", "Subscriber", "now_iso"]
+__all__ = ["Board", "DeadLettered", "RankFeed", "Subscriber", "now_iso"]
 
 log = logging.getLogger(__name__)
+
+
+class DeadLettered(LeaderboardError):
+    """A submitted record was dead-lettered by the worker; the message is its reason."""
 
 
 _RESYNC = object()
@@ -107,6 +111,8 @@ class RankFeed:
         self.client = client
         self.configs = configs
         self.topic = settings.topic(settings.rank_changes_topic)
+        #: the score topic's dead letters: a waiting submission learns why it was refused
+        self.dlq_topic = settings.dlq(settings.scores_topic)
         self.codec = get_codec(settings)
         self.history_size = history
         self.window_s = window_s
@@ -149,6 +155,10 @@ class RankFeed:
         for p in tmeta.partitions:
             _, high = consumer.get_watermark_offsets(TopicPartition(self.topic, p), timeout=10)
             assignment.append(TopicPartition(self.topic, p, high))
+        dlq = consumer.list_topics(self.dlq_topic, timeout=10).topics.get(self.dlq_topic)
+        for p in dlq.partitions if dlq is not None and dlq.error is None else ():
+            _, high = consumer.get_watermark_offsets(TopicPartition(self.dlq_topic, p), timeout=10)
+            assignment.append(TopicPartition(self.dlq_topic, p, high))
         consumer.assign(assignment)
         self._consumer = consumer
         self._thread = threading.Thread(target=self._run, name="rank-feed", daemon=True)
@@ -183,6 +193,9 @@ class RankFeed:
                     value = msg.value()
                     if value is None:
                         continue
+                    if msg.topic() == self.dlq_topic:
+                        self._dead_letter(value, msg.headers() or [])
+                        continue
                     try:
                         record = self.codec.decode_as(value, RankChanged)
                     except DecodeError as exc:
@@ -203,6 +216,26 @@ class RankFeed:
             self._error = "rank-change reader stopped"
         finally:
             consumer.close()
+
+    def _dead_letter(self, value: bytes, headers: list[tuple[str, bytes | None]]) -> None:
+        """Tell the submission waiting for a dead-lettered record why it was refused."""
+        if not self.waiters:
+            return
+        try:
+            event_id = self.codec.decode_as(value, MatchResultSubmitted).event_id
+        except DecodeError:
+            return  # undecodable: no submission of this gateway can be waiting for it
+        reason = next(
+            ((v or b"").decode(errors="replace") for k, v in headers if k == "reason"), ""
+        )
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._refuse, event_id, reason or "dead-lettered")
+
+    def _refuse(self, event_id: str, reason: str) -> None:
+        for fut in self.waiters.pop(event_id, ()):
+            if not fut.done():
+                fut.set_exception(DeadLettered(reason))
 
     def _measure_lag(self, consumer: Any) -> int:
         lag = 0

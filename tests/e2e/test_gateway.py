@@ -390,8 +390,9 @@ def test_history_of_a_closed_period(gateway: Gateway) -> None:
         assert r.status_code == 404
 
 
-def test_wait_times_out_with_504(gateway: Gateway) -> None:
-    """A score the projector rejects (outside the tournament window) never gets applied."""
+def test_wait_answers_a_rejected_score_with_its_reason(gateway: Gateway) -> None:
+    """A score the projector rejects (outside the tournament window) is answered 422 with the
+    dead letter's reason, not left to time out."""
     board = gateway.create_board(ends_at=ms(2026, 1, 1))
     with gateway.client() as c:
         start = time.monotonic()
@@ -400,8 +401,9 @@ def test_wait_times_out_with_504(gateway: Gateway) -> None:
             json={"participant_id": "ann", "score": 1, "timestamp": ms(2026, 6, 1)},
             headers=W,
         )
-        assert r.status_code == 504 and error_code(r) == "timeout"
-        assert 4 < time.monotonic() - start < 10
+        assert r.status_code == 422 and error_code(r) == "refused", r.text
+        assert "after the tournament window" in r.text
+        assert time.monotonic() - start < 4
 
 
 # ------------------------------------------------------------------------------- WebSocket
@@ -718,3 +720,20 @@ def test_without_keys_writes_are_refused_unless_open(gateway: Gateway) -> None:
         assert r.status_code == 202, r.text
     finally:
         stop(proc)
+
+
+def test_wait_resolves_with_the_dead_letter_reason(gateway: Gateway) -> None:
+    """A refusal only the worker can decide (an incr past 2^53) answers ?wait=true with 422
+    and the worker's reason at once, instead of timing out."""
+    board = gateway.create_board(operator="incr")
+    assert gateway.submit(board, "ann", 2**53 - 2)["score"] == 2**53 - 2
+    with gateway.client() as c:
+        started = time.monotonic()
+        r = c.post(
+            f"/v1/leaderboards/{board}/scores?wait=true",
+            json={"participant_id": "ann", "score": 5},
+            headers=W,
+        )
+    assert r.status_code == 422, r.text
+    assert "would leave the exact range" in r.text and error_code(r) == "refused"
+    assert time.monotonic() - started < 4  # the wait time-out is 5 s

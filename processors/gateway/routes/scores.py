@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Response
 
 from processors.gateway.deps import FeedDep, ProducerDep, StateDep
 from processors.gateway.errors import ApiError
+from processors.gateway.feed import DeadLettered
 from processors.gateway.guards import ApiKey, retry_after
 from processors.gateway.models import BoardId, ScoreIn
 from streams.errors import LeaderboardError
@@ -37,7 +38,11 @@ def applied_json(event_id: str, change: RankChange) -> dict[str, Any]:
 @router.post(
     "/v1/leaderboards/{board}/scores",
     status_code=202,
-    responses={200: {"description": "with wait=true: the applied result"}},
+    responses={
+        200: {"description": "with wait=true: the applied result"},
+        409: {"description": "with wait=true: a duplicate event id (dead-lettered)"},
+        422: {"description": "with wait=true: refused by the worker, with its reason"},
+    },
 )
 async def submit_score(
     board: BoardId,
@@ -83,6 +88,9 @@ async def submit_score(
     timeout = state.options.wait_timeout_s
     try:
         change = await asyncio.wait_for(fut, timeout)
+    except DeadLettered as exc:
+        status = 409 if str(exc).startswith("duplicate event id") else 422
+        raise ApiError(status, f"score {event_id} was refused: {exc}") from None
     except TimeoutError:
         raise ApiError(
             504,
