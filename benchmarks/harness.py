@@ -190,6 +190,20 @@ def gateway_available() -> bool:
     return "gateway" in cli.commands
 
 
+def gateway_args(port: int) -> list[str]:
+    """The CLI arguments of a benchmark gateway on loopback ``port`` (open writes: no keys)."""
+    return [
+        "gateway",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--log-level",
+        "warning",
+        "--open",
+    ]
+
+
 def wait_http(url: str, timeout: float = 60.0) -> bool:
     """Poll ``url`` until it answers 200 (True) or ``timeout`` seconds pass (False)."""
     import httpx

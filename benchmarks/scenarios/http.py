@@ -15,7 +15,14 @@ import time
 from collections.abc import Callable
 
 from benchmarks.figures import Figure, Report
-from benchmarks.harness import Namespace, Say, free_port, gateway_available, wait_http
+from benchmarks.harness import (
+    Namespace,
+    Say,
+    free_port,
+    gateway_args,
+    gateway_available,
+    wait_http,
+)
 from benchmarks.params import Params
 from benchmarks.stats import percentile
 from streams.events import LeaderboardConfigured
@@ -89,19 +96,7 @@ async def http_scenario(
         note = "not run: gateway missing"
     else:
         port = free_port()
-        proc = ns.spawn(
-            "gateway",
-            [
-                "gateway",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(port),
-                "--log-level",
-                "warning",
-                "--open",
-            ],
-        )
+        proc = ns.spawn("gateway", gateway_args(port))
         if not await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/health"):
             note = "not run: gateway did not answer /health"
         else:

@@ -25,6 +25,7 @@ from benchmarks.harness import (
     Say,
     board_versions,
     free_port,
+    gateway_args,
     gateway_available,
     retry,
     wait_http,
@@ -234,19 +235,7 @@ def _start_gateway(ns: Namespace, probe: str, run: LatencyRun) -> str | None:
     if not gateway_available():
         run.websocket_note = "not run: gateway missing"
         return None
-    ns.spawn(
-        "gateway",
-        [
-            "gateway",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--log-level",
-            "warning",
-            "--open",
-        ],
-    )
+    ns.spawn("gateway", gateway_args(port))
     if wait_http(f"http://127.0.0.1:{port}/health"):
         return f"ws://127.0.0.1:{port}/v1/leaderboards/{probe}/subscribe"
     run.websocket_note = "not run: gateway did not answer /health"
