@@ -121,6 +121,9 @@ def gateway(
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
         access_log=False,
+        # SIGTERM: open WebSocket subscriptions must not hold the process for long (viewers
+        # reconnect to another instance and resume with since_version)
+        timeout_graceful_shutdown=5,
     )
 
 
