@@ -81,6 +81,9 @@ class Settings(BaseSettings):
         description="consumer session time-out: how soon a dead worker's partitions move",
     )
     worker_web_port: int = Field(16066, description="Faust worker web port (0 = disabled)")
+    worker_metrics_port: int = Field(
+        0, ge=0, description="a worker serves Prometheus /metrics here (0 = not served)"
+    )
 
     # --- gateway --------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from processors.workers.batching import (
     RawRecord as RawRecord,  # re-exported: replay and tests use it
 )
+from processors.workers.metrics import DEAD_LETTERS, reason_kind
 from projections.sharded import ShardedStore, layout_of
 from projections.store import BoardOutcome, RankingStore, SourceRecord
 from streams import rules
@@ -78,6 +79,7 @@ class Projector:
 
     def _dead_letter(self, raw: RawRecord, reason: str) -> None:
         """Park ``raw`` on the dead-letter topic with ``reason`` (not flushed here)."""
+        DEAD_LETTERS.labels("projector", reason_kind(reason)).inc()
         log.warning(
             "dead-lettering %s[%d]@%d: %s", self.scores_topic, raw.partition, raw.offset, reason
         )

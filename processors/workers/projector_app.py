@@ -11,6 +11,7 @@ import faust
 from processors.bootstrap import cluster_url, faust_app, get_codec, make_client
 from processors.kafka.configview import ConfigView
 from processors.kafka.producer import LeaderboardProducer
+from processors.workers import metrics
 from processors.workers.batching import RawRecord, consume_batches
 from processors.workers.epoch import EpochGuard, epoch_key
 from processors.workers.projector import BatchStats, Projector, Throughput
@@ -78,10 +79,15 @@ def create_app(settings: Settings) -> faust.App:
         async def handle(batch: Sequence[RawRecord]) -> BatchStats:
             while True:
                 await guard.ensure()
+                timer = metrics.Timer("projector")
                 try:
-                    return await proj.process(batch)
+                    stats = await proj.process(batch)
                 except ProjectionLost:
                     continue  # Redis lost its data under us: wait for the rebuild, then retry
+                timer.done()
+                metrics.RECORDS.labels("projector").inc(stats.records)
+                metrics.ENTRIES.labels("projector").inc(stats.entries_applied)
+                return stats
 
         await consume_batches(
             stream,
@@ -98,6 +104,7 @@ def create_app(settings: Settings) -> faust.App:
 
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the projector worker in the foreground until interrupted."""
+    metrics.serve(settings, "projector")
     app = create_app(settings)
     worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
     worker.spinner = None  # the start-up spinner floods logs that are not terminals

@@ -22,6 +22,7 @@ from processors.bootstrap import (
     pg_connect,
 )
 from processors.kafka.producer import LeaderboardProducer
+from processors.workers import metrics
 from processors.workers.batching import TRANSIENT, Poison, RawRecord, consume_batches
 from projections.store import RankingStore
 from sinks import registry, snapshots
@@ -163,6 +164,8 @@ class SinkProcessor:
     async def handle_rank_changes(self, records: Sequence[RawRecord]) -> SinkStats:
         """Write a batch of rank-change records durably, then close the periods they end."""
         stats = SinkStats(records=len(records))
+        metrics.RECORDS.labels("sinks").inc(len(records))
+        timer = metrics.Timer("sinks")
         batch: list[RankChanged] = []
         for rec in records:
             ev = self._decode(rec, RankChanged, self.settings.rank_changes_topic)
@@ -184,6 +187,7 @@ class SinkProcessor:
                 if await self.close_period(ev.leaderboard_id, period, ev.version_to):
                     stats.periods_closed.append((ev.leaderboard_id, period))
         await self._flush_producer()
+        timer.done()
         return stats
 
     async def close_period(self, board: str, period: str, fallback_version: int) -> bool:
@@ -302,6 +306,7 @@ class SinkProcessor:
             rec.offset,
             reason,
         )
+        metrics.DEAD_LETTERS.labels("sinks", metrics.reason_kind(reason)).inc()
         self.producer.send_dead_letter(
             logical_topic, rec.partition, rec.offset, rec.key, rec.value, reason
         )
@@ -311,6 +316,7 @@ class SinkProcessor:
         """The dead-letter action for records of ``logical_topic`` that fail on their own."""
 
         async def park(rec: RawRecord, reason: str) -> None:
+            metrics.DEAD_LETTERS.labels("sinks", metrics.reason_kind(reason)).inc()
             self.producer.send_dead_letter(
                 logical_topic, rec.partition, rec.offset, rec.key, rec.value, reason
             )
@@ -394,6 +400,7 @@ def create_app(settings: Settings) -> faust.App:
 
 def run_sinks_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the sinks worker in the foreground until interrupted (migrates the schema first)."""
+    metrics.serve(settings, "sinks")
     applied = migrate_database(settings)
     if applied:
         log.info("applied migrations %s", ", ".join(applied))

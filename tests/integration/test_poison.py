@@ -222,3 +222,38 @@ def test_sinks_worker_dead_letters_a_record_it_can_never_write(pipeline: Pipelin
     headers = {k: (v or b"").decode() for k, v in parked[0].headers() or []}
     assert headers["reason"].startswith("ValueError: year 10000 is out of range")
     assert worker.poll() is None, "the sinks worker died"
+
+
+def test_workers_export_prometheus_metrics(pipeline: Pipeline) -> None:
+    """A worker with LEADERBOARD_WORKER_METRICS_PORT serves records, applied entries, batch
+    time and dead letters by reason kind."""
+    import socket
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    board = f"z{uuid.uuid4().hex[:6]}-metrics"
+    cfg = LeaderboardConfigured(board, SortOrder.DESC, Operator.BEST)
+    pipeline.start_worker(LEADERBOARD_WORKER_METRICS_PORT=str(port))
+    with LeaderboardProducer(pipeline.settings) as prod:
+        prod.configure(cfg)
+        prod.flush()
+        for i in range(3):
+            prod.submit(_match(board, START + i, (f"p{i}", i), event_id=f"ev{i}"))
+        prod.submit(_match(board, START + 9, ("p9", 9), event_id="ev0"))  # a duplicate
+        prod.flush()
+
+    def scrape() -> str:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+        except httpx.HTTPError:
+            return ""
+
+    applied = 'leaderboard_worker_entries_applied_total{role="projector"} 3.0'
+    wait_until(lambda: applied in scrape(), 90)
+    text = scrape()
+    assert 'leaderboard_worker_dead_letters_total{reason="duplicate",role="projector"} 1.0' in text
+    assert 'leaderboard_worker_records_total{role="projector"} 4.0' in text
+    assert 'leaderboard_worker_batch_seconds_count{role="projector"}' in text
