@@ -195,11 +195,6 @@ class MemoryStore(Neighbours):
         rows = table.window(offset, offset + limit - 1)
         return [_entry(offset + i + 1, m, k, sort) for i, (k, m) in enumerate(rows)]
 
-    async def rank(self, board: str, period: str, sort: SortOrder, pid: str) -> Entry | None:
-        """Rank and score of one participant, or None if not on the board."""
-        found = await self.ranks(board, period, sort, [pid])
-        return found[0]
-
     async def ranks(
         self, board: str, period: str, sort: SortOrder, pids: Sequence[str]
     ) -> list[Entry | None]:

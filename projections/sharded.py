@@ -309,10 +309,6 @@ class ShardedStore(Neighbours):
             start += size
         return out
 
-    async def rank(self, board: str, period: str, sort: SortOrder, pid: str) -> Entry | None:
-        """Rank and score of one participant, or None if not on the board."""
-        return (await self.ranks(board, period, sort, [pid]))[0]
-
     async def ranks(
         self, board: str, period: str, sort: SortOrder, pids: Sequence[str]
     ) -> list[Entry | None]:

@@ -66,7 +66,7 @@ class Entry:
 
 
 class Neighbours:
-    """``around``, written once for every store from its ``rank`` and ``top``."""
+    """``rank`` and ``around``, written once for every store from its ``ranks`` and ``top``."""
 
     async def top(
         self, board: str, period: str, sort: SortOrder, *, limit: int = 10, offset: int = 0
@@ -74,9 +74,16 @@ class Neighbours:
         """Rows ``offset+1 .. offset+limit`` of the standings, best first."""
         raise NotImplementedError
 
+    async def ranks(
+        self, board: str, period: str, sort: SortOrder, pids: Sequence[str]
+    ) -> list[Entry | None]:
+        """Rank and score of many participants (None for those not on the board)."""
+        raise NotImplementedError
+
     async def rank(self, board: str, period: str, sort: SortOrder, pid: str) -> Entry | None:
         """Rank and score of one participant, or None if not on the board."""
-        raise NotImplementedError
+        found = await self.ranks(board, period, sort, [pid])
+        return found[0]
 
     async def around(
         self, board: str, period: str, sort: SortOrder, pid: str, k: int = 5
@@ -224,11 +231,6 @@ class RankingStore(Neighbours):
             self.keys(board).zset(period), offset, offset + limit - 1, withscores=True
         )
         return [_entry(offset + i + 1, m, s, sort) for i, (m, s) in enumerate(raw)]
-
-    async def rank(self, board: str, period: str, sort: SortOrder, pid: str) -> Entry | None:
-        """Rank and score of one participant, or None if not on the board."""
-        found = await self.ranks(board, period, sort, [pid])
-        return found[0]
 
     async def ranks(
         self, board: str, period: str, sort: SortOrder, pids: Sequence[str]
