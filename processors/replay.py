@@ -24,7 +24,14 @@ from processors.workers.projector import Projector, RawRecord
 from projections.sharded import layout_of
 from projections.store import Entry, RankingStore
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
-from streams.events import LeaderboardConfigured, MatchResultSubmitted, Operator, ScoreEntry
+from streams.events import (
+    CLOCK_KEY,
+    ClockMarked,
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    Operator,
+    ScoreEntry,
+)
 from streams.partitioning import partition_for
 from streams.rules import standings_checksum
 from streams.settings import Settings
@@ -167,7 +174,7 @@ class KafkaSource:
                     self.position = end
                     break
                 self.position = off + 1
-                if msg.key() == self.key:
+                if msg.key() in (self.key, CLOCK_KEY):  # the board's records and the marks
                     out.append(
                         RawRecord(msg.partition(), off, msg.key(), msg.value(), log_time(msg))
                     )
@@ -304,7 +311,12 @@ async def replay_board(
         dedup=dedup,
     )
     projector = Projector(
-        settings, shadow, lambda b: cfg if b == board else None, get_codec(settings), None
+        settings,
+        shadow,
+        lambda b: cfg if b == board else None,
+        get_codec(settings),
+        None,
+        boards=lambda: (cfg,),
     )
     report = ReplayReport(board, source)
     started = time.monotonic()
@@ -365,13 +377,14 @@ async def _replay_kafka(
                 raws = await asyncio.to_thread(src.read_until, end)
                 if not raws:
                     break
-                decoded = []
+                decoded: list[tuple[RawRecord, MatchResultSubmitted | ClockMarked]] = []
                 for raw in raws:
                     try:
-                        ev = projector.codec.decode_as(raw.value or b"", MatchResultSubmitted)
+                        ev = projector.codec.decode(raw.value or b"")
                     except DecodeError:
-                        continue
-                    decoded.append((raw, ev))
+                        continue  # live dead-lettered it
+                    if isinstance(ev, MatchResultSubmitted | ClockMarked):
+                        decoded.append((raw, ev))
                 stats = await projector.apply_decoded(decoded, ack_from=ack_from)
                 report.records += len(raws)
                 report.entries += stats.entries_applied

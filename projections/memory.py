@@ -96,7 +96,7 @@ class MemoryStore(Neighbours):
                 else:
                     new_wm = rec.offset
                     result = board.model.apply_valid(
-                        rec.partition, rec.offset, rec.event, valid, refusal
+                        rec.partition, rec.offset, rec.event, valid, refusal, at=rec.time
                     )
                     board.outbox[rec.offset] = result
                 outcome.offsets.append(rec.offset)

@@ -116,7 +116,8 @@ def to_change(rec: SourceRecord, row: ChangeRow) -> RankChange:
         event_id=ev.event_id,
         match_id=ev.match_id,
         entry_index=row.entry_index,
-        occurred_at=ev.occurred_at,
+        occurred_at=rec.time,
+        claimed_at=None if ev.occurred_at == rec.time else ev.occurred_at,
         source_partition=rec.partition,
         source_offset=rec.offset,
     )

@@ -184,9 +184,10 @@ async def refuse_hash_overflows(
     sim = await _scores(client, prefix, board, layout, cfg.sort_order, wanted)
     for item in prepared:
         ev = item.rec.event
-        closes = rules.period_closes_at(cfg.reset_period, item.period, grace_ms)
+        closes = rules.period_closes_at(cfg, item.period, grace_ms)
         late = item.period in b.ended or (closes != rules.NEVER and b.maxt >= closes)
-        old = ev.occurred_at < b.horizon or b.duplicate(ev.event_id)
+        at = item.rec.time
+        old = at < b.horizon or b.duplicate(ev.event_id)
         if item.rec.offset <= b.wm or item.refusal or late or old:
             continue  # a stored result, or refused by the script anyway: no state change
         item.refusal, local = _overflow(cfg, item, sim)
@@ -195,13 +196,13 @@ async def refuse_hash_overflows(
         sim.update(local)
         if closes != rules.NEVER:
             b.open_periods.setdefault(item.period, closes)
-        moved = ev.occurred_at > b.maxt
+        moved = at > b.maxt
         if moved:
-            b.maxt = ev.occurred_at
+            b.maxt = at
             for name in [n for n, at in b.open_periods.items() if b.maxt >= at]:
                 del b.open_periods[name]
                 b.ended.add(name)
-        await ids.accepted(ev.event_id, ev.occurred_at, moved)
+        await ids.accepted(ev.event_id, at, moved)
 
 
 def _text(value: Any) -> str:

@@ -27,11 +27,22 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class SourceRecord:
-    """A decoded score record and its position in the log."""
+    """A decoded score record, its position in the log and the time that ranks it.
+
+    ``at`` is ``rules.ranking_time`` of the record (None: its claimed ``occurred_at``). A clock
+    mark reaches a board as a record with an empty event id and no entries: it only moves
+    the board's time to ``at``.
+    """
 
     partition: int
     offset: int
     event: MatchResultSubmitted
+    at: int | None = None
+
+    @property
+    def time(self) -> int:
+        """The record's ranking time."""
+        return self.event.occurred_at if self.at is None else self.at
 
 
 @dataclass(slots=True)
@@ -322,7 +333,7 @@ def prepare_batch(
     prepared: list[Prepared] = []
     for rec in records:
         ev = rec.event
-        item = Prepared(rec, rules.period_key(config.reset_period, ev.occurred_at))
+        item = Prepared(rec, rules.period_key(config.reset_period, rec.time))
         periods.setdefault(item.period, len(periods) + 1)
         item.refusal = rules.entries_refusal(ev.entries)
         if item.refusal:
@@ -368,12 +379,12 @@ def apply_call(
         key_list += [keys.zset(period), keys.members(period)]
         if directory:
             key_list.append(keys.directory(period))
-        head += [period, rules.period_closes_at(config.reset_period, period, grace_ms)]
+        head += [period, rules.period_closes_at(config, period, grace_ms)]
     body: list[Any] = []
     for item in prepared:
         ev = item.rec.event
         entries = item.entries if mine is None else [e for e in item.entries if mine(e[1])]
-        body += [item.rec.offset, ev.event_id, ev.occurred_at, periods[item.period]]
+        body += [item.rec.offset, ev.event_id, item.rec.time, periods[item.period]]
         body += [item.refusal, len(entries)]
         for entry in entries:
             body += entry

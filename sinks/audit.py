@@ -21,7 +21,8 @@ Connect = Callable[[], Awaitable[psycopg.AsyncConnection[tuple[object, ...]]]]
 
 #: Columns written per RankChange, in COPY order, with their PostgreSQL types: the one place the
 #: audit row's shape is stated (the staging table, COPY and INSERT are derived from it).
-#: ``occurred_ms`` is staged as milliseconds and stored as ``occurred_at``.
+#: ``*_ms`` columns are staged as milliseconds and stored as timestamps (``_AS_TIME``);
+#: ``occurred_at`` is the ranking time, ``claimed_at`` the producer's claim when it differs.
 _SHAPE = (
     ("leaderboard_id", "text"),
     ("period", "text"),
@@ -38,8 +39,10 @@ _SHAPE = (
     ("entry_index", "int4"),
     ("source_partition", "int4"),
     ("source_offset", "int8"),
+    ("claimed_ms", "int8"),
     ("occurred_ms", "int8"),
 )
+_AS_TIME = {"claimed_ms": "claimed_at", "occurred_ms": "occurred_at"}
 AUDIT_COLUMNS = tuple(name for name, _ in _SHAPE)
 _TYPES = tuple(kind for _, kind in _SHAPE)
 
@@ -50,9 +53,12 @@ _CREATE_STAGE = (
     + ") ON COMMIT DELETE ROWS"
 )
 _COPY = f"COPY {_STAGE} ({', '.join(AUDIT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_STORED = [*AUDIT_COLUMNS[:-1], "occurred_at"]
+_STORED = [_AS_TIME.get(name, name) for name in AUDIT_COLUMNS]
 # Millisecond arithmetic on an interval is exact (no float round trip through to_timestamp).
-_SELECTED = [*AUDIT_COLUMNS[:-1], "timestamptz 'epoch' + occurred_ms * interval '1 millisecond'"]
+_SELECTED = [
+    f"timestamptz 'epoch' + {name} * interval '1 millisecond'" if name in _AS_TIME else name
+    for name in AUDIT_COLUMNS
+]
 _INSERT = (
     f"INSERT INTO score_audit ({', '.join(_STORED)}) "
     f"SELECT {', '.join(_SELECTED)} FROM {_STAGE} ON CONFLICT DO NOTHING"
@@ -129,6 +135,7 @@ class AuditWriter:
                 c.entry_index,
                 c.source_partition,
                 c.source_offset,
+                c.claimed_at,
                 c.occurred_at,
             )
             for ev in batch

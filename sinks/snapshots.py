@@ -10,7 +10,7 @@ import psycopg
 
 from streams import rules
 from streams.errors import ValidationError
-from streams.events import ResetPeriod
+from streams.events import LeaderboardConfigured
 
 __all__ = ["write_period"]
 
@@ -29,27 +29,31 @@ def _utc(ms: int) -> datetime:
 
 def write_period(
     conn: psycopg.Connection[tuple[object, ...]],
-    board: str,
+    config: LeaderboardConfigured,
     period: str,
-    reset_period: ResetPeriod,
     rows: Iterable[tuple[int, str, int]],
     checksum: str,
     version: int,
 ) -> bool:
     """Write the final standings ``(rank, participant, score)`` of one period; False if done.
 
-    One transaction: the ``closed_periods`` row is inserted first (ON CONFLICT DO NOTHING),
-    so a second or concurrent writer of the same period finds it and writes nothing.
+    The period's span is its calendar period cut to the board's tournament window (a window
+    that ends closes an all-time board's period too; with no start it is dated from
+    ``rules.MIN_EVENT_MS``). One transaction: the ``closed_periods`` row is inserted first
+    (ON CONFLICT DO NOTHING), so a second or concurrent writer of the same period finds it
+    and writes nothing.
     """
-    reset = ResetPeriod(reset_period)
-    if reset is ResetPeriod.NONE:
-        raise ValidationError(f"board {board!r} never resets: period {period!r} cannot close")
+    board = config.leaderboard_id
     try:
-        start_ms, end_ms = rules.period_bounds(reset, period)
+        start_ms, end_ms = rules.period_span(config, period)
     except ValueError as exc:
         raise ValidationError(
-            f"period {period!r} is not a valid {reset.value} period key: {exc}"
+            f"period {period!r} is not a valid {config.reset_period.value} period key: {exc}"
         ) from exc
+    if end_ms == rules.NEVER:
+        raise ValidationError(f"board {board!r} never ends a period: {period!r} cannot close")
+    if start_ms == rules.NEVER:
+        start_ms = rules.MIN_EVENT_MS
     start, end = _utc(start_ms), _utc(end_ms)
     standings = list(rows)
     with conn.transaction():

@@ -40,6 +40,15 @@ class BoardStatus(StrEnum):
     CLOSED = "closed"
 
 
+class TimeSource(StrEnum):
+    """Which time ranks a board's records (periods, window, ties)."""
+
+    #: the broker's append time of the record: no producer controls it (the default)
+    LOG = "log"
+    #: the producer's claimed ``occurred_at``: for trusted backfills of past matches
+    CLIENT = "client"
+
+
 class NotificationKind(StrEnum):
     """What a ParticipantNotified tells."""
 
@@ -125,11 +134,12 @@ class LeaderboardConfigured:
     metadata: dict[str, str] = field(default_factory=dict)
     status: BoardStatus = BoardStatus.ACTIVE
     closed_at: int | None = None
+    time_source: TimeSource = TimeSource.LOG
 
     def to_avro(self) -> dict[str, Any]:
         """Plain dict in the shape of the Avro schema."""
         d = asdict(self)
-        for k in ("sort_order", "operator", "reset_period", "status"):
+        for k in ("sort_order", "operator", "reset_period", "status", "time_source"):
             d[k] = str(d[k])
         return d
 
@@ -148,6 +158,7 @@ class LeaderboardConfigured:
             metadata=dict(d.get("metadata") or {}),
             status=BoardStatus(d.get("status") or "active"),
             closed_at=_millis_opt(d.get("closed_at")),
+            time_source=TimeSource(d.get("time_source") or "log"),
         )
 
 
@@ -170,6 +181,8 @@ class RankChange:
     occurred_at: int
     source_partition: int
     source_offset: int
+    #: the producer's claimed time when it is not ``occurred_at`` (the ranking time)
+    claimed_at: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +220,7 @@ class RankChanged:
                     "occurred_at": c.occurred_at,
                     "source_partition": c.source_partition,
                     "source_offset": c.source_offset,
+                    "claimed_at": c.claimed_at,
                 }
                 for c in self.changes
             ],
@@ -221,7 +235,14 @@ class RankChanged:
             version_from=d["version_from"],
             version_to=d["version_to"],
             changes=tuple(
-                RankChange(**{**c, "occurred_at": _millis(c["occurred_at"])}) for c in d["changes"]
+                RankChange(
+                    **{
+                        **c,
+                        "occurred_at": _millis(c["occurred_at"]),
+                        "claimed_at": _millis_opt(c.get("claimed_at")),
+                    }
+                )
+                for c in d["changes"]
             ),
             periods_ended=tuple(d.get("periods_ended") or ()),
         )
@@ -335,6 +356,29 @@ class PeriodClosed:
         return cls(**d)
 
 
+#: Key of clock marks on the score topic (no leaderboard id can hold "~").
+CLOCK_KEY = b"~clock"
+
+
+@dataclass(frozen=True, slots=True)
+class ClockMarked:
+    """A clock mark on one score partition: its broker time moves the partition's boards."""
+
+    SCHEMA: ClassVar[str] = "io.leaderboard.events.ClockMarked"
+
+    issued_by: str
+    issued_at: int
+
+    def to_avro(self) -> dict[str, Any]:
+        """Plain dict in the shape of the Avro schema."""
+        return asdict(self)
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> ClockMarked:
+        """Build from a decoded Avro dict."""
+        return cls(issued_by=d["issued_by"], issued_at=_millis(d["issued_at"]))
+
+
 Event = (
     MatchResultSubmitted
     | LeaderboardConfigured
@@ -342,6 +386,7 @@ Event = (
     | ParticipantNotified
     | ParticipantsNotified
     | PeriodClosed
+    | ClockMarked
 )
 
 #: Full Avro name → event class.
@@ -354,6 +399,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
         ParticipantNotified,
         ParticipantsNotified,
         PeriodClosed,
+        ClockMarked,
     )
 }
 

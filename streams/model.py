@@ -128,8 +128,15 @@ class ModelBoard:
         if reason:
             return [reason]
         valid, _ = split_entries(record)
-        result = self.apply_valid(0, offset, record, valid, rules.entries_refusal(record.entries))
+        at = rules.ranking_time(self.config, record, log_time)
+        refusal = rules.entries_refusal(record.entries)
+        result = self.apply_valid(0, offset, record, valid, refusal, at=at)
         return [r for _, r in result.rejections]
+
+    def tick(self, offset: int, log_time: int) -> RecordResult:
+        """A clock mark at ``log_time``: the board's time moves on, ending what it ends."""
+        mark = MatchResultSubmitted("", "", self.config.leaderboard_id, log_time, ())
+        return self.apply_valid(0, offset, mark, (), at=log_time)
 
     def apply_valid(
         self,
@@ -138,19 +145,26 @@ class ModelBoard:
         record: MatchResultSubmitted,
         entries: Sequence[tuple[int, ScoreEntry]],
         refusal: str = "",
+        *,
+        at: int | None = None,
     ) -> RecordResult:
         """Apply the entries of one record that passed ``rules.entry_reject_reason``.
 
         The apply script's steps in its order: late (closed period), duplicate event id, the
         refusal decided before (``refusal``: invalid entries) or a result out of range (the
         whole match refused), then each entry (score, rank, notices), then the periods the
-        record's time ends.
+        record's time ends. ``at`` is the record's ranking time (default: its claimed time);
+        a record with an empty event id is a clock mark, which only moves the time.
         """
         cfg = self.config
         out = RecordResult()
-        at = record.occurred_at
+        if at is None:
+            at = record.occurred_at
         period = rules.period_key(cfg.reset_period, at)
-        closes = rules.period_closes_at(cfg.reset_period, period, self.grace_ms)
+        closes = rules.period_closes_at(cfg, period, self.grace_ms)
+        if not record.event_id:
+            self._advance(at, out)
+            return out
         if period in self.ended or (closes != rules.NEVER and self.max_time >= closes):
             # ended, or would have ended had it been opened: the board's time is past it
             out.rejections.append((None, f"period {period} is closed: late event"))
@@ -179,7 +193,13 @@ class ModelBoard:
             self.open_periods[period] = closes
         table = self.periods.setdefault(period, table)
         for idx, entry in entries:
-            self._apply_entry(partition, offset, record, period, table, idx, entry, out)
+            self._apply_entry(partition, offset, record, at, period, table, idx, entry, out)
+        self._advance(at, out)
+        return out
+
+    def _advance(self, at: int, out: RecordResult) -> None:
+        """Move the board's time to ``at`` (if later): end the periods it passes, move the
+        dedup horizon, and keep at most the cap of event ids."""
         if at > self.max_time:
             self.max_time = at
             for name in sorted(self.open_periods):
@@ -190,7 +210,6 @@ class ModelBoard:
             self._forget_before(self.max_time - self.dedup[0])
         if len(self.seen_events) > self.dedup[1]:
             self._forget_before(min(self.seen_events.values()) + 1)
-        return out
 
     def _forget_before(self, horizon: int) -> None:
         """Move the dedup horizon up to ``horizon``, forgetting the event ids below it."""
@@ -203,6 +222,7 @@ class ModelBoard:
         partition: int,
         offset: int,
         record: MatchResultSubmitted,
+        at: int,
         period: str,
         table: Standings,
         idx: int,
@@ -217,7 +237,7 @@ class ModelBoard:
         old_rank = table.rank(pid)
         new = rules.combine(op, old_score, entry.score, sort)
         if old is None or new != old_score:
-            mem = rules.member(record.occurred_at, offset, idx, pid)
+            mem = rules.member(at, offset, idx, pid)
             new_rank = table.put(pid, rules.sort_key(new, sort), mem)
         else:  # unchanged: the member keeps its place (and its time of reaching the score)
             new_rank = table.rank_of(old)
@@ -239,8 +259,9 @@ class ModelBoard:
                 event_id=record.event_id,
                 match_id=record.match_id,
                 entry_index=idx,
-                occurred_at=record.occurred_at,
+                occurred_at=at,
                 source_partition=partition,
+                claimed_at=None if record.occurred_at == at else record.occurred_at,
                 source_offset=offset,
             )
         )

@@ -133,6 +133,10 @@ class ConfigLookup(Protocol):
         """Wait until every configuration present now is known; False on time-out."""
         ...
 
+    def snapshot(self) -> dict[str, LeaderboardConfigured]:
+        """Every known board's configuration, by id."""
+        ...
+
 
 __all__ = [
     "ConfigLookup",

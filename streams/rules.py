@@ -15,6 +15,7 @@ from streams.events import (
     ResetPeriod,
     ScoreEntry,
     SortOrder,
+    TimeSource,
 )
 
 #: Largest magnitude a score (stored or submitted) may have: Redis scores are doubles.
@@ -42,9 +43,10 @@ NEVER = -1
 #: (every accepted time), 15 of log offset (10^15 records per partition) and 5 of entry index
 #: (the schema allows 10,000 entries per match).
 TIEBREAK_WIDTH = 33
-#: Names the member layout above; state written with another layout must be rebuilt from the
-#: log (the projector's marker key carries it, so an upgrade waits for `rebuild --all`).
-STATE_LAYOUT = "m33d"
+#: Names the member layout above and the time rule (``ranking_time``); state written under
+#: another must be rebuilt from the log (the projector's marker key carries it, so an upgrade
+#: waits for `rebuild --all`).
+STATE_LAYOUT = "m33t"
 
 
 def in_exact_range(score: int) -> bool:
@@ -122,10 +124,47 @@ def period_bounds(reset: ResetPeriod, key: str) -> tuple[int, int]:
     return _ms(start), _ms(end)
 
 
-def period_closes_at(reset: ResetPeriod, key: str, grace_ms: int) -> int:
-    """Event time from which a period is final: its end plus the grace; NEVER if none."""
-    _, end = period_bounds(reset, key)
+def period_span(config: LeaderboardConfigured, key: str) -> tuple[int, int]:
+    """[start, end) of a board's period: the calendar period cut to the tournament window.
+    An end of NEVER: the period never ends; a start of NEVER: it has no start."""
+    start, end = period_bounds(config.reset_period, key)
+    if config.ends_at is not None:
+        end = config.ends_at if end == NEVER else min(end, config.ends_at)
+    if config.starts_at is not None:
+        start = config.starts_at if start == NEVER else max(start, config.starts_at)
+    return start, end
+
+
+def period_closes_at(config: LeaderboardConfigured, key: str, grace_ms: int) -> int:
+    """Board time from which a period is final: its end, or the tournament window's end if
+    that comes first, plus the grace; NEVER if neither."""
+    _, end = period_span(config, key)
     return NEVER if end == NEVER else end + grace_ms
+
+
+def ranking_time(
+    config: LeaderboardConfigured, record: MatchResultSubmitted, log_time: int | None
+) -> int:
+    """The time that ranks a record: assigns its period, checks the window and the closing,
+    breaks ties and moves the board's clock.
+
+    On ``time_source=log`` boards (the default) it is the broker's append time of the record,
+    which no producer controls and which the log keeps, so replay reads the same value; the
+    claimed ``occurred_at`` is only information there. ``time_source=client`` boards (trusted
+    backfills) rank by the claim. A record without a log time (a topic not on LogAppendTime,
+    or the audit history, which stores the ranking time) ranks by ``occurred_at``.
+    """
+    if config.time_source is TimeSource.LOG and log_time is not None:
+        return log_time
+    return record.occurred_at
+
+
+def ticks(config: LeaderboardConfigured) -> bool:
+    """True if clock marks move this board's time: a log-time board with a period or window
+    that can end (client-time boards move only with their own records' claims)."""
+    return config.time_source is TimeSource.LOG and (
+        config.reset_period is not ResetPeriod.NONE or config.ends_at is not None
+    )
 
 
 def event_time_reason(occurred_at: int, reference_ms: int | None = None) -> str | None:
@@ -160,25 +199,33 @@ def reject_reason(
     """Why a whole record cannot be applied under its board's configuration, or None.
 
     Checks that need only the configuration and the record (not the current standings):
-    unknown board, empty match, event time (range, and skew against ``log_time``, the
-    broker's time of the record), closed board, tournament window.
+    unknown board, empty match or event id, claimed time (range, and skew against
+    ``log_time``, the broker's time of the record), then closed board and tournament window
+    by the record's ``ranking_time``.
     """
     if config is None:
         return f"unknown leaderboard {record.leaderboard_id!r}"
     if not record.entries:
         return "match result has no entries"
+    if not record.event_id:
+        return "event_id is empty"
     bad_time = event_time_reason(record.occurred_at, log_time)
     if bad_time:
         return bad_time
+    return window_reason(config, ranking_time(config, record, log_time))
+
+
+def window_reason(config: LeaderboardConfigured, at: int) -> str | None:
+    """Why a record ranked at ``at`` is refused by the board's closing or tournament window."""
     if (
         config.status is BoardStatus.CLOSED
         and config.closed_at is not None
-        and record.occurred_at >= config.closed_at
+        and at >= config.closed_at
     ):
-        return f"leaderboard {record.leaderboard_id!r} is closed"
-    if config.starts_at is not None and record.occurred_at < config.starts_at:
+        return f"leaderboard {config.leaderboard_id!r} is closed"
+    if config.starts_at is not None and at < config.starts_at:
         return "event time is before the tournament window"
-    if config.ends_at is not None and record.occurred_at >= config.ends_at:
+    if config.ends_at is not None and at >= config.ends_at:
         return "event time is after the tournament window"
     return None
 

@@ -72,6 +72,12 @@ class Settings(BaseSettings):
         7 * 24 * 3_600_000, ge=1, description="event ids are remembered this long (event time)"
     )
     dedup_max_ids: int = Field(1_000_000, ge=1, description="at most this many ids per board")
+    clock_mark_s: float = Field(
+        5.0,
+        ge=0,
+        description="a projector writes a clock mark to each score partition it owns this often"
+        " (0 = never): periods and windows then close on time without score traffic",
+    )
     closed_period_retention_s: int = Field(
         7 * 24 * 3600, ge=0, description="Redis keeps a closed period this long"
     )

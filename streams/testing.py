@@ -7,11 +7,26 @@ calls. The in-memory ranking store is projections.memory.MemoryStore.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from streams.events import Event, LeaderboardConfigured
+from streams import rules
+from streams.codec import Codec
+from streams.errors import DecodeError
+from streams.events import (
+    CLOCK_KEY,
+    ClockMarked,
+    Event,
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+)
+from streams.model import ModelBoard
+from streams.partitioning import partition_for
+
+#: Kafka's timestamp type of a broker's append time (librdkafka TIMESTAMP_LOG_APPEND_TIME).
+LOG_APPEND_TIME = 2
 
 E = TypeVar("E")
 
@@ -94,10 +109,64 @@ class StaticConfigs:
 
     __call__ = get
 
+    def snapshot(self) -> dict[str, LeaderboardConfigured]:
+        """Every board's configuration, by id."""
+        return dict(self.boards)
+
     async def sync(self, wait_s: float = 10.0) -> bool:
         """Everything is known already: count the call."""
         self.syncs += 1
         return True
 
 
-__all__ = ["DeadLetter", "Published", "RecordingPublisher", "StaticConfigs"]
+def fold_log(
+    configs: Iterable[LeaderboardConfigured],
+    messages: Iterable[Any],
+    codec: Codec,
+    partitions: int,
+    grace_ms: int,
+) -> dict[str, ModelBoard]:
+    """The reference model of each board, fed the score topic as replay reads it.
+
+    ``messages`` are Kafka messages (``key()``, ``value()``, ``partition()``, ``offset()``,
+    ``timestamp()``). A board reads its own records (keyed by it, on its murmur2 partition)
+    and the clock marks of that partition from its first record on (earlier ones found no
+    state to move), each with the broker's append time; what cannot be decoded is skipped
+    (the live worker dead-letters it).
+    """
+    models = {c.leaderboard_id: ModelBoard(c, grace_ms=grace_ms) for c in configs}
+    homes = {board: partition_for(board, partitions) for board in models}
+    rows: dict[str, list[tuple[int, Any]]] = defaultdict(list)
+    marks: dict[int, list[tuple[int, int]]] = defaultdict(list)
+    for msg in messages:
+        kind, ms = msg.timestamp()
+        log_time = int(ms) if kind == LOG_APPEND_TIME else None
+        try:
+            ev = codec.decode(msg.value() or b"")
+        except DecodeError:
+            continue
+        if isinstance(ev, ClockMarked):
+            if msg.key() == CLOCK_KEY and log_time is not None:
+                marks[msg.partition()].append((msg.offset(), log_time))
+        elif isinstance(ev, MatchResultSubmitted) and ev.leaderboard_id in models:
+            board = ev.leaderboard_id
+            if msg.key() == board.encode() and msg.partition() == homes[board]:
+                rows[board].append((msg.offset(), (ev, log_time)))
+    for board, model in models.items():
+        own = rows.get(board, [])
+        if not own:
+            continue
+        first = min(off for off, _ in own)
+        moved = rules.ticks(model.config)  # (the projector moves unsharded boards only)
+        ticks = [
+            (off, (None, at)) for off, at in marks.get(homes[board], []) if moved and off > first
+        ]
+        for off, (ev, at) in sorted(own + ticks, key=lambda r: r[0]):
+            if ev is None:
+                model.tick(off, at)
+            else:
+                model.apply(off, ev, at)
+    return models
+
+
+__all__ = ["DeadLetter", "Published", "RecordingPublisher", "StaticConfigs", "fold_log"]

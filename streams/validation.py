@@ -21,6 +21,7 @@ from streams.events import (
     ResetPeriod,
     ScoreEntry,
     SortOrder,
+    TimeSource,
 )
 
 __all__ = [
@@ -166,6 +167,7 @@ class BoardConfigIn(_Strict):
     metadata: Metadata = Field(default_factory=dict)
     status: BoardStatus = BoardStatus.ACTIVE
     closed_at: int | None = None
+    time_source: TimeSource = TimeSource.LOG
 
     @field_validator("leaderboard_id")
     @classmethod
@@ -198,6 +200,7 @@ class BoardConfigIn(_Strict):
             metadata=dict(self.metadata),
             status=self.status,
             closed_at=self.closed_at,
+            time_source=self.time_source,
         )
 
 

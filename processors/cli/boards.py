@@ -18,6 +18,7 @@ from streams.events import (
     LeaderboardConfigured,
     ResetPeriod,
     SortOrder,
+    TimeSource,
 )
 from streams.settings import get_settings
 from streams.validation import parse_board
@@ -55,6 +56,13 @@ def boards() -> None:
 )
 @click.option("--starts-at", help="Tournament start (ISO-8601 or epoch ms), inclusive.")
 @click.option("--ends-at", help="Tournament end (ISO-8601 or epoch ms), exclusive.")
+@click.option(
+    "--time",
+    "time_source",
+    type=click.Choice([t.value for t in TimeSource]),
+    help="Which time ranks scores (periods, window, ties): log = the broker's append time, "
+    "client = the producer's claimed time, for trusted backfills only.  [default: log]",
+)
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Board metadata; repeatable.")
 def boards_create(
     board_id: str,
@@ -64,6 +72,7 @@ def boards_create(
     top_n: int | None,
     starts_at: str | None,
     ends_at: str | None,
+    time_source: str | None,
     meta: tuple[str, ...],
 ) -> None:
     """Create leaderboard BOARD_ID, or update --top-n / --meta of an existing one.
@@ -86,11 +95,12 @@ def boards_create(
             "starts_at": time_option(starts_at, "--starts-at") or base.starts_at,
             "ends_at": time_option(ends_at, "--ends-at") or base.ends_at,
             "metadata": {**base.metadata, **parse_meta(meta)},
+            "time_source": time_source or base.time_source,
         },
         configured_at=wall_ms(),
     )
     if existing is not None:
-        fixed = ("sort_order", "operator", "reset_period", "starts_at", "ends_at")
+        fixed = ("sort_order", "operator", "reset_period", "starts_at", "ends_at", "time_source")
         changed = [f for f in fixed if getattr(existing, f) != getattr(cfg, f)]
         if changed:
             raise click.UsageError(

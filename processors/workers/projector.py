@@ -6,7 +6,7 @@ import asyncio
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from processors.workers.batching import (
@@ -19,6 +19,8 @@ from streams import rules
 from streams.codec import Codec
 from streams.errors import DecodeError
 from streams.events import (
+    CLOCK_KEY,
+    ClockMarked,
     LeaderboardConfigured,
     MatchResultSubmitted,
     ParticipantsNotified,
@@ -29,6 +31,9 @@ from streams.ports import ConfigLookup, Publisher, RankingWriter
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: A decoded record of the score topic: a match result or a clock mark.
+ScoreRecord = MatchResultSubmitted | ClockMarked
 
 #: Most changes (or notices) in one output record: ~150 bytes each keeps records near 300 KB,
 #: far below Kafka's 1 MB default message size, whatever the batch size.
@@ -61,8 +66,12 @@ class Projector:
         configs: ConfigLookup | Callable[[str], LeaderboardConfigured | None],
         codec: Codec,
         producer: Publisher | None,
+        *,
+        boards: Callable[[], Iterable[LeaderboardConfigured]] | None = None,
     ) -> None:
+        """``boards`` lists the boards a clock mark may move (default: every known one)."""
         self.settings = settings
+        self._boards = boards
         self.store = store
         self.configs = configs
         self.codec = codec
@@ -71,6 +80,7 @@ class Projector:
         self.rank_topic = settings.topic(settings.rank_changes_topic)
         self.notify_topic = settings.topic(settings.notifications_topic)
         self._sharded: ShardedStore | None = None
+        self._partitions: dict[str, int] = {}
 
     def _config(self, board: str) -> LeaderboardConfigured | None:
         if callable(self.configs):
@@ -97,16 +107,21 @@ class Projector:
     async def process(self, batch: Sequence[RawRecord]) -> BatchStats:
         """Decode, validate, apply and publish one batch; returns its counters."""
         stats = BatchStats(records=len(batch))
-        decoded: list[tuple[RawRecord, MatchResultSubmitted]] = []
+        decoded: list[tuple[RawRecord, ScoreRecord]] = []
         for raw in batch:
             if raw.value is None:
                 self._dead_letter(raw, "empty record (tombstone) on the score topic")
                 stats.dead_lettered += 1
                 continue
             try:
-                event = self.codec.decode_as(raw.value, MatchResultSubmitted)
+                event = self.codec.decode(raw.value)
             except DecodeError as exc:
                 self._dead_letter(raw, str(exc))
+                stats.dead_lettered += 1
+                continue
+            if not isinstance(event, MatchResultSubmitted | ClockMarked):
+                kind = type(event).__name__
+                self._dead_letter(raw, f"a {kind} record does not belong on the score topic")
                 stats.dead_lettered += 1
                 continue
             misplaced = self._placement_reason(raw, event)
@@ -118,12 +133,17 @@ class Projector:
 
         return await self.apply_decoded(decoded, stats)
 
-    def _placement_reason(self, raw: RawRecord, event: MatchResultSubmitted) -> str | None:
+    def _placement_reason(self, raw: RawRecord, event: ScoreRecord) -> str | None:
         """Why a record sits where replay would not find it (wrong key or partition), or None.
 
         Replay reads a board's records from its murmur2 partition by key, so a record keyed
         otherwise, or placed by another partitioner, would be live state the log cannot rebuild.
+        A clock mark belongs to every board of its partition and must carry the clock key.
         """
+        if isinstance(event, ClockMarked):
+            if raw.key != CLOCK_KEY:
+                return f"a clock mark must be keyed {CLOCK_KEY.decode()!r}"
+            return None
         board = event.leaderboard_id
         if raw.key != board.encode():
             got = raw.key.decode(errors="replace") if raw.key is not None else None
@@ -139,7 +159,7 @@ class Projector:
 
     async def apply_decoded(
         self,
-        decoded: Sequence[tuple[RawRecord, MatchResultSubmitted]],
+        decoded: Sequence[tuple[RawRecord, ScoreRecord]],
         stats: BatchStats | None = None,
         *,
         ack_from: dict[int, int] | None = None,
@@ -152,14 +172,26 @@ class Projector:
         """
         if stats is None:
             stats = BatchStats(records=len(decoded))
-        unknown = any(self._config(ev.leaderboard_id) is None for _, ev in decoded)
+        unknown = any(
+            isinstance(ev, MatchResultSubmitted) and self._config(ev.leaderboard_id) is None
+            for _, ev in decoded
+        )
         if unknown and not callable(self.configs):
             await self.configs.sync(5.0)
 
         groups: dict[tuple[str, int], list[SourceRecord]] = defaultdict(list)
         raws: dict[tuple[int, int], RawRecord] = {}
         configs: dict[str, LeaderboardConfigured] = {}
+        marked: list[LeaderboardConfigured] | None = None
         for raw, ev in decoded:
+            raws[(raw.partition, raw.offset)] = raw
+            if isinstance(ev, ClockMarked):
+                if marked is None:
+                    marked = self._clocked_boards()
+                for moved, rec in self._marks(raw, marked):
+                    configs[moved.leaderboard_id] = moved
+                    groups[(moved.leaderboard_id, raw.partition)].append(rec)
+                continue
             cfg = self._config(ev.leaderboard_id)
             reason = rules.reject_reason(cfg, ev, raw.log_time)
             if reason is not None or cfg is None:
@@ -167,10 +199,10 @@ class Projector:
                 stats.dead_lettered += 1
                 continue
             configs[ev.leaderboard_id] = cfg
+            at = rules.ranking_time(cfg, ev, raw.log_time)
             groups[(ev.leaderboard_id, raw.partition)].append(
-                SourceRecord(raw.partition, raw.offset, ev)
+                SourceRecord(raw.partition, raw.offset, ev, at)
             )
-            raws[(raw.partition, raw.offset)] = raw
 
         work = [(configs[board], recs) for (board, _), recs in groups.items()]
         writer = self._writer(work)
@@ -184,6 +216,34 @@ class Projector:
                 out.offsets = [o for o in out.offsets if o < limit]
         await writer.acknowledge(outcomes)
         return stats
+
+    def _clocked_boards(self) -> list[LeaderboardConfigured]:
+        """The boards a clock mark moves: unsharded log-time boards whose periods or window
+        can end (``rules.ticks``)."""
+        if self._boards is not None:
+            known: Iterable[LeaderboardConfigured] = self._boards()
+        else:
+            snapshot = getattr(self.configs, "snapshot", None)
+            known = snapshot().values() if snapshot is not None else ()
+        return [cfg for cfg in known if rules.ticks(cfg) and layout_of(cfg) is None]
+
+    def _marks(
+        self, raw: RawRecord, boards: Sequence[LeaderboardConfigured]
+    ) -> Iterable[tuple[LeaderboardConfigured, SourceRecord]]:
+        """What a clock mark is for each board of its partition: a record without entries
+        at the mark's broker time (none without one: no time to trust)."""
+        if raw.log_time is None:
+            return
+        for cfg in boards:
+            if self._partition(cfg.leaderboard_id) == raw.partition:
+                mark = MatchResultSubmitted("", "", cfg.leaderboard_id, raw.log_time, ())
+                yield cfg, SourceRecord(raw.partition, raw.offset, mark, raw.log_time)
+
+    def _partition(self, board: str) -> int:
+        found = self._partitions.get(board)
+        if found is None:
+            found = self._partitions[board] = partition_for(board, self.settings.partitions)
+        return found
 
     def _writer(
         self, work: Sequence[tuple[LeaderboardConfigured, Sequence[SourceRecord]]]

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -16,6 +19,7 @@ from processors.workers.batching import RawRecord, consume_batches
 from processors.workers.epoch import EpochGuard, epoch_key
 from processors.workers.projector import BatchStats, Projector, Throughput
 from projections.store import ProjectionLost, RankingStore
+from streams.events import CLOCK_KEY, ClockMarked
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -61,8 +65,9 @@ def create_app(settings: Settings) -> faust.App:
                 # cluster the marker lives in another slot, so only the per-batch check runs)
                 guard_key=None if cluster_url(settings) else epoch_key(settings),
             )
+            state["producer"] = LeaderboardProducer(settings)
             state["projector"] = Projector(
-                settings, store, configs, get_codec(settings), LeaderboardProducer(settings)
+                settings, store, configs, get_codec(settings), state["producer"]
             )
             state["throughput"] = Throughput()
             state["guard"] = EpochGuard(settings, client)
@@ -98,6 +103,23 @@ def create_app(settings: Settings) -> faust.App:
             poison=proj.dead_letter,
             done=meter.add,
         )
+
+    if settings.clock_mark_s > 0:
+
+        @app.timer(interval=settings.clock_mark_s)
+        async def mark_clock() -> None:
+            """A clock mark on every score partition this worker owns: the broker stamps its
+            time, which moves the time-bound boards of the partition (see ClockMarked)."""
+            producer: LeaderboardProducer | None = state.get("producer")
+            topic = scores.get_topic_name()
+            owned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
+            if producer is None or not owned:
+                return
+            mark = ClockMarked(f"{socket.gethostname()}:{os.getpid()}", int(time.time() * 1000))
+            value = get_codec(settings).encode(mark)
+            for partition in owned:
+                producer.publish_raw(topic, CLOCK_KEY, value, partition=partition)
+            producer.poll(0)
 
     return app
 

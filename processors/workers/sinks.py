@@ -223,9 +223,7 @@ class SinkProcessor:
             checksum = self._checksum(rows)
             written = await self._db(
                 "period close",
-                lambda c: snapshots.write_period(
-                    c, board, period, cfg.reset_period, rows, checksum, version
-                ),
+                lambda c: snapshots.write_period(c, cfg, period, rows, checksum, version),
             )
             closed = await self._db("period close", lambda c: closed_period(c, board, period))
             if closed is None:  # pragma: no cover - written in the line above

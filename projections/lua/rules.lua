@@ -10,9 +10,10 @@
 -- ARGV: partition, sort (desc|asc), two numeric board arguments (board.init), dedup window
 --       (ms of event time), dedup max ids, nperiods,
 --       nperiods x (period, closes_at), nrecords,
---       nrecords x (offset, event_id, occurred_at, period_index, refusal, nentries,
+--       nrecords x (offset, event_id, at = ranking time, period_index, refusal, nentries,
 --                   nentries x (entry_index, participant_id, score, operator, metadata_json)),
---       guard key (or '').
+--       guard key (or ''). A record with an empty event_id and no entries is a clock mark: it
+--       only moves the board's time to `at`, ending the periods it passes.
 -- Returns one msgpack-packed result per record (the outbox's bytes, unpacked in Python: far
 -- smaller and faster than a nested Redis reply), in the layout of projections/results.py:
 --   {offset, changes, notices, rejected, refused, ended} with
@@ -155,9 +156,12 @@ local function apply_batch(board)
       newwm = offset
       local changes, notices, rejected, refused, ended = {}, {}, {}, false, {}
       local rec = {ne = ne, estart = estart, at = at, offset = offset}
+      local mark = event_id == ''
       -- late: the period ended, or would have ended had it been opened (the board's time is
       -- past its end plus the grace)
-      if (P.closes ~= -1 and maxt >= P.closes) or redis.call('HEXISTS', PE, P.name) == 1 then
+      if mark then
+        refused = false
+      elseif (P.closes ~= -1 and maxt >= P.closes) or redis.call('HEXISTS', PE, P.name) == 1 then
         refused = 'period ' .. P.name .. ' is closed: late event'
       elseif at < hz then
         refused = 'event time is older than the deduplication horizon ' .. fmt(hz) ..
@@ -171,11 +175,13 @@ local function apply_batch(board)
         if refused then redis.call('ZREM', EV, event_id) end
       end
       if not refused then
-        if P.closes ~= -1 and open[P.name] == nil then
+        if mark then
+          -- nothing to open or apply: only the time moves
+        elseif P.closes ~= -1 and open[P.name] == nil then
           open[P.name] = P.closes; names[#names + 1] = P.name
           redis.call('HSET', PO, P.name, fmt(P.closes))
         end
-        ver = apply_entries(board, P, rec, ver, changes, notices, rejected)
+        if not mark then ver = apply_entries(board, P, rec, ver, changes, notices, rejected) end
         if at > maxt then
           maxt = at
           table.sort(names)

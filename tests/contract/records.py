@@ -24,8 +24,19 @@ def rec(
     return SourceRecord(partition, offset, MatchResultSubmitted(event_id, "m", board, at, made))
 
 
-def random_records(rng: random.Random, board: str, n: int) -> list[SourceRecord]:
-    """``n`` records of 12 players: ties, overflow, duplicates, out-of-order and late times."""
+def mark(offset: int, at: int, board: str = "board", partition: int = 0) -> SourceRecord:
+    """A clock mark as the projector hands it to a board: no event id, no entries, a time."""
+    return SourceRecord(partition, offset, MatchResultSubmitted("", "", board, at, ()), at)
+
+
+def random_records(
+    rng: random.Random, board: str, n: int, *, marks: bool = False
+) -> list[SourceRecord]:
+    """``n`` records of 12 players: ties, overflow, duplicates, out-of-order and late times.
+
+    Each record ranks by its own time (``at``, as a broker's log time would) while claiming an
+    earlier one, which must decide nothing; with ``marks`` some are clock marks.
+    """
     players = [f"p{i}" for i in range(12)]
     out = []
     t = BASE + 20 * DAY
@@ -33,6 +44,9 @@ def random_records(rng: random.Random, board: str, n: int) -> list[SourceRecord]
         t += rng.choice([0, 0, 1, 1000, DAY // 2])
         if rng.random() < 0.05:
             t -= 3 * DAY  # out-of-order event time, may be late for a closed period
+        if marks and rng.random() < 0.05:
+            out.append(mark(offset, t + rng.choice([0, DAY, 2 * DAY]), board))
+            continue
         entries = tuple(
             ScoreEntry(
                 rng.choice(players),
@@ -42,5 +56,8 @@ def random_records(rng: random.Random, board: str, n: int) -> list[SourceRecord]
             for _ in range(rng.randint(1, 3))
         )
         eid = f"e{rng.randint(0, n * 2)}"  # some duplicates
-        out.append(SourceRecord(0, offset, MatchResultSubmitted(eid, "m", board, t, entries)))
+        claim = t - rng.choice([0, 0, 1, 5000, DAY])  # backdated claims rank nothing
+        out.append(
+            SourceRecord(0, offset, MatchResultSubmitted(eid, "m", board, claim, entries), t)
+        )
     return out

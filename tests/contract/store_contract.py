@@ -21,6 +21,7 @@ from projections.store import BoardOutcome, Entry, Rejection, SourceRecord
 from streams import rules
 from streams.events import (
     LeaderboardConfigured,
+    MatchResultSubmitted,
     NotificationKind,
     Operator,
     ParticipantNotified,
@@ -29,7 +30,7 @@ from streams.events import (
     SortOrder,
 )
 from streams.model import ModelBoard
-from tests.contract.records import BASE, DAY, random_records, rec
+from tests.contract.records import BASE, DAY, mark, random_records, rec
 
 #: Overtaken-list bound every backend is built with (small, so ``omitted`` is exercised).
 OVERTAKEN = 2
@@ -318,6 +319,60 @@ class StoreContract:
             "event time is older than the deduplication horizon"
         )
 
+    async def test_the_ranking_time_breaks_ties_not_the_claim(self, store: Any) -> None:
+        """Records rank by their ranking time (the broker's, on log-time boards): a claim
+        backdated before an equal score's does not outrank it, and is kept as information."""
+        cfg = self.config()
+        first = rec(0, "e0", BASE + 10, ("a", 5))
+        backdated = SourceRecord(
+            0,
+            1,
+            MatchResultSubmitted("e1", "m", "board", BASE - 3_600_000, (ScoreEntry("b", 5),)),
+            BASE + 20,
+        )
+        outs = await self.one_by_one(store, cfg, [first, backdated])
+        assert await store.standings("board", "all", SortOrder.DESC) == [
+            Entry(1, "a", 5),
+            Entry(2, "b", 5),
+        ]
+        (change,) = outs[1].changes
+        assert (change.occurred_at, change.claimed_at) == (BASE + 20, BASE - 3_600_000)
+        assert outs[0].changes[0].claimed_at is None
+
+    async def test_clock_marks_end_periods_and_windows_without_scores(self, store: Any) -> None:
+        """A clock mark moves the board's time: the period (or tournament window) it passes
+        ends at the current version, with no score after it; a record for it is then late."""
+        if self.shards:
+            pytest.skip("clock marks move unsharded boards only (Projector._clocked_boards)")
+        hour = 3_600_000
+        daily = self.config(reset_period=ResetPeriod.DAILY)
+        outs = await self.one_by_one(
+            store,
+            daily,
+            [
+                rec(0, "e0", BASE + hour, ("a", 5)),
+                mark(1, BASE + DAY + GRACE - 1),  # 2026-11-01 is still open
+                mark(2, BASE + DAY + GRACE),
+                rec(3, "e3", BASE + 2 * hour, ("b", 7)),
+            ],
+        )
+        assert [o.periods_ended for o in outs] == [[], [], [("2026-11-01", 1)], []]
+        assert [o.offsets for o in outs] == [[0], [1], [2], [3]]
+        assert outs[3].rejections == [Rejection(0, 3, "period 2026-11-01 is closed: late event")]
+        assert await store.version("board") == 1
+
+        window = self.config("cup", starts_at=BASE, ends_at=BASE + 2 * hour)
+        outs = await self.one_by_one(
+            store,
+            window,
+            [
+                rec(0, "c0", BASE + hour, ("a", 5), board="cup"),
+                mark(1, BASE + 2 * hour + GRACE, board="cup"),
+            ],
+        )
+        assert outs[1].periods_ended == [("all", 1)]
+        assert await store.standings("cup", "all", SortOrder.DESC) == [Entry(1, "a", 5)]
+
     async def test_periods_end_on_event_time_and_refuse_late_events(self, store: Any) -> None:
         cfg = self.config(reset_period=ResetPeriod.DAILY)
         hour = 3_600_000
@@ -498,9 +553,14 @@ class StoreContract:
         """Random chunks with redelivery: every outcome is the model's, and so is the state."""
         rng = random.Random(f"{sort}{reset}{operator}")
         cfg = self.config(sort_order=sort, operator=operator, reset_period=reset, watch_top_n=3)
-        records = random_records(rng, "board", 400)
+        records = random_records(rng, "board", 400, marks=self.shards is None)
         model = ModelBoard(cfg, grace_ms=GRACE, dedup=DEDUP)
-        rejected_model = sum(bool(model.apply(r.offset, r.event)) for r in records)
+        rejected_model = sum(
+            bool(model.apply(r.offset, r.event, r.at))
+            if r.event.event_id
+            else bool(model.tick(r.offset, r.time).rejections)
+            for r in records
+        )
         reference = MemoryStore(overtaken_limit=OVERTAKEN, grace_ms=GRACE, dedup=DEDUP)
         rejected = 0
         i = 0

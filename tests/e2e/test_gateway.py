@@ -358,7 +358,8 @@ def test_rate_limit_and_closed_board(gateway: Gateway) -> None:
 
 
 def test_history_of_a_closed_period(gateway: Gateway) -> None:
-    board = gateway.create_board(reset_period="monthly")
+    # a backfill board: the claimed timestamps place the scores in October
+    board = gateway.create_board(reset_period="monthly", time_source="client")
     with gateway.client() as c:
         r = c.get(f"/v1/leaderboards/{board}/history", params={"period": "2026-10"})
         assert r.status_code == 404 and error_code(r) == "not_found"
@@ -388,6 +389,50 @@ def test_history_of_a_closed_period(gateway: Gateway) -> None:
         assert [e["participant_id"] for e in now["entries"]] == ["dan"]
         r = c.get(f"/v1/leaderboards/{board}/history", params={"period": "2026-11"})
         assert r.status_code == 404
+
+
+def test_a_backdated_claim_wins_no_tie_and_enters_no_window(gateway: Gateway) -> None:
+    """On a log-time board (the default) the broker's time ranks: a score claiming an hour
+    earlier than an equal score does not outrank it, and a tournament that has ended takes
+    no score claiming a time inside its window."""
+    board = gateway.create_board()
+    now = int(time.time() * 1000)
+    gateway.submit(board, "ann", 5, timestamp=now)
+    late = gateway.submit(board, "bob", 5, timestamp=now - 3_600_000)
+    assert late["rank"] == 2
+    with gateway.client() as c:
+        rows = c.get(f"/v1/leaderboards/{board}/rankings").json()["entries"]
+    assert [(e["rank"], e["participant_id"]) for e in rows] == [(1, "ann"), (2, "bob")]
+
+    cup = gateway.create_board(starts_at=now - 60_000, ends_at=now + 1_000)
+    time.sleep(max(0.0, (now + 1_500 - time.time() * 1000) / 1000))
+    with gateway.client() as c:
+        r = c.post(
+            f"/v1/leaderboards/{cup}/scores?wait=true",
+            json={"participant_id": "eve", "score": 99, "timestamp": now},
+            headers=W,
+        )
+    assert r.status_code == 422 and "after the tournament window" in r.text, r.text
+
+
+def test_a_tournament_closes_on_time_without_traffic(gateway: Gateway) -> None:
+    """Nothing is submitted after the window ends, yet the projectors' clock marks end it:
+    its final standings are written (history) like a reset period's."""
+    now = int(time.time() * 1000)
+    cup = gateway.create_board(starts_at=now - 60_000, ends_at=now + 3_000)
+    gateway.submit(cup, "ann", 7)
+    gateway.submit(cup, "bob", 9)
+
+    def final() -> dict[str, Any] | None:
+        with gateway.client() as c:
+            r = c.get(f"/v1/leaderboards/{cup}/history", params={"period": "all"})
+            return r.json() if r.status_code == 200 else None
+
+    hist = wait_until(final, timeout=60, every=0.5)
+    assert [(e["rank"], e["participant_id"], e["score"]) for e in hist["entries"]] == [
+        (1, "bob", 9),
+        (2, "ann", 7),
+    ]
 
 
 def test_wait_answers_a_rejected_score_with_its_reason(gateway: Gateway) -> None:

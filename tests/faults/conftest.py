@@ -50,6 +50,7 @@ from streams.events import (
 from streams.model import ModelBoard
 from streams.rules import standings_checksum
 from streams.settings import Settings
+from streams.testing import fold_log
 from tests.integration.conftest import (  # noqa: F401  (fixtures re-exported)
     ARTIFACTS,
     Pipeline,
@@ -286,20 +287,9 @@ def _restart(settings: Settings, name: str, attempts: int = 3) -> None:
 
 def model_of_log(p: Pipeline, cfgs: list[LeaderboardConfigured]) -> dict[str, ModelBoard]:
     """A clean pass of the score topic through the reference model, per board."""
-    codec = get_codec(p.settings)
-    models = {c.leaderboard_id: ModelBoard(c, grace_ms=p.settings.period_grace_ms) for c in cfgs}
-    recs: dict[str, list[tuple[int, int, MatchResultSubmitted]]] = defaultdict(list)
-    for msg in read_to_end(p.settings, p.settings.topic("scores")):
-        try:
-            ev = codec.decode_as(msg.value() or b"", MatchResultSubmitted)
-        except Exception:
-            continue
-        if ev.leaderboard_id in models:
-            recs[ev.leaderboard_id].append((msg.partition(), msg.offset(), ev))
-    for board, rows in recs.items():
-        for _, off, ev in sorted(rows, key=lambda r: (r[0], r[1])):
-            models[board].apply(off, ev)
-    return models
+    log = read_to_end(p.settings, p.settings.topic("scores"))
+    s = p.settings
+    return fold_log(cfgs, log, get_codec(s), s.partitions, s.period_grace_ms)
 
 
 def model_state(m: ModelBoard) -> tuple[int, dict[str, str]]:

@@ -25,9 +25,11 @@ from streams.events import (
     ResetPeriod,
     ScoreEntry,
     SortOrder,
+    TimeSource,
 )
 from streams.model import ModelBoard
 from streams.rules import standings_checksum
+from streams.testing import fold_log
 from tests.integration.conftest import Pipeline, wait_until
 
 pytestmark = pytest.mark.integration
@@ -38,7 +40,14 @@ START = 1_793_491_200_000 - 40 * HOUR  # 2026-10-30 08:00 UTC: the stream crosse
 
 def boards(tag: str) -> list[LeaderboardConfigured]:
     return [
-        LeaderboardConfigured(f"{tag}-incr", SortOrder.DESC, Operator.INCR, ResetPeriod.MONTHLY),
+        # a backfill board, ranked by the claimed times: its stream crosses a month end
+        LeaderboardConfigured(
+            f"{tag}-incr",
+            SortOrder.DESC,
+            Operator.INCR,
+            ResetPeriod.MONTHLY,
+            time_source=TimeSource.CLIENT,
+        ),
         LeaderboardConfigured(f"{tag}-best", SortOrder.DESC, Operator.BEST, ResetPeriod.NONE),
         LeaderboardConfigured(f"{tag}-lap", SortOrder.ASC, Operator.BEST, ResetPeriod.DAILY),
     ]
@@ -66,16 +75,9 @@ def produce_stream(
 
 
 def expected(p: Pipeline, cfgs: list[LeaderboardConfigured]) -> dict[str, ModelBoard]:
-    codec = get_codec(p.settings)
-    models = {c.leaderboard_id: ModelBoard(c, grace_ms=p.settings.period_grace_ms) for c in cfgs}
-    by_board: dict[str, list[tuple[int, int, MatchResultSubmitted]]] = defaultdict(list)
-    for msg in read_to_end(p.settings, p.settings.topic("scores")):
-        ev = codec.decode_as(msg.value(), MatchResultSubmitted)
-        by_board[ev.leaderboard_id].append((msg.partition(), msg.offset(), ev))
-    for board, recs in by_board.items():
-        for _, off, ev in sorted(recs, key=lambda r: (r[0], r[1])):
-            models[board].apply(off, ev)
-    return models
+    log = read_to_end(p.settings, p.settings.topic("scores"))
+    s = p.settings
+    return fold_log(cfgs, log, get_codec(s), s.partitions, s.period_grace_ms)
 
 
 async def live_state(p: Pipeline, cfg: LeaderboardConfigured) -> tuple[int, dict[str, str]]:

@@ -55,9 +55,7 @@ def sharded(cfg: LeaderboardConfigured, layout: str, board: str) -> LeaderboardC
 
 def rename(records: list[SourceRecord], board: str) -> list[SourceRecord]:
     """The same records addressed to another board."""
-    return [
-        SourceRecord(r.partition, r.offset, replace(r.event, leaderboard_id=board)) for r in records
-    ]
+    return [replace(r, event=replace(r.event, leaderboard_id=board)) for r in records]
 
 
 async def feed(

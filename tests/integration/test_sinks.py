@@ -14,6 +14,7 @@ import pytest
 
 from processors.bootstrap import audit_writer, migrate_database
 from sinks import history, registry, snapshots
+from sinks.migrate import MIGRATIONS_DIR
 from streams import rules
 from streams.events import (
     LeaderboardConfigured,
@@ -113,10 +114,12 @@ def test_migrate_concurrent_callers_on_fresh_schema(dsn: str) -> None:
         for t in threads:
             t.join()
         assert not errors
-        assert sorted(len(r) for r in results) == [0, 0, 0, 1]
+        # one caller applies every migration, the others find them applied
+        total = len(list(MIGRATIONS_DIR.glob("*.sql")))
+        assert sorted(len(r) for r in results) == [0, 0, 0, total]
         with psycopg.connect(scoped) as conn:
             n = conn.execute("SELECT count(*) FROM schema_migrations").fetchone()
-            assert n == (1,)
+            assert n == (total,)
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
@@ -202,10 +205,20 @@ def test_write_period_idempotent_and_history(
     rows = [(1, "alice", 300), (2, "bob", 200), (3, "carol", 100)]
     checksum = rules.standings_checksum(rows)
     assert snapshots.write_period(
-        pg_conn, board, "2026-10", ResetPeriod.MONTHLY, rows, checksum, 42
+        pg_conn,
+        LeaderboardConfigured(board, reset_period=ResetPeriod.MONTHLY),
+        "2026-10",
+        rows,
+        checksum,
+        42,
     )
     assert not snapshots.write_period(
-        pg_conn, board, "2026-10", ResetPeriod.MONTHLY, [(1, "x", 1)], "other", 43
+        pg_conn,
+        LeaderboardConfigured(board, reset_period=ResetPeriod.MONTHLY),
+        "2026-10",
+        [(1, "x", 1)],
+        "other",
+        43,
     )
     pg_conn.commit()
     got = history.period_standings(pg_conn, board, "2026-10", limit=10)
@@ -224,9 +237,21 @@ def test_weekly_period_and_placements(dsn: str, pg_conn: psycopg.Connection, boa
     who = f"player-{uuid.uuid4().hex[:8]}"
     other = f"{board}-b"
     snapshots.write_period(
-        pg_conn, board, "2026-W40", ResetPeriod.WEEKLY, [(1, "z", 9), (2, who, 5)], "c1", 1
+        pg_conn,
+        LeaderboardConfigured(board, reset_period=ResetPeriod.WEEKLY),
+        "2026-W40",
+        [(1, "z", 9), (2, who, 5)],
+        "c1",
+        1,
     )
-    snapshots.write_period(pg_conn, other, "2026-10-07", ResetPeriod.DAILY, [(1, who, 7)], "c2", 5)
+    snapshots.write_period(
+        pg_conn,
+        LeaderboardConfigured(other, reset_period=ResetPeriod.DAILY),
+        "2026-10-07",
+        [(1, who, 7)],
+        "c2",
+        5,
+    )
     pg_conn.commit()
     got = history.placements(pg_conn, who, limit=10)
     assert [(p.leaderboard_id, p.period, p.rank, p.score, p.participant_count) for p in got] == [
@@ -239,8 +264,12 @@ def test_weekly_period_and_placements(dsn: str, pg_conn: psycopg.Connection, boa
 def test_write_period_rejects_all_time(dsn: str, pg_conn: psycopg.Connection, board: str) -> None:
     from streams.errors import ValidationError
 
+    cup = LeaderboardConfigured(board, starts_at=rules.MIN_EVENT_MS + 1, ends_at=2 * 10**12)
+    assert snapshots.write_period(pg_conn, cup, "all", [(1, "a", 1)], "c", 1)  # a window ended
     with pytest.raises(ValidationError):
-        snapshots.write_period(pg_conn, board, "all", ResetPeriod.NONE, [], "", 1)
+        snapshots.write_period(
+            pg_conn, LeaderboardConfigured(board, reset_period=ResetPeriod.NONE), "all", [], "", 1
+        )
 
 
 def test_registry_upsert_latest_wins(dsn: str, pg_conn: psycopg.Connection, board: str) -> None:

@@ -21,6 +21,7 @@ from streams.events import (
     ResetPeriod,
     ScoreEntry,
     SortOrder,
+    TimeSource,
 )
 from streams.settings import Settings
 from tests.integration.conftest import Pipeline, wait_until
@@ -125,8 +126,13 @@ def test_month_boundary_and_rank_changes(pipeline: Pipeline) -> None:
     codec = get_codec(pipeline.settings)
     with LeaderboardProducer(pipeline.settings) as prod:
         prod.configure(
-            LeaderboardConfigured(
-                board, SortOrder.DESC, Operator.BEST, ResetPeriod.MONTHLY, watch_top_n=2
+            LeaderboardConfigured(  # ranked by the claimed times: a backfill board
+                board,
+                SortOrder.DESC,
+                Operator.BEST,
+                ResetPeriod.MONTHLY,
+                watch_top_n=2,
+                time_source=TimeSource.CLIENT,
             )
         )
         prod.flush()

@@ -144,7 +144,7 @@ def test_every_accepted_time_has_a_period_and_a_closing_time(occurred_at: int) -
         key = rules.period_key(reset, occurred_at)
         start, end = rules.period_bounds(reset, key)
         assert reset is ResetPeriod.NONE or start <= occurred_at < end
-        rules.period_closes_at(reset, key, 60_000)
+        rules.period_closes_at(LeaderboardConfigured("b", reset_period=reset), key, 60_000)
         assert len(rules.member(occurred_at, 10**15 - 1, 9_999, "p")) == rules.TIEBREAK_WIDTH + 1
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
@@ -12,8 +13,9 @@ from processors.gateway.errors import ApiError
 from processors.gateway.feed import DeadLettered
 from processors.gateway.guards import ApiKey, retry_after
 from processors.gateway.models import BoardId, ScoreIn
+from streams import rules
 from streams.errors import LeaderboardError
-from streams.events import BoardStatus, RankChange
+from streams.events import BoardStatus, RankChange, TimeSource
 
 __all__ = ["applied_json", "router"]
 
@@ -59,6 +61,13 @@ async def submit_score(
     cfg = await state.board_cfg(board)
     if cfg.status is BoardStatus.CLOSED:
         raise ApiError(409, f"leaderboard {board!r} is closed")
+    # the worker's window check, by the time that will rank the score (the edge's clock
+    # stands in for the broker's on log-time boards)
+    now = int(time.time() * 1000)
+    at = body.timestamp if cfg.time_source is TimeSource.CLIENT and body.timestamp else now
+    refused = rules.window_reason(cfg, at)
+    if refused:
+        raise ApiError(422, f"score refused: {refused}", code="refused")
     retry = state.submit_limiter.take(f"{board}\x00{body.participant_id}")
     if retry:
         raise ApiError(
