@@ -6,7 +6,9 @@ import logging
 import sys
 
 import click
+import pydantic
 
+from processors import logs
 from processors.cli import (
     bench,
     boards,
@@ -23,6 +25,7 @@ from processors.cli import (
     worker,
 )
 from streams.errors import LeaderboardError
+from streams.settings import get_settings
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -33,7 +36,7 @@ def cli(verbose: int) -> None:
     Settings come from LEADERBOARD_* environment variables (see README).
     """
     level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logs.configure(get_settings(), level)
 
 
 def _register() -> None:
@@ -44,6 +47,16 @@ def _register() -> None:
 
 
 _register()
+
+
+def setting_errors(exc: pydantic.ValidationError) -> str:
+    """One line naming each bad ``LEADERBOARD_*`` variable and what was wrong with it."""
+    parts = []
+    for err in exc.errors():
+        names = [str(p) for p in err.get("loc", ())]
+        where = f"LEADERBOARD_{names[0].upper()}: " if names else ""
+        parts.append(where + str(err.get("msg", "invalid")).removeprefix("Value error, "))
+    return "; ".join(parts)
 
 
 def main() -> None:
@@ -63,6 +76,9 @@ def main() -> None:
     except LeaderboardError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(1)
+    except pydantic.ValidationError as exc:  # a LEADERBOARD_* variable that does not parse
+        click.echo(f"error: invalid setting: {setting_errors(exc)}", err=True)
+        sys.exit(2)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
