@@ -121,12 +121,6 @@ def gateway(
     settings = get_settings()
     if open_:
         settings = settings.model_copy(update={"gateway_open": True})
-    if not (settings.api_keys or settings.admin_keys or settings.gateway_open):
-        click.echo(
-            "gateway: no API keys configured: writes and admin calls will be refused "
-            "(set LEADERBOARD_API_KEYS, or pass --open on a laptop)",
-            err=True,
-        )
     app = create_app(
         settings,
         history=pg_history_reader(settings),
@@ -141,7 +135,6 @@ def gateway(
     )
     host = host or settings.gateway_host
     port = port or settings.gateway_port
-    click.echo(f"gateway on http://{host}:{port}/  (API docs: /docs)", err=True)
     config = uvicorn.Config(
         app,
         host=host,
@@ -155,6 +148,13 @@ def gateway(
         # reconnect to another instance and resume with since_version)
         timeout_graceful_shutdown=5,
     )
+    # logged (not printed) from here on: uvicorn.Config has set up the log format
+    if not (settings.api_keys or settings.admin_keys or settings.gateway_open):
+        log.warning(
+            "no API keys configured: writes and admin calls will be refused "
+            "(set LEADERBOARD_API_KEYS, or pass --open on a laptop)"
+        )
+    log.warning("gateway on http://%s:%d/  (API docs: /docs, /redoc)", host, port)
     GatewayServer(config).run()
 
 
