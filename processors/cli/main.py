@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import logging
 import sys
 
@@ -9,26 +10,51 @@ import click
 import pydantic
 
 from processors import logs
-from processors.cli import (
-    bench,
-    boards,
-    db,
-    demo,
-    dlq,
-    gateway,
-    produce,
-    query,
-    replay,
-    simulate,
-    stack,
-    topics,
-    worker,
-)
 from streams.errors import LeaderboardError
 from streams.settings import get_settings
 
+#: The module (under ``processors.cli``) of each command. A module is imported only when one
+#: of its commands runs or help lists it, so a command pays only for its own imports (the
+#: gateway's web framework and the benchmarks take a second to import).
+COMMAND_MODULES = {
+    "stack": "stack",
+    "db": "db",
+    "history": "db",
+    "placements": "db",
+    "topics": "topics",
+    "boards": "boards",
+    "produce": "produce",
+    "simulate": "simulate",
+    "dlq": "dlq",
+    "worker": "worker",
+    "top": "query",
+    "rank": "query",
+    "checksum": "query",
+    "replay": "replay",
+    "rebuild": "replay",
+    "gateway": "gateway",
+    "bench": "bench",
+    "demo": "demo",
+}
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported from ``COMMAND_MODULES`` on first use."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command name, loaded or not."""
+        return sorted({*self.commands, *COMMAND_MODULES})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, importing its module first if needed."""
+        if cmd_name not in self.commands and cmd_name in COMMAND_MODULES:
+            module = importlib.import_module(f"processors.cli.{COMMAND_MODULES[cmd_name]}")
+            for command in module.COMMANDS:
+                self.add_command(command)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
 def cli(verbose: int) -> None:
     """Event-sourced real-time leaderboards: Kafka in, Redis rankings, PostgreSQL history.
@@ -37,16 +63,6 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * min(verbose, 2)
     logs.configure(get_settings(), level)
-
-
-def _register() -> None:
-    modules = (stack, db, topics, boards, produce, simulate, dlq, worker, query, replay)
-    for module in (*modules, gateway, bench, demo):
-        for command in module.COMMANDS:
-            cli.add_command(command)
-
-
-_register()
 
 
 def setting_errors(exc: pydantic.ValidationError) -> str:
