@@ -217,7 +217,7 @@ def _rebuild_if_lost(settings: Settings, console: Console) -> None:
 def _commands() -> set[str]:
     from processors.cli import cli
 
-    return set(cli.commands)
+    return set(cli.list_commands(click.Context(cli)))  # commands load lazily
 
 
 def _wait_board(settings: Settings, board: str, timeout: float = 60.0) -> LeaderboardConfigured:
