@@ -185,9 +185,11 @@ def free_port() -> int:
 
 def gateway_available() -> bool:
     """True if this checkout has the HTTP/WebSocket gateway command."""
+    import click
+
     from processors.cli import cli
 
-    return "gateway" in cli.commands
+    return "gateway" in cli.list_commands(click.Context(cli))  # commands load lazily
 
 
 def gateway_args(port: int) -> list[str]:

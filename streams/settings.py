@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -41,6 +42,12 @@ class Settings(BaseSettings):
     )
 
     # --- local stack ----------------------------------------------------------------
+    stack_offset: int = Field(
+        0,
+        ge=0,
+        le=30_000,
+        description="added to every default port: a second stack beside the first in one variable",
+    )
     stack_dir: Path = Field(PROJECT_ROOT / ".stack", description="data and logs of the local stack")
     kafka_port: int = 19092
     kafka_controller_port: int = 19093
@@ -94,6 +101,19 @@ class Settings(BaseSettings):
     # --- gateway --------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
     gateway_port: int = 8000
+    rate_per_client: float = Field(
+        0.0,
+        ge=0,
+        description="HTTP requests/s per client address at the gateway (0 = no limit)",
+    )
+    rate_per_client_burst: int = Field(
+        0, ge=0, description="burst per client address (0 = twice the rate, at least 1)"
+    )
+
+    # --- logging --------------------------------------------------------------------
+    log_format: Literal["text", "json"] = Field(
+        "text", description="text: one readable line per record; json: one JSON object per line"
+    )
     api_keys: str = Field("", description="comma-separated API keys for writes")
     admin_keys: str = Field("", description="comma-separated admin API keys; empty = api_keys")
     gateway_open: bool = Field(
@@ -104,8 +124,23 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _follow_ports(self) -> Settings:
         """Client addresses not set explicitly point at the local stack's (possibly moved)
-        ports: ``LEADERBOARD_KAFKA_PORT=29092`` alone moves the broker and every client."""
+        ports: ``LEADERBOARD_KAFKA_PORT=29092`` alone moves the broker and every client, and
+        ``LEADERBOARD_STACK_OFFSET=N`` moves every port not set explicitly by N."""
         given = set(self.model_fields_set)
+        if self.stack_offset:
+            for name in OFFSET_PORTS:
+                value = getattr(self, name)
+                if name not in given and value:  # 0 = "not served" stays 0
+                    setattr(self, name, value + self.stack_offset)
+        # the cluster bus of each node listens 10000 above its port (Redis' rule)
+        highest = {name: getattr(self, name) for name in OFFSET_PORTS}
+        highest["redis_cluster_port"] += self.redis_cluster_nodes - 1 + 10_000
+        for name, port in highest.items():
+            if port > 65_535:
+                raise ValueError(
+                    f"{name} {getattr(self, name)} needs port {port}, above 65535: lower "
+                    f"LEADERBOARD_STACK_OFFSET ({self.stack_offset}) or LEADERBOARD_{name.upper()}"
+                )
         derived = {
             "kafka_bootstrap": f"127.0.0.1:{self.kafka_port}",
             "redis_url": f"redis://127.0.0.1:{self.redis_port}/0",
@@ -128,6 +163,19 @@ class Settings(BaseSettings):
     def dlq(self, name: str) -> str:
         """Dead-letter topic that sits beside input topic ``name``."""
         return f"{self.topic_prefix}{name}{self.dlq_suffix}"
+
+
+#: The ports ``stack_offset`` moves (their defaults; an explicitly set port is kept as given).
+OFFSET_PORTS = (
+    "kafka_port",
+    "kafka_controller_port",
+    "redis_port",
+    "redis_cluster_port",
+    "postgres_port",
+    "gateway_port",
+    "worker_web_port",
+    "worker_metrics_port",
+)
 
 
 @lru_cache(maxsize=1)

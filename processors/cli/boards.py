@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import replace
 
 import click
 from rich.console import Console
 from rich.table import Table
 
+from processors.bootstrap import pg_connect
 from processors.cli.common import OPERATORS, config_topic, fmt_ms, parse_meta, time_option, wall_ms
 from processors.kafka.admin import require_topics
 from processors.kafka.producer import LeaderboardProducer, read_boards
+from sinks import registry
 from streams.errors import LeaderboardError, UnknownLeaderboard
 from streams.events import (
     BoardStatus,
@@ -20,7 +23,7 @@ from streams.events import (
     SortOrder,
     TimeSource,
 )
-from streams.settings import get_settings
+from streams.settings import Settings, get_settings
 from streams.validation import parse_board
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,18 @@ def boards() -> None:
     "client = the producer's claimed time, for trusted backfills only.  [default: log]",
 )
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Board metadata; repeatable.")
+@click.option(
+    "--wait",
+    is_flag=True,
+    help="Return only once the sinks worker has registered the board (PostgreSQL registry).",
+)
+@click.option(
+    "--wait-timeout",
+    type=click.FloatRange(0.1),
+    default=30.0,
+    show_default=True,
+    help="Seconds --wait waits before giving up.",
+)
 def boards_create(
     board_id: str,
     sort_order: str | None,
@@ -74,14 +89,76 @@ def boards_create(
     ends_at: str | None,
     time_source: str | None,
     meta: tuple[str, ...],
+    wait: bool,
+    wait_timeout: float,
 ) -> None:
     """Create leaderboard BOARD_ID, or update --top-n / --meta of an existing one.
 
     Sort order, operator, period and window are fixed at creation: changing them on an existing
     board is refused, because its stored scores were combined under the old rules. Options not
     given keep the existing board's values.
+
+    Returns once Kafka has acknowledged the configuration (acks=all): from then on every
+    projector knows the board (they read the configuration topic to its end before a batch).
+    --wait also waits for the sinks worker to register it in PostgreSQL.
     """
     settings = get_settings()
+    # the producer connects in the background while the topic and boards are read
+    producer = LeaderboardProducer(settings)
+    try:
+        cfg, verb = _configure(
+            producer,
+            settings,
+            board_id,
+            sort_order,
+            operator,
+            period,
+            top_n,
+            starts_at,
+            ends_at,
+            meta,
+        )
+    finally:
+        producer.close()
+    click.echo(
+        f"{verb} board {board_id}: sort {cfg.sort_order}, operator {cfg.operator}, "
+        f"period {cfg.reset_period}, top-n {cfg.watch_top_n}"
+    )
+    if wait:
+        took = wait_registered(settings, cfg, wait_timeout)
+        click.echo(f"board {board_id} registered by the sinks worker after {took:.2f}s")
+
+
+def wait_registered(settings: Settings, cfg: LeaderboardConfigured, timeout: float) -> float:
+    """Wait until the registry holds ``cfg`` (or a newer configuration); seconds waited."""
+    started = time.monotonic()
+    deadline = started + timeout
+    with pg_connect(settings, connect_timeout=5, autocommit=True) as conn:
+        while True:
+            found = registry.get_board(conn, cfg.leaderboard_id)
+            if found is not None and (found.configured_at or 0) >= (cfg.configured_at or 0):
+                return time.monotonic() - started
+            if time.monotonic() >= deadline:
+                raise LeaderboardError(
+                    f"board {cfg.leaderboard_id} was published but not registered within "
+                    f"{timeout:g}s: is a sinks worker running (`leaderboard worker --role sinks`)?"
+                )
+            time.sleep(0.05)
+
+
+def _configure(
+    producer: LeaderboardProducer,
+    settings: Settings,
+    board_id: str,
+    sort_order: str | None,
+    operator: str | None,
+    period: str | None,
+    top_n: int | None,
+    starts_at: str | None,
+    ends_at: str | None,
+    meta: tuple[str, ...],
+) -> tuple[LeaderboardConfigured, str]:
+    """Check and publish the board's configuration; the configuration and what was done."""
     require_topics(settings, [config_topic(settings)])
     existing = read_boards(settings).get(board_id)
     base = existing or LeaderboardConfigured(board_id)
@@ -109,13 +186,10 @@ def boards_create(
             )
         if existing.status is BoardStatus.CLOSED:
             raise LeaderboardError(f"board {board_id} is closed; create a new board instead")
-    with LeaderboardProducer(settings) as producer:
-        producer.configure(cfg)
-    verb = "updated" if existing is not None else "created"
-    click.echo(
-        f"{verb} board {board_id}: sort {cfg.sort_order}, operator {cfg.operator}, "
-        f"period {cfg.reset_period}, top-n {cfg.watch_top_n}"
-    )
+    producer.connect(config_topic(settings))
+    producer.configure(cfg)
+    producer.flush(30)
+    return cfg, "updated" if existing is not None else "created"
 
 
 @boards.command("list")
@@ -163,6 +237,7 @@ def boards_close(board_id: str, at: str | None) -> None:
     closed_at = time_option(at, "--at") or now
     cfg = replace(existing, status=BoardStatus.CLOSED, closed_at=closed_at, configured_at=now)
     with LeaderboardProducer(settings) as producer:
+        producer.connect(config_topic(settings))
         producer.configure(cfg)
     click.echo(f"closed board {board_id} from {fmt_ms(closed_at)}")
 

@@ -60,8 +60,20 @@ def migrate(dry_run: bool) -> None:
 @click.command()
 @click.argument("board")
 @click.option("--period", required=True, help="Period key, e.g. 2026-10, 2026-W40, 2026-10-07.")
-@click.option("--limit", default=100, show_default=True, type=click.IntRange(min=1))
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(min=0))
+@click.option(
+    "--limit",
+    default=100,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Rows to show.",
+)
+@click.option(
+    "--offset",
+    default=0,
+    show_default=True,
+    type=click.IntRange(min=0),
+    help="Rows to skip (0 = from rank 1).",
+)
 def history(board: str, period: str, limit: int, offset: int) -> None:
     """Final standings of BOARD in a closed period, from PostgreSQL."""
     with _connect() as conn:
@@ -83,7 +95,13 @@ def history(board: str, period: str, limit: int, offset: int) -> None:
 
 @click.command()
 @click.argument("participant")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit",
+    default=20,
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="Placements to show, newest first.",
+)
 def placements(participant: str, limit: int) -> None:
     """PARTICIPANT's final placements in closed periods across boards, newest first."""
     with _connect() as conn:

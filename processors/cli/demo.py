@@ -78,8 +78,20 @@ async def _view(settings: Settings, cfg: LeaderboardConfigured, limit: int) -> T
 
 
 @click.command()
-@click.option("--boards", default=5, show_default=True, type=click.IntRange(1, 1000))
-@click.option("--participants", default=2000, show_default=True, type=click.IntRange(1))
+@click.option(
+    "--boards",
+    default=5,
+    show_default=True,
+    type=click.IntRange(1, 1000),
+    help="Simulated boards (demo-000 …).",
+)
+@click.option(
+    "--participants",
+    default=2000,
+    show_default=True,
+    type=click.IntRange(1),
+    help="Simulated players per board (Zipf-skewed activity).",
+)
 @click.option("--rate", default=2000.0, show_default=True, help="Simulated score entries/s.")
 @click.option(
     "--duration",
@@ -88,7 +100,13 @@ async def _view(settings: Settings, cfg: LeaderboardConfigured, limit: int) -> T
     help="Seconds to run; 0 = until Ctrl-C (60 s when not on a terminal).",
 )
 @click.option("--port", default=None, type=int, help="Gateway port (default from settings).")
-@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100))
+@click.option(
+    "--limit",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 100),
+    help="Rows of the board shown live in the terminal.",
+)
 def demo(
     boards: int, participants: int, rate: float, duration: float, port: int | None, limit: int
 ) -> None:
@@ -199,7 +217,7 @@ def _rebuild_if_lost(settings: Settings, console: Console) -> None:
 def _commands() -> set[str]:
     from processors.cli import cli
 
-    return set(cli.commands)
+    return set(cli.list_commands(click.Context(cli)))  # commands load lazily
 
 
 def _wait_board(settings: Settings, board: str, timeout: float = 60.0) -> LeaderboardConfigured:

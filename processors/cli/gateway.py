@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import socket
 from typing import Any
 
 import click
+import uvicorn
 
+from processors import logs
 from processors.bootstrap import pg_connect
 from processors.gateway.app import HistoryReader, create_app
+from processors.gateway.routes.live import close_subscribers
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -77,7 +81,28 @@ def pg_history_reader(settings: Settings) -> HistoryReader | None:
     multiple=True,
     help="Origin allowed by CORS; repeatable (default LEADERBOARD_CORS_ORIGINS: none).",
 )
-@click.option("--log-level", default="info", show_default=True)
+@click.option(
+    "--client-rate",
+    type=click.FloatRange(0),
+    default=None,
+    help="Write calls/s per client address (default LEADERBOARD_RATE_PER_CLIENT; 0 = no limit).",
+)
+@click.option(
+    "--client-burst",
+    type=click.IntRange(0),
+    default=None,
+    help="Burst per client address (default LEADERBOARD_RATE_PER_CLIENT_BURST or 2x the rate).",
+)
+@click.option(
+    "--access-log", is_flag=True, help="Log one line per HTTP request (with its request id)."
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+    default="info",
+    show_default=True,
+    help="Log level (the format follows LEADERBOARD_LOG_FORMAT: text or json).",
+)
 def gateway(
     host: str | None,
     port: int | None,
@@ -87,20 +112,15 @@ def gateway(
     key_burst: int,
     open_: bool,
     cors: tuple[str, ...],
+    client_rate: float | None,
+    client_burst: int | None,
+    access_log: bool,
     log_level: str,
 ) -> None:
-    """Run the HTTP + WebSocket gateway (live page at /, API docs at /docs)."""
-    import uvicorn
-
+    """Run the HTTP + WebSocket gateway (live page at /, API docs at /docs and /redoc)."""
     settings = get_settings()
     if open_:
         settings = settings.model_copy(update={"gateway_open": True})
-    if not (settings.api_keys or settings.admin_keys or settings.gateway_open):
-        click.echo(
-            "gateway: no API keys configured: writes and admin calls will be refused "
-            "(set LEADERBOARD_API_KEYS, or pass --open on a laptop)",
-            err=True,
-        )
     app = create_app(
         settings,
         history=pg_history_reader(settings),
@@ -109,22 +129,47 @@ def gateway(
         key_rate=key_rate,
         key_burst=key_burst,
         cors_origins=list(cors) or None,
+        client_rate=client_rate,
+        client_burst=client_burst,
+        access_log=access_log,
     )
     host = host or settings.gateway_host
     port = port or settings.gateway_port
-    click.echo(f"gateway on http://{host}:{port}/  (API docs: /docs)", err=True)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
+        log_config=logs.dict_config(settings, log_level),
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
-        access_log=False,
+        access_log=False,  # ours (--access-log) carries the request id
         # SIGTERM: open WebSocket subscriptions must not hold the process for long (viewers
         # reconnect to another instance and resume with since_version)
         timeout_graceful_shutdown=5,
     )
+    # logged (not printed) from here on: uvicorn.Config has set up the log format
+    if not (settings.api_keys or settings.admin_keys or settings.gateway_open):
+        log.warning(
+            "no API keys configured: writes and admin calls will be refused "
+            "(set LEADERBOARD_API_KEYS, or pass --open on a laptop)"
+        )
+    log.warning("gateway on http://%s:%d/  (API docs: /docs, /redoc)", host, port)
+    GatewayServer(config).run()
+
+
+class GatewayServer(uvicorn.Server):
+    """uvicorn's server, closing live subscriptions with 1001 ("going away") on shutdown.
+
+    uvicorn itself would close them with 1012; 1001 tells viewers to reconnect elsewhere.
+    """
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        """Close the subscriptions (at most 2 s), then shut down as uvicorn does."""
+        left = await close_subscribers(self.config.app, timeout_s=2.0)
+        if left:
+            log.warning("%d subscription(s) did not close within 2 s", left)
+        await super().shutdown(sockets)
 
 
 COMMANDS = [gateway]

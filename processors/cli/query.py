@@ -45,8 +45,20 @@ def _run(coro: Any) -> Any:
 
 @click.command()
 @click.argument("board")
-@click.option("--limit", default=10, show_default=True, type=click.IntRange(1, 100_000))
-@click.option("--offset", default=0, show_default=True, type=click.IntRange(0))
+@click.option(
+    "--limit",
+    default=10,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Rows to show.",
+)
+@click.option(
+    "--offset",
+    default=0,
+    show_default=True,
+    type=click.IntRange(0),
+    help="Rows to skip (0 = from rank 1).",
+)
 @click.option("--period", default=None, help="Period key (e.g. 2026-11, 2026-W48); default latest.")
 def top(board: str, limit: int, offset: int, period: str | None) -> None:
     """Show the top of a leaderboard (rank, participant, score)."""
@@ -75,7 +87,13 @@ def top(board: str, limit: int, offset: int, period: str | None) -> None:
 @click.argument("board")
 @click.argument("participant")
 @click.option("--period", default=None, help="Period key; default latest.")
-@click.option("--around", default=2, show_default=True, type=click.IntRange(0, 100))
+@click.option(
+    "--around",
+    default=2,
+    show_default=True,
+    type=click.IntRange(0, 100),
+    help="Neighbours shown above and below the participant.",
+)
 def rank(board: str, participant: str, period: str | None, around: int) -> None:
     """Show a participant's rank and score, with neighbours above and below."""
     settings = get_settings()

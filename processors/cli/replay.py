@@ -104,7 +104,13 @@ def replay(
 
 @click.command()
 @click.option("--all", "all_boards", is_flag=True, required=True, help="Rebuild every board.")
-@click.option("--parallel", default=2, show_default=True, type=click.IntRange(1, 16))
+@click.option(
+    "--parallel",
+    default=2,
+    show_default=True,
+    type=click.IntRange(1, 16),
+    help="Boards rebuilt at the same time.",
+)
 @click.option("--resume", is_flag=True, help="Skip boards an interrupted run already rebuilt.")
 def rebuild(all_boards: bool, parallel: int, resume: bool) -> None:
     """Rebuild every board from the log and swap it live (after a lost or emptied Redis).

@@ -23,6 +23,7 @@ from streams.settings import get_settings
     type=click.Choice(["debug", "info", "warning", "error"]),
     default="info",
     show_default=True,
+    help="Log level (the format follows LEADERBOARD_LOG_FORMAT: text or json).",
 )
 def worker(role: str, loglevel: str) -> None:
     """Run a stream worker in the foreground (Ctrl-C stops it cleanly).

@@ -16,9 +16,11 @@ from fastapi.staticfiles import StaticFiles
 
 from processors.gateway.deps import GatewayOptions, GatewayState, HistoryReader
 from processors.gateway.errors import ApiError, install_error_handlers
-from processors.gateway.guards import BodyLimit, RateLimiter
+from processors.gateway.guards import BodyLimit, ClientLimit, RateLimiter
 from processors.gateway.routes import ROUTERS
+from processors.gateway.routes.docs import DOCS_ASSETS, DOCS_STATIC
 from processors.gateway.routes.pages import STATIC_DIR
+from processors.gateway.tracing import RequestId
 from streams.settings import Settings
 
 __all__ = ["ApiError", "HistoryReader", "RateLimiter", "create_app"]
@@ -35,6 +37,9 @@ def create_app(
     wait_timeout_s: float = 5.0,
     max_body: int = 64 * 1024,
     cors_origins: Sequence[str] | None = None,
+    client_rate: float | None = None,
+    client_burst: int | None = None,
+    access_log: bool = False,
     push_window_s: float = 0.05,
     ping_interval_s: float = 15.0,
     subscriber_queue: int = 256,
@@ -44,8 +49,14 @@ def create_app(
     Writes need an ``X-API-Key`` from ``settings.api_keys`` (or ``admin_keys``), admin calls
     one from ``settings.admin_keys`` (or ``api_keys`` if that is empty). With no key
     configured, they are refused unless ``settings.gateway_open``. CORS allows
-    ``cors_origins`` (default: ``settings.cors_origins``, none).
+    ``cors_origins`` (default: ``settings.cors_origins``, none). Write calls per client
+    address are limited to ``client_rate``/s (default ``settings.rate_per_client``; 0 = no
+    limit). Every request gets an ``X-Request-ID``; ``access_log`` logs one line per request.
     """
+    if client_rate is None:
+        client_rate = settings.rate_per_client
+    if client_burst is None:
+        client_burst = settings.rate_per_client_burst or max(1, round(2 * client_rate))
     if cors_origins is None:
         cors_origins = [o.strip() for o in settings.cors_origins.split(",") if o.strip()]
     options = GatewayOptions(
@@ -76,20 +87,27 @@ def create_app(
         version="1",
         description="Rankings, score submission, live push (WebSocket) and admin of leaderboards.",
         lifespan=lifespan,
+        docs_url=None,  # served by routes.docs from local assets (works offline)
+        redoc_url=None,
     )
     app.state.gateway = state
-    # added first = innermost: measure → body limit → CORS → routes
+    # the last added is the outermost: request id → measure → client limit → body limit → CORS
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(options.cors_origins),
         allow_methods=["GET", "POST", "PATCH", "OPTIONS"],
-        allow_headers=["Content-Type", "X-API-Key"],
+        allow_headers=["Content-Type", "X-API-Key", "X-Request-ID"],
+        expose_headers=["X-Request-ID", "Retry-After"],
         max_age=600,
     )
     app.add_middleware(BodyLimit, limit=options.max_body)
+    if client_rate > 0:
+        app.add_middleware(ClientLimit, rate=client_rate, burst=client_burst)
+    app.middleware("http")(state.metrics.measure)
+    app.add_middleware(RequestId, access_log=access_log)
+    app.mount(DOCS_STATIC, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     install_error_handlers(app)
-    app.middleware("http")(state.metrics.measure)
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -11,6 +11,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from processors.logs import request_id
 from streams.errors import ValidationError
 
 __all__ = ["CODES", "ApiError", "error_response", "install_error_handlers", "validation_message"]
@@ -83,9 +84,16 @@ async def domain_invalid(request: Request, exc: ValidationError) -> JSONResponse
 
 
 async def internal(request: Request, exc: Exception) -> JSONResponse:
-    """Anything else: logged, answered as 500 ``internal`` without details."""
+    """Anything else: logged with the request id, answered as 500 ``internal`` without details."""
     log.exception("%s %s failed", request.method, request.url.path)
-    return error_response(500, "internal", "internal error (logged by the gateway)")
+    rid = request_id.get()
+    return error_response(
+        500,
+        "internal",
+        "internal error (logged by the gateway" + (f", request id {rid})" if rid else ")"),
+        # this handler answers outside the request-id middleware: echo the id here
+        headers={"X-Request-ID": rid} if rid else None,
+    )
 
 
 def install_error_handlers(app: FastAPI) -> None:

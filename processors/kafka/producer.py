@@ -91,6 +91,16 @@ class LeaderboardProducer:
         self._errors: list[str] = []
         self._closed = False
 
+    def connect(self, topic: str, timeout: float = 10.0) -> None:
+        """Reach the broker now (metadata of ``topic``): the idempotent producer then starts at
+        once, where a first ``flush`` on a cold producer waits ~0.5 s for its start-up retry."""
+        try:
+            self._producer.list_topics(topic, timeout=timeout)
+        except KafkaException as exc:
+            raise ServiceUnavailable(
+                f"Kafka does not answer at {self.settings.kafka_bootstrap}: {exc}"
+            ) from exc
+
     # --- delivery bookkeeping ------------------------------------------------------------
 
     def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:

@@ -13,6 +13,7 @@ can never stall a worker.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -130,6 +131,15 @@ def describe(exc: BaseException) -> str:
 #: Longest pause between two attempts at a failing batch.
 MAX_BACKOFF_S = 5.0
 
+#: True once the consuming worker shuts down (set by ``consume_batches`` for its task).
+_stopping: contextvars.ContextVar[Callable[[], bool]] = contextvars.ContextVar(
+    "stopping", default=lambda: False
+)
+
+
+class Stopping(Exception):
+    """The worker shuts down while a batch still fails with an outage: it stays unacknowledged."""
+
 
 async def retry_forever(
     what: str,
@@ -151,6 +161,8 @@ async def retry_forever(
         except Exception as exc:
             if give_up(exc):
                 raise
+            if _stopping.get()():  # an outage must not hold a SIGTERM for minutes
+                raise Stopping(f"{what}: shutting down during an outage ({describe(exc)})") from exc
             failures += 1
             log.error(
                 "%s failed (attempt %d): %s; retrying in %.1fs",
@@ -217,8 +229,19 @@ async def consume_batches(
     poison: Poison,
     done: Callable[[T], None] | None = None,
 ) -> None:
-    """Feed ``stream`` to ``handle`` in batches; acknowledge each batch once it succeeded."""
+    """Feed ``stream`` to ``handle`` in batches; acknowledge each batch once it succeeded.
+
+    On shutdown a batch in progress finishes; one that still fails with an outage is left
+    unacknowledged (its offsets are not committed, so it is redelivered) and the worker exits.
+    """
+    _stopping.set(lambda: bool(stream.app.should_stop))
     async for events in stream.noack_take(size, within=within):
-        await run_isolating(raw_records(events), handle, what=what, poison=poison, done=done)
+        try:
+            await run_isolating(raw_records(events), handle, what=what, poison=poison, done=done)
+        except Stopping as exc:
+            log.warning("%s; %d record(s) left for redelivery", exc, len(events))
+            # the stopping consumer waits for in-flight records: it need not wait for these
+            stream.app.consumer._unacked_messages.difference_update(e.message for e in events)
+            return
         for event in events:
             await stream.ack(event)

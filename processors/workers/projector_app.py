@@ -11,6 +11,7 @@ from typing import Any
 
 import faust
 
+from processors import logs
 from processors.bootstrap import cluster_url, faust_app, get_codec, make_client
 from processors.kafka.configview import ConfigView
 from processors.kafka.producer import LeaderboardProducer
@@ -128,6 +129,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the projector worker in the foreground until interrupted."""
     metrics.serve(settings, "projector")
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logs.worker_config(settings, loglevel),
+    )
     worker.spinner = None  # the start-up spinner floods logs that are not terminals
     worker.execute_from_commandline()

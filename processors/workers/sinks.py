@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import faust
 import psycopg
 
+from processors import logs
 from processors.bootstrap import (
     audit_writer,
     faust_app,
@@ -403,7 +404,13 @@ def run_sinks_worker(settings: Settings, loglevel: str = "info") -> None:
     if applied:
         log.info("applied migrations %s", ", ".join(applied))
     app = create_app(settings)
-    worker = faust.Worker(app, loglevel=loglevel, quiet=True, redirect_stdouts=False)
+    worker = faust.Worker(
+        app,
+        loglevel=loglevel,
+        quiet=True,
+        redirect_stdouts=False,
+        logging_config=logs.worker_config(settings, loglevel),
+    )
     worker.spinner = None  # the start-up spinner floods logs that are not terminals
     worker.execute_from_commandline()
 

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from processors import logs
 from projections.sharded import ShardedStore, layout_of
 from projections.topk import DEFAULT_K, TopK
 from streams import rules
@@ -155,7 +156,12 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the top-K cache worker in the foreground until interrupted."""
     import faust
 
-    worker = faust.Worker(create_app(settings), loglevel=loglevel, quiet=True)
+    worker = faust.Worker(
+        create_app(settings),
+        loglevel=loglevel,
+        quiet=True,
+        logging_config=logs.worker_config(settings, loglevel),
+    )
     worker.spinner = None
     worker.execute_from_commandline()
 

@@ -68,3 +68,27 @@ async def test_outages_are_retried_not_parked(monkeypatch: pytest.MonkeyPatch) -
 def test_what_counts_as_poison(exc: Exception, poison: bool) -> None:
     assert is_poison(exc) is poison
     assert describe(exc).startswith(type(exc).__name__)
+
+
+async def test_an_outage_stops_being_retried_once_the_worker_stops() -> None:
+    """While the worker runs an outage is retried; once it stops, the next failure ends the
+    retry with ``Stopping`` (the batch stays unacknowledged) instead of holding the shutdown."""
+    from processors.workers import batching
+
+    attempts = 0
+    stopping = False
+
+    async def attempt() -> None:
+        nonlocal attempts, stopping
+        attempts += 1
+        if attempts == 3:
+            stopping = True
+        raise ConnectionRefusedError("redis down")
+
+    token = batching._stopping.set(lambda: stopping)
+    try:
+        with pytest.raises(batching.Stopping, match="shutting down during an outage"):
+            await batching.retry_forever("applying", attempt)
+    finally:
+        batching._stopping.reset(token)
+    assert attempts == 3

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from processors.gateway.routes import boards, live, ops, pages, reads, scores
+from processors.gateway.routes import boards, docs, live, ops, pages, reads, scores
 
 __all__ = ["ROUTERS"]
 
-#: Pages, ops (health, readiness, metrics), boards, scores, reads, then live push.
+#: Pages, docs, ops (health, readiness, metrics), boards, scores, reads, then live push.
 ROUTERS: tuple[APIRouter, ...] = (
     pages.router,
+    docs.router,
     ops.router,
     boards.router,
     scores.router,

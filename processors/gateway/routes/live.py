@@ -18,11 +18,40 @@ from processors.gateway.errors import ApiError, validation_message
 from processors.gateway.feed import RankFeed, Subscriber
 from processors.gateway.models import SubscribeIn
 
-__all__ = ["router"]
+__all__ = ["GOING_AWAY", "close_subscribers", "router"]
 
 log = logging.getLogger(__name__)
 
 router = APIRouter()
+
+#: The close code a subscriber gets when the gateway shuts down (RFC 6455 "going away"):
+#: reconnect to another instance and resume with since_version.
+GOING_AWAY = 1001
+
+
+def _closing(app: Any) -> asyncio.Event:
+    """The app's "close every subscription" event (made on first use, per app)."""
+    event: asyncio.Event | None = getattr(app.state, "ws_closing", None)
+    if event is None:
+        event = app.state.ws_closing = asyncio.Event()
+    return event
+
+
+async def close_subscribers(app: Any, timeout_s: float = 2.0) -> int:
+    """Close every live subscription of ``app`` with 1001; wait up to ``timeout_s`` for them.
+
+    Called on SIGTERM before the server closes connections itself (uvicorn would send 1012).
+    Returns the number of subscriptions still open when the wait ended.
+    """
+    _closing(app).set()
+    state = getattr(app.state, "gateway", None)
+    deadline = time.monotonic() + timeout_s
+    while True:
+        feed = state.feed if state is not None else None
+        left = feed.subscriber_count() if feed is not None else 0
+        if not left or time.monotonic() >= deadline:
+            return left
+        await asyncio.sleep(0.02)
 
 
 async def _fail(ws: WebSocket, code: str, message: str, close: int) -> None:
@@ -90,10 +119,12 @@ async def _serve(ws: WebSocket, feed: RankFeed, sub: Subscriber, ping_interval_s
         """One message as compact JSON text."""
         await ws.send_text(json.dumps(msg, separators=(",", ":")))
 
+    closing = _closing(ws.app)
     tasks = [
         asyncio.create_task(feed.serve(sub, send)),
         asyncio.create_task(_receive(ws, live)),
         asyncio.create_task(_heartbeat(sub, live, ping_interval_s)),
+        asyncio.create_task(closing.wait()),
     ]
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -108,7 +139,10 @@ async def _serve(ws: WebSocket, feed: RankFeed, sub: Subscriber, ping_interval_s
         feed.unsubscribe(sub)
         if ws.application_state is not WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
-                await ws.close()
+                if closing.is_set():
+                    await ws.close(GOING_AWAY, "gateway shutting down: reconnect and resume")
+                else:
+                    await ws.close()
 
 
 @router.websocket("/v1/leaderboards/{board}/subscribe")
