@@ -49,6 +49,9 @@ class Settings(BaseSettings):
     redis_cluster_nodes: int = Field(3, ge=3, description="masters of the local cluster")
     postgres_port: int = 15432
     kafka_heap: str = "512m"
+    prometheus_port: int = Field(
+        19090, description="the local Prometheus of `stack up --monitoring` (not Debian's :9090)"
+    )
 
     # --- topics ---------------------------------------------------------------------
     topic_prefix: str = Field("", description="prefix added to every topic name")

@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from processors import scrape_targets
 from processors.bootstrap import pg_connect
 from processors.gateway.app import HistoryReader, create_app
 from streams.settings import Settings, get_settings
@@ -113,6 +114,7 @@ def gateway(
     host = host or settings.gateway_host
     port = port or settings.gateway_port
     click.echo(f"gateway on http://{host}:{port}/  (API docs: /docs)", err=True)
+    scrape_targets.register(settings, "gateway", port, host)  # for Prometheus and /ops
     uvicorn.run(
         app,
         host=host,
