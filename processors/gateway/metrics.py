@@ -61,6 +61,8 @@ class GatewayMetrics:
         self.pushes = Counter(
             "gateway_ws_pushes", "WebSocket messages pushed", ["type"], registry=registry
         )
+        for kind in ("snapshot", "delta"):  # listed from the start, at zero
+            self.pushes.labels(kind)
         Gauge(
             "gateway_ws_subscribers", "Live WebSocket subscribers", registry=registry
         ).set_function(_from_feed(feed, lambda f: f.subscriber_count()))
