@@ -230,7 +230,8 @@ def test_ops_page_charts_live_throughput_lag_and_latency(monitored: Monitored) -
             page.wait_for_function("Number(document.body.dataset.points || 0) >= 4", timeout=30_000)
             page.wait_for_function(
                 """() => {
-                  const line = document.querySelector('#throughput polyline[data-series="entries applied/s"]');
+                  const sel = '#throughput polyline[data-series="entries applied/s"]';
+                  const line = document.querySelector(sel);
                   const pts = line ? line.getAttribute('points').trim().split(' ') : [];
                   return pts.length >= 3 && pts.some(p => Number(p.split(',')[1]) < 126);
                 }""",
@@ -241,7 +242,8 @@ def test_ops_page_charts_live_throughput_lag_and_latency(monitored: Monitored) -
             )
             assert "projector" in lag_lines
             latency = page.text_content("#latency .now") or ""
-            assert "projector batch" in latency and "–" not in latency.split("·")[0]
+            assert "projector batch" in latency
+            assert "\u2013" not in latency.split("·")[0], latency  # an en dash: no value
             assert page.text_content("#status") == "live"
             ARTIFACTS.mkdir(exist_ok=True)
             page.screenshot(path=str(ARTIFACTS / "ops-page.png"), full_page=True)

@@ -1,4 +1,4 @@
-"""The alerting rules under Debian's ``promtool`` (installed like ``stack up --monitoring`` does)."""
+"""The alerting rules under Debian's ``promtool`` (installed as ``stack up --monitoring`` does)."""
 
 from __future__ import annotations
 
