@@ -42,6 +42,7 @@ def targets_dir(settings: Settings) -> Path:
 
 def register(settings: Settings, role: str, port: int, host: str = "127.0.0.1") -> Path:
     """Announce this process's metrics endpoint; the file is removed when the process exits."""
+    targets(settings)  # prunes the files of processes that died without cleaning up
     folder = targets_dir(settings)
     folder.mkdir(parents=True, exist_ok=True)
     if host in ("", "0.0.0.0", "::"):  # noqa: S104 - a listen-everywhere address, not a bind

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
+import sys
 from typing import Any
 
 import click
@@ -115,6 +117,9 @@ def gateway(
     port = port or settings.gateway_port
     click.echo(f"gateway on http://{host}:{port}/  (API docs: /docs)", err=True)
     scrape_targets.register(settings, "gateway", port, host)  # for Prometheus and /ops
+    # uvicorn re-raises SIGTERM after its graceful shutdown: leave through Python's exit, so
+    # that the announcement above is withdrawn (atexit) and Prometheus sees no dead target
+    signal.signal(signal.SIGTERM, lambda sig, _: sys.exit(128 + sig))
     uvicorn.run(
         app,
         host=host,

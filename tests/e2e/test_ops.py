@@ -250,3 +250,23 @@ def test_ops_page_charts_live_throughput_lag_and_latency(monitored: Monitored) -
             assert not errors, errors
         finally:
             browser.close()
+
+
+def test_a_stopped_process_withdraws_its_scrape_target(stack: Settings) -> None:
+    """SIGTERM: the gateway and a worker delete their announcement, so Prometheus and /ops
+    see no dead target."""
+    import signal
+
+    from processors.scrape_targets import targets
+
+    p = Pipeline(stack, f"o{uuid.uuid4().hex[:8]}")
+    worker = p.start_worker("projector", LEADERBOARD_WORKER_METRICS_PORT=str(free_port()))
+    proc, _ = start_gateway(p)
+    try:
+        wait_until(lambda: {worker.pid, proc.pid} <= {t.pid for t in targets(stack)}, 60)
+    finally:
+        stop(proc)
+        p.kill(worker, signal.SIGTERM)
+    files = {path.name for path in (stack.stack_dir / "run" / "targets").glob("*.json")}
+    assert f"gateway-{proc.pid}.json" not in files
+    assert f"projector-{worker.pid}.json" not in files
