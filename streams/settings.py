@@ -56,6 +56,9 @@ class Settings(BaseSettings):
     redis_cluster_nodes: int = Field(3, ge=3, description="masters of the local cluster")
     postgres_port: int = 15432
     kafka_heap: str = "512m"
+    prometheus_port: int = Field(
+        19090, description="the local Prometheus of `stack up --monitoring` (not Debian's :9090)"
+    )
 
     # --- topics ---------------------------------------------------------------------
     topic_prefix: str = Field("", description="prefix added to every topic name")
@@ -175,6 +178,7 @@ OFFSET_PORTS = (
     "gateway_port",
     "worker_web_port",
     "worker_metrics_port",
+    "prometheus_port",
 )
 
 

@@ -7,7 +7,8 @@ needed, started with its data under ``Settings.stack_dir`` and waited for until 
 
 Use it as ``from infra import stack as local_stack; local_stack.up(settings, progress)``. The
 modules: ``base`` (the ``Service`` base class, processes, pid and port files), ``kafka``,
-``redis`` (single node and cluster), ``postgres``, ``packages`` (apt-get installs),
+``redis`` (single node and cluster), ``postgres``, ``prometheus`` (``up --monitoring``),
+``packages`` (apt-get installs),
 ``lifecycle`` (``up``, ``down``, ``status``) and ``hooks`` (migrations and topics).
 """
 
@@ -27,6 +28,7 @@ from infra.stack.hooks import run_setup_hooks
 from infra.stack.kafka import KAFKA_INFRA, Kafka
 from infra.stack.lifecycle import down, locked, services, status, up
 from infra.stack.postgres import Postgres
+from infra.stack.prometheus import Prometheus
 from infra.stack.redis import Redis, RedisCluster
 from streams.errors import LeaderboardError, ServiceUnavailable
 
@@ -41,6 +43,7 @@ __all__ = [
     "LeaderboardError",
     "Postgres",
     "Progress",
+    "Prometheus",
     "Redis",
     "RedisCluster",
     "Service",

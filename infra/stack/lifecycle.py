@@ -25,21 +25,28 @@ from infra.stack.hooks import run_setup_hooks
 from infra.stack.kafka import Kafka
 from infra.stack.packages import apt_install
 from infra.stack.postgres import Postgres
+from infra.stack.prometheus import Prometheus
 from infra.stack.redis import Redis, RedisCluster
 from streams.errors import ServiceUnavailable
 from streams.settings import Settings
 
 
-def services(settings: Settings, *, redis_cluster: bool = False) -> list[Service]:
+def services(
+    settings: Settings, *, redis_cluster: bool = False, monitoring: bool = False
+) -> list[Service]:
     """The services in start order (Kafka first: it takes longest, the others start meanwhile).
 
     The Redis Cluster joins when asked for (``redis_cluster``), when the settings use it, or
-    when our nodes already run (so that ``status`` shows it and ``down`` stops it).
+    when our nodes already run (so that ``status`` shows it and ``down`` stops it); Prometheus
+    likewise when asked for (``monitoring``) or when ours runs.
     """
     found: list[Service] = [Kafka(settings), Redis(settings), Postgres(settings)]
     cluster = RedisCluster(settings)
     if redis_cluster or settings.redis_cluster or cluster.running():
         found.append(cluster)
+    prometheus = Prometheus(settings)
+    if monitoring or prometheus.our_pid() is not None:
+        found.append(prometheus)
     return found
 
 
@@ -78,6 +85,7 @@ _TIMEOUTS = {
     "kafka": KAFKA_START_TIMEOUT,
     "redis": REDIS_START_TIMEOUT,
     "redis-cluster": REDIS_START_TIMEOUT,
+    "prometheus": REDIS_START_TIMEOUT,
 }
 
 
@@ -87,13 +95,15 @@ def up(
     *,
     setup: bool = True,
     redis_cluster: bool = False,
+    monitoring: bool = False,
 ) -> list[ServiceState]:
     """Bring every service up (reusing healthy ones) and wait until each answers.
 
-    ``redis_cluster`` also starts the local Redis Cluster beside the single node.
+    ``redis_cluster`` also starts the local Redis Cluster beside the single node;
+    ``monitoring`` starts our Prometheus (installing Debian's package when missing).
     """
     with locked(settings):
-        all_services = services(settings, redis_cluster=redis_cluster)
+        all_services = services(settings, redis_cluster=redis_cluster, monitoring=monitoring)
         started: list[Service] = []
         to_start: list[Service] = []
         for svc in all_services:

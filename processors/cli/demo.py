@@ -26,7 +26,7 @@ from streams.events import LeaderboardConfigured
 from streams.settings import Settings, get_settings
 
 
-def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+def _spawn(args: list[str], log: Path, **env: str) -> subprocess.Popen[bytes]:
     log.parent.mkdir(parents=True, exist_ok=True)
     out = open(log, "ab")  # the child process owns the file
     return subprocess.Popen(  # noqa: S603 - our own interpreter and module
@@ -35,6 +35,7 @@ def _spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
         start_new_session=True,
+        env={**os.environ, **env} if env else None,
     )
 
 
@@ -107,12 +108,27 @@ async def _view(settings: Settings, cfg: LeaderboardConfigured, limit: int) -> T
     type=click.IntRange(1, 100),
     help="Rows of the board shown live in the terminal.",
 )
+@click.option(
+    "--metrics-port",
+    default=None,
+    type=click.IntRange(1, 65534),
+    help="Prometheus /metrics of the projector (this port) and the sinks worker (the next); "
+    "default LEADERBOARD_WORKER_METRICS_PORT, else the gateway port + 100.",
+)
 def demo(
-    boards: int, participants: int, rate: float, duration: float, port: int | None, limit: int
+    boards: int,
+    participants: int,
+    rate: float,
+    duration: float,
+    port: int | None,
+    limit: int,
+    metrics_port: int | None,
 ) -> None:
     """Run the whole service on simulated matches and show a board live.
 
-    Starts the stack, a projector, the sinks worker, the gateway and a simulator.
+    Starts the stack, a projector, the sinks worker, the gateway and a simulator. Each worker
+    serves Prometheus metrics (consumer lag, throughput, batch latency; URLs printed), and the
+    gateway's /ops page charts them.
 
     Logs of every process go to .stack/logs/demo-*.log. Ctrl-C stops what this command started
     (the stack stays up: `leaderboard stack down` stops it).
@@ -127,9 +143,15 @@ def demo(
     _rebuild_if_lost(settings, console)
     logs = settings.stack_dir / "logs"
     gport = port or settings.gateway_port
+    mport = metrics_port or settings.worker_metrics_port or gport + 100
+    metrics = {"projector": mport, "sinks": mport + 1}
     procs = [
-        _spawn(["worker", "--role", "projector"], logs / "demo-projector.log"),
-        _spawn(["worker", "--role", "sinks"], logs / "demo-sinks.log"),
+        _spawn(
+            ["worker", "--role", role],
+            logs / f"demo-{role}.log",
+            LEADERBOARD_WORKER_METRICS_PORT=str(p),
+        )
+        for role, p in metrics.items()
     ]
     gateway = "gateway" in _commands()
     if gateway:
@@ -167,6 +189,13 @@ def demo(
             console.print(
                 f"live page: [bold]{url}[/]  (all boards: http://{settings.gateway_host}:{gport}/)"
             )
+        for role, p in metrics.items():
+            console.print(f"{role} metrics: http://127.0.0.1:{p}/metrics")
+        if gateway:
+            console.print(f"operations: http://{settings.gateway_host}:{gport}/ops")
+        prometheus = local_stack.Prometheus(settings)
+        if prometheus.our_pid() is not None:
+            console.print(f"prometheus: {prometheus.url()}")
         console.print(f"logs: {logs}/demo-*.log — Ctrl-C to stop")
         end = time.monotonic() + duration if duration > 0 else float("inf")
         with Live(console=console, refresh_per_second=2, transient=False) as live:

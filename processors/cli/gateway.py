@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import signal
 import socket
+import sys
 from typing import Any
 
 import click
 import uvicorn
 
-from processors import logs
+from processors import logs, scrape_targets
 from processors.bootstrap import pg_connect
 from processors.gateway.app import HistoryReader, create_app
 from processors.gateway.routes.live import close_subscribers
@@ -155,6 +157,10 @@ def gateway(
             "(set LEADERBOARD_API_KEYS, or pass --open on a laptop)"
         )
     log.warning("gateway on http://%s:%d/  (API docs: /docs, /redoc)", host, port)
+    scrape_targets.register(settings, "gateway", port, host)  # for Prometheus and /ops
+    # uvicorn re-raises SIGTERM after its graceful shutdown: leave through Python's exit, so
+    # that the announcement above is withdrawn (atexit) and Prometheus sees no dead target
+    signal.signal(signal.SIGTERM, lambda sig, _: sys.exit(128 + sig))
     GatewayServer(config).run()
 
 

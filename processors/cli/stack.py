@@ -34,11 +34,20 @@ def stack() -> None:
     is_flag=True,
     help="Also start a local Redis Cluster (three masters, LEADERBOARD_REDIS_CLUSTER_PORT..).",
 )
-def up(no_setup: bool, redis_cluster: bool) -> None:
+@click.option(
+    "--monitoring",
+    is_flag=True,
+    help="Also start Prometheus (Debian's package, installed when missing) on "
+    "LEADERBOARD_PROMETHEUS_PORT, scraping the gateway and every worker.",
+)
+def up(no_setup: bool, redis_cluster: bool, monitoring: bool) -> None:
     """Install what is missing, start what is not running, wait until all answer.
 
     With --redis-cluster a three-master Redis Cluster starts too (ports 17001-17003, data under
-    .stack/redis-cluster/); use it with LEADERBOARD_REDIS_CLUSTER=1.
+    .stack/redis-cluster/); use it with LEADERBOARD_REDIS_CLUSTER=1. With --monitoring our own
+    Prometheus starts (port 19090, data under .stack/prometheus/; Debian's own service on :9090
+    is not used): it scrapes the gateway and every worker serving metrics, with the alerting
+    rules of infra/monitoring/alerts.yml.
 
     Idempotent: running it again reuses what is up. Kafka jars come from Maven Central on the
     first run (infra/kafka/pom.xml); Redis and PostgreSQL come from Debian's packages.
@@ -51,7 +60,11 @@ def up(no_setup: bool, redis_cluster: bool) -> None:
             spinner.update(line)
 
         states = local_stack.up(
-            get_settings(), progress, setup=not no_setup, redis_cluster=redis_cluster
+            get_settings(),
+            progress,
+            setup=not no_setup,
+            redis_cluster=redis_cluster,
+            monitoring=monitoring,
         )
     for state in states:
         click.echo(state.line())

@@ -1,10 +1,15 @@
-"""The gateway's Prometheus registry: HTTP requests, WebSocket pushes, the rank-change feed."""
+"""The gateway's Prometheus registry (HTTP requests, WebSocket pushes, the rank-change feed) and
+the sampler behind the operations page (``/ops``), which adds the workers' metrics to it."""
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable
+from typing import Any
 
+import httpx
 from fastapi import Request, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -14,10 +19,12 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.parser import text_string_to_metric_families
 
 from processors.gateway.feed import RankFeed
+from processors.scrape_targets import Target
 
-__all__ = ["CONTENT_TYPE_LATEST", "FeedLookup", "GatewayMetrics"]
+__all__ = ["CONTENT_TYPE_LATEST", "FeedLookup", "GatewayMetrics", "OpsSampler", "quantile"]
 
 #: The running rank-change feed, or None before the lifespan started it.
 FeedLookup = Callable[[], RankFeed | None]
@@ -54,6 +61,8 @@ class GatewayMetrics:
         self.pushes = Counter(
             "gateway_ws_pushes", "WebSocket messages pushed", ["type"], registry=registry
         )
+        for kind in ("snapshot", "delta"):  # listed from the start, at zero
+            self.pushes.labels(kind)
         Gauge(
             "gateway_ws_subscribers", "Live WebSocket subscribers", registry=registry
         ).set_function(_from_feed(feed, lambda f: f.subscriber_count()))
@@ -69,6 +78,13 @@ class GatewayMetrics:
             "gateway_rank_feed_records", "Rank-change records read since start", registry=registry
         ).set_function(_from_feed(feed, lambda f: f.records))
         self.submitted = Counter("gateway_scores_submitted", "Scores published", registry=registry)
+        self._ops: OpsSampler | None = None
+
+    def ops(self, workers: Callable[[], list[Target]]) -> OpsSampler:
+        """The ``/ops`` sampler over this registry and the ``workers`` (made on first use)."""
+        if self._ops is None:
+            self._ops = OpsSampler(self.render, workers)
+        return self._ops
 
     def on_push(self, kind: str) -> None:
         """Count one WebSocket message of type ``kind`` (the feed's push callback)."""
@@ -92,3 +108,151 @@ class GatewayMetrics:
             route = getattr(request.scope.get("route"), "path", "unmatched")
             self.latency.labels(request.method, route).observe(time.perf_counter() - start)
             self.requests.labels(request.method, route, str(status)).inc()
+
+
+# --------------------------------------------------------------------------- /ops
+
+
+def _families(text: str) -> list[tuple[str, dict[str, str], float]]:
+    """The samples of a Prometheus text exposition as (name, labels, value)."""
+    out: list[tuple[str, dict[str, str], float]] = []
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            out.append((s.name, s.labels, s.value))
+    return out
+
+
+class _Totals:
+    """The sums the operations page charts, read from one round of scrapes."""
+
+    def __init__(self, samples: list[tuple[str, dict[str, str], float]]) -> None:
+        self.entries = 0.0
+        self.records: dict[str, float] = {}
+        self.lag: dict[str, float] = {}
+        self.dead_letters = 0.0
+        self.outbox = 0.0
+        self.requests = 0.0
+        self.errors = 0.0
+        self.batch: dict[float, float] = {}
+        self.http: dict[float, float] = {}
+        for name, labels, value in samples:
+            role = labels.get("role", "")
+            if name == "leaderboard_worker_entries_applied_total":
+                self.entries += value
+            elif name == "leaderboard_worker_records_total":
+                self.records[role] = self.records.get(role, 0.0) + value
+            elif name == "leaderboard_worker_consumer_lag":
+                self.lag[role] = self.lag.get(role, 0.0) + value
+            elif name == "leaderboard_worker_dead_letters_total":
+                self.dead_letters += value
+            elif name == "leaderboard_worker_outbox_entries":
+                self.outbox += value
+            elif name == "gateway_http_requests_total":
+                self.requests += value
+                if labels.get("status", "").startswith("5"):
+                    self.errors += value
+            elif name == "leaderboard_worker_batch_seconds_bucket" and role == "projector":
+                le = float(labels["le"])
+                self.batch[le] = self.batch.get(le, 0.0) + value
+            elif name == "gateway_http_request_seconds_bucket":
+                le = float(labels["le"])
+                self.http[le] = self.http.get(le, 0.0) + value
+
+
+def quantile(q: float, now: dict[float, float], before: dict[float, float]) -> float | None:
+    """The ``q`` quantile of the observations between two cumulative bucket snapshots.
+
+    Linear inside the bucket, as PromQL's ``histogram_quantile``; None without observations.
+    """
+    bounds = sorted(now)
+    counts = [max(0.0, now[b] - before.get(b, 0.0)) for b in bounds]
+    if not counts or counts[-1] <= 0:
+        return None
+    rank = q * counts[-1]
+    lower, below = 0.0, 0.0
+    for bound, count in zip(bounds, counts, strict=True):
+        if count >= rank:
+            if bound == float("inf"):
+                return lower
+            inside = count - below
+            return lower + (bound - lower) * ((rank - below) / inside if inside else 1.0)
+        lower, below = bound, count
+    return lower
+
+
+class OpsSampler:
+    """Samples the gateway's own metrics and every announced worker's for the ``/ops`` page.
+
+    At most one sample per ``min_interval`` seconds, whoever asks; the last ``keep`` samples
+    are the charts' history. Rates and latency quantiles come from the difference between
+    two consecutive samples (a restarted worker's counters restart at zero: never negative).
+    """
+
+    def __init__(
+        self,
+        own: Callable[[], bytes],
+        workers: Callable[[], list[Target]],
+        *,
+        keep: int = 300,
+        min_interval: float = 1.0,
+    ) -> None:
+        self.own = own
+        self.workers = workers
+        self.min_interval = min_interval
+        self.points: deque[dict[str, Any]] = deque(maxlen=keep)
+        self.last: tuple[float, _Totals] | None = None
+        self.targets: list[dict[str, Any]] = []
+        self.lock = asyncio.Lock()
+
+    async def _scrape(self, client: httpx.AsyncClient, target: Target) -> str | None:
+        try:
+            r = await client.get(target.url)
+            r.raise_for_status()
+        except httpx.HTTPError:
+            return None
+        return r.text
+
+    async def sample(self) -> dict[str, Any]:
+        """Take a sample if the last one is old enough; the page's JSON."""
+        async with self.lock:
+            now = time.time()
+            if self.last is None or now - self.last[0] >= self.min_interval:
+                await self._take(now)
+            return {"at": now, "targets": self.targets, "points": list(self.points)}
+
+    async def _take(self, now: float) -> None:
+        workers = [t for t in self.workers() if t.role != "gateway"]
+        async with httpx.AsyncClient(timeout=1.0) as client:
+            texts = await asyncio.gather(*(self._scrape(client, t) for t in workers))
+        samples = _families(self.own().decode())
+        self.targets = [{"role": "gateway (this one)", "url": "/metrics", "up": True}]
+        for target, text in zip(workers, texts, strict=True):
+            self.targets.append({"role": target.role, "url": target.url, "up": text is not None})
+            if text is not None:
+                samples += _families(text)
+        totals = _Totals(samples)
+        if self.last is not None:
+            self.points.append(self._point(now, totals, *self.last))
+        self.last = (now, totals)
+
+    @staticmethod
+    def _point(now: float, cur: _Totals, then: float, old: _Totals) -> dict[str, Any]:
+        dt = max(now - then, 1e-3)
+
+        def rate(a: float, b: float) -> float:
+            return round(max(0.0, a - b) / dt, 3)
+
+        batch = quantile(0.95, cur.batch, old.batch)
+        http = quantile(0.95, cur.http, old.http)
+        return {
+            "t": round(now, 3),
+            "entries_per_s": rate(cur.entries, old.entries),
+            "records_per_s": {r: rate(v, old.records.get(r, 0.0)) for r, v in cur.records.items()},
+            "lag": dict(cur.lag),
+            "dead_letters_per_s": rate(cur.dead_letters, old.dead_letters),
+            "outbox": cur.outbox,
+            "http_per_s": rate(cur.requests, old.requests),
+            "http_5xx_per_s": rate(cur.errors, old.errors),
+            "batch_p95_ms": None if batch is None else round(batch * 1000, 3),
+            "http_p95_ms": None if http is None else round(http * 1000, 3),
+        }

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from processors.workers.batching import (
     RawRecord as RawRecord,  # re-exported: replay and tests use it
 )
-from processors.workers.metrics import DEAD_LETTERS, reason_kind
+from processors.workers.metrics import DEAD_LETTERS, OUTBOX, PUBLISH_SECONDS, reason_kind
 from projections.sharded import ShardedStore, layout_of
 from projections.store import BoardOutcome, RankingStore, SourceRecord
 from streams import rules
@@ -207,14 +207,17 @@ class Projector:
         work = [(configs[board], recs) for (board, _), recs in groups.items()]
         writer = self._writer(work)
         outcomes = await writer.apply(work)
+        OUTBOX.labels("projector").set(sum(len(out.offsets) for out in outcomes))
         self._publish(outcomes, raws, stats)
         if self.producer is not None:
-            await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 30.0)
+            with PUBLISH_SECONDS.labels("projector").time():
+                await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 30.0)
         if ack_from is not None:
             for out, (_, recs) in zip(outcomes, work, strict=True):
                 limit = ack_from.get(recs[0].partition, 0) if recs else 0
                 out.offsets = [o for o in out.offsets if o < limit]
         await writer.acknowledge(outcomes)
+        OUTBOX.labels("projector").set(0)
         return stats
 
     def _clocked_boards(self) -> list[LeaderboardConfigured]:

@@ -51,6 +51,8 @@ def create_app(settings: Settings) -> faust.App:
         partitions=settings.partitions,
     )
     state: dict[str, Any] = {}
+    lag = metrics.LagMeter(app, "projector", [scores.get_topic_name()])
+    lag.every(5.0)
 
     async def projector() -> Projector:
         if "projector" not in state:
@@ -85,13 +87,10 @@ def create_app(settings: Settings) -> faust.App:
         async def handle(batch: Sequence[RawRecord]) -> BatchStats:
             while True:
                 await guard.ensure()
-                timer = metrics.Timer("projector")
                 try:
                     stats = await proj.process(batch)
                 except ProjectionLost:
                     continue  # Redis lost its data under us: wait for the rebuild, then retry
-                timer.done()
-                metrics.RECORDS.labels("projector").inc(stats.records)
                 metrics.ENTRIES.labels("projector").inc(stats.entries_applied)
                 return stats
 
@@ -99,7 +98,7 @@ def create_app(settings: Settings) -> faust.App:
             stream,
             settings.batch_size,
             settings.batch_within,
-            handle,
+            metrics.observed("projector", scores.get_topic_name(), handle, lag),
             what="projecting a batch",
             poison=proj.dead_letter,
             done=meter.add,

@@ -165,8 +165,6 @@ class SinkProcessor:
     async def handle_rank_changes(self, records: Sequence[RawRecord]) -> SinkStats:
         """Write a batch of rank-change records durably, then close the periods they end."""
         stats = SinkStats(records=len(records))
-        metrics.RECORDS.labels("sinks").inc(len(records))
-        timer = metrics.Timer("sinks")
         batch: list[RankChanged] = []
         for rec in records:
             ev = self._decode(rec, RankChanged, self.settings.rank_changes_topic)
@@ -188,7 +186,6 @@ class SinkProcessor:
                 if await self.close_period(ev.leaderboard_id, period, ev.version_to):
                     stats.periods_closed.append((ev.leaderboard_id, period))
         await self._flush_producer()
-        timer.done()
         return stats
 
     async def close_period(self, board: str, period: str, fallback_version: int) -> bool:
@@ -352,6 +349,8 @@ def create_app(settings: Settings) -> faust.App:
         settings.topic(settings.config_topic), value_serializer="raw", key_serializer="raw"
     )
     state: dict[str, SinkProcessor] = {}
+    lag = metrics.LagMeter(app, "sinks", [rank_changes.get_topic_name()])
+    lag.every(5.0)
     ready = asyncio.Lock()
 
     async def processor() -> SinkProcessor:
@@ -371,12 +370,13 @@ def create_app(settings: Settings) -> faust.App:
             log.debug(
                 "audit: %d records, %d rows (%d new)", stats.records, stats.rows, stats.inserted
             )
+            metrics.count_audit(stats.rows, stats.inserted, len(stats.periods_closed))
 
         await consume_batches(
             stream,
             settings.batch_size,
             settings.batch_within,
-            proc.handle_rank_changes,
+            metrics.observed("sinks", rank_changes.get_topic_name(), proc.handle_rank_changes, lag),
             what="writing the audit",
             poison=proc.poison(settings.rank_changes_topic),
             done=logged,

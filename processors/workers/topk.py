@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from processors import logs
+from processors.workers import metrics
 from projections.sharded import ShardedStore, layout_of
 from projections.topk import DEFAULT_K, TopK
 from streams import rules
@@ -134,9 +135,13 @@ def create_app(settings: Settings) -> Any:
         configs.start()
         await configs.sync(10.0)
 
+    lag = metrics.LagMeter(app, "topk", [topic.get_topic_name()])
+    seen = [0]  # records since the last tick: counted into Prometheus once per tick
+
     @app.agent(topic, concurrency=1)
     async def changes(stream: Any) -> None:
         async for value in stream:
+            seen[0] += 1
             if value is None:
                 continue
             record = codec.decode_as(value, RankChanged)
@@ -144,10 +149,17 @@ def create_app(settings: Settings) -> Any:
 
     @app.timer(cache.min_interval)
     async def rebuild() -> None:
+        timer = metrics.Timer("topk")
+        metrics.RECORDS.labels("topk").inc(seen[0])
+        seen[0] = 0
+        lag.refresh()
         try:
-            await cache.tick(configs.snapshot)
+            n = await cache.tick(configs.snapshot)
         except Exception:  # keep the timer alive; the next tick retries
             log.exception("top-K rebuild failed")
+            return
+        metrics.TOPK_REBUILDS.labels("topk").inc(n)
+        timer.done()
 
     return app
 
@@ -156,6 +168,7 @@ def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the top-K cache worker in the foreground until interrupted."""
     import faust
 
+    metrics.serve(settings, "topk")
     worker = faust.Worker(
         create_app(settings),
         loglevel=loglevel,

@@ -1,17 +1,21 @@
-"""Operations: liveness, readiness (Kafka, Redis, PostgreSQL, the feed) and Prometheus metrics."""
+"""Operations: liveness, readiness (Kafka, Redis, PostgreSQL, the feed), Prometheus metrics and
+the operations page (``/ops``) with its data."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import JSONResponse
+from fastapi.responses import FileResponse, JSONResponse
 
+from processors import scrape_targets
 from processors.bootstrap import pg_connect_async
 from processors.gateway.deps import GatewayState, StateDep
 from processors.gateway.metrics import CONTENT_TYPE_LATEST
+from processors.gateway.routes.pages import STATIC_DIR
 
 __all__ = ["router"]
 
@@ -73,3 +77,22 @@ async def ready(state: StateDep) -> JSONResponse:
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics."""
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@router.get("/ops", include_in_schema=False)
+async def ops_page() -> FileResponse:
+    """The operations page: live charts of throughput, lag and latency (reads /ops/data)."""
+    return FileResponse(STATIC_DIR / "ops.html")
+
+
+@router.get("/ops/data")
+async def ops_data(state: StateDep) -> dict[str, Any]:
+    """Throughput, consumer lag and latency over the last minutes, for the operations page.
+
+    Sampled (at most once a second) from this gateway's metrics and those of every worker
+    announced under the stack dir; ``points`` are oldest first, ``targets`` tell which
+    endpoints answered the last sample.
+    """
+    settings = state.settings
+    sampler = state.metrics.ops(lambda: scrape_targets.targets(settings))
+    return await sampler.sample()
