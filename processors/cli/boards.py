@@ -116,13 +116,14 @@ def boards_create(
             top_n,
             starts_at,
             ends_at,
+            time_source,
             meta,
         )
     finally:
         producer.close()
     click.echo(
         f"{verb} board {board_id}: sort {cfg.sort_order}, operator {cfg.operator}, "
-        f"period {cfg.reset_period}, top-n {cfg.watch_top_n}"
+        f"period {cfg.reset_period}, top-n {cfg.watch_top_n}, time {cfg.time_source}"
     )
     if wait:
         took = wait_registered(settings, cfg, wait_timeout)
@@ -156,6 +157,7 @@ def _configure(
     top_n: int | None,
     starts_at: str | None,
     ends_at: str | None,
+    time_source: str | None,
     meta: tuple[str, ...],
 ) -> tuple[LeaderboardConfigured, str]:
     """Check and publish the board's configuration; the configuration and what was done."""
