@@ -28,7 +28,6 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from processors.bootstrap import get_codec, kafka_admin, kafka_consumer, pg_connect, sync_redis
 from processors.kafka.admin import create_topics
 from projections.keys import BoardKeys
-from streams.events import MatchResultSubmitted
 from streams.settings import Settings
 from streams.topics import all_topics
 
@@ -279,7 +278,7 @@ def kafka_consume_rate(settings: Settings, topic: str, decode: bool) -> tuple[in
                     continue
                 seen += 1
                 if decode:
-                    codec.decode_as(m.value() or b"", MatchResultSubmitted)
+                    codec.decode(m.value() or b"")  # match results and clock marks
         return seen, time.perf_counter() - t0
     finally:
         c.close()
