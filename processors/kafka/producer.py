@@ -317,7 +317,7 @@ def read_to_end(
         ends: dict[int, int] = {}
         starts: dict[int, int] = {}
         for p in tmeta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout)
+            low, high = _watermarks(consumer, TopicPartition(topic, p), timeout)
             if high > low:
                 ends[p] = high
                 starts[p] = OFFSET_BEGINNING if last is None else max(low, high - last)
@@ -352,6 +352,30 @@ def read_to_end(
                 ends.pop(part, None)
     finally:
         consumer.close()
+
+
+#: Answers of a broker whose partition leadership is still settling (a topic just created, a
+#: broker just restarted): asked again after a moment.
+_SETTLING = frozenset(
+    {
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+    }
+)
+
+
+def _watermarks(consumer: Any, tp: TopicPartition, timeout: float) -> tuple[int, int]:
+    """Low and high watermark of ``tp``, waiting out a partition leader still being elected."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout)
+            return int(low), int(high)
+        except KafkaException as exc:
+            if exc.args[0].code() not in _SETTLING or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.2)
 
 
 def read_boards(settings: Settings, *, timeout: float = 10.0) -> dict[str, LeaderboardConfigured]:
