@@ -26,7 +26,6 @@ from projections.store import Entry, RankingStore
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
 from streams.events import (
     CLOCK_KEY,
-    ClockMarked,
     LeaderboardConfigured,
     MatchResultSubmitted,
     Operator,
@@ -377,14 +376,13 @@ async def _replay_kafka(
                 raws = await asyncio.to_thread(src.read_until, end)
                 if not raws:
                     break
-                decoded: list[tuple[RawRecord, MatchResultSubmitted | ClockMarked]] = []
+                decoded = []
                 for raw in raws:
                     try:
-                        ev = projector.codec.decode(raw.value or b"")
+                        ev = projector.codec.decode_as(raw.value or b"", MatchResultSubmitted)
                     except DecodeError:
                         continue  # live dead-lettered it
-                    if isinstance(ev, MatchResultSubmitted | ClockMarked):
-                        decoded.append((raw, ev))
+                    decoded.append((raw, ev))
                 stats = await projector.apply_decoded(decoded, ack_from=ack_from)
                 report.records += len(raws)
                 report.entries += stats.entries_applied

@@ -356,27 +356,26 @@ class PeriodClosed:
         return cls(**d)
 
 
-#: Key of clock marks on the score topic (no leaderboard id can hold "~").
+#: Key and leaderboard id of clock marks on the score topic (no leaderboard id can hold "~").
 CLOCK_KEY = b"~clock"
+CLOCK_BOARD = "~clock"
 
 
-@dataclass(frozen=True, slots=True)
-class ClockMarked:
-    """A clock mark on one score partition: its broker time moves the partition's boards."""
+def clock_mark(issued_by: str, issued_at: int) -> MatchResultSubmitted:
+    """A clock mark: a match result of no board and no entry, keyed ``CLOCK_KEY``.
 
-    SCHEMA: ClassVar[str] = "io.leaderboard.events.ClockMarked"
+    Projectors write one every few seconds to each score partition they own. Nothing in it is
+    trusted: its broker append time moves the time-bound boards of the partition, so periods
+    and tournament windows end on time without score traffic, and replay, reading the same
+    marks, ends them at the same versions. It is an ordinary ``MatchResultSubmitted`` so that
+    every reader of the topic decodes it with the one published schema.
+    """
+    return MatchResultSubmitted(f"clock:{issued_by}:{issued_at}", "", CLOCK_BOARD, issued_at, ())
 
-    issued_by: str
-    issued_at: int
 
-    def to_avro(self) -> dict[str, Any]:
-        """Plain dict in the shape of the Avro schema."""
-        return asdict(self)
-
-    @classmethod
-    def from_avro(cls, d: dict[str, Any]) -> ClockMarked:
-        """Build from a decoded Avro dict."""
-        return cls(issued_by=d["issued_by"], issued_at=_millis(d["issued_at"]))
+def is_clock_mark(event: MatchResultSubmitted) -> bool:
+    """True if ``event`` is a clock mark (see ``clock_mark``)."""
+    return event.leaderboard_id == CLOCK_BOARD
 
 
 Event = (
@@ -386,7 +385,6 @@ Event = (
     | ParticipantNotified
     | ParticipantsNotified
     | PeriodClosed
-    | ClockMarked
 )
 
 #: Full Avro name → event class.
@@ -399,7 +397,6 @@ EVENT_TYPES: dict[str, type[Any]] = {
         ParticipantNotified,
         ParticipantsNotified,
         PeriodClosed,
-        ClockMarked,
     )
 }
 

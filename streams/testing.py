@@ -17,10 +17,10 @@ from streams.codec import Codec
 from streams.errors import DecodeError
 from streams.events import (
     CLOCK_KEY,
-    ClockMarked,
     Event,
     LeaderboardConfigured,
     MatchResultSubmitted,
+    is_clock_mark,
 )
 from streams.model import ModelBoard
 from streams.partitioning import partition_for
@@ -142,13 +142,13 @@ def fold_log(
         kind, ms = msg.timestamp()
         log_time = int(ms) if kind == LOG_APPEND_TIME else None
         try:
-            ev = codec.decode(msg.value() or b"")
+            ev = codec.decode_as(msg.value() or b"", MatchResultSubmitted)
         except DecodeError:
             continue
-        if isinstance(ev, ClockMarked):
+        if is_clock_mark(ev):
             if msg.key() == CLOCK_KEY and log_time is not None:
                 marks[msg.partition()].append((msg.offset(), log_time))
-        elif isinstance(ev, MatchResultSubmitted) and ev.leaderboard_id in models:
+        elif ev.leaderboard_id in models:
             board = ev.leaderboard_id
             if msg.key() == board.encode() and msg.partition() == homes[board]:
                 rows[board].append((msg.offset(), (ev, log_time)))

@@ -20,20 +20,17 @@ from streams.codec import Codec
 from streams.errors import DecodeError
 from streams.events import (
     CLOCK_KEY,
-    ClockMarked,
     LeaderboardConfigured,
     MatchResultSubmitted,
     ParticipantsNotified,
     RankChanged,
+    is_clock_mark,
 )
 from streams.partitioning import partition_for
 from streams.ports import ConfigLookup, Publisher, RankingWriter
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-#: A decoded record of the score topic: a match result or a clock mark.
-ScoreRecord = MatchResultSubmitted | ClockMarked
 
 #: Most changes (or notices) in one output record: ~150 bytes each keeps records near 300 KB,
 #: far below Kafka's 1 MB default message size, whatever the batch size.
@@ -107,21 +104,16 @@ class Projector:
     async def process(self, batch: Sequence[RawRecord]) -> BatchStats:
         """Decode, validate, apply and publish one batch; returns its counters."""
         stats = BatchStats(records=len(batch))
-        decoded: list[tuple[RawRecord, ScoreRecord]] = []
+        decoded: list[tuple[RawRecord, MatchResultSubmitted]] = []
         for raw in batch:
             if raw.value is None:
                 self._dead_letter(raw, "empty record (tombstone) on the score topic")
                 stats.dead_lettered += 1
                 continue
             try:
-                event = self.codec.decode(raw.value)
+                event = self.codec.decode_as(raw.value, MatchResultSubmitted)
             except DecodeError as exc:
                 self._dead_letter(raw, str(exc))
-                stats.dead_lettered += 1
-                continue
-            if not isinstance(event, MatchResultSubmitted | ClockMarked):
-                kind = type(event).__name__
-                self._dead_letter(raw, f"a {kind} record does not belong on the score topic")
                 stats.dead_lettered += 1
                 continue
             misplaced = self._placement_reason(raw, event)
@@ -133,14 +125,14 @@ class Projector:
 
         return await self.apply_decoded(decoded, stats)
 
-    def _placement_reason(self, raw: RawRecord, event: ScoreRecord) -> str | None:
+    def _placement_reason(self, raw: RawRecord, event: MatchResultSubmitted) -> str | None:
         """Why a record sits where replay would not find it (wrong key or partition), or None.
 
         Replay reads a board's records from its murmur2 partition by key, so a record keyed
         otherwise, or placed by another partitioner, would be live state the log cannot rebuild.
         A clock mark belongs to every board of its partition and must carry the clock key.
         """
-        if isinstance(event, ClockMarked):
+        if is_clock_mark(event):
             if raw.key != CLOCK_KEY:
                 return f"a clock mark must be keyed {CLOCK_KEY.decode()!r}"
             return None
@@ -159,7 +151,7 @@ class Projector:
 
     async def apply_decoded(
         self,
-        decoded: Sequence[tuple[RawRecord, ScoreRecord]],
+        decoded: Sequence[tuple[RawRecord, MatchResultSubmitted]],
         stats: BatchStats | None = None,
         *,
         ack_from: dict[int, int] | None = None,
@@ -173,8 +165,7 @@ class Projector:
         if stats is None:
             stats = BatchStats(records=len(decoded))
         unknown = any(
-            isinstance(ev, MatchResultSubmitted) and self._config(ev.leaderboard_id) is None
-            for _, ev in decoded
+            not is_clock_mark(ev) and self._config(ev.leaderboard_id) is None for _, ev in decoded
         )
         if unknown and not callable(self.configs):
             await self.configs.sync(5.0)
@@ -185,7 +176,7 @@ class Projector:
         marked: list[LeaderboardConfigured] | None = None
         for raw, ev in decoded:
             raws[(raw.partition, raw.offset)] = raw
-            if isinstance(ev, ClockMarked):
+            if is_clock_mark(ev):
                 if marked is None:
                     marked = self._clocked_boards()
                 for moved, rec in self._marks(raw, marked):

@@ -20,7 +20,7 @@ from processors.workers.batching import RawRecord, consume_batches
 from processors.workers.epoch import EpochGuard, epoch_key
 from processors.workers.projector import BatchStats, Projector, Throughput
 from projections.store import ProjectionLost, RankingStore
-from streams.events import CLOCK_KEY, ClockMarked
+from streams.events import CLOCK_KEY, clock_mark
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -109,13 +109,13 @@ def create_app(settings: Settings) -> faust.App:
         @app.timer(interval=settings.clock_mark_s)
         async def mark_clock() -> None:
             """A clock mark on every score partition this worker owns: the broker stamps its
-            time, which moves the time-bound boards of the partition (see ClockMarked)."""
+            time, which moves the time-bound boards of the partition (see clock_mark)."""
             producer: LeaderboardProducer | None = state.get("producer")
             topic = scores.get_topic_name()
             owned = sorted(tp.partition for tp in app.consumer.assignment() if tp.topic == topic)
             if producer is None or not owned:
                 return
-            mark = ClockMarked(f"{socket.gethostname()}:{os.getpid()}", int(time.time() * 1000))
+            mark = clock_mark(f"{socket.gethostname()}:{os.getpid()}", int(time.time() * 1000))
             value = get_codec(settings).encode(mark)
             for partition in owned:
                 producer.publish_raw(topic, CLOCK_KEY, value, partition=partition)
