@@ -274,6 +274,11 @@ def entries_refusal(entries: Sequence[ScoreEntry]) -> str:
     )
 
 
+def percentile(rank: int, count: int) -> float:
+    """The share of the standings at or above ``rank``, in percent ("top 3 %"), 2 decimals."""
+    return round(100 * rank / count, 2) if count else 100.0
+
+
 def standings_checksum(rows: Iterable[tuple[int, str, int]]) -> str:
     """SHA-256 of the standings as ``rank\\tparticipant\\tscore\\n`` lines, best first."""
     digest = hashlib.sha256()

@@ -80,13 +80,15 @@ async def sharded_participant(
     mine = next((e for e in rows if e.participant_id == pid), None)
     if mine is None:
         raise ApiError(404, f"participant {pid!r} is not on {board!r} ({p})")
+    count = await store.count(board, p)
     return {
         "leaderboard_id": board,
         "period": p,
         "version": await store.version(board),
-        "count": await store.count(board, p),
+        "count": count,
         "participant_id": pid,
         "rank": mine.rank,
+        "percentile": rules.percentile(mine.rank, count),
         "score": mine.score,
         "above": [entry_json(e) for e in rows if e.rank < mine.rank],
         "below": [entry_json(e) for e in rows if e.rank > mine.rank],

@@ -307,7 +307,8 @@ def test_scores_rankings_participants(gateway: Gateway) -> None:
         assert c.get("/v1/leaderboards/no-such-board/rankings").status_code == 404
 
         me = c.get(f"/v1/leaderboards/{board}/participants/p1", params={"neighbours": 1}).json()
-        assert (me["rank"], me["score"]) == (4, 4)
+        assert (me["rank"], me["score"], me["count"]) == (4, 4, 7)
+        assert me["percentile"] == 57.14  # rank 4 of 7: the top 57.14 %
         assert [e["participant_id"] for e in me["above"]] == ["p0"]
         assert [e["participant_id"] for e in me["below"]] == ["p2"]
         r = c.get(f"/v1/leaderboards/{board}/participants/nobody")
@@ -668,8 +669,9 @@ def test_sharded_board_reads_are_exact(gateway: Gateway) -> None:
         for pid in ("s0", "s5", "s11"):
             x = c.get(f"/v1/leaderboards/{plain}/participants/{pid}?neighbours=1").json()
             y = c.get(f"/v1/leaderboards/{sharded}/participants/{pid}?neighbours=1").json()
-            assert (y["rank"], y["score"], y["above"], y["below"]) == (
+            assert (y["rank"], y["percentile"], y["score"], y["above"], y["below"]) == (
                 x["rank"],
+                x["percentile"],
                 x["score"],
                 x["above"],
                 x["below"],

@@ -13,6 +13,7 @@ from processors.gateway.models import BoardId, PeriodQ
 from processors.gateway.sharded import sharded_page, sharded_participant
 from projections.push import current_period, read_participant, read_top
 from projections.sharded import layout_of
+from streams import rules
 
 __all__ = ["router"]
 
@@ -85,6 +86,7 @@ async def participant(
         "count": snap.count,
         "participant_id": participant,
         "rank": mine["rank"],
+        "percentile": rules.percentile(mine["rank"], snap.count),
         "score": mine["score"],
         "above": [e for e in snap.entries if e["rank"] < mine["rank"]],
         "below": [e for e in snap.entries if e["rank"] > mine["rank"]],
