@@ -135,7 +135,7 @@ def parse_wrk(out: str, client_cpu_s: float) -> WrkResult:
     m = re.search(r"(\d+) requests in ([0-9.]+)(us|ms|s|m)", out)
     if m is None:
         raise ValueError(f"wrk output not understood: {out[-300:]!r}")
-    lat = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)$", out, re.M))
+    lat = dict(re.findall(r"^\s+(50|99)(?:\.0+)?%\s+(\S+)[ \t]*$", out, re.M))
     if "50" not in lat or "99" not in lat:
         raise ValueError(f"wrk printed no latency distribution: {out[-300:]!r}")
     bad = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
@@ -271,7 +271,7 @@ def hot_once(base: Settings, p: Params, logs: Path, say: Say) -> HotRun:
             f"{sub.client_share():.0f} %); all applied after {applied_s:.1f}s: "
             f"{applied_rate:,.0f}/s end to end"
         )
-        conns = max(1, p.wait_rate // 50)  # at most 50/s per connection: room for 20 ms answers
+        conns = max(1, p.wait_rate // 10)  # 10/s per connection: room for 100 ms answers
         wait = run_wrk(
             base_url + path + "?wait=true",
             script,
@@ -322,7 +322,7 @@ def run_hot(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> 
     )
     wait_params = (
         f"POST ?wait=true paced at {p.wait_rate:,}/s by wrk (1 thread, "
-        f"{max(1, p.wait_rate // 50)} connections), {p.hot_seconds:g}s, same services"
+        f"{max(1, p.wait_rate // 10)} connections), {p.hot_seconds:g}s, same services"
     )
     figures = [
         (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -352,7 +353,7 @@ def delivery_future(
             fut.set_exception(DeliveryFailed(f"record not delivered to Kafka: {error}"))
 
     def tell(error: str | None) -> None:
-        if not loop.is_closed():
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
             loop.call_soon_threadsafe(settle, error)
 
     return fut, tell

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -218,7 +218,88 @@ async def consume_batches(
     done: Callable[[T], None] | None = None,
 ) -> None:
     """Feed ``stream`` to ``handle`` in batches; acknowledge each batch once it succeeded."""
-    async for events in stream.noack_take(size, within=within):
+    async for events in adaptive_take(stream, size, within):
         await run_isolating(raw_records(events), handle, what=what, poison=poison, done=done)
         for event in events:
             await stream.ack(event)
+
+
+#: A batch is taken once no record arrived for this long (see ``adaptive_take``).
+IDLE_GAP_S = 0.002
+
+
+async def adaptive_take(
+    stream: Any, max_: int, within: float, idle: float = IDLE_GAP_S
+) -> AsyncIterator[list[Any]]:
+    """Batches of ``stream``'s events, unacknowledged, sized by the load.
+
+    A batch is yielded as soon as the stream goes quiet (nothing arrived for ``idle`` s), when
+    it holds ``max_`` events, or ``within`` s after its first event at the latest. Idle, a lone
+    record is applied within a few milliseconds instead of waiting out a whole window; under
+    load records keep arriving, so batches grow to ``max_``. (Faust's ``noack_take`` waits
+    for a full batch or the window, and fills its buffer only while it waits.) The buffering is
+    ``noack_take``'s: a processor on the stream adds each event, and blocks while a full batch
+    or the batch being handled is out.
+    """
+    loop = asyncio.get_running_loop()
+    buffer: list[Any] = []
+    full = asyncio.Event()
+    arrived = asyncio.Event()
+    consumed = asyncio.Event()
+    consuming: asyncio.Future[None] | None = None
+
+    async def add_to_buffer(value: Any) -> Any:
+        nonlocal consuming
+        try:
+            if consuming is not None:
+                try:
+                    await consuming
+                finally:
+                    consuming = None
+            event = stream.current_event
+            if event is None:
+                raise RuntimeError("take buffer found current_event is None")
+            buffer.append(event)
+            arrived.set()
+            if len(buffer) >= max_:
+                full.set()
+                consumed.clear()
+                await stream.wait(consumed)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("error adding to the take buffer: %r", exc)
+            await stream.crash(exc)
+        return value
+
+    acks = stream.enable_acks
+    stream.enable_acks = False  # acknowledged by the caller, after success
+    stream.add_processor(add_to_buffer)
+    stream._enable_passive(aiter(stream.channel))
+    try:
+        while not stream.should_stop:
+            if not buffer:
+                arrived.clear()
+                await stream.wait_for_stopped(arrived, timeout=within)
+                continue
+            deadline = loop.time() + within
+            while not full.is_set():
+                seen = len(buffer)
+                left = deadline - loop.time()
+                if left <= 0:
+                    break
+                await stream.wait_for_stopped(full, timeout=min(idle, left))
+                if len(buffer) == seen:
+                    break  # quiet: take what is there
+            consuming = loop.create_future()
+            try:
+                yield list(buffer)
+            finally:
+                buffer.clear()
+                if not consuming.done():
+                    consuming.set_result(None)
+                full.clear()
+                consumed.set()
+    finally:
+        stream.enable_acks = acks
+        stream._processors.remove(add_to_buffer)

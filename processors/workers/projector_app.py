@@ -20,17 +20,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-#: The projector applies what has arrived at least this often. Idle, a record waits at most
-#: this long (not a whole ``LEADERBOARD_BATCH_WITHIN`` window, which stays the upper bound);
-#: under load applying a batch takes longer than this, so the next batch has grown meanwhile,
-#: up to ``LEADERBOARD_BATCH_SIZE``: small batches when idle, large ones under load.
-APPLY_TICK_S = 0.005
-
-
-def apply_window(settings: Settings) -> float:
-    """Seconds the projector waits to fill a batch: the tick, or a smaller configured window."""
-    return min(settings.batch_within, APPLY_TICK_S)
-
 
 def create_app(settings: Settings) -> faust.App:
     """The projector's Faust app: one agent on the score topic, concurrency 1.
@@ -103,7 +92,7 @@ def create_app(settings: Settings) -> faust.App:
         await consume_batches(
             stream,
             settings.batch_size,
-            apply_window(settings),
+            settings.batch_within,
             handle,
             what="projecting a batch",
             poison=proj.dead_letter,
