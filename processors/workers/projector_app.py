@@ -97,6 +97,7 @@ def create_app(settings: Settings) -> faust.App:
             what="projecting a batch",
             poison=proj.dead_letter,
             done=meter.add,
+            adaptive=True,  # the hot path: a lone score is applied at once (?wait=true)
         )
 
     return app

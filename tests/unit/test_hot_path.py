@@ -37,4 +37,3 @@ def test_parse_wrk_reads_counts_percentiles_and_errors() -> None:
 def test_parse_wrk_refuses_output_without_a_latency_distribution() -> None:
     with pytest.raises(ValueError, match="latency distribution"):
         parse_wrk(WRK_OUT.replace("99%", "98%"), client_cpu_s=0.0)
-
