@@ -92,6 +92,10 @@ end
 """
 
 
+#: The low rate of the second ``?wait=true`` run (requests/s).
+LOW_WAIT_RATE = 100
+
+
 @dataclass(frozen=True, slots=True)
 class WrkResult:
     """What one ``wrk`` run reported, plus the CPU the client itself used."""
@@ -197,6 +201,7 @@ class HotRun:
     wait: WrkResult
     wait_rate: float
     complete: bool
+    wait_low: WrkResult | None = None
 
 
 def _warm_up(base_url: str, path: str, deadline_s: float = 90.0) -> int:
@@ -284,14 +289,31 @@ def hot_once(base: Settings, p: Params, logs: Path, say: Say) -> HotRun:
             f"  wait=true at {wait.rate:,.0f} req/s: p50 {wait.p50_ms:.1f} ms, p99 "
             f"{wait.p99_ms:.1f} ms, {wait.bad} non-2xx, {wait.errors} socket errors"
         )
-        done = _wait_applied(ns, board, total + wait.ok, timeout_s=60.0)
+        low = run_wrk(  # the path's own latency, at a rate far below saturation
+            base_url + path + "?wait=true",
+            script,
+            threads=1,
+            conns=10,
+            seconds=min(p.hot_seconds, 10.0),
+            args=["low", f"{1000 / LOW_WAIT_RATE:.4f}"],
+        )
+        say(
+            f"  wait=true at {low.rate:,.0f} req/s: p50 {low.p50_ms:.1f} ms, "
+            f"p99 {low.p99_ms:.1f} ms"
+        )
+        done = _wait_applied(ns, board, total + wait.ok + low.ok, timeout_s=60.0)
         return HotRun(
             sub,
             applied_s,
             applied_rate,
             wait,
             wait.rate,
-            left is not None and done is not None and sub.bad == 0 and wait.bad == 0,
+            left is not None
+            and done is not None
+            and sub.bad == 0
+            and wait.bad == 0
+            and low.bad == 0,
+            low,
         )
     finally:
         ns.cleanup()
@@ -323,6 +345,10 @@ def run_hot(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> 
     wait_params = (
         f"POST ?wait=true paced at {p.wait_rate:,}/s by wrk (1 thread, "
         f"{max(1, p.wait_rate // 10)} connections), {p.hot_seconds:g}s, same services"
+    )
+    low_params = (
+        f"POST ?wait=true paced at {LOW_WAIT_RATE}/s by wrk (1 thread, 10 connections), "
+        f"{min(p.hot_seconds, 10.0):g}s, after the runs above: the path's latency without queueing"
     )
     figures = [
         (
@@ -380,6 +406,22 @@ def run_hot(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> 
             wait_params,
             Target(50, False, "≤ 50 ms"),
             "http.wait_p99",
+        ),
+        (
+            f"HTTP ?wait=true at {LOW_WAIT_RATE}/s, p50",
+            "ms",
+            [r.wait_low.p50_ms for r in runs if r.wait_low is not None],
+            low_params,
+            None,
+            "http.wait_low_p50",
+        ),
+        (
+            f"HTTP ?wait=true at {LOW_WAIT_RATE}/s, p99",
+            "ms",
+            [r.wait_low.p99_ms for r in runs if r.wait_low is not None],
+            low_params,
+            None,
+            "http.wait_low_p99",
         ),
         (
             "HTTP ?wait=true, achieved rate",
