@@ -103,7 +103,7 @@ SCENARIOS: dict[str, str] = {
     "hot": "one hot board: HTTP single-score submits driven by wrk (every request a new "
     "participant, 2 threads x 16 connections) with projector, sinks and gateway running, until "
     "every accepted one is applied to Redis and the audit table; then POST ?wait=true paced at "
-    "1,000/s by wrk (1 thread, 100 connections), then at 100/s; and N pre-produced single-entry SDK records to "
-    "one board drained end to end",
+    "1,000/s by wrk (1 thread, 100 connections), then at 100/s; and N pre-produced "
+    "single-entry SDK records to one board drained end to end",
     "profile": "pyinstrument of Projector.process (batches of 500 records) and of replay_board",
 }
