@@ -180,7 +180,7 @@ async def get_state(conn: HTTPConnection) -> GatewayState:
     """The app's :class:`GatewayState` (HTTP and WebSocket routes).
 
     These dependencies are ``async def`` on purpose: FastAPI runs a plain ``def`` dependency
-    in a worker thread, a hop that cost a third of a submission's CPU time.
+    in a worker thread, a hop that took a fifth of a submission's time in the profile.
     """
     return cast(GatewayState, conn.app.state.gateway)
 
