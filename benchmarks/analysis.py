@@ -142,19 +142,21 @@ def _hot_text(report: Report) -> str:
 **One hot board** (issue targets: 3,000 HTTP submits/s applied end to end, ack p99 50 ms,
 `?wait=true` p99 50 ms at 1,000/s, 15,000 single-entry SDK records/s): measured
 {_fig(report, "http.submit")} submits/s applied end to end
-({_fig(report, "http.submit_acked")} acknowledged, ack p50 {_fig(report, "http.submit_ack_p50")},
-p99 {_fig(report, "http.submit_ack_p99")}; the `wrk` client itself used
-{_fig(report, "http.submit_client_cpu")} of the machine), `?wait=true` p50
-{_fig(report, "http.wait_p50")} and p99 {_fig(report, "http.wait_p99")} at
-{_fig(report, "http.wait_rate")}, and {_fig(report, "ingest.hot_single")} single-entry records/s
-through the SDK. The gateway is CPU-bound: about 1.1 ms of CPU per submission in one uvicorn
-process, half of it in the middleware stack (two `BaseHTTPMiddleware` layers, CORS, the body
-limit), so one process tops out near 900 submits/s on a free core. The projector spends about
-180 us of CPU per single-entry record (Faust's per-event path, decode, one result and one
-outbox entry per record) against about 40 us per entry in 10-entry records: one partition,
-hence one hot board, cannot take 15,000 single-entry records/s on one core whatever the batch
-size. docs/scaling.md carries the arithmetic and the design of the next step (several
-submissions per record, which changes the schema).
+({_fig(report, "http.submit_acked")}/s acknowledged, ack p50
+{_fig(report, "http.submit_ack_p50")} ms, p99 {_fig(report, "http.submit_ack_p99")} ms; the `wrk`
+client itself used {_fig(report, "http.submit_client_cpu")} % of the machine). Offered 1,000
+`?wait=true` submissions/s, the services answered {_fig(report, "http.wait_rate")}/s, so the
+p50 {_fig(report, "http.wait_p50")} ms and p99 {_fig(report, "http.wait_p99")} ms measure a queue,
+not the path; at 100/s the path itself answers in {_fig(report, "http.wait_low_p50")} ms (p50)
+and {_fig(report, "http.wait_low_p99")} ms (p99). The SDK drain of single-entry records reaches
+{_fig(report, "ingest.hot_single")} entries/s. The gateway is CPU-bound: about 1.1 ms of CPU per
+submission in one uvicorn process, half of it in the middleware stack (two `BaseHTTPMiddleware`
+layers, CORS, the body limit), so one process tops out near 900 submits/s on a free core. The
+projector spends about 180 us of CPU per single-entry record (Faust's per-event path, decode,
+one result and one outbox entry per record) against about 40 us per entry in 10-entry records:
+one partition, hence one hot board, cannot take 15,000 single-entry records/s on one core
+whatever the batch size. docs/scaling.md carries the arithmetic and the design of the next step
+(several submissions per record, which changes the schema).
 """
 
 
