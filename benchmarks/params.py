@@ -25,6 +25,10 @@ class Params:
     http_clients: int
     http_requests: int
     profile_records: int
+    hot_seconds: float = 10.0
+    hot_connections: int = 16
+    hot_records: int = 30_000
+    wait_rate: int = 1_000
 
     @classmethod
     def full(cls) -> Params:
@@ -46,6 +50,10 @@ class Params:
             http_clients=16,
             http_requests=1_000,
             profile_records=10_000,
+            hot_seconds=20.0,
+            hot_connections=16,
+            hot_records=60_000,
+            wait_rate=1_000,
         )
 
     @classmethod
@@ -68,6 +76,10 @@ class Params:
             http_clients=8,
             http_requests=300,
             profile_records=2_000,
+            hot_seconds=6.0,
+            hot_connections=16,
+            hot_records=10_000,
+            wait_rate=1_000,
         )
 
 
@@ -88,5 +100,10 @@ SCENARIOS: dict[str, str] = {
     "replay": "replay_board of the 1,000,000-entry board from Kafka and from PostgreSQL (audit "
     "rows written with AuditWriter COPY from the load's rank changes)",
     "memory": "MEMORY USAGE (SAMPLES 0) summed over every key of the 1,000,000-entry board",
+    "hot": "one hot board: HTTP single-score submits driven by wrk (every request a new "
+    "participant, 2 threads x 16 connections) with projector, sinks and gateway running, until "
+    "every accepted one is applied to Redis and the audit table; then POST ?wait=true paced at "
+    "1,000/s by wrk (1 thread, 100 connections), then at 100/s; and N pre-produced "
+    "single-entry SDK records to one board drained end to end",
     "profile": "pyinstrument of Projector.process (batches of 500 records) and of replay_board",
 }

@@ -20,6 +20,7 @@ from benchmarks.harness import Say, private_redis
 from benchmarks.params import SCENARIOS, Params
 from benchmarks.scenarios.baselines import run_baselines
 from benchmarks.scenarios.big_board import run_big_board
+from benchmarks.scenarios.hot import run_hot
 from benchmarks.scenarios.ingest import IngestRun, run_ingest
 from benchmarks.scenarios.latency import run_latency
 from benchmarks.scenarios.profile import run_profile
@@ -103,6 +104,8 @@ def _run_bench(base: Settings, p: Params, only: Sequence[str], say: Say, redis_n
     if "baselines" in want:
         run_baselines(base, p, report, ingest_runs, say)
     run_big_board(base, p, want, report, logs, say)
+    if "hot" in want:
+        run_hot(base, p, report, logs, say)
     if "profile" in want:
         run_profile(base, p, report, logs, say)
     report.seconds = time.perf_counter() - t_start

@@ -184,7 +184,11 @@ class RankFeed:
         last_lag = 0.0
         try:
             while not self._stop.is_set():
-                for msg in consumer.consume(500, timeout=0.1):
+                # consume(n, timeout) waits for n records or the whole timeout: a first record
+                # is taken as soon as it lands, then whatever else is there (wait=true latency).
+                first = consumer.poll(0.1)
+                batch = [] if first is None else [first, *consumer.consume(499, timeout=0)]
+                for msg in batch:
                     err = msg.error()
                     if err is not None:
                         if err.code() != KafkaError._PARTITION_EOF:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -27,9 +29,11 @@ from streams.settings import Settings, get_settings
 from streams.validation import check_match, parse_match
 
 __all__ = [
+    "DeliveryCallback",
     "DeliveryFailed",
     "LeaderboardProducer",
     "client_config",
+    "delivery_future",
     "read_boards",
     "read_to_end",
 ]
@@ -37,6 +41,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 #: How many delivery errors are kept for the report raised by ``flush``.
 _KEEP_ERRORS = 20
+
+#: Told the outcome of one record: None once Kafka acknowledged it, else the error's text.
+DeliveryCallback = Callable[[str | None], None]
 
 
 class DeliveryFailed(LeaderboardError):
@@ -90,6 +97,8 @@ class LeaderboardProducer:
         self.failed = 0
         self._errors: list[str] = []
         self._closed = False
+        self._poller: threading.Thread | None = None
+        self._stop_polling = threading.Event()
 
     def connect(self, topic: str, timeout: float = 10.0) -> None:
         """Reach the broker now (metadata of ``topic``): the idempotent producer then starts at
@@ -113,6 +122,23 @@ class LeaderboardProducer:
                 self._errors.append(f"{msg.topic()}: {err.str()}")
         logger.error("delivery to %s failed: %s", msg.topic(), err.str())
 
+    def _reporter(self, tell: DeliveryCallback) -> Callable[[KafkaError | None, Message], None]:
+        """A delivery callback that tells ``tell`` the outcome of its one record.
+
+        Its failure is the caller's to report, so it is not counted again by ``flush``.
+        """
+
+        def report(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                with self._lock:
+                    self.delivered += 1
+                tell(None)
+                return
+            logger.error("delivery to %s failed: %s", msg.topic(), err.str())
+            tell(f"{msg.topic()}: {err.str()}")
+
+        return report
+
     def _produce(
         self,
         topic: str,
@@ -120,14 +146,16 @@ class LeaderboardProducer:
         value: bytes | None,
         headers: list[tuple[str, str | bytes | None]] | None = None,
         partition: int | None = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> None:
         if self._closed:
             raise LeaderboardError("producer is closed")
+        callback = self._on_delivery if on_delivery is None else self._reporter(on_delivery)
         while True:
             try:
                 if partition is None:
                     self._producer.produce(
-                        topic, value=value, key=key, headers=headers, on_delivery=self._on_delivery
+                        topic, value=value, key=key, headers=headers, on_delivery=callback
                     )
                 else:
                     self._producer.produce(
@@ -135,7 +163,7 @@ class LeaderboardProducer:
                         value=value,
                         key=key,
                         headers=headers,
-                        on_delivery=self._on_delivery,
+                        on_delivery=callback,
                         partition=partition,
                     )
                 break
@@ -148,9 +176,20 @@ class LeaderboardProducer:
 
     # --- public API ------------------------------------------------------------------------
 
-    def publish(self, topic: str, key: str | bytes | None, event: Event) -> None:
-        """Encode ``event`` and send it to the full topic name ``topic`` under ``key``."""
-        self._produce(topic, _bytes(key), self.codec.encode(event))
+    def publish(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        event: Event,
+        *,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> None:
+        """Encode ``event`` and send it to the full topic name ``topic`` under ``key``.
+
+        With ``on_delivery``, that record's outcome goes to it (see ``start_poller``) instead
+        of the report ``flush`` raises.
+        """
+        self._produce(topic, _bytes(key), self.codec.encode(event), on_delivery=on_delivery)
 
     def publish_raw(
         self,
@@ -168,10 +207,17 @@ class LeaderboardProducer:
         ]
         self._produce(topic, _bytes(key), value, hdrs or None, partition)
 
-    def submit(self, match: MatchResultSubmitted) -> str:
+    def submit(
+        self, match: MatchResultSubmitted, *, on_delivery: DeliveryCallback | None = None
+    ) -> str:
         """Send a match result to the score topic keyed by its board; returns its event id."""
         check_match(match, now_ms=int(time.time() * 1000))
-        self.publish(self.settings.topic(self.settings.scores_topic), match.leaderboard_id, match)
+        self.publish(
+            self.settings.topic(self.settings.scores_topic),
+            match.leaderboard_id,
+            match,
+            on_delivery=on_delivery,
+        )
         return match.event_id
 
     def submit_score(
@@ -184,6 +230,7 @@ class LeaderboardProducer:
         operator: Operator | str | None = None,
         match_id: str | None = None,
         metadata: Mapping[str, str] | None = None,
+        on_delivery: DeliveryCallback | None = None,
     ) -> str:
         """Send one score as a one-entry match result; returns its event id."""
         entry: dict[str, Any] = {"participant_id": participant, "score": score}
@@ -196,7 +243,7 @@ class LeaderboardProducer:
             data["occurred_at"] = at
         if match_id is not None:
             data["match_id"] = match_id
-        return self.submit(parse_match(data))
+        return self.submit(parse_match(data), on_delivery=on_delivery)
 
     def configure(self, cfg: LeaderboardConfigured) -> None:
         """Send a board configuration to the compacted configuration topic (key = board id)."""
@@ -229,6 +276,22 @@ class LeaderboardProducer:
         """Serve delivery callbacks; returns how many were served."""
         return int(self._producer.poll(timeout))
 
+    def start_poller(self, interval: float = 0.05) -> None:
+        """Serve delivery callbacks from a background thread until ``close``.
+
+        For callers that never ``flush`` per record (the gateway): each record's
+        ``on_delivery`` is called from this thread as soon as Kafka acknowledged it.
+        """
+        if self._poller is not None:
+            return
+
+        def run() -> None:
+            while not self._stop_polling.is_set():
+                self._producer.poll(interval)
+
+        self._poller = threading.Thread(target=run, name="producer-poll", daemon=True)
+        self._poller.start()
+
     def pending(self) -> int:
         """Records not yet acknowledged (queued or in flight)."""
         return len(self._producer)
@@ -258,6 +321,9 @@ class LeaderboardProducer:
             self.flush(timeout)
         finally:
             self._closed = True
+            self._stop_polling.set()
+            if self._poller is not None:
+                self._poller.join(timeout=5)
 
     def __enter__(self) -> LeaderboardProducer:
         """Use as ``with LeaderboardProducer(settings) as p: ...``."""
@@ -277,6 +343,30 @@ class LeaderboardProducer:
             self.close()
         except LeaderboardError as flush_exc:
             logger.error("flush after error failed: %s", flush_exc)
+
+
+def delivery_future(
+    loop: asyncio.AbstractEventLoop,
+) -> tuple[asyncio.Future[None], DeliveryCallback]:
+    """A future of ``loop`` and the ``on_delivery`` callback (any thread) that settles it.
+
+    The future ends with None once Kafka acknowledged the record, or with DeliveryFailed.
+    """
+    fut: asyncio.Future[None] = loop.create_future()
+
+    def settle(error: str | None) -> None:
+        if fut.done():
+            return
+        if error is None:
+            fut.set_result(None)
+        else:
+            fut.set_exception(DeliveryFailed(f"record not delivered to Kafka: {error}"))
+
+    def tell(error: str | None) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop closed: nobody waits any more
+            loop.call_soon_threadsafe(settle, error)
+
+    return fut, tell
 
 
 # --- reading back -----------------------------------------------------------------------

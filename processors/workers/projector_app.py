@@ -102,6 +102,7 @@ def create_app(settings: Settings) -> faust.App:
             what="projecting a batch",
             poison=proj.dead_letter,
             done=meter.add,
+            adaptive=True,  # the hot path: a lone score is applied at once (?wait=true)
         )
 
     if settings.clock_mark_s > 0:

@@ -784,3 +784,37 @@ def test_wait_resolves_with_the_dead_letter_reason(gateway: Gateway) -> None:
     assert r.status_code == 422, r.text
     assert "would leave the exact range" in r.text and error_code(r) == "refused"
     assert time.monotonic() - started < 4  # the wait time-out is 5 s
+
+
+async def test_concurrent_waits_each_get_their_own_exact_ranks(gateway: Gateway) -> None:
+    """Many submissions in flight at once on one board (one producer batch, one applied
+    batch): each ?wait=true answers with its own event's result, and replaying the answers
+    in version order reproduces every new and previous rank exactly."""
+    board = gateway.create_board()
+    n = 40
+
+    async def one(c: httpx.AsyncClient, i: int) -> dict[str, Any]:
+        r = await c.post(
+            f"/v1/leaderboards/{board}/scores?wait=true",
+            json={"participant_id": f"c{i}", "score": (i * 37) % 101},
+            headers=W,
+        )
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        assert body["participant_id"] == f"c{i}"
+        return body
+
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as c:
+        answers = await asyncio.gather(*(one(c, i) for i in range(n)))
+    assert len({a["event_id"] for a in answers}) == n
+    assert sorted(a["version"] for a in answers) == list(range(1, n + 1))
+    standing: list[tuple[int, int]] = []  # (-score, version): descending, scores distinct
+    for a in sorted(answers, key=lambda a: a["version"]):
+        assert a["previous_rank"] is None and a["previous_score"] is None
+        standing.append((-a["score"], a["version"]))
+        standing.sort()
+        assert a["rank"] == standing.index((-a["score"], a["version"])) + 1, a
+    with gateway.client() as h:
+        rows = h.get(f"/v1/leaderboards/{board}/rankings?limit={n}").json()["entries"]
+    by_score = sorted(answers, key=lambda a: -a["score"])  # the scores are distinct
+    assert [r["participant_id"] for r in rows] == [a["participant_id"] for a in by_score]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
@@ -15,7 +16,13 @@ from click.testing import CliRunner
 
 from processors.bootstrap import get_codec
 from processors.kafka.admin import create_topics, list_topics, require_topics
-from processors.kafka.producer import DeliveryFailed, LeaderboardProducer, read_boards, read_to_end
+from processors.kafka.producer import (
+    DeliveryFailed,
+    LeaderboardProducer,
+    delivery_future,
+    read_boards,
+    read_to_end,
+)
 from streams.errors import DecodeError, LeaderboardError, ServiceUnavailable
 from streams.events import (
     LeaderboardConfigured,
@@ -163,6 +170,42 @@ def test_unreachable_kafka_is_one_clear_error() -> None:
         producer.flush(5)
     with pytest.raises(ServiceUnavailable, match="Kafka does not answer"):
         list(read_to_end(settings, "none-scores", timeout=2))
+
+
+async def test_each_submission_is_settled_by_its_own_delivery_future(
+    ev_settings: Settings,
+) -> None:
+    """The gateway's path: no flush; the poll thread settles each record's future on its ack."""
+    producer = LeaderboardProducer(ev_settings)
+    producer.start_poller()
+    try:
+        loop = asyncio.get_running_loop()
+        settled = [delivery_future(loop) for _ in range(50)]
+        ids = [
+            producer.submit_score("fut-board", f"p{i}", i, on_delivery=tell)
+            for i, (_, tell) in enumerate(settled)
+        ]
+        await asyncio.wait_for(asyncio.gather(*(fut for fut, _ in settled)), 15)
+        assert producer.pending() == 0
+        got = [
+            get_codec(ev_settings).decode_as(m.value() or b"", MatchResultSubmitted).event_id
+            for m in read_to_end(ev_settings, ev_settings.topic("scores"))
+        ]
+        assert set(ids) <= set(got)
+    finally:
+        producer.close(10)
+
+
+async def test_a_lost_record_fails_its_own_future_and_not_a_later_flush() -> None:
+    settings = Settings(kafka_bootstrap="127.0.0.1:1", topic_prefix="none-")
+    producer = LeaderboardProducer(settings, config={"message.timeout.ms": 1000})
+    producer.start_poller()
+    fut, tell = delivery_future(asyncio.get_running_loop())
+    producer.submit_score("b", "p", 1, on_delivery=tell)
+    with pytest.raises(DeliveryFailed, match="none-scores"):
+        await asyncio.wait_for(fut, 10)
+    producer.flush(1)  # the caller was told: the failure is not reported a second time
+    producer.close(1)
 
 
 # --- CLI ------------------------------------------------------------------------------------

@@ -13,6 +13,7 @@ from processors.gateway.errors import ApiError
 from processors.gateway.feed import DeadLettered
 from processors.gateway.guards import ApiKey, retry_after
 from processors.gateway.models import BoardId, ScoreIn
+from processors.kafka.producer import delivery_future
 from streams import rules
 from streams.errors import LeaderboardError
 from streams.events import BoardStatus, RankChange, TimeSource
@@ -20,6 +21,9 @@ from streams.events import BoardStatus, RankChange, TimeSource
 __all__ = ["applied_json", "router"]
 
 router = APIRouter(tags=["scores"])
+
+#: How long a submission waits for Kafka's acknowledgement before answering 503.
+PUBLISH_TIMEOUT_S = 10.0
 
 
 def applied_json(event_id: str, change: RankChange) -> dict[str, Any]:
@@ -75,6 +79,9 @@ async def submit_score(
             f"too many scores for {body.participant_id!r}: at most {state.options.submit_rate:g}/s",
             headers=retry_after(retry),
         )
+    # Acknowledged per record: the producer's poll thread settles this future as soon as Kafka
+    # acknowledged it, so concurrent submissions share the producer's batches (no flush each).
+    delivered, on_delivery = delivery_future(asyncio.get_running_loop())
     event_id = producer.submit_score(
         board,
         body.participant_id,
@@ -83,14 +90,16 @@ async def submit_score(
         operator=body.operator,
         match_id=body.match_id,
         metadata=body.metadata or None,
+        on_delivery=on_delivery,
     )
     fut = feed.wait_for(event_id) if wait else None
     try:
-        await asyncio.get_running_loop().run_in_executor(None, producer.flush, 10.0)
-    except LeaderboardError as exc:
+        await asyncio.wait_for(delivered, PUBLISH_TIMEOUT_S)
+    except (LeaderboardError, TimeoutError) as exc:
         if fut is not None:
             feed.forget(event_id, fut)
-        raise ApiError(503, f"could not publish the score: {exc}") from None
+        why = str(exc) or f"not acknowledged by Kafka within {PUBLISH_TIMEOUT_S:g}s"
+        raise ApiError(503, f"could not publish the score: {why}") from None
     state.metrics.submitted.inc()
     if fut is None:
         return {"event_id": event_id, "status": "accepted"}
