@@ -17,6 +17,7 @@ from fastapi.staticfiles import StaticFiles
 from processors.gateway.deps import GatewayOptions, GatewayState, HistoryReader
 from processors.gateway.errors import ApiError, install_error_handlers
 from processors.gateway.guards import BodyLimit, ClientLimit, RateLimiter
+from processors.gateway.metrics import MeasureRequests
 from processors.gateway.routes import ROUTERS
 from processors.gateway.routes.docs import DOCS_ASSETS, DOCS_STATIC
 from processors.gateway.routes.pages import STATIC_DIR
@@ -103,7 +104,7 @@ def create_app(
     app.add_middleware(BodyLimit, limit=options.max_body)
     if client_rate > 0:
         app.add_middleware(ClientLimit, rate=client_rate, burst=client_burst)
-    app.middleware("http")(state.metrics.measure)
+    app.add_middleware(MeasureRequests, metrics=state.metrics)
     app.add_middleware(RequestId, access_log=access_log)
     app.mount(DOCS_STATIC, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
