@@ -180,6 +180,9 @@ async def refuse_hash_overflows(
     board = cfg.leaderboard_id
     shard0 = BoardKeys(layout.shard_ids(board)[0], prefix)
     b = await _state(client, shard0, prepared[0].rec.partition, prepared)
+    cut = rules.closing_cut(cfg, grace_ms)
+    if cut != rules.NEVER:  # as the script does: a closed board's periods end at the cut
+        b.open_periods = {name: min(ends, cut) for name, ends in b.open_periods.items()}
     ids = _Dedup(client, shard0.events, b, dedup)
     sim = await _scores(client, prefix, board, layout, cfg.sort_order, wanted)
     for item in prepared:

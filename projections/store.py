@@ -374,7 +374,8 @@ def apply_call(
         keys.metadata,
     ]
     partition = prepared[0].rec.partition if prepared else 0
-    head: list[Any] = [partition, str(config.sort_order), *board_args, *dedup, len(periods)]
+    cut = rules.closing_cut(config, grace_ms)
+    head: list[Any] = [partition, str(config.sort_order), *board_args, *dedup, cut, len(periods)]
     for period in periods:
         key_list += [keys.zset(period), keys.members(period)]
         if directory:

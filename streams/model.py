@@ -162,7 +162,18 @@ class ModelBoard:
             at = record.occurred_at
         period = rules.period_key(cfg.reset_period, at)
         closes = rules.period_closes_at(cfg, period, self.grace_ms)
-        if not record.event_id:
+        mark = not record.event_id
+        # a board closed since its periods opened: every open period ends at the cut at the
+        # latest; and a mark opens a period that has standings but could not end when it
+        # opened (an all-time board closed since), so that it can end now
+        cut = rules.closing_cut(cfg, self.grace_ms)
+        if cut != rules.NEVER:
+            for name, ends in self.open_periods.items():
+                self.open_periods[name] = min(ends, cut)
+        if mark and closes != rules.NEVER and period not in self.open_periods:
+            if period not in self.ended and self.periods.get(period):
+                self.open_periods[period] = closes
+        if mark:
             self._advance(at, out)
             return out
         if period in self.ended or (closes != rules.NEVER and self.max_time >= closes):

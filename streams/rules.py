@@ -35,6 +35,10 @@ MAX_CLOCK_SKEW_MS = 60_000
 #: can never be applied twice (see ``dedup_horizon``).
 DEDUP_WINDOW_MS = 7 * 24 * 3_600_000
 DEDUP_MAX_IDS = 1_000_000
+#: A close takes effect this long after it is issued (``closed_at`` = issue time + this), so
+#: that every projector knows the closed configuration before the first record it refuses:
+#: live and replay then refuse the same records.
+CLOSE_DELAY_MS = 2_000
 #: Period key of boards that never reset.
 ALL_TIME = "all"
 #: Marker for "this period never ends".
@@ -125,11 +129,13 @@ def period_bounds(reset: ResetPeriod, key: str) -> tuple[int, int]:
 
 
 def period_span(config: LeaderboardConfigured, key: str) -> tuple[int, int]:
-    """[start, end) of a board's period: the calendar period cut to the tournament window.
-    An end of NEVER: the period never ends; a start of NEVER: it has no start."""
+    """[start, end) of a board's period: the calendar period cut to the tournament window and
+    to the board's closing. An end of NEVER: the period never ends; a start of NEVER: it has
+    no start."""
     start, end = period_bounds(config.reset_period, key)
-    if config.ends_at is not None:
-        end = config.ends_at if end == NEVER else min(end, config.ends_at)
+    for cut in (config.ends_at, closed_at(config)):
+        if cut is not None:
+            end = cut if end == NEVER else min(end, cut)
     if config.starts_at is not None:
         start = config.starts_at if start == NEVER else max(start, config.starts_at)
     return start, end
@@ -140,6 +146,13 @@ def period_closes_at(config: LeaderboardConfigured, key: str, grace_ms: int) -> 
     that comes first, plus the grace; NEVER if neither."""
     _, end = period_span(config, key)
     return NEVER if end == NEVER else end + grace_ms
+
+
+def closing_cut(config: LeaderboardConfigured, grace_ms: int) -> int:
+    """Board time at which every period of a closed board has ended (its closing plus the
+    grace), or NEVER for a board that is not closed."""
+    at = closed_at(config)
+    return NEVER if at is None else at + grace_ms
 
 
 def ranking_time(
@@ -159,11 +172,18 @@ def ranking_time(
     return record.occurred_at
 
 
+def closed_at(config: LeaderboardConfigured) -> int | None:
+    """When a closed board's closing takes effect (None: the board is not closed)."""
+    return config.closed_at if config.status is BoardStatus.CLOSED else None
+
+
 def ticks(config: LeaderboardConfigured) -> bool:
-    """True if clock marks move this board's time: a log-time board with a period or window
-    that can end (client-time boards move only with their own records' claims)."""
+    """True if clock marks move this board's time: a log-time board with a period, window or
+    closing that can end (client-time boards move only with their own records' claims)."""
     return config.time_source is TimeSource.LOG and (
-        config.reset_period is not ResetPeriod.NONE or config.ends_at is not None
+        config.reset_period is not ResetPeriod.NONE
+        or config.ends_at is not None
+        or closed_at(config) is not None
     )
 
 

@@ -15,6 +15,7 @@ from processors.cli.common import OPERATORS, config_topic, fmt_ms, parse_meta, t
 from processors.kafka.admin import require_topics
 from processors.kafka.producer import LeaderboardProducer, read_boards
 from sinks import registry
+from streams import rules
 from streams.errors import LeaderboardError, UnknownLeaderboard
 from streams.events import (
     BoardStatus,
@@ -228,15 +229,29 @@ def boards_list() -> None:
 
 @boards.command("close")
 @click.argument("board_id")
-@click.option("--at", help="Event time from which scores are refused (ISO-8601 or ms); now.")
+@click.option(
+    "--at", help="Time from which scores are refused (ISO-8601 or epoch ms; at least 2 s ahead)."
+)
 def boards_close(board_id: str, at: str | None) -> None:
-    """Close leaderboard BOARD_ID: scores with event time at or after --at are dead-lettered."""
+    """Close leaderboard BOARD_ID for good, from --at (default: in 2 s).
+
+    Scores ranked at or after that time are dead-lettered; the board's open periods end then
+    and their final standings are written (history). The close time must lie at least 2 s
+    ahead, so that every projector knows it before the first score it refuses.
+    """
     settings = get_settings()
     existing = read_boards(settings).get(board_id)
     if existing is None:
         raise UnknownLeaderboard(f"unknown leaderboard {board_id!r}: see `leaderboard boards list`")
     now = wall_ms()
-    closed_at = time_option(at, "--at") or now
+    closed_at = time_option(at, "--at") or now + rules.CLOSE_DELAY_MS
+    if closed_at < now + rules.CLOSE_DELAY_MS:
+        raise click.UsageError(
+            f"--at must lie at least {rules.CLOSE_DELAY_MS // 1000} s ahead: a close cannot "
+            "refuse scores already applied"
+        )
+    if existing.status is BoardStatus.CLOSED:
+        raise LeaderboardError(f"board {board_id} is already closed")
     cfg = replace(existing, status=BoardStatus.CLOSED, closed_at=closed_at, configured_at=now)
     with LeaderboardProducer(settings) as producer:
         producer.connect(config_topic(settings))

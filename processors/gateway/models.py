@@ -49,7 +49,7 @@ class ScoreIn(ScoreEntryIn):
 
 
 class BoardPatchIn(BaseModel):
-    """Changes to a board: close (or reopen) it, change its watched top-N size."""
+    """Changes to a board: close it (final), change its watched top-N size."""
 
     model_config = ConfigDict(extra="forbid")
 

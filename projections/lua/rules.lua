@@ -8,7 +8,8 @@
 --       6 participant metadata hash, then board.keys_per_period keys per period i:
 --       sorted set, participant->member hash[, participant->"score\tmember" hash].
 -- ARGV: partition, sort (desc|asc), two numeric board arguments (board.init), dedup window
---       (ms of event time), dedup max ids, nperiods,
+--       (ms of event time), dedup max ids, cut (board time at which a closed board's periods
+--       all end: its closing plus the grace; -1 if open), nperiods,
 --       nperiods x (period, closes_at), nrecords,
 --       nrecords x (offset, event_id, at = ranking time, period_index, refusal, nentries,
 --                   nentries x (entry_index, participant_id, score, operator, metadata_json)),
@@ -121,8 +122,8 @@ end
 
 local function apply_batch(board)
   board.init(tonumber(ARGV[3]), tonumber(ARGV[4]))
-  local window, cap = tonumber(ARGV[5]), tonumber(ARGV[6])
-  local periods, a = read_periods(7, board.keys_per_period)
+  local window, cap, cut = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+  local periods, a = read_periods(8, board.keys_per_period)
   local nrec = tonumber(ARGV[a]); a = a + 1
   local wmf = 'wm:' .. partition
   local st = redis.call('HMGET', S, wmf, 'ver', 'maxt', 'hz')
@@ -140,6 +141,15 @@ local function apply_batch(board)
   local open, names = {}, {}
   local flat = redis.call('HGETALL', PO)
   for i = 1, #flat, 2 do open[flat[i]] = tonumber(flat[i + 1]); names[#names + 1] = flat[i] end
+  -- a board closed since its periods opened: every open period ends at the cut at the latest
+  if cut ~= -1 then
+    for _, name in ipairs(names) do
+      if open[name] > cut then
+        open[name] = cut
+        redis.call('HSET', PO, name, fmt(cut))
+      end
+    end
+  end
 
   local out = {}
   local newwm = wm
@@ -157,6 +167,13 @@ local function apply_batch(board)
       local changes, notices, rejected, refused, ended = {}, {}, {}, false, {}
       local rec = {ne = ne, estart = estart, at = at, offset = offset}
       local mark = event_id == ''
+      -- a mark opens a period that has standings but could not end when it opened (an
+      -- all-time board closed since), so that it can end now
+      if mark and P.closes ~= -1 and open[P.name] == nil
+          and redis.call('HEXISTS', PE, P.name) == 0 and redis.call('EXISTS', P.z) == 1 then
+        open[P.name] = P.closes; names[#names + 1] = P.name
+        redis.call('HSET', PO, P.name, fmt(P.closes))
+      end
       -- late: the period ended, or would have ended had it been opened (the board's time is
       -- past its end plus the grace)
       if mark then

@@ -20,6 +20,7 @@ from projections.memory import MemoryStore
 from projections.store import BoardOutcome, Entry, Rejection, SourceRecord
 from streams import rules
 from streams.events import (
+    BoardStatus,
     LeaderboardConfigured,
     MatchResultSubmitted,
     NotificationKind,
@@ -372,6 +373,25 @@ class StoreContract:
         )
         assert outs[1].periods_ended == [("all", 1)]
         assert await store.standings("cup", "all", SortOrder.DESC) == [Entry(1, "a", 5)]
+
+        # a close ends the open periods at its time: an all-time board's "all", and today's
+        # period of a daily board before the day is over
+        for board, reset, period in (
+            ("solo", ResetPeriod.NONE, "all"),
+            ("day", ResetPeriod.DAILY, "2026-11-01"),
+        ):
+            cfg = self.config(board, reset_period=reset)
+            await self.one_by_one(store, cfg, [rec(0, "s0", BASE + hour, ("a", 5), board=board)])
+            closed = replace(cfg, status=BoardStatus.CLOSED, closed_at=BASE + 2 * hour)
+            outs = await self.one_by_one(
+                store,
+                closed,
+                [
+                    mark(1, BASE + 2 * hour + GRACE - 1, board),
+                    mark(2, BASE + 2 * hour + GRACE, board),
+                ],
+            )
+            assert [o.periods_ended for o in outs] == [[], [(period, 1)]], board
 
     async def test_periods_end_on_event_time_and_refuse_late_events(self, store: Any) -> None:
         cfg = self.config(reset_period=ResetPeriod.DAILY)

@@ -436,6 +436,31 @@ def test_a_tournament_closes_on_time_without_traffic(gateway: Gateway) -> None:
     ]
 
 
+def test_closing_a_board_writes_its_final_standings(gateway: Gateway) -> None:
+    """A close takes effect 2 s after the call and is final: the projectors' clock marks end
+    the board's period then (with no score after it), its final standings are written, and
+    the board is not reopened."""
+    board = gateway.create_board()
+    gateway.submit(board, "ann", 3)
+    gateway.submit(board, "bob", 8)
+    with gateway.client() as c:
+        r = c.patch(f"/v1/leaderboards/{board}", json={"status": "closed"}, headers=A)
+        assert r.status_code == 200 and r.json()["status"] == "closed"
+        r = c.patch(f"/v1/leaderboards/{board}", json={"status": "active"}, headers=A)
+        assert r.status_code == 409 and "closed for good" in r.text
+
+    def final() -> dict[str, Any] | None:
+        with gateway.client() as c:
+            r = c.get(f"/v1/leaderboards/{board}/history", params={"period": "all"})
+            return r.json() if r.status_code == 200 else None
+
+    hist = wait_until(final, timeout=60, every=0.5)
+    assert [(e["rank"], e["participant_id"], e["score"]) for e in hist["entries"]] == [
+        (1, "bob", 8),
+        (2, "ann", 3),
+    ]
+
+
 def test_wait_answers_a_rejected_score_with_its_reason(gateway: Gateway) -> None:
     """A score the projector rejects (outside the tournament window) is answered 422 with the
     dead letter's reason, not left to time out."""

@@ -25,6 +25,7 @@ from processors.kafka.producer import (
 )
 from streams.errors import DecodeError, LeaderboardError, ServiceUnavailable
 from streams.events import (
+    BoardStatus,
     LeaderboardConfigured,
     MatchResultSubmitted,
     Operator,
@@ -271,6 +272,15 @@ def test_cli_boards_produce_file_and_dlq(cli_env: Settings, tmp_path: Path) -> N
     assert "2 dead letter(s)" in out and "(the newest 2)" in out
     code, out = run("dlq", "list", "--limit", "1", "--oldest")
     assert code == 0 and "@99" in out and "later" not in out
+
+    # a close cannot reach back over scores already applied, and is final
+    code, out = run("boards", "close", "arena", "--at", "2026-01-01T00:00:00Z")
+    assert code == 2 and "at least 2 s ahead" in out
+    code, out = run("boards", "close", "arena")
+    assert code == 0 and "closed board arena" in out
+    assert read_boards(cli_env)["arena"].status is BoardStatus.CLOSED
+    code, out = run("boards", "close", "arena")
+    assert code == 1 and "already closed" in out
 
 
 def test_cli_simulate_reaches_a_small_rate(cli_env: Settings) -> None:

@@ -15,6 +15,7 @@ from processors.gateway.models import BoardId, BoardPatchIn, board_json, now_ms
 from processors.kafka.configview import ConfigView
 from processors.kafka.producer import LeaderboardProducer
 from projections.push import current_period, read_top
+from streams import rules
 from streams.errors import LeaderboardError
 from streams.events import BoardStatus, LeaderboardConfigured
 from streams.validation import BoardConfigIn
@@ -79,7 +80,12 @@ async def patch_board(
     producer: ProducerDep,
     key: ApiKey = None,
 ) -> dict[str, Any]:
-    """Close (or reopen) a leaderboard or change its watched top-N size (admin)."""
+    """Close a leaderboard or change its watched top-N size (admin).
+
+    A close takes effect ``rules.CLOSE_DELAY_MS`` after the call and is final: the board's
+    open periods end then, their final standings are written (history) and a closed board is
+    not reopened (create a new board instead).
+    """
     state.keys.admin(key)
     cfg = await state.board_cfg(board)
     if body.status is None and body.watch_top_n is None:
@@ -89,9 +95,13 @@ async def patch_board(
     if body.watch_top_n is not None:
         changes["watch_top_n"] = body.watch_top_n
     if body.status is BoardStatus.CLOSED and cfg.status is not BoardStatus.CLOSED:
-        changes |= {"status": BoardStatus.CLOSED, "closed_at": now}
-    elif body.status is BoardStatus.ACTIVE:
-        changes |= {"status": BoardStatus.ACTIVE, "closed_at": None}
+        changes |= {"status": BoardStatus.CLOSED, "closed_at": now + rules.CLOSE_DELAY_MS}
+    elif body.status is BoardStatus.ACTIVE and cfg.status is BoardStatus.CLOSED:
+        raise ApiError(
+            409,
+            f"leaderboard {board!r} is closed for good (its final standings are written): "
+            "create a new board instead",
+        )
     new = dataclasses.replace(cfg, **changes)
     await publish_config(producer, view, new)
     return board_json(new)
