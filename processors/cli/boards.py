@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import replace
+from typing import Any
 
 import click
 from rich.console import Console
@@ -107,19 +108,16 @@ def boards_create(
     # the producer connects in the background while the topic and boards are read
     producer = LeaderboardProducer(settings)
     try:
-        cfg, verb = _configure(
-            producer,
-            settings,
-            board_id,
-            sort_order,
-            operator,
-            period,
-            top_n,
-            starts_at,
-            ends_at,
-            time_source,
-            meta,
-        )
+        given = {  # None: keep the existing board's value (or the default)
+            "sort_order": sort_order,
+            "operator": operator,
+            "reset_period": period,
+            "watch_top_n": top_n,
+            "starts_at": time_option(starts_at, "--starts-at"),
+            "ends_at": time_option(ends_at, "--ends-at"),
+            "time_source": time_source,
+        }
+        cfg, verb = _configure(producer, settings, board_id, given, parse_meta(meta))
     finally:
         producer.close()
     click.echo(
@@ -152,31 +150,19 @@ def _configure(
     producer: LeaderboardProducer,
     settings: Settings,
     board_id: str,
-    sort_order: str | None,
-    operator: str | None,
-    period: str | None,
-    top_n: int | None,
-    starts_at: str | None,
-    ends_at: str | None,
-    time_source: str | None,
-    meta: tuple[str, ...],
+    given: dict[str, Any],
+    meta: dict[str, str],
 ) -> tuple[LeaderboardConfigured, str]:
-    """Check and publish the board's configuration; the configuration and what was done."""
+    """Check and publish the board's configuration; the configuration and what was done.
+
+    ``given`` holds the options by field name, None for those not given.
+    """
     require_topics(settings, [config_topic(settings)])
     existing = read_boards(settings).get(board_id)
     base = existing or LeaderboardConfigured(board_id)
+    kept = {name: getattr(base, name) if value is None else value for name, value in given.items()}
     cfg = parse_board(
-        {
-            "leaderboard_id": board_id,
-            "sort_order": sort_order or base.sort_order,
-            "operator": operator or base.operator,
-            "reset_period": period or base.reset_period,
-            "watch_top_n": base.watch_top_n if top_n is None else top_n,
-            "starts_at": time_option(starts_at, "--starts-at") or base.starts_at,
-            "ends_at": time_option(ends_at, "--ends-at") or base.ends_at,
-            "metadata": {**base.metadata, **parse_meta(meta)},
-            "time_source": time_source or base.time_source,
-        },
+        {"leaderboard_id": board_id, **kept, "metadata": {**base.metadata, **meta}},
         configured_at=wall_ms(),
     )
     if existing is not None:
