@@ -16,6 +16,7 @@ from streams.events import LeaderboardConfigured, RankChange, SortOrder
 __all__ = [
     "Snapshot",
     "current_period",
+    "read_many",
     "read_participant",
     "read_top",
 ]
@@ -34,14 +35,20 @@ if tonumber(ARGV[2]) > 0 then
 end
 return {ver, n, rows}
 """
-_ONE_LUA = """
+_MANY_LUA = """
 local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
 local n = redis.call('ZCARD', KEYS[2])
-local m = redis.call('HGET', KEYS[3], ARGV[1])
-if not m then return {ver, n, {}} end
-local r = redis.call('ZRANK', KEYS[2], m)
-if not r then return {ver, n, {}} end
-return {ver, n, {r, redis.call('ZSCORE', KEYS[2], m)}}
+local rows = {}
+for i, pid in ipairs(ARGV) do
+  local m = redis.call('HGET', KEYS[3], pid)
+  local r = m and redis.call('ZRANK', KEYS[2], m)
+  if r then
+    rows[#rows + 1] = i
+    rows[#rows + 1] = r
+    rows[#rows + 1] = redis.call('ZSCORE', KEYS[2], m)
+  end
+end
+return {ver, n, rows}
 """
 
 
@@ -101,20 +108,26 @@ async def read_participant(
     client: aioredis.Redis, cfg: LeaderboardConfigured, period: str, pid: str
 ) -> Snapshot:
     """One participant's row (or none) with the board version, atomically."""
+    return await read_many(client, cfg, period, [pid])
+
+
+async def read_many(
+    client: aioredis.Redis, cfg: LeaderboardConfigured, period: str, pids: list[str]
+) -> Snapshot:
+    """The rows of the listed participants that are on the board, best first, with the board
+    version, atomically ("me and my friends")."""
     keys = BoardKeys(cfg.leaderboard_id)
     reply: Any = await client.eval(
-        _ONE_LUA, 3, keys.state, keys.zset(period), keys.members(period), pid
+        _MANY_LUA, 3, keys.state, keys.zset(period), keys.members(period), *pids
     )
-    ver, count, row = reply
-    entries = []
-    if row:
-        entries = [
-            {
-                "rank": int(row[0]) + 1,
-                "participant_id": pid,
-                "score": _score(row[1], cfg.sort_order),
-            }
-        ]
+    ver, count, flat = reply
+    rows = sorted(
+        (int(flat[i + 1]) + 1, pids[int(flat[i]) - 1], _score(flat[i + 2], cfg.sort_order))
+        for i in range(0, len(flat), 3)
+    )
+    entries: list[dict[str, Any]] = [
+        {"rank": rank, "participant_id": pid, "score": score} for rank, pid, score in rows
+    ]
     return Snapshot(int(_text(ver)), period, int(count), entries)
 
 

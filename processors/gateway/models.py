@@ -48,6 +48,20 @@ class ScoreIn(ScoreEntryIn):
         return None if value is None else parse_time(value)
 
 
+#: Most participants one "me and my friends" read may list.
+MAX_LISTED = 1000
+
+
+class ParticipantsIn(BaseModel):
+    """The participants of a list read ("me and my friends")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    participants: list[Annotated[str, Field(min_length=1, max_length=128)]] = Field(
+        min_length=1, max_length=MAX_LISTED
+    )
+
+
 class BoardPatchIn(BaseModel):
     """Changes to a board: close it (final), change its watched top-N size."""
 

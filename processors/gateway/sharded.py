@@ -12,7 +12,7 @@ from projections.topk import DEFAULT_K, read_topk
 from streams import rules
 from streams.events import LeaderboardConfigured
 
-__all__ = ["entry_json", "sharded_page", "sharded_participant"]
+__all__ = ["entry_json", "sharded_listed", "sharded_page", "sharded_participant"]
 
 
 async def _sharded_period(
@@ -63,6 +63,24 @@ async def sharded_page(
     rows = await store.top(board, p, cfg.sort_order, limit=limit, offset=offset)
     return {
         **body,
+        "version": await store.version(board),
+        "count": await store.count(board, p),
+        "entries": [entry_json(e) for e in rows],
+    }
+
+
+async def sharded_listed(
+    client: Any, cfg: LeaderboardConfigured, period: str | None, pids: list[str]
+) -> dict[str, Any]:
+    """The listed participants' rows of a sharded board, best first (exact global ranks)."""
+    board = cfg.leaderboard_id
+    store = ShardedStore(RankingStore(client))
+    p = await _sharded_period(store, cfg, period)
+    found = await store.ranks(board, p, cfg.sort_order, pids)
+    rows = sorted((e for e in found if e is not None), key=lambda e: e.rank)
+    return {
+        "leaderboard_id": board,
+        "period": p,
         "version": await store.version(board),
         "count": await store.count(board, p),
         "entries": [entry_json(e) for e in rows],

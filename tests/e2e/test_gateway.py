@@ -314,6 +314,20 @@ def test_scores_rankings_participants(gateway: Gateway) -> None:
         r = c.get(f"/v1/leaderboards/{board}/participants/nobody")
         assert r.status_code == 404 and error_code(r) == "not_found"
 
+        # me and my friends: the listed rows, best first, and who is not on the board
+        url = f"/v1/leaderboards/{board}/rankings"
+        mine = c.get(url, params={"participants": "p3,ann,nobody,p3"}).json()
+        assert [(e["rank"], e["participant_id"]) for e in mine["entries"]] == [
+            (1, "ann"),
+            (6, "p3"),
+        ]
+        assert mine["missing"] == ["nobody"] and mine["count"] == 7
+        posted = c.post(f"{url}/participants", json={"participants": ["p3", "ann", "nobody"]})
+        assert posted.status_code == 200 and posted.json()["entries"] == mine["entries"]
+        for bad in ({"participants": []}, {"participants": ["x" * 129]}, {"ids": ["a"]}):
+            assert c.post(f"{url}/participants", json=bad).status_code == 400, bad
+        assert c.get(url, params={"participants": ","}).status_code == 400
+
 
 def test_edge_refuses_what_the_worker_would_and_every_id_is_reachable(gateway: Gateway) -> None:
     """Hidden characters, a time in seconds or far ahead: 400 with the worker's reason; an id
@@ -703,6 +717,12 @@ def test_sharded_board_reads_are_exact(gateway: Gateway) -> None:
             )
         r = c.get(f"/v1/leaderboards/{sharded}/participants/nobody")
         assert r.status_code == 404
+        friends = {"participants": "s11,s0,s5,nobody"}
+        x = c.get(f"/v1/leaderboards/{plain}/rankings", params=friends).json()
+        y = c.get(f"/v1/leaderboards/{sharded}/rankings", params=friends).json()
+        assert (y["entries"], y["missing"]) == (x["entries"], x["missing"]) and len(
+            x["entries"]
+        ) == 3
 
 
 def test_rate_limit_per_api_key(gateway: Gateway) -> None:

@@ -9,9 +9,9 @@ from fastapi import Path as PathParam
 
 from processors.gateway.deps import ClientDep, StateDep
 from processors.gateway.errors import ApiError
-from processors.gateway.models import BoardId, PeriodQ
-from processors.gateway.sharded import sharded_page, sharded_participant
-from projections.push import current_period, read_participant, read_top
+from processors.gateway.models import MAX_LISTED, BoardId, ParticipantsIn, PeriodQ
+from processors.gateway.sharded import sharded_listed, sharded_page, sharded_participant
+from projections.push import current_period, read_many, read_participant, read_top
 from projections.sharded import layout_of
 from streams import rules
 
@@ -31,13 +31,27 @@ async def rankings(
         str | None,
         Query(min_length=1, max_length=128, description="centre the page on this participant"),
     ] = None,
+    participants: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=16_000,
+            description="comma-separated participant ids: only their rows, best first "
+            "(ids holding a comma, or long lists: POST …/rankings/participants)",
+        ),
+    ] = None,
     period: PeriodQ = None,
 ) -> dict[str, Any]:
-    """A page of the standings with the board version they show.
+    """A page of the standings with the board version they show (or, with ``participants``,
+    the rows of those participants: "me and my friends").
 
     Sharded boards serve pages inside the cached global top K from the cache (one read,
     with its ``computed_at`` and staleness) and other pages by scatter-gather.
     """
+    if participants is not None:
+        listed = [p for p in participants.split(",") if p]
+        body = _listed_body(listed)
+        return await _listed(board, body.participants, period, state, client)
     cfg = await state.board_cfg(board)
     if layout_of(cfg) is not None:
         return await sharded_page(client, cfg, period, offset, limit, around)
@@ -56,6 +70,49 @@ async def rankings(
         "offset": offset,
         "entries": snap.entries,
     }
+
+
+@router.post("/v1/leaderboards/{board}/rankings/participants")
+async def rankings_of(
+    board: BoardId,
+    body: ParticipantsIn,
+    state: StateDep,
+    client: ClientDep,
+    period: PeriodQ = None,
+) -> dict[str, Any]:
+    """The rows of the listed participants, best first ("me and my friends"; up to 1,000
+    ids); ``missing`` names those not on the board. A read: no key needed."""
+    return await _listed(board, body.participants, period, state, client)
+
+
+def _listed_body(listed: list[str]) -> ParticipantsIn:
+    try:
+        return ParticipantsIn(participants=listed)
+    except ValueError:
+        raise ApiError(
+            400, f"participants: give 1 to {MAX_LISTED} ids of 1 to 128 characters"
+        ) from None
+
+
+async def _listed(
+    board: str, pids: list[str], period: str | None, state: StateDep, client: ClientDep
+) -> dict[str, Any]:
+    cfg = await state.board_cfg(board)
+    unique = list(dict.fromkeys(pids))
+    if layout_of(cfg) is not None:
+        body = await sharded_listed(client, cfg, period, unique)
+    else:
+        p = period or await current_period(client, cfg)
+        snap = await read_many(client, cfg, p, unique)
+        body = {
+            "leaderboard_id": board,
+            "period": p,
+            "version": snap.version,
+            "count": snap.count,
+            "entries": snap.entries,
+        }
+    found = {e["participant_id"] for e in body["entries"]}
+    return {**body, "missing": [p for p in unique if p not in found]}
 
 
 @router.get("/v1/leaderboards/{board}/participants/{participant:path}")
