@@ -15,8 +15,9 @@ import uvicorn
 
 from processors import logs, scrape_targets
 from processors.bootstrap import pg_connect
-from processors.gateway.app import HistoryReader, create_app
+from processors.gateway.app import HistoryReader, PlacementsReader, create_app
 from processors.gateway.routes.live import close_subscribers
+from streams import rules
 from streams.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -58,6 +59,33 @@ def pg_history_reader(settings: Settings) -> HistoryReader | None:
         return await asyncio.get_running_loop().run_in_executor(
             None, read, board, period, limit, offset
         )
+
+    return reader
+
+
+def pg_placements_reader(settings: Settings) -> PlacementsReader | None:
+    """Placements of participants from sinks.history (None if the sinks package is absent)."""
+    try:
+        from sinks import history as pg
+    except ImportError as exc:  # pragma: no cover - depends on the installed packages
+        log.warning("placements disabled: %s", exc)
+        return None
+
+    def read(participant: str, limit: int) -> list[dict[str, Any]]:
+        with pg_connect(settings, connect_timeout=5) as conn:
+            found = pg.placements(conn, participant, limit)
+        return [
+            {
+                **dataclasses.asdict(p),
+                "period_start": p.period_start.isoformat(),
+                "closed_at": p.closed_at.isoformat(),
+                "percentile": rules.percentile(p.rank, p.participant_count),
+            }
+            for p in found
+        ]
+
+    async def reader(participant: str, limit: int) -> list[dict[str, Any]]:
+        return await asyncio.get_running_loop().run_in_executor(None, read, participant, limit)
 
     return reader
 
@@ -126,6 +154,7 @@ def gateway(
     app = create_app(
         settings,
         history=pg_history_reader(settings),
+        placements=pg_placements_reader(settings),
         submit_rate=submit_rate,
         submit_burst=submit_burst,
         key_rate=key_rate,

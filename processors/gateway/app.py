@@ -14,7 +14,12 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 
-from processors.gateway.deps import GatewayOptions, GatewayState, HistoryReader
+from processors.gateway.deps import (
+    GatewayOptions,
+    GatewayState,
+    HistoryReader,
+    PlacementsReader,
+)
 from processors.gateway.errors import ApiError, install_error_handlers
 from processors.gateway.guards import BodyLimit, ClientLimit, RateLimiter
 from processors.gateway.metrics import MeasureRequests
@@ -24,13 +29,14 @@ from processors.gateway.routes.pages import STATIC_DIR
 from processors.gateway.tracing import RequestId
 from streams.settings import Settings
 
-__all__ = ["ApiError", "HistoryReader", "RateLimiter", "create_app"]
+__all__ = ["ApiError", "HistoryReader", "PlacementsReader", "RateLimiter", "create_app"]
 
 
 def create_app(
     settings: Settings,
     *,
     history: HistoryReader | None = None,
+    placements: PlacementsReader | None = None,
     submit_rate: float = 5.0,
     submit_burst: int = 10,
     key_rate: float = 500.0,
@@ -72,7 +78,7 @@ def create_app(
         ping_interval_s=ping_interval_s,
         subscriber_queue=subscriber_queue,
     )
-    state = GatewayState(settings, options, history)
+    state = GatewayState(settings, options, history, placements)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

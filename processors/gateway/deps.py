@@ -54,6 +54,9 @@ log = logging.getLogger(__name__)
 #: ``history(board, period, limit, offset)`` → final standings of a closed period, or None
 #: if that period (or, with ``period=None``, any period of the board) is not closed.
 HistoryReader = Callable[[str, str | None, int, int], Awaitable[dict[str, Any] | None]]
+#: ``placements(participant, limit)`` → where the participant finished in closed periods,
+#: newest first.
+PlacementsReader = Callable[[str, int], Awaitable[list[dict[str, Any]]]]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,6 +134,7 @@ class GatewayState:
     settings: Settings
     options: GatewayOptions = GatewayOptions()
     history: HistoryReader | None = None
+    placements: PlacementsReader | None = None
     keys: KeyGuard = dataclasses.field(init=False)
     submit_limiter: RateLimiter = dataclasses.field(init=False)
     metrics: GatewayMetrics = dataclasses.field(init=False)

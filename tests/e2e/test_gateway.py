@@ -404,6 +404,13 @@ def test_history_of_a_closed_period(gateway: Gateway) -> None:
         assert [e["participant_id"] for e in now["entries"]] == ["dan"]
         r = c.get(f"/v1/leaderboards/{board}/history", params={"period": "2026-11"})
         assert r.status_code == 404
+        # the participant's side: where cid finished, across boards and closed periods
+        got = c.get("/v1/participants/cid/placements", params={"limit": 1000}).json()
+        mine = [p for p in got["placements"] if p["leaderboard_id"] == board]
+        assert [(p["period"], p["rank"], p["score"], p["participant_count"]) for p in mine] == [
+            ("2026-10", 2, 7, 3)
+        ]
+        assert mine[0]["percentile"] == 66.67
 
 
 def test_a_backdated_claim_wins_no_tie_and_enters_no_window(gateway: Gateway) -> None:

@@ -150,6 +150,18 @@ async def participant(
     }
 
 
+@router.get("/v1/participants/{participant:path}/placements")
+async def placements(
+    participant: Annotated[str, PathParam(min_length=1, max_length=128)],
+    state: StateDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 20,
+) -> dict[str, Any]:
+    """Where a participant finished in every closed period of every board, newest first."""
+    if state.placements is None:
+        raise ApiError(503, "history is not configured on this gateway")
+    return {"participant_id": participant, "placements": await state.placements(participant, limit)}
+
+
 @router.get("/v1/leaderboards/{board}/history")
 async def board_history(
     board: BoardId,
