@@ -314,6 +314,16 @@ def test_scores_rankings_participants(gateway: Gateway) -> None:
         r = c.get(f"/v1/leaderboards/{board}/participants/nobody")
         assert r.status_code == 404 and error_code(r) == "not_found"
 
+        # conditional reads: the ETag is the board version; unchanged → 304, no rows read
+        first = c.get(f"/v1/leaderboards/{board}/rankings")
+        etag = first.headers["etag"]
+        assert etag == f'W/"{first.json()["version"]}-all"'
+        again = c.get(f"/v1/leaderboards/{board}/rankings", headers={"If-None-Match": etag})
+        assert again.status_code == 304 and again.headers["etag"] == etag and not again.content
+        gateway.submit(board, "p9", 1)
+        moved = c.get(f"/v1/leaderboards/{board}/rankings", headers={"If-None-Match": etag})
+        assert moved.status_code == 200 and moved.headers["etag"] != etag
+
         # me and my friends: the listed rows, best first, and who is not on the board
         url = f"/v1/leaderboards/{board}/rankings"
         mine = c.get(url, params={"participants": "p3,ann,nobody,p3"}).json()
@@ -321,7 +331,7 @@ def test_scores_rankings_participants(gateway: Gateway) -> None:
             (1, "ann"),
             (6, "p3"),
         ]
-        assert mine["missing"] == ["nobody"] and mine["count"] == 7
+        assert mine["missing"] == ["nobody"] and mine["count"] == 8  # p9 joined above
         posted = c.post(f"{url}/participants", json={"participants": ["p3", "ann", "nobody"]})
         assert posted.status_code == 200 and posted.json()["entries"] == mine["entries"]
         for bad in ({"participants": []}, {"participants": ["x" * 129]}, {"ids": ["a"]}):

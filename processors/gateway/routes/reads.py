@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
 from processors.gateway.deps import ClientDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.models import MAX_LISTED, BoardId, ParticipantsIn, PeriodQ
 from processors.gateway.sharded import sharded_listed, sharded_page, sharded_participant
+from projections.keys import BoardKeys
 from projections.push import current_period, read_many, read_participant, read_top
 from projections.sharded import layout_of
 from streams import rules
@@ -20,9 +21,33 @@ __all__ = ["router"]
 router = APIRouter(tags=["rankings"])
 
 
-@router.get("/v1/leaderboards/{board}/rankings")
+def _etag(version: int, period: str) -> str:
+    """The validator of a read: the board version moves with every applied entry, so one
+    URL at one version and period always answers the same body."""
+    return f'W/"{version}-{period}"'
+
+
+async def _unchanged(
+    request: Request, client: ClientDep, board: str, period: str
+) -> Response | None:
+    """304 when the client's ``If-None-Match`` names the board's current version (one
+    HGET, no rows read); else None, with the ETag of the answer about to be read set."""
+    version = int(await client.hget(BoardKeys(board).state, "ver") or 0)
+    etag = _etag(version, period)
+    if etag in request.headers.get("if-none-match", ""):
+        return Response(status_code=304, headers={"ETag": etag})
+    return None
+
+
+@router.get(
+    "/v1/leaderboards/{board}/rankings",
+    response_model=None,
+    responses={304: {"description": "If-None-Match names the current version: unchanged"}},
+)
 async def rankings(
     board: BoardId,
+    request: Request,
+    response: Response,
     state: StateDep,
     client: ClientDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -41,7 +66,7 @@ async def rankings(
         ),
     ] = None,
     period: PeriodQ = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | Response:
     """A page of the standings with the board version they show (or, with ``participants``,
     the rows of those participants: "me and my friends").
 
@@ -56,12 +81,17 @@ async def rankings(
     if layout_of(cfg) is not None:
         return await sharded_page(client, cfg, period, offset, limit, around)
     p = period or await current_period(client, cfg)
+    if "if-none-match" in request.headers:
+        unchanged = await _unchanged(request, client, board, p)
+        if unchanged is not None:
+            return unchanged
     if around is not None:
         me = await read_participant(client, cfg, p, around)
         if not me.entries:
             raise ApiError(404, f"participant {around!r} is not on {board!r} ({p})")
         offset = max(0, me.entries[0]["rank"] - 1 - (limit - 1) // 2)
     snap = await read_top(client, cfg, p, offset, limit)
+    response.headers["ETag"] = _etag(snap.version, p)
     return {
         "leaderboard_id": board,
         "period": p,
