@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import unicodedata
 from collections.abc import Iterable, Sequence
+from dataclasses import replace
 from datetime import UTC, date, datetime, timedelta
 
 from streams.events import (
@@ -185,6 +186,20 @@ def ticks(config: LeaderboardConfigured) -> bool:
         or config.ends_at is not None
         or closed_at(config) is not None
     )
+
+
+#: How long after a board's last period could end (its window's end or closing, plus the
+#: grace) clock marks still move it: the first mark after the end ends the period; later
+#: ones would only cost an apply call per ended board, forever.
+MARK_TAIL_MS = 3_600_000
+
+
+def moved_by_mark(config: LeaderboardConfigured, at: int, grace_ms: int) -> bool:
+    """True if a clock mark at broker time ``at`` moves this board (see ``ticks``)."""
+    if not ticks(config):
+        return False
+    _, end = period_span(replace(config, reset_period=ResetPeriod.NONE), ALL_TIME)
+    return end == NEVER or at < end + grace_ms + MARK_TAIL_MS
 
 
 def event_time_reason(occurred_at: int, reference_ms: int | None = None) -> str | None:

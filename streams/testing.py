@@ -157,9 +157,11 @@ def fold_log(
         if not own:
             continue
         first = min(off for off, _ in own)
-        moved = rules.ticks(model.config)  # (the projector moves unsharded boards only)
+        cfg = model.config  # (the projector moves unsharded boards only)
         ticks = [
-            (off, (None, at)) for off, at in marks.get(homes[board], []) if moved and off > first
+            (off, (None, at))
+            for off, at in marks.get(homes[board], [])
+            if off > first and rules.moved_by_mark(cfg, at, grace_ms)
         ]
         for off, (ev, at) in sorted(own + ticks, key=lambda r: r[0]):
             if ev is None:

@@ -228,8 +228,11 @@ class Projector:
         at the mark's broker time (none without one: no time to trust)."""
         if raw.log_time is None:
             return
+        grace = self.settings.period_grace_ms
         for cfg in boards:
-            if self._partition(cfg.leaderboard_id) == raw.partition:
+            if self._partition(cfg.leaderboard_id) != raw.partition:
+                continue
+            if rules.moved_by_mark(cfg, raw.log_time, grace):
                 mark = MatchResultSubmitted("", "", cfg.leaderboard_id, raw.log_time, ())
                 yield cfg, SourceRecord(raw.partition, raw.offset, mark, raw.log_time)
 

@@ -185,7 +185,9 @@ def test_adversarial_records_never_stall_and_match_the_model(
     for m in sorted(mine + marks, key=lambda m: (m.partition(), m.offset())):
         ev = codec.decode_as(m.value() or b"", MatchResultSubmitted)
         if m.key() == CLOCK_KEY:
-            model.tick(m.offset(), m.timestamp()[1])
+            at = m.timestamp()[1]
+            if rules.moved_by_mark(cfg, at, p.settings.period_grace_ms):
+                model.tick(m.offset(), at)
             continue
         placed = m.key() == board.encode() and m.partition() == home
         why = model.apply(m.offset(), ev, m.timestamp()[1]) if placed else ["misplaced"]

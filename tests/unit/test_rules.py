@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 
 import pytest
@@ -17,6 +18,7 @@ from streams.events import (
     ResetPeriod,
     ScoreEntry,
     SortOrder,
+    TimeSource,
 )
 from streams.model import ModelBoard
 
@@ -170,3 +172,20 @@ def test_model_unchanged_score_keeps_reach_time() -> None:
     board.apply(2, MatchResultSubmitted("e2", "m", "b", T0 + 20, (ScoreEntry("b", 7),)))
     board.apply(3, MatchResultSubmitted("e3", "m", "b", T0 + 30, (ScoreEntry("a", 5),)))
     assert [p for _, p, _ in board.standings("all")] == ["a", "b"]
+
+
+def test_clock_marks_move_time_bound_log_boards_until_their_last_end() -> None:
+    """Marks move a log-time board with a period, window or closing to end; a board whose
+    last period has ended (window or closing, plus the grace) only for an hour more."""
+    hour = 3_600_000
+    cup = LeaderboardConfigured("b", ends_at=T0)
+    assert rules.moved_by_mark(cup, T0 - 1, 0) and rules.moved_by_mark(cup, T0 + hour - 1, 0)
+    assert not rules.moved_by_mark(cup, T0 + hour, 0)
+    closed = LeaderboardConfigured("b", status=BoardStatus.CLOSED, closed_at=T0)
+    assert rules.moved_by_mark(closed, T0 + 60_000, 60_000)
+    assert not rules.moved_by_mark(closed, T0 + 60_000 + hour, 60_000)
+    daily = LeaderboardConfigured("b", reset_period=ResetPeriod.DAILY)
+    assert rules.moved_by_mark(daily, rules.MAX_EVENT_MS - 1, 0)  # periods never stop ending
+    assert not rules.moved_by_mark(LeaderboardConfigured("b"), T0, 0)  # nothing ever ends
+    backfill = replace(daily, time_source=TimeSource.CLIENT)
+    assert not rules.moved_by_mark(backfill, T0, 0)  # moved by its own claims only
