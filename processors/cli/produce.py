@@ -53,7 +53,11 @@ def _read_results(stream: IO[str], now_ms: int) -> list[MatchResultSubmitted]:
 @click.option("--board", help="Leaderboard id (single-score mode).")
 @click.option("--participant", help="Participant id (single-score mode).")
 @click.option("--score", type=int, help="Score, or delta for incr/decr; |score| < 2^53.")
-@click.option("--at", help="Event time, ISO-8601 (naive = UTC) or epoch ms; default now.")
+@click.option(
+    "--at",
+    help="Claimed event time, ISO-8601 (naive = UTC) or epoch ms; default now (it ranks the "
+    "score only on --time client boards).",
+)
 @click.option("--operator", type=click.Choice(OPERATORS), help="Override the board's operator.")
 @click.option("--match-id", help="Match id (default: the generated event id).")
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Participant metadata.")
@@ -86,6 +90,9 @@ def produce(
     at most 60 s ahead; default now), operator and metadata are optional. The whole file is
     validated first: if any line is bad, every bad line number is reported and NOTHING is sent
     (exit code 1), so a file is published all or nothing.
+
+    occurred_at ranks the match only on boards created with --time client (backfills); on
+    the others the broker's append time ranks it and occurred_at is kept as the claim.
     """
     settings = get_settings()
     single = (board, participant, score)
