@@ -38,7 +38,9 @@ class ScoreIn(ScoreEntryIn):
     """A score submitted over HTTP: one participant's entry plus optional time and match id."""
 
     timestamp: int | None = Field(
-        None, description="event time: epoch milliseconds or ISO-8601 (default: now)"
+        None,
+        description="claimed event time: epoch milliseconds or ISO-8601 (default: now); it "
+        "ranks the score only on time_source=client boards, the broker's time ranks the others",
     )
     match_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
 
