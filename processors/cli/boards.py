@@ -186,7 +186,9 @@ def boards_list() -> None:
     """Show every leaderboard with its rules and status."""
     settings = get_settings()
     found = read_boards(settings)
-    table = Table("board", "sort", "operator", "period", "top-n", "window", "status", "metadata")
+    table = Table(
+        "board", "sort", "operator", "period", "top-n", "window", "time", "status", "metadata"
+    )
     for column in table.columns:
         column.overflow = "fold"
     for board_id in sorted(found):
@@ -206,6 +208,7 @@ def boards_list() -> None:
             str(cfg.reset_period),
             str(cfg.watch_top_n),
             window,
+            str(cfg.time_source),
             status,
             ", ".join(f"{k}={v}" for k, v in sorted(cfg.metadata.items())),
         )
