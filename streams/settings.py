@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Repository root (the folder holding pyproject.toml) when run from a checkout.
@@ -123,6 +123,22 @@ class Settings(BaseSettings):
         False, description="with no key configured, accept writes and admin calls from anyone"
     )
     cors_origins: str = Field("", description="comma-separated origins allowed by CORS; none")
+
+    # --- player tokens (JWT) ----------------------------------------------------------
+    jwt_secret: SecretStr = Field(
+        SecretStr(""), description="HS256 secret of player tokens (at least 32 bytes); empty = none"
+    )
+    jwt_public_key: Path | None = Field(
+        None, description="PEM file of the RS256/ES256 public key that signs player tokens"
+    )
+    jwt_jwks_file: Path | None = Field(
+        None, description="local JWKS JSON file of player-token keys (chosen by the token's kid)"
+    )
+    jwt_audience: str = Field("", description="required `aud` of player tokens; empty = unchecked")
+    jwt_issuer: str = Field("", description="required `iss` of player tokens; empty = unchecked")
+    jwt_leeway_s: float = Field(
+        30.0, ge=0, le=600, description="clock skew allowed on a player token's exp/nbf/iat"
+    )
 
     @model_validator(mode="after")
     def _follow_ports(self) -> Settings:

@@ -1,4 +1,5 @@
-"""Guards: API keys (write and admin roles, a budget per key), rate limits, the body size limit."""
+"""Guards: API keys (write and admin roles, a budget per key), player tokens, rate limits, the
+body size limit."""
 
 from __future__ import annotations
 
@@ -10,18 +11,21 @@ from collections.abc import Sequence
 from typing import Annotated
 
 from fastapi import Security
-from fastapi.security import APIKeyHeader
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from processors.gateway.errors import ApiError, error_response
+from processors.gateway.tokens import TokenRefused, TokenVerifier
 from streams.settings import Settings
 
 __all__ = [
     "ApiKey",
+    "BearerToken",
     "BodyLimit",
     "ClientLimit",
     "KeyGuard",
     "RateLimiter",
+    "bearer_challenge",
     "key_ok",
     "parse_keys",
     "retry_after",
@@ -86,6 +90,45 @@ class KeyGuard:
         self.open = settings.gateway_open
         self.rate = rate
         self.limiter = RateLimiter(rate, burst)
+        self.tokens = TokenVerifier.from_settings(settings)
+
+    def writer(self, key: str | None, bearer: HTTPAuthorizationCredentials | None) -> str | None:
+        """Allow a write: None for a service key (any participant), else the token's subject.
+
+        An ``X-API-Key`` wins over a token; a token is verified once here, and only when the
+        gateway has player-token keys (``LEADERBOARD_JWT_*``).
+        """
+        if key or self.tokens is None:
+            self.write(key)
+            return None
+        if bearer is None:
+            if not self.write_keys and self.open:
+                return None
+            raise ApiError(
+                401,
+                "write calls need an X-API-Key header or an Authorization: Bearer player token",
+                headers={"WWW-Authenticate": _CHALLENGE},
+            )
+        return self.player(bearer.credentials)
+
+    def player(self, token: str) -> str:
+        """The subject of a player token, or 401 with the reason (and a Bearer challenge)."""
+        if self.tokens is None:
+            raise ApiError(401, "this gateway accepts no player tokens")
+        try:
+            return self.tokens.verify(token)
+        except TokenRefused as exc:
+            why = str(exc)
+            raise ApiError(401, why, headers=bearer_challenge("invalid_token", why)) from None
+
+    def ws_player(self, authorization: str | None) -> str | None:
+        """The subject of a WebSocket handshake's ``Authorization: Bearer`` token, if any."""
+        if self.tokens is None or not authorization:
+            return None
+        scheme, _, token = authorization.partition(" ")
+        if scheme.lower() != "bearer":
+            return None
+        return self.player(token.strip())
 
     def write(self, given: str | None) -> None:
         """Allow a write call (score submission) or raise 401/403/429."""
@@ -119,9 +162,24 @@ class KeyGuard:
             )
 
 
+#: The challenge of a 401 for a missing token (RFC 6750 §3).
+_CHALLENGE = 'Bearer realm="leaderboard"'
+
+
+def bearer_challenge(error: str, description: str) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header of a refused token (RFC 6750 §3: no quotes inside)."""
+    text = description.replace('"', "'").replace("\\", "/")
+    return {"WWW-Authenticate": f'{_CHALLENGE}, error="{error}", error_description="{text}"'}
+
+
 _API_KEY = APIKeyHeader(name="X-API-Key", auto_error=False, description="write or admin key")
 #: The ``X-API-Key`` header of write and admin calls (checked by the route, after validation).
 ApiKey = Annotated[str | None, Security(_API_KEY)]
+
+
+_BEARER = HTTPBearer(auto_error=False, description="player token (JWT): its own scores only")
+#: A player token (``Authorization: Bearer``), verified by :meth:`KeyGuard.writer`.
+BearerToken = Annotated[HTTPAuthorizationCredentials | None, Security(_BEARER)]
 
 
 #: Methods that read: never limited per client (reads are cheap, and viewers share addresses).

@@ -153,8 +153,17 @@ async def subscribe(ws: WebSocket, board: str, state: StateDep) -> None:
     if feed is None:
         await _fail(ws, "unavailable", "gateway is starting", 1013)
         return
+    try:
+        subject = state.keys.ws_player(ws.headers.get("authorization"))
+    except ApiError as exc:
+        await _fail(ws, exc.code, str(exc.detail), 4401)
+        return
     req = await _read_request(ws)
     if req is None:
+        return
+    if subject is not None and req.mode == "track" and req.participant_id != subject:
+        why = f"a player token for {subject!r} may track only {subject!r}"
+        await _fail(ws, "forbidden", why, 4403)
         return
     try:
         await state.board_cfg(board)

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Response
 from processors.gateway.deps import FeedDep, ProducerDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.feed import DeadLettered
-from processors.gateway.guards import ApiKey, retry_after
+from processors.gateway.guards import ApiKey, BearerToken, bearer_challenge, retry_after
 from processors.gateway.models import BoardId, ScoreIn
 from processors.kafka.producer import delivery_future
 from streams import rules
@@ -59,9 +59,13 @@ async def submit_score(
     feed: FeedDep,
     wait: Annotated[bool, Query(description="wait until the projection applied it")] = False,
     key: ApiKey = None,
+    bearer: BearerToken = None,
 ) -> dict[str, Any]:
     """Publish one participant's score; 202 with its event id (200 with ranks if wait)."""
-    state.keys.write(key)
+    subject = state.keys.writer(key, bearer)
+    if subject is not None and body.participant_id != subject:
+        why = f"a player token for {subject!r} may not submit scores of {body.participant_id!r}"
+        raise ApiError(403, why, headers=bearer_challenge("insufficient_scope", why))
     cfg = await state.board_cfg(board)
     if cfg.status is BoardStatus.CLOSED:
         raise ApiError(409, f"leaderboard {board!r} is closed")
