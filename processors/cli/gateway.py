@@ -180,10 +180,14 @@ def gateway(
         timeout_graceful_shutdown=5,
     )
     # logged (not printed) from here on: uvicorn.Config has set up the log format
+    tokens = bool(
+        settings.jwt_secret.get_secret_value() or settings.jwt_public_key or settings.jwt_jwks_file
+    )
     if not (settings.api_keys or settings.admin_keys or settings.gateway_open):
         log.warning(
-            "no API keys configured: writes and admin calls will be refused "
-            "(set LEADERBOARD_API_KEYS, or pass --open on a laptop)"
+            "no API keys configured: %s admin calls will be refused "
+            "(set LEADERBOARD_API_KEYS, or pass --open on a laptop)",
+            "only player tokens may write, and" if tokens else "writes and",
         )
     log.warning("gateway on http://%s:%d/  (API docs: /docs, /redoc)", host, port)
     scrape_targets.register(settings, "gateway", port, host)  # for Prometheus and /ops
