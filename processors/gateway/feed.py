@@ -68,7 +68,7 @@ class Subscriber:
 
     def describe(self) -> str:
         """Short text for log lines."""
-        what = f"top {self.n}" if self.mode == "top" else f"track {self.participant_id!r}"
+        what = f"top {self.n}" if self.mode == "top" else f"{self.mode} {self.participant_id!r}"
         return f"{self.id} {self.board} {what}"
 
 
@@ -386,6 +386,18 @@ class RankFeed:
         period = await current_period(self.client, cfg)
         if sub.mode == "top":
             snap = await read_top(self.client, cfg, period, 0, sub.n)
+        elif sub.mode == "around":
+            assert sub.participant_id is not None
+            me = await read_participant(self.client, cfg, period, sub.participant_id)
+            sub.rank = me.entries[0]["rank"] if me.entries else None
+            snap = me
+            if sub.rank is not None:
+                start = max(0, sub.rank - 1 - sub.n)
+                snap = await read_top(self.client, cfg, period, start, sub.rank + sub.n - start)
+                mine = next(
+                    (e for e in snap.entries if e["participant_id"] == sub.participant_id), None
+                )
+                sub.rank = mine["rank"] if mine else None  # it may have moved between reads
         else:
             assert sub.participant_id is not None
             snap = await read_participant(self.client, cfg, period, sub.participant_id)
@@ -428,6 +440,10 @@ class RankFeed:
                     if not self._top_change(sub, c):
                         self.resync(sub)
                         return
+                elif sub.mode == "around":
+                    if self._around_moves(sub, c):
+                        self.resync(sub)  # rows of the window moved: send them again
+                        return
                 else:
                     self._track_change(sub, c)
             sub.version = max(sub.version, record.version_to)
@@ -443,6 +459,17 @@ class RankFeed:
         if was_in or now_in:
             sub.pending.append(change_json(c))
         return True
+
+    @staticmethod
+    def _around_moves(sub: Subscriber, c: RankChange) -> bool:
+        """True if ``c`` changes a row of the window around ``sub``'s participant: its own
+        move, or a move across any rank of the window."""
+        if c.participant_id == sub.participant_id or sub.rank is None:
+            return c.participant_id == sub.participant_id
+        lo, hi = max(1, sub.rank - sub.n), sub.rank + sub.n
+        top = min(c.old_rank or c.new_rank, c.new_rank)
+        bottom = c.new_rank if c.old_rank is None else max(c.old_rank, c.new_rank)
+        return top <= hi and (c.old_rank is None or bottom >= lo)
 
     def _track_change(self, sub: Subscriber, c: RankChange) -> None:
         """Follow the tracked participant's rank through its own and others' moves."""

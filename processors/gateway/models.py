@@ -79,7 +79,8 @@ class SubscribeIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     type: Literal["subscribe"] = "subscribe"
-    mode: Literal["top", "track"] = "top"
+    mode: Literal["top", "track", "around"] = "top"
+    #: rows of the top, or (around) neighbours above and below the participant
     n: StrictInt = Field(100, ge=1, le=1000)
     participant_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     since_version: StrictInt | None = Field(None, ge=0)

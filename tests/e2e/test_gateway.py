@@ -614,6 +614,41 @@ async def test_websocket_top_and_track_deltas(gateway: Gateway) -> None:
         await track_ws.close()
 
 
+async def test_websocket_around_a_participant(gateway: Gateway) -> None:
+    """``mode: around`` shows the participant with n neighbours each side, sent again
+    whenever a row of that window moves, and not for moves elsewhere."""
+    board = gateway.create_board()
+    for i in range(15):
+        await asyncio.to_thread(gateway.submit, board, f"p{i:02d}", 100 + i * 10)
+    ws, snap = await subscribe(gateway.ws, board, mode="around", participant_id="p10", n=1)
+    try:
+        assert snap["type"] == "snapshot" and snap["mode"] == "around" and snap["version"] == 15
+        assert [(e["rank"], e["participant_id"]) for e in snap["entries"]] == [
+            (4, "p11"),
+            (5, "p10"),
+            (6, "p09"),
+        ]
+        await submit_async(gateway, board, "p03", 1000)  # passes the window: every row moves
+        moved = await next_data(ws, 5)
+        assert moved["type"] == "snapshot" and moved["version"] == 16
+        assert [(e["rank"], e["participant_id"]) for e in moved["entries"]] == [
+            (5, "p11"),
+            (6, "p10"),
+            (7, "p09"),
+        ]
+        await submit_async(gateway, board, "p00", 101)  # rank 15 → 15: not the window's
+        await submit_async(gateway, board, "p01", 2000)  # rank 14 → 1: the window's again
+        moved = await next_data(ws, 5)
+        assert moved["type"] == "snapshot" and moved["version"] == 18, moved
+        assert [(e["rank"], e["participant_id"]) for e in moved["entries"]] == [
+            (6, "p11"),
+            (7, "p10"),
+            (8, "p09"),
+        ]
+    finally:
+        await ws.close()
+
+
 async def test_websocket_resume_with_since_version(gateway: Gateway) -> None:
     board = gateway.create_board()
     for i in range(5):
@@ -695,6 +730,8 @@ async def test_websocket_errors(gateway: Gateway) -> None:
     for sub, code in (
         ({"mode": "top", "n": 5000}, "bad_request"),
         ({"mode": "track"}, "bad_request"),
+        ({"mode": "around", "n": 3}, "bad_request"),
+        ({"mode": "around", "participant_id": "p", "n": 51}, "bad_request"),
         ({"mode": "sideways"}, "bad_request"),
     ):
         ws, first = await subscribe(gateway.ws, board, **sub)

@@ -76,8 +76,11 @@ async def _read_request(ws: WebSocket) -> SubscribeIn | None:
         msg = validation_message(errors()) if callable(errors) else "invalid subscribe message"
         await _fail(ws, "bad_request", msg, 1008)
         return None
-    if req.mode == "track" and req.participant_id is None:
-        await _fail(ws, "bad_request", "mode track needs participant_id", 1008)
+    if req.mode in ("track", "around") and req.participant_id is None:
+        await _fail(ws, "bad_request", f"mode {req.mode} needs participant_id", 1008)
+        return None
+    if req.mode == "around" and req.n > 50:
+        await _fail(ws, "bad_request", "mode around takes n ≤ 50 neighbours each side", 1008)
         return None
     return req
 
@@ -147,7 +150,8 @@ async def _serve(ws: WebSocket, feed: RankFeed, sub: Subscriber, ping_interval_s
 
 @router.websocket("/v1/leaderboards/{board}/subscribe")
 async def subscribe(ws: WebSocket, board: str, state: StateDep) -> None:
-    """Live deltas of the top N or of one participant (see docs/gateway.md)."""
+    """Live deltas of the top N or of one participant, or the rows around one participant
+    (see docs/gateway.md)."""
     await ws.accept()
     feed = state.feed
     if feed is None:
