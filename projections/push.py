@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass
@@ -28,13 +29,18 @@ log = logging.getLogger(__name__)
 _TOP_LUA = """
 local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
 local n = redis.call('ZCARD', KEYS[2])
-local rows = {}
+local rows, meta = {}, {}
 if tonumber(ARGV[2]) > 0 then
   rows = redis.call('ZRANGE', KEYS[2], tonumber(ARGV[1]),
     tonumber(ARGV[1]) + tonumber(ARGV[2]) - 1, 'WITHSCORES')
 end
-return {ver, n, rows}
-"""
+if #rows > 0 then
+  local pids = {}
+  for i = 1, #rows, 2 do pids[#pids + 1] = string.sub(rows[i], W + 1) end
+  meta = redis.call('HMGET', KEYS[3], unpack(pids))
+end
+return {ver, n, rows, meta}
+""".replace("W + 1", str(rules.TIEBREAK_WIDTH + 1))
 _MANY_LUA = """
 local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
 local n = redis.call('ZCARD', KEYS[2])
@@ -46,6 +52,7 @@ for i, pid in ipairs(ARGV) do
     rows[#rows + 1] = i
     rows[#rows + 1] = r
     rows[#rows + 1] = redis.call('ZSCORE', KEYS[2], m)
+    rows[#rows + 1] = redis.call('HGET', KEYS[4], pid) or ''
   end
 end
 return {ver, n, rows}
@@ -91,17 +98,29 @@ async def read_top(
 ) -> Snapshot:
     """Rows ``offset+1 .. offset+limit`` of ``period`` with the board version, atomically."""
     keys = BoardKeys(cfg.leaderboard_id)
-    reply: Any = await client.eval(_TOP_LUA, 2, keys.state, keys.zset(period), offset, limit)
-    ver, count, flat = reply
+    reply: Any = await client.eval(
+        _TOP_LUA, 3, keys.state, keys.zset(period), keys.metadata, offset, limit
+    )
+    ver, count, flat, meta = reply
     entries = [
-        {
-            "rank": offset + i // 2 + 1,
-            "participant_id": rules.participant_of(_text(flat[i])),
-            "score": _score(flat[i + 1], cfg.sort_order),
-        }
+        _row(
+            offset + i // 2 + 1,
+            rules.participant_of(_text(flat[i])),
+            _score(flat[i + 1], cfg.sort_order),
+            meta[i // 2],
+        )
         for i in range(0, len(flat), 2)
     ]
     return Snapshot(int(_text(ver)), period, int(count), entries)
+
+
+def _row(rank: int, pid: str, score: int, meta: Any) -> dict[str, Any]:
+    """One row of a read; ``metadata`` (the participant's latest entry metadata) only when
+    it has some."""
+    row: dict[str, Any] = {"rank": rank, "participant_id": pid, "score": score}
+    if meta:
+        row["metadata"] = json.loads(meta)
+    return row
 
 
 async def read_participant(
@@ -118,15 +137,21 @@ async def read_many(
     version, atomically ("me and my friends")."""
     keys = BoardKeys(cfg.leaderboard_id)
     reply: Any = await client.eval(
-        _MANY_LUA, 3, keys.state, keys.zset(period), keys.members(period), *pids
+        _MANY_LUA,
+        4,
+        keys.state,
+        keys.zset(period),
+        keys.members(period),
+        keys.metadata,
+        *pids,
     )
     ver, count, flat = reply
-    rows = sorted(
-        (int(flat[i + 1]) + 1, pids[int(flat[i]) - 1], _score(flat[i + 2], cfg.sort_order))
-        for i in range(0, len(flat), 3)
+    found = sorted(
+        (int(flat[i + 1]) + 1, int(flat[i]) - 1, flat[i + 2], flat[i + 3])
+        for i in range(0, len(flat), 4)
     )
-    entries: list[dict[str, Any]] = [
-        {"rank": rank, "participant_id": pid, "score": score} for rank, pid, score in rows
+    entries = [
+        _row(rank, pids[at], _score(score, cfg.sort_order), meta) for rank, at, score, meta in found
     ]
     return Snapshot(int(_text(ver)), period, int(count), entries)
 

@@ -324,6 +324,15 @@ def test_scores_rankings_participants(gateway: Gateway) -> None:
         moved = c.get(f"/v1/leaderboards/{board}/rankings", headers={"If-None-Match": etag})
         assert moved.status_code == 200 and moved.headers["etag"] != etag
 
+        # a participant's latest entry metadata rides along in every row of the reads
+        gateway.submit(board, "p9", 2, metadata={"country": "fr", "name": "Neuf"})
+        rows = c.get(f"/v1/leaderboards/{board}/rankings", params={"limit": 100}).json()
+        by_pid = {e["participant_id"]: e for e in rows["entries"]}
+        assert by_pid["p9"]["metadata"] == {"country": "fr", "name": "Neuf"}
+        assert "metadata" not in by_pid["ann"]
+        listed = c.get(f"/v1/leaderboards/{board}/rankings", params={"participants": "p9"})
+        assert listed.json()["entries"][0]["metadata"] == {"country": "fr", "name": "Neuf"}
+
         # me and my friends: the listed rows, best first, and who is not on the board
         url = f"/v1/leaderboards/{board}/rankings"
         mine = c.get(url, params={"participants": "p3,ann,nobody,p3"}).json()
