@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 from infra.stack.base import (
     KAFKA_START_TIMEOUT,
@@ -63,6 +64,36 @@ def locked(settings: Settings) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+class ExitedWhileStarting(ServiceUnavailable):
+    """The service's process died before it answered (started once more before giving up)."""
+
+
+def _last_error(log_path: Path) -> str:
+    """The last error line of a service's log, as ``: <line>`` (empty when none)."""
+    try:
+        with log_path.open("rb") as fh:
+            fh.seek(max(0, log_path.stat().st_size - 16384))
+            lines = fh.read().decode(errors="replace").splitlines()
+    except OSError:
+        return ""
+    for line in reversed(lines):
+        if any(w in line.lower() for w in ("error", "fatal", "panic", "exception")):
+            return ": " + line.strip()[-300:]
+    return ""
+
+
+def _wait_started(svc: Service, timeout: float, progress: Progress) -> None:
+    """Wait until ``svc`` answers; a process that died while starting is started once more
+    (a port or lock still held for a moment by a process that just stopped)."""
+    try:
+        _wait(svc, timeout, progress)
+    except ExitedWhileStarting as exc:
+        progress(f"{exc}; starting it once more")
+        time.sleep(2.0)
+        svc.start(progress)
+        _wait(svc, timeout, progress)
+
+
 def _wait(svc: Service, timeout: float, progress: Progress) -> None:
     progress(f"{svc.name}: waiting for it to answer on {svc.where()}")
     deadline = time.monotonic() + timeout
@@ -70,8 +101,9 @@ def _wait(svc: Service, timeout: float, progress: Progress) -> None:
         if svc.answers():
             return
         if svc.our_pid() is None and not isinstance(svc, Postgres):
-            raise ServiceUnavailable(
-                f"{svc.name}: the process exited while starting; read {display(svc.log_path)}"
+            raise ExitedWhileStarting(
+                f"{svc.name}: the process exited while starting{_last_error(svc.log_path)}; "
+                f"read {display(svc.log_path)}"
             )
         if time.monotonic() > deadline:
             raise ServiceUnavailable(
@@ -125,7 +157,7 @@ def up(
         for svc in started:
             if isinstance(svc, Postgres):
                 svc.after_start(progress)
-            _wait(svc, _TIMEOUTS.get(svc.name, POSTGRES_START_TIMEOUT), progress)
+            _wait_started(svc, _TIMEOUTS.get(svc.name, POSTGRES_START_TIMEOUT), progress)
         if setup:
             run_setup_hooks(settings, progress)
         return [svc.state() for svc in all_services]
