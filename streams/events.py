@@ -356,6 +356,59 @@ class PeriodClosed:
         return cls(**d)
 
 
+@dataclass(frozen=True, slots=True)
+class ParticipantProfileUpdated:
+    """A participant's profile was set (the whole profile: the latest record per participant
+    wins, so the compacted ``participants`` topic keeps every participant's current profile)."""
+
+    SCHEMA: ClassVar[str] = "io.leaderboard.events.ParticipantProfileUpdated"
+
+    participant_id: str
+    updated_at: int
+    display_name: str | None = None
+    avatar_url: str | None = None
+    country: str | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    #: who set it: ``service`` (an API key or the CLI) or ``player`` (the participant's token)
+    updated_by: str = "service"
+
+    def to_avro(self) -> dict[str, Any]:
+        """Plain dict in the shape of the Avro schema."""
+        return {
+            "participant_id": self.participant_id,
+            "updated_at": self.updated_at,
+            "display_name": self.display_name,
+            "avatar_url": self.avatar_url,
+            "country": self.country,
+            "metadata": dict(self.metadata),
+            "updated_by": self.updated_by,
+        }
+
+    def profile(self) -> dict[str, Any]:
+        """The profile as reads return it: only the fields that are set."""
+        out: dict[str, Any] = {}
+        for name in ("display_name", "avatar_url", "country"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        if self.metadata:
+            out["metadata"] = dict(self.metadata)
+        return out
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> ParticipantProfileUpdated:
+        """Build from a decoded Avro dict."""
+        return cls(
+            participant_id=d["participant_id"],
+            updated_at=_millis(d["updated_at"]),
+            display_name=d.get("display_name"),
+            avatar_url=d.get("avatar_url"),
+            country=d.get("country"),
+            metadata=dict(d.get("metadata") or {}),
+            updated_by=d.get("updated_by") or "service",
+        )
+
+
 #: Key and leaderboard id of clock marks on the score topic (no leaderboard id can hold "~").
 CLOCK_KEY = b"~clock"
 CLOCK_BOARD = "~clock"
@@ -385,6 +438,7 @@ Event = (
     | ParticipantNotified
     | ParticipantsNotified
     | PeriodClosed
+    | ParticipantProfileUpdated
 )
 
 #: Full Avro name → event class.
@@ -397,6 +451,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
         ParticipantNotified,
         ParticipantsNotified,
         PeriodClosed,
+        ParticipantProfileUpdated,
     )
 }
 

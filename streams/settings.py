@@ -68,6 +68,7 @@ class Settings(BaseSettings):
     rank_changes_topic: str = "rank-changes"
     notifications_topic: str = "notifications"
     periods_topic: str = "period-closed"
+    participants_topic: str = "participants"
     dlq_suffix: str = ".dlq"
 
     # --- worker ---------------------------------------------------------------------

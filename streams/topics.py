@@ -33,7 +33,12 @@ class TopicSpec:
 
 def input_topics(settings: Settings) -> list[str]:
     """Logical names of the topics that get a dead-letter topic beside them."""
-    return [settings.scores_topic, settings.config_topic, settings.rank_changes_topic]
+    return [
+        settings.scores_topic,
+        settings.config_topic,
+        settings.rank_changes_topic,
+        settings.participants_topic,
+    ]
 
 
 #: Dead letters are kept four weeks: long enough to inspect and replay by hand.
@@ -81,6 +86,14 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
             n,
             schema="PeriodClosed",
             purpose="a period's final standings were written to PostgreSQL",
+        ),
+        TopicSpec(
+            settings.topic(settings.participants_topic),
+            n,
+            {"cleanup.policy": "compact", "min.compaction.lag.ms": "0"},
+            key="participant_id",
+            schema="ParticipantProfileUpdated",
+            purpose="participant profiles; the latest record per participant wins",
         ),
     ]
     for name in input_topics(settings):

@@ -1,4 +1,5 @@
-"""The sinks worker: rank changes → PostgreSQL audit, period-end snapshots, board registry."""
+"""The sinks worker: rank changes → PostgreSQL audit, period-end snapshots, board registry,
+participant profiles (PostgreSQL and Redis)."""
 
 from __future__ import annotations
 
@@ -25,12 +26,18 @@ from processors.bootstrap import (
 from processors.kafka.producer import LeaderboardProducer
 from processors.workers import metrics
 from processors.workers.batching import TRANSIENT, Poison, RawRecord, consume_batches
+from projections.profiles import profiles_key, write_profiles
 from projections.store import RankingStore
-from sinks import registry, snapshots
+from sinks import participants, registry, snapshots
 from sinks.audit import AuditWriter
 from sinks.history import closed_period
 from streams.errors import DecodeError, ServiceUnavailable
-from streams.events import LeaderboardConfigured, PeriodClosed, RankChanged
+from streams.events import (
+    LeaderboardConfigured,
+    ParticipantProfileUpdated,
+    PeriodClosed,
+    RankChanged,
+)
 from streams.settings import Settings
 
 __all__ = ["RawRecord", "SinkProcessor", "create_app", "retry_until_done", "run_sinks_worker"]
@@ -159,6 +166,53 @@ class SinkProcessor:
                 self.configs[cfg.leaderboard_id] = cfg
             n += 1
         await self._flush_producer()
+        return n
+
+    # ------------------------------------------------------------------ profiles agent
+    async def handle_profiles(self, records: Sequence[RawRecord]) -> int:
+        """Project a batch of profile records into Redis (one HSET) and PostgreSQL (one
+        batch); the latest record of each participant wins, a tombstone deletes. Returns the
+        number of participants written.
+
+        Repeating a batch writes the same values again: a redelivery after a crash leaves the
+        same state as a clean replay of the compacted topic.
+        """
+        latest: dict[str, tuple[ParticipantProfileUpdated, int, int] | None] = {}
+        for rec in records:
+            if rec.value is None:
+                if rec.key:
+                    latest[rec.key.decode(errors="replace")] = None  # tombstone
+                continue
+            ev = self._decode(rec, ParticipantProfileUpdated, self.settings.participants_topic)
+            if ev is not None:
+                latest[ev.participant_id] = (ev, rec.partition, rec.offset)
+        return await self.store_profiles(latest)
+
+    async def store_profiles(
+        self, latest: dict[str, tuple[ParticipantProfileUpdated, int, int] | None]
+    ) -> int:
+        """Write the given latest profiles (None = deleted) to PostgreSQL, then Redis."""
+        rows = [row for row in latest.values() if row is not None]
+        gone = [pid for pid, row in latest.items() if row is None]
+        if not rows and not gone:
+            return 0
+
+        def write(conn: psycopg.Connection[tuple[Any, ...]]) -> int:
+            participants.delete_profiles(conn, gone)
+            return participants.upsert_profiles(conn, rows)
+
+        await self._db("profiles", write)
+
+        async def cache() -> int:
+            return await write_profiles(
+                self.store.client,
+                (ev for ev, _, _ in rows),
+                gone,
+                key=profiles_key(self.settings.topic_prefix),
+            )
+
+        n = await retry_until_done("profiles", "Redis", cache, max_delay=self.max_delay)
+        await self._flush_producer()  # dead letters of undecodable records
         return n
 
     # ------------------------------------------------------------------ audit agent
@@ -348,6 +402,9 @@ def create_app(settings: Settings) -> faust.App:
     configs = app.topic(
         settings.topic(settings.config_topic), value_serializer="raw", key_serializer="raw"
     )
+    profiles = app.topic(
+        settings.topic(settings.participants_topic), value_serializer="raw", key_serializer="raw"
+    )
     state: dict[str, SinkProcessor] = {}
     lag = metrics.LagMeter(app, "sinks", [rank_changes.get_topic_name()])
     lag.every(5.0)
@@ -392,6 +449,18 @@ def create_app(settings: Settings) -> faust.App:
             proc.handle_configs,
             what="registry upsert",
             poison=proc.poison(settings.config_topic),
+        )
+
+    @app.agent(profiles, concurrency=1)
+    async def participant_profiles(stream: Any) -> None:
+        proc = await processor()
+        await consume_batches(
+            stream,
+            settings.batch_size,
+            settings.batch_within,
+            proc.handle_profiles,
+            what="profile upsert",
+            poison=proc.poison(settings.participants_topic),
         )
 
     return app
