@@ -32,9 +32,9 @@ _COUNTRY = re.compile(r"^[A-Z]{2}$")
 _URL = re.compile(r"^https?://[^\s/$.?#][^\s]*$", re.IGNORECASE)
 
 
-def _control_free(value: str, what: str) -> str:
+def _control_free(value: str) -> str:
     if any(unicodedata.category(ch) in ("Cc", "Cf") for ch in value):
-        raise ValueError(f"{what} may not hold control or format characters")
+        raise ValueError("may not hold control or format characters")
     return value
 
 
@@ -57,23 +57,21 @@ class ProfileIn(BaseModel):
         if value is None:
             return None
         if not value.strip():
-            raise ValueError("display_name may not be blank")
-        return _control_free(value, "display_name")
+            raise ValueError("may not be blank")
+        return _control_free(value)
 
     @field_validator("avatar_url")
     @classmethod
     def _url(cls, value: str | None) -> str | None:
         if value is not None and not _URL.match(value):
-            raise ValueError(f"avatar_url must be an http:// or https:// URL (got {value[:60]!r})")
+            raise ValueError(f"must be an http:// or https:// URL (got {value[:60]!r})")
         return value
 
     @field_validator("country")
     @classmethod
     def _country(cls, value: str | None) -> str | None:
         if value is not None and not _COUNTRY.match(value):
-            raise ValueError(
-                f"country must be an ISO 3166-1 alpha-2 code such as FR (got {value!r})"
-            )
+            raise ValueError(f"must be an ISO 3166-1 alpha-2 code such as FR (got {value!r})")
         return value
 
     @model_validator(mode="after")

@@ -21,6 +21,7 @@ COMMAND_MODULES = {
     "db": "db",
     "history": "db",
     "placements": "db",
+    "profile": "profile",
     "topics": "topics",
     "boards": "boards",
     "produce": "produce",

@@ -18,6 +18,7 @@ import redis.asyncio as aioredis
 from confluent_kafka import KafkaError, TopicPartition
 
 from processors.bootstrap import get_codec, kafka_consumer
+from projections.profiles import attach_profiles, profiles_key
 from projections.push import (
     change_json,
     current_period,
@@ -114,6 +115,7 @@ class RankFeed:
         #: the score topic's dead letters: a waiting submission learns why it was refused
         self.dlq_topic = settings.dlq(settings.scores_topic)
         self.codec = get_codec(settings)
+        self.profiles_key = profiles_key(settings.topic_prefix)
         self.history_size = history
         self.window_s = window_s
         self.queue_size = queue_size
@@ -403,6 +405,8 @@ class RankFeed:
             snap = await read_participant(self.client, cfg, period, sub.participant_id)
             sub.rank = snap.entries[0]["rank"] if snap.entries else None
             sub.score = snap.entries[0]["score"] if snap.entries else None
+        entries = [dict(e) for e in snap.entries]
+        await attach_profiles(self.client, entries, key=self.profiles_key)
         # No await from here on: the backlog replay and the switch to live are atomic.
         sub.version = snap.version
         sub.period = period
@@ -416,7 +420,7 @@ class RankFeed:
             "version": snap.version,
             "period": period,
             "count": snap.count,
-            "entries": snap.entries,
+            "entries": entries,
         }
 
     def _apply(self, sub: Subscriber, records: Iterable[RankChanged]) -> None:
@@ -538,6 +542,9 @@ class RankFeed:
                 msg = await self.snapshot(sub)
             else:
                 msg = item
+                if msg.get("type") == "delta":
+                    # profiles read as the delta leaves: one HMGET, and always the current ones
+                    await attach_profiles(self.client, msg["changes"], key=self.profiles_key)
                 self.on_push("delta")
             await asyncio.wait_for(send(msg), send_timeout_s)
 

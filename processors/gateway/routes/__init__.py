@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from processors.gateway.routes import boards, docs, live, ops, pages, reads, scores
+from processors.gateway.routes import boards, docs, live, ops, pages, profiles, reads, scores
 
 __all__ = ["ROUTERS"]
 
-#: Pages, docs, ops (health, readiness, metrics), boards, scores, reads, then live push.
+#: Pages, docs, ops (health, readiness, metrics), boards, scores, reads, profiles, then live
+#: push.
 ROUTERS: tuple[APIRouter, ...] = (
     pages.router,
     docs.router,
@@ -16,5 +17,6 @@ ROUTERS: tuple[APIRouter, ...] = (
     boards.router,
     scores.router,
     reads.router,
+    profiles.router,
     live.router,
 )

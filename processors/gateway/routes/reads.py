@@ -12,6 +12,7 @@ from processors.gateway.errors import ApiError
 from processors.gateway.models import MAX_LISTED, BoardId, ParticipantsIn, PeriodQ
 from processors.gateway.sharded import sharded_listed, sharded_page, sharded_participant
 from projections.keys import BoardKeys
+from projections.profiles import attach_profiles, profiles_key
 from projections.push import current_period, read_many, read_participant, read_top
 from projections.sharded import layout_of
 from streams import rules
@@ -19,6 +20,20 @@ from streams import rules
 __all__ = ["router"]
 
 router = APIRouter(tags=["rankings"])
+
+
+async def _profiled(state: StateDep, client: ClientDep, body: dict[str, Any]) -> dict[str, Any]:
+    """``body`` with each row's participant profile attached (one HMGET for every row; a
+    participant read's own profile too)."""
+    rows = [body] if "rank" in body and "participant_id" in body else []
+    rows += [
+        row
+        for name in ("entries", "above", "below")
+        for row in body.get(name) or ()
+        if isinstance(row, dict)
+    ]
+    await attach_profiles(client, rows, key=profiles_key(state.settings.topic_prefix))
+    return body
 
 
 def _etag(version: int, period: str) -> str:
@@ -79,7 +94,9 @@ async def rankings(
         return await _listed(board, body.participants, period, state, client)
     cfg = await state.board_cfg(board)
     if layout_of(cfg) is not None:
-        return await sharded_page(client, cfg, period, offset, limit, around)
+        return await _profiled(
+            state, client, await sharded_page(client, cfg, period, offset, limit, around)
+        )
     p = period or await current_period(client, cfg)
     if "if-none-match" in request.headers:
         unchanged = await _unchanged(request, client, board, p)
@@ -92,7 +109,7 @@ async def rankings(
         offset = max(0, me.entries[0]["rank"] - 1 - (limit - 1) // 2)
     snap = await read_top(client, cfg, p, offset, limit)
     response.headers["ETag"] = _etag(snap.version, p)
-    return {
+    page = {
         "leaderboard_id": board,
         "period": p,
         "version": snap.version,
@@ -100,6 +117,7 @@ async def rankings(
         "offset": offset,
         "entries": snap.entries,
     }
+    return await _profiled(state, client, page)
 
 
 @router.post("/v1/leaderboards/{board}/rankings/participants")
@@ -142,7 +160,9 @@ async def _listed(
             "entries": snap.entries,
         }
     found = {e["participant_id"] for e in body["entries"]}
-    return {**body, "missing": [p for p in unique if p not in found]}
+    return await _profiled(
+        state, client, {**body, "missing": [p for p in unique if p not in found]}
+    )
 
 
 @router.get("/v1/leaderboards/{board}/participants/{participant:path}")
@@ -157,7 +177,11 @@ async def participant(
     """One participant's rank and score with neighbours above and below."""
     cfg = await state.board_cfg(board)
     if layout_of(cfg) is not None:
-        return await sharded_participant(client, cfg, period, participant, neighbours)
+        return await _profiled(
+            state,
+            client,
+            await sharded_participant(client, cfg, period, participant, neighbours),
+        )
     p = period or await current_period(client, cfg)
     me = await read_participant(client, cfg, p, participant)
     if not me.entries:
@@ -166,7 +190,7 @@ async def participant(
     start = max(0, rank - 1 - neighbours)
     snap = await read_top(client, cfg, p, start, rank - start + neighbours)
     mine = next((e for e in snap.entries if e["participant_id"] == participant), me.entries[0])
-    return {
+    body = {
         "leaderboard_id": board,
         "period": p,
         "version": snap.version,
@@ -178,6 +202,7 @@ async def participant(
         "above": [e for e in snap.entries if e["rank"] < mine["rank"]],
         "below": [e for e in snap.entries if e["rank"] > mine["rank"]],
     }
+    return await _profiled(state, client, body)
 
 
 @router.get("/v1/participants/{participant:path}/placements")
