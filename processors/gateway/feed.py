@@ -27,10 +27,16 @@ from projections.push import (
 )
 from streams import rules
 from streams.errors import DecodeError, LeaderboardError
-from streams.events import LeaderboardConfigured, MatchResultSubmitted, RankChange, RankChanged
+from streams.events import (
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    ParticipantsNotified,
+    RankChange,
+    RankChanged,
+)
 from streams.settings import Settings
 
-__all__ = ["Board", "DeadLettered", "RankFeed", "Subscriber", "now_iso"]
+__all__ = ["Board", "DeadLettered", "Listener", "RankFeed", "Subscriber", "now_iso"]
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +80,40 @@ class Subscriber:
 
 
 @dataclass(eq=False)
+class Listener:
+    """One participant's notification subscription: its filter and bounded outgoing queue.
+
+    A full queue drops its oldest notification (counted in ``dropped`` and told to the
+    client with the next one): notifications are hints, the reads have the state.
+    """
+
+    participant_id: str
+    boards: frozenset[str] = frozenset()
+    queue_size: int = 256
+    id: str = field(default_factory=lambda: uuid.uuid4().hex[:12])
+    dropped: int = 0
+    queue: asyncio.Queue[dict[str, Any]] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(self.queue_size)
+
+    def describe(self) -> str:
+        """Short text for log lines."""
+        return f"{self.id} notifications of {self.participant_id!r}"
+
+    def offer(self, msg: dict[str, Any]) -> None:
+        """Queue ``msg``; if the queue is full, drop the oldest message to make room."""
+        while True:
+            try:
+                self.queue.put_nowait(msg)
+                return
+            except asyncio.QueueFull:
+                with contextlib.suppress(asyncio.QueueEmpty):
+                    self.queue.get_nowait()
+                    self.dropped += 1
+
+
+@dataclass(eq=False)
 class Board:
     """The feed's state for one board: recent records (contiguous versions) and subscribers."""
 
@@ -114,6 +154,9 @@ class RankFeed:
         self.topic = settings.topic(settings.rank_changes_topic)
         #: the score topic's dead letters: a waiting submission learns why it was refused
         self.dlq_topic = settings.dlq(settings.scores_topic)
+        #: participants' notices, fanned out to their notification listeners
+        self.notices_topic = settings.topic(settings.notifications_topic)
+        self.listeners: dict[str, set[Listener]] = {}
         self.codec = get_codec(settings)
         self.profiles_key = profiles_key(settings.topic_prefix)
         self.history_size = history
@@ -161,6 +204,12 @@ class RankFeed:
         for p in dlq.partitions if dlq is not None and dlq.error is None else ():
             _, high = consumer.get_watermark_offsets(TopicPartition(self.dlq_topic, p), timeout=10)
             assignment.append(TopicPartition(self.dlq_topic, p, high))
+        listed = consumer.list_topics(self.notices_topic, timeout=10)
+        notices = listed.topics.get(self.notices_topic)
+        for p in notices.partitions if notices is not None and notices.error is None else ():
+            tp = TopicPartition(self.notices_topic, p)
+            _, high = consumer.get_watermark_offsets(tp, timeout=10)
+            assignment.append(TopicPartition(self.notices_topic, p, high))
         consumer.assign(assignment)
         self._consumer = consumer
         self._thread = threading.Thread(target=self._run, name="rank-feed", daemon=True)
@@ -202,6 +251,9 @@ class RankFeed:
                     if msg.topic() == self.dlq_topic:
                         self._dead_letter(value, msg.headers() or [])
                         continue
+                    if msg.topic() == self.notices_topic:
+                        self._notices(value)
+                        continue
                     try:
                         record = self.codec.decode_as(value, RankChanged)
                     except DecodeError as exc:
@@ -237,6 +289,47 @@ class RankFeed:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self._refuse, event_id, reason or "dead-lettered")
+
+    def _notices(self, value: bytes) -> None:
+        """Hand a notifications record to the event loop if anyone listens (else skip it)."""
+        if not self.listeners:
+            return
+        try:
+            record = self.codec.decode_as(value, ParticipantsNotified)
+        except DecodeError as exc:
+            log.warning("notifications record skipped: %s", exc)
+            return
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._on_notices, record)
+
+    def _on_notices(self, record: ParticipantsNotified) -> None:
+        """Queue each notice for the listeners of its participant."""
+        for n in record.notices:
+            for listener in self.listeners.get(n.participant_id, ()):
+                if listener.boards and record.leaderboard_id not in listener.boards:
+                    continue
+                listener.offer(
+                    {
+                        "type": "notification",
+                        "leaderboard_id": record.leaderboard_id,
+                        **n.notice(),
+                        "dropped": listener.dropped,
+                    }
+                )
+                self.on_push("notification")
+
+    def listen(self, listener: Listener) -> None:
+        """Register a participant's notification listener."""
+        self.listeners.setdefault(listener.participant_id, set()).add(listener)
+
+    def unlisten(self, listener: Listener) -> None:
+        """Forget a listener (its connection closed)."""
+        found = self.listeners.get(listener.participant_id)
+        if found is not None:
+            found.discard(listener)
+            if not found:
+                del self.listeners[listener.participant_id]
 
     def _refuse(self, event_id: str, reason: str) -> None:
         for fut in self.waiters.pop(event_id, ()):

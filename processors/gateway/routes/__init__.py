@@ -4,12 +4,22 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from processors.gateway.routes import boards, docs, live, ops, pages, profiles, reads, scores
+from processors.gateway.routes import (
+    boards,
+    docs,
+    live,
+    notify,
+    ops,
+    pages,
+    profiles,
+    reads,
+    scores,
+)
 
 __all__ = ["ROUTERS"]
 
 #: Pages, docs, ops (health, readiness, metrics), boards, scores, reads, profiles, then live
-#: push.
+#: push and personal notifications.
 ROUTERS: tuple[APIRouter, ...] = (
     pages.router,
     docs.router,
@@ -19,4 +29,5 @@ ROUTERS: tuple[APIRouter, ...] = (
     reads.router,
     profiles.router,
     live.router,
+    notify.router,
 )
