@@ -292,3 +292,40 @@ def test_notifications_route_is_in_the_openapi_and_profile_routes_too(gw: Gatewa
         spec = c.get("/openapi.json").json()
     assert "put" in spec["paths"]["/v1/participants/{participant}/profile"]
     assert "get" in spec["paths"]["/v1/participants/{participant}/profile"]
+
+
+def page(gw: Gateway, board: str, **params: Any) -> httpx.Response:
+    with gw.client() as c:
+        return c.get(f"/v1/leaderboards/{board}/rankings", params=params)
+
+
+def test_cursor_paging_is_stable_while_rows_move(gw: Gateway) -> None:
+    board = gw.create_board()
+    # p0..p3 tie at 50 (first to reach ranks higher), p4..p9 at 100..600
+    for i in range(4):
+        gw.submit(board, f"p{i}", 50)
+    for i in range(4, 10):
+        gw.submit(board, f"p{i}", (i - 3) * 100)
+    order = [f"p{i}" for i in range(9, 3, -1)] + ["p0", "p1", "p2", "p3"]
+    first = page(gw, board, limit=7).json()
+    assert [e["participant_id"] for e in first["entries"]] == order[:7]  # ends at p0 (a tie)
+    assert first["offset"] == 0 and first["next_cursor"]
+
+    # the cursor's own row leaves (p0 jumps to the top), a newcomer enters above the cursor
+    gw.submit(board, "p0", 1000)
+    gw.submit(board, "new", 700)
+    second = page(gw, board, limit=2, cursor=first["next_cursor"]).json()
+    assert [e["participant_id"] for e in second["entries"]] == ["p1", "p2"]
+    # ranks are current: p1 is 8th as it was, p0 moved above and the newcomer pushed it down
+    assert [e["rank"] for e in second["entries"]] == [9, 10] and second["offset"] == 8
+    # the offset page that follows would repeat p4, already on the first page
+    assert page(gw, board, limit=2, offset=7).json()["entries"][0]["participant_id"] == "p4"
+    third = page(gw, board, limit=2, cursor=second["next_cursor"]).json()
+    assert [e["participant_id"] for e in third["entries"]] == ["p3"]
+    assert third["next_cursor"] is None
+
+    for bad in ({"cursor": "bm90LWEtY3Vyc29y"}, {"cursor": "%%%"}):
+        r = page(gw, board, **bad)
+        assert r.status_code == 400 and "cursor" in r.json()["error"]["message"], r.text
+    r = page(gw, board, cursor=first["next_cursor"], offset=3)
+    assert r.status_code == 400, r.text

@@ -12,10 +12,12 @@ from processors.gateway.errors import ApiError
 from processors.gateway.models import MAX_LISTED, BoardId, ParticipantsIn, PeriodQ
 from processors.gateway.sharded import sharded_listed, sharded_page, sharded_participant
 from projections.keys import BoardKeys
+from projections.paging import decode_cursor, read_page
 from projections.profiles import attach_profiles, profiles_key
 from projections.push import current_period, read_many, read_participant, read_top
 from projections.sharded import layout_of
 from streams import rules
+from streams.errors import LeaderboardError
 
 __all__ = ["router"]
 
@@ -81,9 +83,21 @@ async def rankings(
         ),
     ] = None,
     period: PeriodQ = None,
+    cursor: Annotated[
+        str | None,
+        Query(
+            min_length=1,
+            max_length=2000,
+            description="next_cursor of a previous page: the rows right after its last row, "
+            "stable while others move (instead of offset)",
+        ),
+    ] = None,
 ) -> dict[str, Any] | Response:
     """A page of the standings with the board version they show (or, with ``participants``,
     the rows of those participants: "me and my friends").
+
+    Every page of a plain board carries ``next_cursor`` (null on the last page): pass it as
+    ``cursor`` for the rows that follow the last one, even if the board changed meanwhile.
 
     Sharded boards serve pages inside the cached global top K from the cache (one read,
     with its ``computed_at`` and staleness) and other pages by scatter-gather.
@@ -92,8 +106,21 @@ async def rankings(
         listed = [p for p in participants.split(",") if p]
         body = _listed_body(listed)
         return await _listed(board, body.participants, period, state, client)
+    after = None
+    if cursor is not None:
+        if offset or around is not None:
+            raise ApiError(400, "cursor: give either cursor or offset/around, not both")
+        try:
+            after = decode_cursor(cursor)
+        except LeaderboardError as exc:
+            raise ApiError(400, str(exc)) from None
+        if period is not None and period != after.period:
+            raise ApiError(400, f"cursor: it pages period {after.period!r}, not {period!r}")
+        period = after.period
     cfg = await state.board_cfg(board)
     if layout_of(cfg) is not None:
+        if after is not None:
+            raise ApiError(400, "cursor: sharded boards page by offset only")
         return await _profiled(
             state, client, await sharded_page(client, cfg, period, offset, limit, around)
         )
@@ -107,15 +134,17 @@ async def rankings(
         if not me.entries:
             raise ApiError(404, f"participant {around!r} is not on {board!r} ({p})")
         offset = max(0, me.entries[0]["rank"] - 1 - (limit - 1) // 2)
-    snap = await read_top(client, cfg, p, offset, limit)
+    found = await read_page(client, cfg, p, limit, offset=offset, after=after)
+    snap = found.snapshot
     response.headers["ETag"] = _etag(snap.version, p)
     page = {
         "leaderboard_id": board,
         "period": p,
         "version": snap.version,
         "count": snap.count,
-        "offset": offset,
+        "offset": found.offset,
         "entries": snap.entries,
+        "next_cursor": found.next_cursor,
     }
     return await _profiled(state, client, page)
 
