@@ -33,6 +33,7 @@ from streams.events import (
     NotificationKind,
     Operator,
     ParticipantNotified,
+    ParticipantProfileUpdated,
     PeriodClosed,
     RankChange,
     RankChanged,
@@ -82,6 +83,10 @@ def samples() -> list[Any]:
         ),
         ParticipantNotified("b", "all", "p", NotificationKind.OVERTAKEN, 2, 7, "q", 0, 3),
         PeriodClosed("b", "2025-01", 10, "ab" * 32, 42),
+        ParticipantProfileUpdated("p", 1_700_000_000_123),
+        ParticipantProfileUpdated(
+            "team/ann", 1, "Ann ✓", "https://x.test/a.png", "FR", {"clan": "red"}, "player"
+        ),
     ]
 
 
