@@ -9,7 +9,7 @@ const $ = (id) => document.getElementById(id);
 document.title = board + " · leaderboard";
 $("title").textContent = board;
 
-let rows = [];          // [{participant_id, score}], index = rank - 1
+let rows = [];          // [{participant_id, score, profile}], index = rank - 1
 let version = null;
 let tracked = null;
 const moves = new Map(); // participant -> {kind, by, until}
@@ -32,8 +32,28 @@ function render(changed) {
     }
     tr.innerHTML = `<td class="rank">${i + 1}</td><td class="move">${move}</td>` +
       `<td class="pid"></td><td class="score"></td>`;
-    tr.querySelector(".pid").textContent = r.participant_id;
-    tr.querySelector(".score").textContent = String(r.score);
+    const cell = tr.querySelector(".pid");
+    const p = r.profile || {};
+    if (p.display_name) {
+      // the profile's name, the id beside it (names are not unique, ids are)
+      const name = document.createElement("span");
+      name.className = "name";
+      name.textContent = p.display_name;
+      const id = document.createElement("span");
+      id.className = "id";
+      id.textContent = r.participant_id;
+      cell.append(name, " ", id);
+    } else {
+      cell.textContent = r.participant_id;
+    }
+    if (p.country) {
+      const c = document.createElement("span");
+      c.className = "country";
+      c.textContent = " " + p.country;
+      cell.append(c);
+    }
+    cell.title = r.participant_id;
+    tr.querySelector(".score").textContent = r.score.toLocaleString();
     body.append(tr);
   });
   $("version").textContent = version === null ? "–" : String(version);
@@ -45,7 +65,9 @@ function applyDelta(msg) {
   for (const c of msg.changes) {
     const at = rows.findIndex((r) => r.participant_id === c.participant_id);
     if (at >= 0) rows.splice(at, 1);
-    if (c.new_rank <= N) rows.splice(c.new_rank - 1, 0, { participant_id: c.participant_id, score: c.new_score });
+    if (c.new_rank <= N) {
+      rows.splice(c.new_rank - 1, 0, { participant_id: c.participant_id, score: c.new_score, profile: c.profile });
+    }
     changed.add(c.participant_id);
     if (c.old_rank === null && c.participant_id !== undefined) {
       $("count").textContent = String(parseInt($("count").textContent, 10) + 1);
@@ -74,7 +96,7 @@ function connect() {
   ws.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
     if (msg.type === "snapshot") {
-      rows = msg.entries.map((e) => ({ participant_id: e.participant_id, score: e.score }));
+      rows = msg.entries.map((e) => ({ participant_id: e.participant_id, score: e.score, profile: e.profile }));
       version = msg.version;
       $("period").textContent = msg.period;
       $("count").textContent = String(msg.count);

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.test_gateway import WRITER, Gateway, gateway  # noqa: F401  (module fixture)
-from tests.integration.conftest import ARTIFACTS
+from tests.integration.conftest import ARTIFACTS, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.integration]
 
@@ -58,6 +58,16 @@ def browser() -> Iterator[Any]:
             b.close()
 
 
+def wait_profile(gw: Gateway, pid: str) -> None:
+    """Wait until the sinks worker has projected ``pid``'s profile."""
+
+    def found() -> bool:
+        with gw.client() as c:
+            return c.get(f"/v1/participants/{pid}/profile").status_code == 200
+
+    wait_until(found, timeout=30)
+
+
 def test_live_page_follows_a_new_leader(gateway: Gateway, browser: Any) -> None:  # noqa: F811
     board = gateway.create_board()
     for i in range(5):
@@ -84,6 +94,15 @@ def test_live_page_follows_a_new_leader(gateway: Gateway, browser: Any) -> None:
             "document.querySelector('#track-out').textContent.includes('rank 1')"
         )
 
+        # a profile set now shows in the next message (the delta of the new leader below)
+        with gateway.client() as c:
+            r = c.put(
+                "/v1/participants/challenger/profile",
+                json={"display_name": "The Challenger", "country": "NO"},
+                headers={"X-API-Key": WRITER},
+            )
+            assert r.status_code == 202, r.text
+        wait_profile(gateway, "challenger")
         page.fill("#score-pid", "challenger")
         page.fill("#score-value", "999")
         page.fill("#score-key", WRITER)
@@ -102,6 +121,9 @@ def test_live_page_follows_a_new_leader(gateway: Gateway, browser: Any) -> None:
         assert rows[:2] == [["1", "challenger"], ["2", "b4"]]
         assert "▼" in (page.text_content('#rows tr[data-pid="b4"] .move') or "")
         assert "new" in (page.text_content('#rows tr[data-pid="challenger"] .move') or "")
+        assert page.text_content('#rows tr[data-pid="challenger"] .name') == "The Challenger"
+        assert page.text_content('#rows tr[data-pid="challenger"] .country') == " NO"
+        assert page.text_content('#rows tr[data-pid="b4"] .pid') == "b4"  # no profile: the id
         ARTIFACTS.mkdir(exist_ok=True)
         page.screenshot(path=str(ARTIFACTS / "browser-live-board.png"), full_page=True)
         assert not errors, errors

@@ -129,11 +129,11 @@ async def test_profiles_in_rankings_participant_reads_and_websocket(gw: Gateway)
         snap = json.loads(await asyncio.wait_for(ws.recv(), 5))
         assert snap["type"] == "snapshot"
         assert [e["profile"]["display_name"] for e in snap["entries"]] == ["Ann", "Bob"]
-        await asyncio.to_thread(gw.submit, board, cid, 500)
+        await asyncio.to_thread(gw.submit, board, cid, 500, metadata={"team": "x"})
         delta = await next_data(ws, 5)
         assert delta["type"] == "delta"
-        assert [(c["participant_id"], c["profile"]) for c in delta["changes"]] == [
-            (cid, {"display_name": "Cid"})
+        assert [(c["participant_id"], c["profile"], c["metadata"]) for c in delta["changes"]] == [
+            (cid, {"display_name": "Cid"}, {"team": "x"})
         ]
     finally:
         await ws.close()
