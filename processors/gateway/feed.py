@@ -66,6 +66,11 @@ class Subscriber:
     rank: int | None = None
     score: int | None = None
     syncing: bool = True
+    #: mode around: the participants of the window the client holds, best first, and the
+    #: rank of its first row; and the board's participant count
+    window: list[str] = field(default_factory=list)
+    base: int = 0
+    count: int = 0
     backlog: list[RankChanged] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
     flush_handle: asyncio.TimerHandle | None = None
@@ -495,6 +500,9 @@ class RankFeed:
                     (e for e in snap.entries if e["participant_id"] == sub.participant_id), None
                 )
                 sub.rank = mine["rank"] if mine else None  # it may have moved between reads
+            sub.window = [e["participant_id"] for e in snap.entries] if sub.rank else []
+            sub.base = snap.entries[0]["rank"] if sub.window else 0
+            sub.count = snap.count
         else:
             assert sub.participant_id is not None
             snap = await read_participant(self.client, cfg, period, sub.participant_id)
@@ -540,8 +548,8 @@ class RankFeed:
                         self.resync(sub)
                         return
                 elif sub.mode == "around":
-                    if self._around_moves(sub, c):
-                        self.resync(sub)  # rows of the window moved: send them again
+                    if not self._around_change(sub, c):
+                        self.resync(sub)  # the window needs rows the client has never seen
                         return
                 else:
                     self._track_change(sub, c)
@@ -560,15 +568,53 @@ class RankFeed:
         return True
 
     @staticmethod
-    def _around_moves(sub: Subscriber, c: RankChange) -> bool:
-        """True if ``c`` changes a row of the window around ``sub``'s participant: its own
-        move, or a move across any rank of the window."""
-        if c.participant_id == sub.participant_id or sub.rank is None:
-            return c.participant_id == sub.participant_id
-        lo, hi = max(1, sub.rank - sub.n), sub.rank + sub.n
-        top = min(c.old_rank or c.new_rank, c.new_rank)
-        bottom = c.new_rank if c.old_rank is None else max(c.old_rank, c.new_rank)
-        return top <= hi and (c.old_rank is None or bottom >= lo)
+    def _around_change(sub: Subscriber, c: RankChange) -> bool:
+        """Apply ``c`` to the window around ``sub``'s participant; queue it if it touched the
+        window. False if the client needs a snapshot: a row it has never seen enters the
+        window (a row leaving it pulls one in, or the participant moved away), or the
+        participant is not on the board and arrives.
+
+        The client applies the same steps to each change of a delta (docs/gateway.md): remove
+        the participant of the change if it holds it (a row above the window leaving shifts
+        the window's ranks up by one), insert it at ``new_rank`` if that falls inside or right
+        below the rows (above them: ranks shift down by one), then keep the rows of ranks
+        ``rank - n .. rank + n`` around the subscribed participant's new rank.
+        """
+        pid = c.participant_id
+        if c.old_rank is None:
+            sub.count += 1
+        if sub.rank is None:
+            return pid != sub.participant_id
+        known, base, touched = list(sub.window), sub.base, False
+        if pid in known:
+            at = known.index(pid)
+            if c.old_rank != base + at:
+                return False  # the window and the log disagree: start again from a snapshot
+            known.pop(at)
+            touched = True
+        elif c.old_rank is not None and c.old_rank < base:
+            base -= 1  # a row above the window left: every row moves up one rank
+            touched = True
+        elif c.old_rank is not None and c.old_rank < base + len(known):
+            return False  # it held a rank of the window under another name: resync
+        if c.new_rank < base:
+            base += 1
+            touched = True
+        elif c.new_rank <= base + len(known):
+            known.insert(c.new_rank - base, pid)
+            touched = True
+        if not touched:
+            return True  # a move below the window: nothing the client holds changed
+        assert sub.participant_id is not None
+        if sub.participant_id not in known:
+            return False
+        rank = base + known.index(sub.participant_id)
+        lo, hi = max(1, rank - sub.n), min(rank + sub.n, sub.count)
+        if lo < base or hi > base + len(known) - 1:
+            return False
+        sub.window, sub.base, sub.rank = known[lo - base : hi - base + 1], lo, rank
+        sub.pending.append(change_json(c))
+        return True
 
     def _track_change(self, sub: Subscriber, c: RankChange) -> None:
         """Follow the tracked participant's rank through its own and others' moves."""

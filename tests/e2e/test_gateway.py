@@ -623,13 +623,43 @@ async def test_websocket_top_and_track_deltas(gateway: Gateway) -> None:
         await track_ws.close()
 
 
+def apply_around(
+    rows: list[tuple[str, int]], base: int, changes: list[dict[str, Any]], me: str, n: int
+) -> tuple[list[tuple[str, int]], int]:
+    """The client side of a mode-around delta (docs/gateway.md): rows best first from rank
+    ``base``; returns the new rows and base."""
+    for c in changes:
+        pids = [r[0] for r in rows]
+        if c["participant_id"] in pids:
+            rows.pop(pids.index(c["participant_id"]))
+        elif c["old_rank"] is not None and c["old_rank"] < base:
+            base -= 1
+        if c["new_rank"] < base:
+            base += 1
+        elif c["new_rank"] <= base + len(rows):
+            rows.insert(c["new_rank"] - base, (c["participant_id"], c["new_score"]))
+        rank = base + [r[0] for r in rows].index(me)
+        lo = max(1, rank - n)
+        rows, base = rows[lo - base : rank + n - base + 1], lo
+    return rows, base
+
+
 async def test_websocket_around_a_participant(gateway: Gateway) -> None:
-    """``mode: around`` shows the participant with n neighbours each side, sent again
-    whenever a row of that window moves, and not for moves elsewhere."""
+    """``mode: around`` shows the participant with n neighbours each side; a move that only
+    brings rows the client holds (or the mover itself) into the window is a delta, one that
+    needs a row the client never saw is a snapshot; moves elsewhere send nothing."""
     board = gateway.create_board()
     for i in range(15):
         await asyncio.to_thread(gateway.submit, board, f"p{i:02d}", 100 + i * 10)
     ws, snap = await subscribe(gateway.ws, board, mode="around", participant_id="p10", n=1)
+
+    def window() -> list[tuple[int, str]]:
+        with gateway.client() as c:
+            page = c.get(f"/v1/leaderboards/{board}/participants/p10", params={"neighbours": 1})
+        body = page.json()
+        rows = [*body["above"], {"rank": body["rank"], "participant_id": "p10"}, *body["below"]]
+        return [(e["rank"], e["participant_id"]) for e in rows]
+
     try:
         assert snap["type"] == "snapshot" and snap["mode"] == "around" and snap["version"] == 15
         assert [(e["rank"], e["participant_id"]) for e in snap["entries"]] == [
@@ -637,23 +667,54 @@ async def test_websocket_around_a_participant(gateway: Gateway) -> None:
             (5, "p10"),
             (6, "p09"),
         ]
-        await submit_async(gateway, board, "p03", 1000)  # passes the window: every row moves
+        rows = [(e["participant_id"], e["score"]) for e in snap["entries"]]
+        base = 4
+        # p03 passes the window from below: every row moves down one, no row is new → delta
+        await submit_async(gateway, board, "p03", 1000)
         moved = await next_data(ws, 5)
-        assert moved["type"] == "snapshot" and moved["version"] == 16
-        assert [(e["rank"], e["participant_id"]) for e in moved["entries"]] == [
-            (5, "p11"),
-            (6, "p10"),
-            (7, "p09"),
-        ]
+        assert moved["type"] == "delta" and moved["version"] == 16, moved
+        assert [c["participant_id"] for c in moved["changes"]] == ["p03"]
+        rows, base = apply_around(rows, base, moved["changes"], "p10", 1)
+        assert (
+            [(base + i, r[0]) for i, r in enumerate(rows)]
+            == window()
+            == [
+                (5, "p11"),
+                (6, "p10"),
+                (7, "p09"),
+            ]
+        )
         await submit_async(gateway, board, "p00", 101)  # rank 15 → 15: not the window's
-        await submit_async(gateway, board, "p01", 2000)  # rank 14 → 1: the window's again
+        # p11 jumps to the top: p12 (rank 4, never sent) enters the window → snapshot
+        await submit_async(gateway, board, "p11", 2000)
         moved = await next_data(ws, 5)
         assert moved["type"] == "snapshot" and moved["version"] == 18, moved
-        assert [(e["rank"], e["participant_id"]) for e in moved["entries"]] == [
-            (6, "p11"),
-            (7, "p10"),
-            (8, "p09"),
-        ]
+        assert (
+            [(e["rank"], e["participant_id"]) for e in moved["entries"]]
+            == window()
+            == [
+                (5, "p12"),
+                (6, "p10"),
+                (7, "p09"),
+            ]
+        )
+        rows = [(e["participant_id"], e["score"]) for e in moved["entries"]]
+        base = 5
+        # p08 (rank 8, below) passes p09 into the window below p10: p09 is pushed out → delta
+        await submit_async(gateway, board, "p08", 195)
+        moved = await next_data(ws, 5)
+        assert moved["type"] == "delta" and moved["version"] == 19, moved
+        rows, base = apply_around(rows, base, moved["changes"], "p10", 1)
+        assert (
+            [(base + i, r[0]) for i, r in enumerate(rows)]
+            == window()
+            == [
+                (5, "p12"),
+                (6, "p10"),
+                (7, "p08"),
+            ]
+        )
+        assert rows[2] == ("p08", 195)
     finally:
         await ws.close()
 
