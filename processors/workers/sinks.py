@@ -382,9 +382,10 @@ class SinkProcessor:
 
 
 def create_app(settings: Settings) -> faust.App:
-    """The sinks' Faust app: audit + period close on rank changes, registry on configs.
+    """The sinks' Faust app: audit + period close on rank changes, registry on configs,
+    profiles (PostgreSQL and Redis) on the participants topic.
 
-    Both agents run at concurrency 1 (faust-streaming #606); ``consume_batches`` acknowledges a
+    Every agent runs at concurrency 1 (faust-streaming #606); ``consume_batches`` acknowledges a
     batch only after the loop body returned, i.e. after its rows are durable in PostgreSQL.
     """
     app = faust_app(
