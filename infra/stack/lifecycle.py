@@ -149,9 +149,7 @@ def up(
     ``ha`` starts a Redis primary, its replica and three Sentinels (``redis-sentinel``).
     """
     with locked(settings):
-        all_services = services(
-            settings, redis_cluster=redis_cluster, monitoring=monitoring, ha=ha
-        )
+        all_services = services(settings, redis_cluster=redis_cluster, monitoring=monitoring, ha=ha)
         started: list[Service] = []
         to_start: list[Service] = []
         for svc in all_services:

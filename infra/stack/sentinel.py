@@ -1,4 +1,4 @@
-"""Redis with failover for the local stack (``stack up --ha``): a primary, a replica, three Sentinels.
+"""Redis with failover for the local stack (``stack up --ha``): primary, replica, three Sentinels.
 
 The two nodes are Debian's ``redis-server`` on ``redis_ha_port`` and the port after it; the
 second starts as a replica of the first. The Sentinels are Debian's ``redis-sentinel`` on
