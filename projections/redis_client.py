@@ -76,4 +76,4 @@ def primary_address(client: Any) -> tuple[str, int] | None:
     """The primary a Sentinel-managed client last connected to (None for other clients)."""
     pool = getattr(client, "connection_pool", None)
     address = getattr(pool, "master_address", None)
-    return tuple(address) if address else None  # type: ignore[return-value]
+    return (str(address[0]), int(address[1])) if address else None
