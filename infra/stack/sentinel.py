@@ -291,18 +291,36 @@ class Sentinels(_Group):
         return all(v is not None for v in self.views().values())
 
     def ready(self) -> bool:
-        """True when every Sentinel sees the same healthy primary, one replica and its peers:
-        a failover can then happen (used by the tests before they kill the primary)."""
+        """True when every Sentinel sees the same healthy primary and its peers, and a replica
+        is in sync with it: a failover can then happen (the tests wait for it before a kill)."""
         views = list(self.views().values())
         if any(v is None for v in views):
             return False
         primaries = {(v["ip"], int(v["port"])) for v in views if v is not None}
-        return len(primaries) == 1 and all(
-            v is not None
-            and int(v.get("num-slaves", 0)) >= 1
-            and int(v.get("num-other-sentinels", 0)) >= SENTINELS - 1
-            and "s_down" not in str(v.get("flags", ""))
-            for v in views
+        return (
+            len(primaries) == 1
+            and all(
+                v is not None
+                and int(v.get("num-other-sentinels", 0)) >= SENTINELS - 1
+                and "s_down" not in str(v.get("flags", ""))
+                for v in views
+            )
+            and self._replica_in_sync()
+        )
+
+    def _replica_in_sync(self) -> bool:
+        """True when a Sentinel knows a replica that is up and linked to the primary."""
+        client = _client(self.ports[0])
+        try:
+            replicas = client.sentinel_slaves(self.settings.redis_sentinel_master)
+        except Exception:
+            return False
+        finally:
+            client.close()
+        return any(
+            str(r.get("master-link-status")) == "ok"
+            and not ({"s_down", "o_down", "disconnected"} & set(str(r.get("flags", "")).split(",")))
+            for r in replicas
         )
 
     def primary(self) -> tuple[str, int] | None:

@@ -63,8 +63,9 @@ def replication_cut(settings: Settings) -> Iterator[None]:
     """Keep the replica from receiving the primary's writes for the body of the ``with``.
 
     The replica is given a password the primary does not know of, so its reconnections fail,
-    and the primary drops the current link; afterwards the replica's setting is cleared
-    again (whichever role it has then).
+    and the primary drops the current link; afterwards the setting is cleared again on the
+    replica (whichever role it has then), in memory and in its configuration file (which the
+    Sentinels had it rewrite when they promoted it).
     """
     primary = primary_port(settings)
     replica = next(p for p in RedisHA(settings).ports if p != primary)
@@ -75,6 +76,7 @@ def replication_cut(settings: Settings) -> Iterator[None]:
             yield
         finally:
             r.config_set("masterauth", "")
+            r.config_rewrite()
 
 
 def restore(settings: Settings) -> None:
