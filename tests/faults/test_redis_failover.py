@@ -87,7 +87,7 @@ def _failover(p: Pipeline, scenario: str, how: str, *, replica_behind: bool) -> 
         assert again > 0, "the promoted replica was not behind: the scenario tested nothing"
 
 
-def test_redis_primary_sigkill(ha_pipeline: Pipeline) -> None:
+def test_redis_primary_sigkill_under_load(ha_pipeline: Pipeline) -> None:
     """SIGKILL the Redis primary mid-stream; the Sentinels promote the replica."""
     _failover(
         ha_pipeline,
