@@ -45,9 +45,10 @@ def _db(settings: Settings) -> int:
 def sentinel_client(settings: Settings, *, follow_quietly: bool = True) -> aioredis.Redis:
     """An asyncio client on the current primary, found through the Sentinels.
 
-    ``follow_quietly=False`` turns off redis-py's transparent retries: a command cut by a
-    failover raises instead of being sent again to the new primary, so that the caller (the
-    projector) learns that the primary changed and can check what the new one holds first.
+    ``follow_quietly=False`` makes sure, whatever redis-py's default retries are, that a
+    command cut by a failover raises instead of being sent again to the new primary, so that
+    the caller (the projector) learns that the primary changed and can check what the new one
+    holds first.
     """
     sentinel = aiosentinel.Sentinel(
         sentinel_addresses(settings.redis_sentinels),
