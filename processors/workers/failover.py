@@ -53,6 +53,7 @@ def read_range(settings: Settings, partition: int, start: int, end: int) -> list
             "group.id": f"leaderboard-failover-{uuid.uuid4().hex[:8]}",
             "enable.auto.commit": False,
             "enable.partition.eof": False,
+            "auto.offset.reset": "earliest",  # never skip ahead silently
         },
     )
     out: list[RawRecord] = []
