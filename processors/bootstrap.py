@@ -17,7 +17,13 @@ import redis.asyncio as aioredis
 from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
-from projections.redis_client import RedisClient, is_cluster
+from projections.redis_client import (
+    RedisClient,
+    is_cluster,
+    sentinel_client,
+    sync_sentinel_client,
+    uses_sentinel,
+)
 from sinks.audit import AuditWriter
 from sinks.migrate import migrate
 from streams.codec import Codec, SingleObjectCodec
@@ -157,12 +163,16 @@ def cluster_url(settings: Settings) -> str | None:
     return None
 
 
-def make_client(settings: Settings) -> RedisClient:
+def make_client(settings: Settings, *, follow_quietly: bool = True) -> RedisClient:
     """A Redis Cluster client when ``redis_cluster`` is set (or the URL is ``redis+cluster://``).
 
-    Otherwise the plain single-node client on ``redis_url``.
+    With ``redis_sentinels`` a client on the primary the Sentinels name (``follow_quietly``:
+    see ``projections.redis_client.sentinel_client``); otherwise the plain single-node client
+    on ``redis_url``.
     """
     url = cluster_url(settings)
+    if url is None and uses_sentinel(settings):
+        return sentinel_client(settings, follow_quietly=follow_quietly)
     if url is None:
         return aioredis.Redis.from_url(settings.redis_url)
     return aioredis.RedisCluster.from_url(url)
@@ -180,6 +190,8 @@ def sync_redis(settings: Settings | None = None, *, url: str | None = None, **op
         cluster = cluster_url(settings)
         if cluster is not None:
             return redis.RedisCluster.from_url(cluster, **options)
+        if uses_sentinel(settings):
+            return sync_sentinel_client(settings, **options)
         url = settings.redis_url
     return redis.Redis.from_url(url, **options)
 

@@ -33,6 +33,19 @@ class Settings(BaseSettings):
     redis_cluster_url: str = Field(
         "redis://127.0.0.1:17001/0", description="any node of the Redis Cluster (seed)"
     )
+    redis_sentinels: str = Field(
+        "",
+        description="host:port,... of Redis Sentinels: every Redis client then asks them for the"
+        " primary of redis_sentinel_master (empty = no Sentinel; see redis_ha)",
+    )
+    redis_sentinel_master: str = Field(
+        "leaderboard", description="the master name the Sentinels monitor"
+    )
+    redis_ha: bool = Field(
+        False,
+        description="connect through the local stack's Sentinels (`stack up --ha`); sets"
+        " redis_sentinels from redis_sentinel_port unless it is given",
+    )
     postgres_dsn: str = Field(
         "postgresql://leaderboard:leaderboard@127.0.0.1:15432/leaderboard",
         description="PostgreSQL connection string",
@@ -55,6 +68,12 @@ class Settings(BaseSettings):
     redis_cluster_port: int = Field(17001, description="first port of the local cluster")
     redis_cluster_nodes: int = Field(3, ge=3, description="masters of the local cluster")
     postgres_port: int = 15432
+    redis_ha_port: int = Field(
+        16381, description="first of the two Redis nodes of `stack up --ha` (primary, replica)"
+    )
+    redis_sentinel_port: int = Field(
+        16391, description="first of the three Sentinels of `stack up --ha`"
+    )
     kafka_heap: str = "512m"
     prometheus_port: int = Field(
         19090, description="the local Prometheus of `stack up --monitoring` (not Debian's :9090)"
@@ -155,6 +174,8 @@ class Settings(BaseSettings):
         # the cluster bus of each node listens 10000 above its port (Redis' rule)
         highest = {name: getattr(self, name) for name in OFFSET_PORTS}
         highest["redis_cluster_port"] += self.redis_cluster_nodes - 1 + 10_000
+        highest["redis_ha_port"] += 1  # the replica
+        highest["redis_sentinel_port"] += SENTINELS - 1
         for name, port in highest.items():
             if port > 65_535:
                 raise ValueError(
@@ -169,9 +190,14 @@ class Settings(BaseSettings):
                 f"postgresql://leaderboard:leaderboard@127.0.0.1:{self.postgres_port}/leaderboard"
             ),
         }
+        if self.redis_ha and "redis_sentinels" not in given:
+            derived["redis_sentinels"] = ",".join(
+                f"127.0.0.1:{self.redis_sentinel_port + i}" for i in range(SENTINELS)
+            )
         for name, value in derived.items():
             if name not in given:
                 setattr(self, name, value)
+        sentinel_addresses(self.redis_sentinels)  # a malformed list fails here, in one line
         # deriving is not setting: a later model_copy still sees these as defaults
         self.__pydantic_fields_set__ = given
         return self
@@ -192,11 +218,33 @@ OFFSET_PORTS = (
     "redis_port",
     "redis_cluster_port",
     "postgres_port",
+    "redis_ha_port",
+    "redis_sentinel_port",
     "gateway_port",
     "worker_web_port",
     "worker_metrics_port",
     "prometheus_port",
 )
+
+
+#: Sentinels of the local stack (`stack up --ha`): three, so that two of them make a quorum.
+SENTINELS = 3
+
+
+def sentinel_addresses(text: str) -> list[tuple[str, int]]:
+    """``host:port,...`` as (host, port) pairs; [] for an empty text; ValueError when malformed."""
+    found: list[tuple[str, int]] = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        host, sep, port = item.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 < int(port) <= 65_535:
+            raise ValueError(
+                f"LEADERBOARD_REDIS_SENTINELS: {item!r} is not host:port (expected e.g. "
+                "127.0.0.1:26379,127.0.0.1:26380)"
+            )
+        found.append((host.strip("[]"), int(port)))
+    return found
 
 
 @lru_cache(maxsize=1)

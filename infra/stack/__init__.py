@@ -7,7 +7,8 @@ needed, started with its data under ``Settings.stack_dir`` and waited for until 
 
 Use it as ``from infra import stack as local_stack; local_stack.up(settings, progress)``. The
 modules: ``base`` (the ``Service`` base class, processes, pid and port files), ``kafka``,
-``redis`` (single node and cluster), ``postgres``, ``prometheus`` (``up --monitoring``),
+``redis`` (single node and cluster), ``sentinel`` (``up --ha``: primary, replica and three
+Sentinels), ``postgres``, ``prometheus`` (``up --monitoring``),
 ``packages`` (apt-get installs),
 ``lifecycle`` (``up``, ``down``, ``status``) and ``hooks`` (migrations and topics).
 """
@@ -30,6 +31,7 @@ from infra.stack.lifecycle import down, locked, services, status, up
 from infra.stack.postgres import Postgres
 from infra.stack.prometheus import Prometheus
 from infra.stack.redis import Redis, RedisCluster
+from infra.stack.sentinel import RedisHA, Sentinels
 from streams.errors import LeaderboardError, ServiceUnavailable
 
 __all__ = [
@@ -46,6 +48,8 @@ __all__ = [
     "Prometheus",
     "Redis",
     "RedisCluster",
+    "RedisHA",
+    "Sentinels",
     "Service",
     "ServiceState",
     "ServiceUnavailable",

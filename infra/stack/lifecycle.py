@@ -28,23 +28,33 @@ from infra.stack.packages import apt_install
 from infra.stack.postgres import Postgres
 from infra.stack.prometheus import Prometheus
 from infra.stack.redis import Redis, RedisCluster
+from infra.stack.sentinel import RedisHA, Sentinels
 from streams.errors import ServiceUnavailable
 from streams.settings import Settings
 
 
 def services(
-    settings: Settings, *, redis_cluster: bool = False, monitoring: bool = False
+    settings: Settings,
+    *,
+    redis_cluster: bool = False,
+    monitoring: bool = False,
+    ha: bool = False,
 ) -> list[Service]:
     """The services in start order (Kafka first: it takes longest, the others start meanwhile).
 
     The Redis Cluster joins when asked for (``redis_cluster``), when the settings use it, or
     when our nodes already run (so that ``status`` shows it and ``down`` stops it); Prometheus
-    likewise when asked for (``monitoring``) or when ours runs.
+    likewise when asked for (``monitoring``) or when ours runs, and the Redis primary, replica
+    and Sentinels when asked for (``ha``), when ``redis_ha`` is set or when any of ours runs
+    (the Sentinels after the nodes: ``down`` stops them first, so none fails over meanwhile).
     """
     found: list[Service] = [Kafka(settings), Redis(settings), Postgres(settings)]
     cluster = RedisCluster(settings)
     if redis_cluster or settings.redis_cluster or cluster.running():
         found.append(cluster)
+    nodes, sentinels = RedisHA(settings), Sentinels(settings)
+    if ha or settings.redis_ha or nodes.running() or sentinels.running():
+        found += [nodes, sentinels]
     prometheus = Prometheus(settings)
     if monitoring or prometheus.our_pid() is not None:
         found.append(prometheus)
@@ -118,6 +128,8 @@ _TIMEOUTS = {
     "redis": REDIS_START_TIMEOUT,
     "redis-cluster": REDIS_START_TIMEOUT,
     "prometheus": REDIS_START_TIMEOUT,
+    "redis-ha": REDIS_START_TIMEOUT,
+    "redis-sentinel": REDIS_START_TIMEOUT,
 }
 
 
@@ -128,14 +140,16 @@ def up(
     setup: bool = True,
     redis_cluster: bool = False,
     monitoring: bool = False,
+    ha: bool = False,
 ) -> list[ServiceState]:
     """Bring every service up (reusing healthy ones) and wait until each answers.
 
     ``redis_cluster`` also starts the local Redis Cluster beside the single node;
-    ``monitoring`` starts our Prometheus (installing Debian's package when missing).
+    ``monitoring`` starts our Prometheus (installing Debian's package when missing);
+    ``ha`` starts a Redis primary, its replica and three Sentinels (``redis-sentinel``).
     """
     with locked(settings):
-        all_services = services(settings, redis_cluster=redis_cluster, monitoring=monitoring)
+        all_services = services(settings, redis_cluster=redis_cluster, monitoring=monitoring, ha=ha)
         started: list[Service] = []
         to_start: list[Service] = []
         for svc in all_services:

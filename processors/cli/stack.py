@@ -40,14 +40,24 @@ def stack() -> None:
     help="Also start Prometheus (Debian's package, installed when missing) on "
     "LEADERBOARD_PROMETHEUS_PORT, scraping the gateway and every worker.",
 )
-def up(no_setup: bool, redis_cluster: bool, monitoring: bool) -> None:
+@click.option(
+    "--ha",
+    is_flag=True,
+    help="Also start Redis with failover: a primary, a replica and three Sentinels "
+    "(LEADERBOARD_REDIS_HA_PORT, LEADERBOARD_REDIS_SENTINEL_PORT); use it with "
+    "LEADERBOARD_REDIS_HA=1.",
+)
+def up(no_setup: bool, redis_cluster: bool, monitoring: bool, ha: bool) -> None:
     """Install what is missing, start what is not running, wait until all answer.
 
     With --redis-cluster a three-master Redis Cluster starts too (ports 17001-17003, data under
     .stack/redis-cluster/); use it with LEADERBOARD_REDIS_CLUSTER=1. With --monitoring our own
     Prometheus starts (port 19090, data under .stack/prometheus/; Debian's own service on :9090
     is not used): it scrapes the gateway and every worker serving metrics, with the alerting
-    rules of infra/monitoring/alerts.yml.
+    rules of infra/monitoring/alerts.yml. With --ha a Redis primary (port 16381), its replica
+    (16382) and three Sentinels (16391-16393, Debian's redis-sentinel, installed when missing)
+    start, configured under .stack/redis-ha/; with LEADERBOARD_REDIS_HA=1 every client then
+    finds the primary through the Sentinels and follows a failover.
 
     Idempotent: running it again reuses what is up. Kafka jars come from Maven Central on the
     first run (infra/kafka/pom.xml); Redis and PostgreSQL come from Debian's packages.
@@ -65,6 +75,7 @@ def up(no_setup: bool, redis_cluster: bool, monitoring: bool) -> None:
             setup=not no_setup,
             redis_cluster=redis_cluster,
             monitoring=monitoring,
+            ha=ha,
         )
     for state in states:
         click.echo(state.line())

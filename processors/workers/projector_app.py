@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import faust
+from redis.exceptions import RedisError
 
 from processors import logs
 from processors.bootstrap import cluster_url, faust_app, get_codec, make_client
@@ -18,6 +19,7 @@ from processors.kafka.producer import LeaderboardProducer
 from processors.workers import metrics
 from processors.workers.batching import RawRecord, consume_batches
 from processors.workers.epoch import EpochGuard, epoch_key
+from processors.workers.failover import FailoverFollower
 from processors.workers.projector import BatchStats, Projector, Throughput
 from projections.store import ProjectionLost, RankingStore
 from streams.events import CLOCK_KEY, clock_mark
@@ -58,7 +60,8 @@ def create_app(settings: Settings) -> faust.App:
         if "projector" not in state:
             configs = ConfigView(settings)
             configs.start()
-            client = make_client(settings)
+            # no silent retry on another connection: a failover must surface (see failover.py)
+            client = make_client(settings, follow_quietly=False)
             store = RankingStore(
                 client,
                 overtaken_limit=settings.overtaken_limit,
@@ -74,6 +77,9 @@ def create_app(settings: Settings) -> faust.App:
             )
             state["throughput"] = Throughput()
             state["guard"] = EpochGuard(settings, client)
+            # on a cluster the applied mark would sit in another slot than the boards it covers
+            if not cluster_url(settings):
+                state["follower"] = FailoverFollower(settings, client, state["projector"])
             log.info("projector ready: scores from %s", scores.get_topic_name())
         p: Projector = state["projector"]
         return p
@@ -83,14 +89,23 @@ def create_app(settings: Settings) -> faust.App:
         proj = await projector()
         meter: Throughput = state["throughput"]
         guard: EpochGuard = state["guard"]
+        follower: FailoverFollower | None = state.get("follower")
 
         async def handle(batch: Sequence[RawRecord]) -> BatchStats:
             while True:
-                await guard.ensure()
                 try:
+                    await guard.ensure()
+                    if follower is not None:
+                        await follower.before(batch)
                     stats = await proj.process(batch)
+                    if follower is not None:
+                        await follower.after(batch)
                 except ProjectionLost:
                     continue  # Redis lost its data under us: wait for the rebuild, then retry
+                except RedisError:
+                    if follower is not None:
+                        follower.lost()  # maybe a failover: check what the new primary holds
+                    raise
                 metrics.ENTRIES.labels("projector").inc(stats.entries_applied)
                 return stats
 

@@ -30,11 +30,9 @@ from typing import Any
 
 import psycopg
 import pytest
-import redis
-import redis.asyncio
 
 from infra import stack as local_stack
-from processors.bootstrap import get_codec
+from processors.bootstrap import get_codec, make_client, sync_redis
 from processors.kafka.producer import LeaderboardProducer, read_to_end
 from processors.replay import replay_board
 from projections.keys import BoardKeys
@@ -58,6 +56,7 @@ from tests.integration.conftest import (  # noqa: F401  (fixtures re-exported)
     pipeline_factory,
     wait_until,
 )
+from tests.integration.ha import ha_pipeline  # noqa: F401  (fixture: Redis through Sentinels)
 
 MODE = "full" if os.environ.get("LEADERBOARD_FAULTS", "").lower() == "full" else "short"
 FULL = MODE == "full"
@@ -195,7 +194,8 @@ class Monitor(threading.Thread):
         self._halt = threading.Event()
 
     def run(self) -> None:
-        r = redis.Redis.from_url(self.p.settings.redis_url, socket_timeout=1)
+        # through the Sentinels when the pipeline uses them (tests/faults/test_redis_failover.py)
+        r = sync_redis(self.p.settings, socket_timeout=1, socket_connect_timeout=1)
         while not self._halt.is_set():
             live: int | None
             audit: int | None
@@ -300,7 +300,7 @@ def model_state(m: ModelBoard) -> tuple[int, dict[str, str]]:
 async def _live_state(settings: Settings, cfg: LeaderboardConfigured) -> tuple[int, dict[str, str]]:
     from projections.store import RankingStore
 
-    client = redis.asyncio.Redis.from_url(settings.redis_url)
+    client = make_client(settings)
     try:
         store = RankingStore(client)
         out = {}
