@@ -86,10 +86,10 @@ BREAKAGES = [
     ),
     pytest.param(
         "base/sinks.yaml",
-        "              port: metrics\n            periodSeconds: 10\n            timeoutSeconds: 5\n"
-        "            failureThreshold: 3",
-        "              port: 9101\n            periodSeconds: 10\n            timeoutSeconds: 5\n"
-        "            failureThreshold: 3",
+        "              port: metrics\n            periodSeconds: 10\n"
+        "            timeoutSeconds: 5\n            failureThreshold: 3",
+        "              port: 9101\n            periodSeconds: 10\n"
+        "            timeoutSeconds: 5\n            failureThreshold: 3",
         "livenessProbe: port 9101 is not a port of the container",
         id="probe-port",
     ),
@@ -130,7 +130,8 @@ BREAKAGES = [
     ),
     pytest.param(
         "base/gateway.yaml",
-        "          lifecycle:\n            preStop:\n              sleep:\n                seconds: 5\n",
+        "          lifecycle:\n            preStop:\n"
+        "              sleep:\n                seconds: 5\n",
         "",
         "has no preStop",
         id="no-prestop",
