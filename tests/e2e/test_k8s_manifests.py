@@ -102,7 +102,7 @@ BREAKAGES = [
     ),
     pytest.param(
         "overlays/production/kustomization.yaml",
-        "    count: 6",
+        "    count: 4",
         "    count: 13",
         "13 replicas but the topics have 12 partitions",
         id="replicas-over-partitions",

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ from typing import Any
 import pytest
 
 from processors.bootstrap import migrate_database
+from processors.trace_hops import HOPS
 from streams.settings import Settings
 from tests.e2e.test_gateway import Gateway, W, next_data, start_gateway, stop, subscribe
 from tests.integration.conftest import Pipeline, wait_until
@@ -53,6 +56,12 @@ def spans(path: Path) -> list[Span]:
         except json.JSONDecodeError:
             continue
     return out
+
+
+def leaderboard(*args: str) -> subprocess.CompletedProcess[str]:
+    """Run the CLI."""
+    command = [sys.executable, "-m", "processors", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
 
 def one(found: list[Span], what: str) -> Span:
@@ -164,3 +173,21 @@ async def test_one_submission_is_traced_through_every_hop(
     assert post["start_ns"] <= send["start_ns"] <= batch["start_ns"]
     assert batch["start_ns"] <= publish["start_ns"] <= publish["end_ns"] <= push["start_ns"]
     assert send["end_ns"] <= post["end_ns"]
+
+    # the same path, hop by hop, as `leaderboard traces` prints it
+    args = ("traces", str(trace_file), "--event-id", event_id)
+    shown = await asyncio.to_thread(leaderboard, *args)
+    assert shown.returncode == 0, shown.stderr
+    for name, _ in HOPS:
+        assert name in shown.stdout, shown.stdout
+    json_out = await asyncio.to_thread(leaderboard, *args, "--json")
+    assert json_out.returncode == 0, json_out.stderr
+    (only,) = [json.loads(x) for x in json_out.stdout.splitlines()]
+    assert only["event_id"] == event_id
+    hops = only["ms"]
+    assert set(hops) == {name for name, _ in HOPS}, hops
+    assert all(ms >= 0 for ms in hops.values()), hops
+    assert hops["end to end"] == pytest.approx(
+        hops["to projector"] + hops["apply"] + hops["publish"] + hops["to push"] + hops["push"],
+        abs=0.01,
+    )
