@@ -24,8 +24,8 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -124,7 +124,10 @@ def shutdown() -> None:
         provider.shutdown()
 
 
-@contextmanager
+#: What :func:`span` returns while tracing is off: one shared no-op, nothing allocated.
+_NO_SPAN: AbstractContextManager[None] = nullcontext(None)
+
+
 def span(
     name: str,
     *,
@@ -132,23 +135,21 @@ def span(
     attributes: Mapping[str, str | int | float | bool] | None = None,
     links: Sequence[Link] = (),
     new_trace: bool = False,
-) -> Iterator[Span | None]:
-    """A current span named ``name`` (None and nothing else when tracing is off).
+) -> AbstractContextManager[Span | None]:
+    """A current span named ``name`` (None, at the cost of one test, when tracing is off).
 
     ``new_trace`` starts a root span (a consumer's batch: its records' traces are linked).
     """
     tracer = _tracer
     if tracer is None:
-        yield None
-        return
-    with tracer.start_as_current_span(
+        return _NO_SPAN
+    return tracer.start_as_current_span(
         name,
         context=Context() if new_trace else None,
         kind=kind,
         attributes=attributes,
         links=links[:MAX_LINKS],
-    ) as current:
-        yield current
+    )
 
 
 def kafka_headers() -> list[tuple[str, str | bytes | None]] | None:
