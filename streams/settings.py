@@ -120,6 +120,10 @@ class Settings(BaseSettings):
     worker_metrics_port: int = Field(
         0, ge=0, description="a worker serves Prometheus /metrics here (0 = not served)"
     )
+    worker_metrics_host: str = Field(
+        "127.0.0.1",
+        description="address of a worker's /metrics server (0.0.0.0 in a container: probes)",
+    )
 
     # --- gateway --------------------------------------------------------------------
     gateway_host: str = "127.0.0.1"
@@ -158,6 +162,16 @@ class Settings(BaseSettings):
     jwt_issuer: str = Field("", description="required `iss` of player tokens; empty = unchecked")
     jwt_leeway_s: float = Field(
         30.0, ge=0, le=600, description="clock skew allowed on a player token's exp/nbf/iat"
+    )
+
+    # --- traces (OpenTelemetry) ---------------------------------------------------------
+    otlp_endpoint: str = Field(
+        "",
+        description="OTLP/HTTP collector base URL for traces (else OTEL_EXPORTER_OTLP_ENDPOINT);"
+        " empty = none",
+    )
+    trace_file: Path | None = Field(
+        None, description="with no OTLP endpoint: append spans to this JSON-lines file"
     )
 
     @model_validator(mode="after")

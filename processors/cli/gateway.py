@@ -13,7 +13,7 @@ from typing import Any
 import click
 import uvicorn
 
-from processors import logs, scrape_targets
+from processors import logs, scrape_targets, telemetry
 from processors.bootstrap import pg_connect
 from processors.gateway.app import HistoryReader, PlacementsReader, create_app
 from processors.gateway.routes.live import close_subscribers
@@ -190,6 +190,7 @@ def gateway(
             "only player tokens may write, and" if tokens else "writes and",
         )
     log.warning("gateway on http://%s:%d/  (API docs: /docs, /redoc)", host, port)
+    telemetry.setup(settings, "leaderboard-gateway")  # traces, when configured
     scrape_targets.register(settings, "gateway", port, host)  # for Prometheus and /ops
     # uvicorn re-raises SIGTERM after its graceful shutdown: leave through Python's exit, so
     # that the announcement above is withdrawn (atexit) and Prometheus sees no dead target

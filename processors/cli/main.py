@@ -35,6 +35,7 @@ COMMAND_MODULES = {
     "rebuild": "replay",
     "gateway": "gateway",
     "bench": "bench",
+    "traces": "traces",
     "demo": "demo",
 }
 

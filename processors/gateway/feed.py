@@ -17,7 +17,9 @@ from typing import Any
 
 import redis.asyncio as aioredis
 from confluent_kafka import KafkaError, TopicPartition
+from opentelemetry.trace import SpanContext, SpanKind
 
+from processors import telemetry
 from processors.bootstrap import get_codec, kafka_consumer
 from projections.keys import BoardKeys
 from projections.profiles import attach_profiles, profiles_key
@@ -51,6 +53,14 @@ _RESYNC = object()
 _CLOSE = object()
 
 
+@dataclass(frozen=True, slots=True)
+class _Traced:
+    """A queued delta with the trace contexts of the rank-change records it came from."""
+
+    msg: dict[str, Any]
+    traces: list[SpanContext]
+
+
 @dataclass(eq=False)
 class Subscriber:
     """One WebSocket subscription: its view, its version and its bounded outgoing queue."""
@@ -76,6 +86,8 @@ class Subscriber:
     flush_handle: asyncio.TimerHandle | None = None
     queue: asyncio.Queue[Any] = field(init=False)
     overflows: int = 0
+    #: trace contexts of the records in ``pending`` (only while tracing is on)
+    traces: list[SpanContext] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.queue_size)
@@ -269,9 +281,11 @@ class RankFeed:
                     _, ts = msg.timestamp()
                     if ts > 0:
                         self.delay_s = max(0.0, time.time() - ts / 1000)
+                    # the publish span's context, for the push span (None when tracing is off)
+                    trace = telemetry.context_of(msg.headers()) if telemetry.enabled() else None
                     loop = self._loop
                     if loop is not None and not loop.is_closed():
-                        loop.call_soon_threadsafe(self._on_record, record)
+                        loop.call_soon_threadsafe(self._on_record, record, trace)
                 now = time.monotonic()
                 if now - last_lag > 5:
                     last_lag = now
@@ -376,7 +390,7 @@ class RankFeed:
             if not futs:
                 del self.waiters[event_id]
 
-    def _on_record(self, record: RankChanged) -> None:
+    def _on_record(self, record: RankChanged, trace: SpanContext | None = None) -> None:
         self.records += 1
         if self.waiters:
             for c in record.changes:
@@ -413,6 +427,8 @@ class RankFeed:
                     self.resync(sub)
             else:
                 self._apply(sub, (record,))
+                if trace is not None and sub.pending:
+                    sub.traces.append(trace)
 
     # ------------------------------------------------------------------ subscribers
     def subscribe(self, sub: Subscriber, since_version: int | None = None) -> None:
@@ -466,6 +482,7 @@ class RankFeed:
         """Drop whatever ``sub`` has queued and have its sender send a fresh snapshot."""
         sub.syncing = True
         sub.pending.clear()
+        sub.traces.clear()
         if sub.flush_handle is not None:
             sub.flush_handle.cancel()
             sub.flush_handle = None
@@ -656,8 +673,11 @@ class RankFeed:
             "changes": sub.pending,
         }
         sub.pending = []
+        item: dict[str, Any] | _Traced = msg
+        if sub.traces:
+            item, sub.traces = _Traced(msg, sub.traces), []
         try:
-            sub.queue.put_nowait(msg)
+            sub.queue.put_nowait(item)
         except asyncio.QueueFull:
             sub.overflows += 1
             log.info("subscriber %s is slow: queue full, resync", sub.describe())
@@ -701,12 +721,35 @@ class RankFeed:
                 if not sub.syncing:
                     continue  # superseded by a snapshot already sent
                 msg = await self.snapshot(sub)
+            elif isinstance(item, _Traced):
+                self.on_push("delta")
+                await self._send_traced(sub, item, send, send_timeout_s)
+                continue
             else:
                 msg = item
                 if msg.get("type") == "delta":
                     await self._enrich(sub.board, msg["changes"])
                 self.on_push("delta")
             await asyncio.wait_for(send(msg), send_timeout_s)
+
+    @staticmethod
+    async def _send_traced(
+        sub: Subscriber,
+        item: _Traced,
+        send: Callable[[dict[str, Any]], Awaitable[None]],
+        send_timeout_s: float,
+    ) -> None:
+        """Send a delta inside a push span linked to the rank-change records it carries."""
+        attributes: dict[str, str | int] = {
+            "leaderboard.id": sub.board,
+            "leaderboard.subscriber": sub.id,
+            "leaderboard.mode": sub.mode,
+            "leaderboard.version": int(item.msg["version"]),
+            "leaderboard.changes": len(item.msg["changes"]),
+        }
+        links = telemetry.links_of(item.traces)
+        with telemetry.span("ws push", kind=SpanKind.PRODUCER, attributes=attributes, links=links):
+            await asyncio.wait_for(send(item.msg), send_timeout_s)
 
 
 def now_iso() -> str:

@@ -20,7 +20,9 @@ from confluent_kafka import (
     Message,
     TopicPartition,
 )
+from opentelemetry.trace import SpanKind
 
+from processors import telemetry
 from processors.bootstrap import client_config, get_codec, kafka_consumer, kafka_producer
 from streams.codec import Codec
 from streams.errors import DecodeError, LeaderboardError, ServiceUnavailable
@@ -189,7 +191,11 @@ class LeaderboardProducer:
         With ``on_delivery``, that record's outcome goes to it (see ``start_poller``) instead
         of the report ``flush`` raises.
         """
-        self._produce(topic, _bytes(key), self.codec.encode(event), on_delivery=on_delivery)
+        # the current span's context (W3C traceparent) travels with the record; None when off
+        headers = telemetry.kafka_headers() if telemetry.enabled() else None
+        self._produce(
+            topic, _bytes(key), self.codec.encode(event), headers, on_delivery=on_delivery
+        )
 
     def publish_raw(
         self,
@@ -212,12 +218,17 @@ class LeaderboardProducer:
     ) -> str:
         """Send a match result to the score topic keyed by its board; returns its event id."""
         check_match(match, now_ms=int(time.time() * 1000))
-        self.publish(
-            self.settings.topic(self.settings.scores_topic),
-            match.leaderboard_id,
-            match,
-            on_delivery=on_delivery,
-        )
+        topic = self.settings.topic(self.settings.scores_topic)
+        if not telemetry.enabled():
+            self.publish(topic, match.leaderboard_id, match, on_delivery=on_delivery)
+            return match.event_id
+        attributes = {
+            "messaging.destination.name": topic,
+            "leaderboard.id": match.leaderboard_id,
+            "leaderboard.event_id": match.event_id,
+        }
+        with telemetry.span("scores send", kind=SpanKind.PRODUCER, attributes=attributes):
+            self.publish(topic, match.leaderboard_id, match, on_delivery=on_delivery)
         return match.event_id
 
     def submit_score(

@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -44,6 +44,8 @@ class RawRecord:
     key: bytes | None
     value: bytes | None
     log_time: int | None = None
+    #: the record's headers as read (a reference, never parsed unless tracing is on)
+    headers: Sequence[tuple[str, bytes | None]] | Mapping[str, bytes | None] | None = None
 
 
 def raw_records(events: Sequence[Any]) -> list[RawRecord]:
@@ -55,6 +57,7 @@ def raw_records(events: Sequence[Any]) -> list[RawRecord]:
             e.message.key,
             e.message.value,
             _log_time(e.message.timestamp, e.message.timestamp_type),
+            e.message.headers,
         )
         for e in events
     ]

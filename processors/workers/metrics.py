@@ -1,7 +1,8 @@
 """Prometheus metrics of the stream workers: what an on-call engineer watches besides the logs.
 
-Each worker process serves ``/metrics`` on ``LEADERBOARD_WORKER_METRICS_PORT`` (127.0.0.1; 0,
-the default, serves nothing, so several workers on one host never fight over a port) and
+Each worker process serves ``/metrics`` on ``LEADERBOARD_WORKER_METRICS_PORT`` (on
+``LEADERBOARD_WORKER_METRICS_HOST``, 127.0.0.1 unless set; port 0, the default, serves nothing,
+so several workers on one host never fight over a port) and
 announces it under the stack dir (``processors.scrape_targets``) for the local Prometheus and
 the gateway's ``/ops`` page.
 
@@ -149,7 +150,7 @@ def serve(settings: Settings, role: str) -> None:
         return
     _initialize(role)
     try:
-        start_http_server(port, addr="127.0.0.1")
+        start_http_server(port, addr=settings.worker_metrics_host)
     except OSError as exc:  # metrics must never stop a worker: say so and go on
         log.warning("%s metrics not served: port %d: %s", role, port, exc)
         return
@@ -157,7 +158,7 @@ def serve(settings: Settings, role: str) -> None:
         scrape_targets.register(settings, role, port)
     except OSError as exc:
         log.warning("%s metrics: could not announce the target: %s", role, exc)
-    log.info("%s metrics on http://127.0.0.1:%d/metrics", role, port)
+    log.info("%s metrics on http://%s:%d/metrics", role, settings.worker_metrics_host, port)
 
 
 class Timer:

@@ -9,6 +9,9 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+from opentelemetry.trace import SpanKind
+
+from processors import telemetry
 from processors.workers.batching import (
     RawRecord as RawRecord,  # re-exported: replay and tests use it
 )
@@ -199,10 +202,16 @@ class Projector:
         writer = self._writer(work)
         outcomes = await writer.apply(work)
         OUTBOX.labels("projector").set(sum(len(out.offsets) for out in outcomes))
-        self._publish(outcomes, raws, stats)
-        if self.producer is not None:
-            with PUBLISH_SECONDS.labels("projector").time():
-                await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 30.0)
+        # traced: the records published here carry this span's context (rank-change hop)
+        with telemetry.span("rank-changes publish", kind=SpanKind.PRODUCER) as span:
+            self._publish(outcomes, raws, stats)
+            if self.producer is not None:
+                with PUBLISH_SECONDS.labels("projector").time():
+                    await asyncio.get_running_loop().run_in_executor(
+                        None, self.producer.flush, 30.0
+                    )
+            if span is not None:
+                span.set_attributes(_span_facts(outcomes, stats))
         if ack_from is not None:
             for out, (_, recs) in zip(outcomes, work, strict=True):
                 limit = ack_from.get(recs[0].partition, 0) if recs else 0
@@ -299,6 +308,18 @@ class Projector:
                 )
                 self.producer.publish(self.notify_topic, out.board, batch)
             stats.notifications += len(out.notifications)
+
+
+def _span_facts(outcomes: Sequence[BoardOutcome], stats: BatchStats) -> dict[str, int | list[str]]:
+    """What the rank-change publish span tells: boards, entries, records and event ids."""
+    event_ids = sorted({c.event_id for out in outcomes for c in out.changes})
+    return {
+        "leaderboard.boards": len(outcomes),
+        "leaderboard.entries_applied": stats.entries_applied,
+        "leaderboard.rank_changed_records": stats.rank_changed_records,
+        # a few ids make a trace findable by submission (bounded: a batch may hold thousands)
+        "leaderboard.event_ids": event_ids[:20],
+    }
 
 
 class Throughput:

@@ -12,7 +12,7 @@ from typing import Any
 import faust
 from redis.exceptions import RedisError
 
-from processors import logs
+from processors import logs, telemetry
 from processors.bootstrap import cluster_url, faust_app, get_codec, make_client
 from processors.kafka.configview import ConfigView
 from processors.kafka.producer import LeaderboardProducer
@@ -113,7 +113,12 @@ def create_app(settings: Settings) -> faust.App:
             stream,
             settings.batch_size,
             settings.batch_within,
-            metrics.observed("projector", scores.get_topic_name(), handle, lag),
+            metrics.observed(
+                "projector",
+                scores.get_topic_name(),
+                telemetry.traced_batches("projector batch", scores.get_topic_name(), handle),
+                lag,
+            ),
             what="projecting a batch",
             poison=proj.dead_letter,
             done=meter.add,
@@ -143,6 +148,7 @@ def create_app(settings: Settings) -> faust.App:
 def run_worker(settings: Settings, loglevel: str = "info") -> None:
     """Run the projector worker in the foreground until interrupted."""
     metrics.serve(settings, "projector")
+    telemetry.setup(settings, "leaderboard-projector")
     app = create_app(settings)
     worker = faust.Worker(
         app,

@@ -7,13 +7,16 @@ import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials
+from opentelemetry.trace import SpanKind
 
-from processors.gateway.deps import FeedDep, ProducerDep, StateDep
+from processors import telemetry
+from processors.gateway.deps import FeedDep, GatewayState, ProducerDep, StateDep
 from processors.gateway.errors import ApiError
-from processors.gateway.feed import DeadLettered
+from processors.gateway.feed import DeadLettered, RankFeed
 from processors.gateway.guards import ApiKey, BearerToken, bearer_challenge, retry_after
 from processors.gateway.models import BoardId, ScoreIn
-from processors.kafka.producer import delivery_future
+from processors.kafka.producer import LeaderboardProducer, delivery_future
 from streams import rules
 from streams.errors import LeaderboardError
 from streams.events import BoardStatus, RankChange, TimeSource
@@ -41,8 +44,12 @@ def applied_json(event_id: str, change: RankChange) -> dict[str, Any]:
     }
 
 
+#: The route, also the ``http.route`` of its trace span.
+ROUTE = "/v1/leaderboards/{board}/scores"
+
+
 @router.post(
-    "/v1/leaderboards/{board}/scores",
+    ROUTE,
     status_code=202,
     responses={
         200: {"description": "with wait=true: the applied result"},
@@ -62,6 +69,38 @@ async def submit_score(
     bearer: BearerToken = None,
 ) -> dict[str, Any]:
     """Publish one participant's score; 202 with its event id (200 with ranks if wait)."""
+    if not telemetry.enabled():
+        return await _submit(board, body, response, state, producer, feed, wait, key, bearer)
+    attributes: dict[str, str | bool] = {
+        "http.route": ROUTE,
+        "leaderboard.id": board,
+        "leaderboard.wait": wait,
+    }
+    with telemetry.span("POST scores", kind=SpanKind.SERVER, attributes=attributes) as span:
+        try:
+            answer = await _submit(board, body, response, state, producer, feed, wait, key, bearer)
+        except ApiError as exc:
+            if span is not None:
+                span.set_attribute("http.response.status_code", exc.status_code)
+            raise
+        if span is not None:
+            span.set_attribute("http.response.status_code", response.status_code or 202)
+            span.set_attribute("leaderboard.event_id", answer["event_id"])
+        return answer
+
+
+async def _submit(
+    board: str,
+    body: ScoreIn,
+    response: Response,
+    state: GatewayState,
+    producer: LeaderboardProducer,
+    feed: RankFeed,
+    wait: bool,
+    key: str | None,
+    bearer: HTTPAuthorizationCredentials | None,
+) -> dict[str, Any]:
+    """The submission itself (traced or not by :func:`submit_score`)."""
     subject = state.keys.writer(key, bearer)
     if subject is not None and body.participant_id != subject:
         why = f"a player token for {subject!r} may not submit scores of {body.participant_id!r}"
