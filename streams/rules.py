@@ -11,7 +11,9 @@ from datetime import UTC, date, datetime, timedelta
 from streams.events import (
     BoardStatus,
     LeaderboardConfigured,
+    LeaderboardModerated,
     MatchResultSubmitted,
+    ModerationAction,
     Operator,
     ResetPeriod,
     ScoreEntry,
@@ -307,6 +309,94 @@ def entries_refusal(entries: Sequence[ScoreEntry]) -> str:
         for idx, entry in enumerate(entries)
         if (reason := entry_reject_reason(entry.score, entry.participant_id))
     )
+
+
+def banned_reason(participant_id: str) -> str:
+    """Why a match with a banned participant is refused (the dead-letter reason ``banned``)."""
+    return f"banned: participant {participant_id} is banned from this board"
+
+
+def limit_reason(
+    config: LeaderboardConfigured,
+    period: str,
+    participant_id: str,
+    used: int,
+    admitted: int,
+) -> str | None:
+    """Why a tournament limit refuses one participant of a match, or None.
+
+    ``used`` is how many matches the participant already has in ``period`` (0: a newcomer) and
+    ``admitted`` how many participants the period has admitted so far (including earlier
+    newcomers of the same match). A match applies whole or not at all, so one refusal refuses
+    it; a refused match uses no attempt and admits no one.
+    """
+    if config.max_attempts is not None and used >= config.max_attempts:
+        return (
+            f"max_attempts: participant {participant_id} has used its "
+            f"{config.max_attempts} attempts of period {period}"
+        )
+    if used == 0 and config.max_participants is not None and admitted >= config.max_participants:
+        return (
+            f"max_participants: period {period} is full "
+            f"({config.max_participants} participants); {participant_id} is not admitted"
+        )
+    return None
+
+
+def config_reason(config: LeaderboardConfigured) -> str | None:
+    """Why a board configuration is refused on its own terms (tournament limits), or None."""
+    for name in ("max_attempts", "max_participants"):
+        value = getattr(config, name)
+        if value is not None and not 1 <= value <= 2**31 - 1:
+            return f"{name} must be a positive integer (or unset for no limit), got {value}"
+    return None
+
+
+def moderation_reason(
+    config: LeaderboardConfigured | None, event: LeaderboardModerated
+) -> str | None:
+    """Why a moderation event cannot apply, judged on the configuration and the event alone."""
+    if config is None:
+        return f"unknown leaderboard {event.leaderboard_id!r}"
+    if not event.event_id:
+        return "event_id is empty"
+    if not event.issued_by.strip():
+        return "moderation without issued_by: name who did it"
+    if event.action is ModerationAction.MATCH_VOIDED:
+        if not event.voided_event_id:
+            return "match_voided needs voided_event_id"
+        if not config.retain_entries:
+            return (
+                f"leaderboard {config.leaderboard_id!r} does not retain entries: a match can be "
+                "voided exactly only on a board created with retain_entries"
+            )
+        return None
+    if event.participant_id is None:
+        return f"{event.action.value} needs participant_id"
+    return participant_reason(event.participant_id)
+
+
+def unknown_match_reason(event_id: str) -> str:
+    """Why a void finds nothing to revert."""
+    return f"match {event_id} is not applied on this board (unknown, refused or already voided)"
+
+
+def refold(rows: Iterable[tuple[str, Operator, int]], sort: SortOrder) -> tuple[int, str] | None:
+    """A participant's score and tie-break prefix from its retained entries, in log order.
+
+    ``rows`` are (tie-break prefix, operator, submitted score) of each applied entry; the
+    result is what applying them one after the other leaves: the score and the prefix of the
+    entry that last moved it (None: no entry). A void refolds without the voided match's
+    entries, which is exact for every operator: later entries keep their own results.
+    """
+    score: int | None = None
+    prefix = ""
+    for pre, op, sub in rows:
+        new = combine(op, score, sub, sort)
+        if score is None or new != score:
+            prefix = pre
+        score = new
+    return None if score is None else (score, prefix)
 
 
 def percentile(rank: int, count: int) -> float:
