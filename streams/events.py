@@ -447,6 +447,9 @@ Event = (
     | LeaderboardModerated
 )
 
+#: What the scores topic carries: match results (clock marks among them) and moderations.
+ScoreTopicEvent = MatchResultSubmitted | LeaderboardModerated
+
 #: Full Avro name → event class.
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.SCHEMA: cls

@@ -70,6 +70,25 @@ def boards() -> None:
 )
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Board metadata; repeatable.")
 @click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 2**31 - 1),
+    help="Tournament limit: matches per participant per period (more are dead-lettered "
+    "with reason max_attempts).  [default: no limit]",
+)
+@click.option(
+    "--max-participants",
+    type=click.IntRange(1, 2**31 - 1),
+    help="Tournament limit: participants per period, first come first in (later newcomers are "
+    "dead-lettered with reason max_participants).  [default: no limit]",
+)
+@click.option(
+    "--retain-entries",
+    is_flag=True,
+    default=None,
+    help="Keep every applied entry so that `leaderboard moderate void` can revert a match "
+    "exactly (costs one stored line per entry).",
+)
+@click.option(
     "--wait",
     is_flag=True,
     help="Return only once the sinks worker has registered the board (PostgreSQL registry).",
@@ -91,6 +110,9 @@ def boards_create(
     ends_at: str | None,
     time_source: str | None,
     meta: tuple[str, ...],
+    max_attempts: int | None,
+    max_participants: int | None,
+    retain_entries: bool | None,
     wait: bool,
     wait_timeout: float,
 ) -> None:
@@ -116,6 +138,9 @@ def boards_create(
             "starts_at": time_option(starts_at, "--starts-at"),
             "ends_at": time_option(ends_at, "--ends-at"),
             "time_source": time_source,
+            "max_attempts": max_attempts,
+            "max_participants": max_participants,
+            "retain_entries": retain_entries,
         }
         cfg, verb = _configure(producer, settings, board_id, given, parse_meta(meta))
     finally:
@@ -166,7 +191,17 @@ def _configure(
         configured_at=wall_ms(),
     )
     if existing is not None:
-        fixed = ("sort_order", "operator", "reset_period", "starts_at", "ends_at", "time_source")
+        fixed = (
+            "sort_order",
+            "operator",
+            "reset_period",
+            "starts_at",
+            "ends_at",
+            "time_source",
+            "max_attempts",
+            "max_participants",
+            "retain_entries",
+        )
         changed = [f for f in fixed if getattr(existing, f) != getattr(cfg, f)]
         if changed:
             raise click.UsageError(
