@@ -149,6 +149,26 @@ class ModelBoard:
         result = self.apply_valid(0, offset, record, valid, refusal, at=at)
         return [r for _, r in result.rejections]
 
+    def moderate(
+        self, offset: int, event: LeaderboardModerated, log_time: int | None = None
+    ) -> list[str]:
+        """Apply one moderation with every rule; returns the reasons it was refused (if so)."""
+        reason = rules.moderation_reason(self.config, event) or rules.event_time_reason(
+            event.occurred_at, log_time
+        )
+        if reason:
+            return [reason]
+        carrier = MatchResultSubmitted(
+            event.event_id,
+            f"{event.issued_by}: {event.reason}",
+            event.leaderboard_id,
+            event.occurred_at,
+            (),
+        )
+        at = rules.ranking_time(self.config, carrier, log_time)
+        result = self.apply_valid(0, offset, carrier, (), at=at, moderation=event)
+        return [r for _, r in result.rejections]
+
     def tick(self, offset: int, log_time: int) -> RecordResult:
         """A clock mark at ``log_time``: the board's time moves on, ending what it ends."""
         mark = MatchResultSubmitted("", "", self.config.leaderboard_id, log_time, ())

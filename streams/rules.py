@@ -343,15 +343,6 @@ def limit_reason(
     return None
 
 
-def config_reason(config: LeaderboardConfigured) -> str | None:
-    """Why a board configuration is refused on its own terms (tournament limits), or None."""
-    for name in ("max_attempts", "max_participants"):
-        value = getattr(config, name)
-        if value is not None and not 1 <= value <= 2**31 - 1:
-            return f"{name} must be a positive integer (or unset for no limit), got {value}"
-    return None
-
-
 def moderation_reason(
     config: LeaderboardConfigured | None, event: LeaderboardModerated
 ) -> str | None:

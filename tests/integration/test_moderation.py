@@ -14,6 +14,7 @@ import psycopg
 import pytest
 import redis.asyncio as aioredis
 
+from processors.bootstrap import get_codec
 from processors.kafka.producer import LeaderboardProducer, read_to_end
 from processors.replay import replay_board
 from projections.store import RankingStore
@@ -25,6 +26,7 @@ from streams.events import (
     ScoreEntry,
     SortOrder,
 )
+from streams.testing import fold_log
 from tests.integration.conftest import Pipeline, wait_until
 
 pytestmark = pytest.mark.integration
@@ -155,8 +157,14 @@ def test_void_remove_ban_then_replay_verifies(pipeline: Pipeline, operator: Oper
     ]
     assert kinds[0][3] == "ops-1: cheated" and kinds[2][4] == 0
 
-    # replay from the log reproduces the moderated board, byte for byte
+    # the reference model fed the same log agrees with live
     cfg = LeaderboardConfigured(board, operator=operator, retain_entries=True)
+    s = pipeline.settings
+    log = read_to_end(s, s.topic("scores"))
+    model = fold_log([cfg], log, get_codec(s), s.partitions, s.period_grace_ms)[board]
+    assert (model.version, model.standings("all")) == (version, standings)
+
+    # replay from the log reproduces the moderated board, byte for byte
     report = asyncio.run(replay_board(pipeline.settings, cfg, verify=True))
     assert report.diffs and report.verified, report.diffs
     assert report.version == version
