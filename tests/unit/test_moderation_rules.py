@@ -157,3 +157,13 @@ def test_a_version_3_configuration_reads_with_no_limits(tmp_path: Path) -> None:
     limited = LeaderboardConfigured("cup", configured_at=rules.MIN_EVENT_MS, max_attempts=2)
     back = older.decode(new.encode(limited))
     assert isinstance(back, LeaderboardConfigured) and back.max_attempts is None
+
+
+def test_dead_letter_reason_kinds() -> None:
+    from processors.workers.metrics import reason_kind
+
+    cfg = LeaderboardConfigured("cup", max_attempts=1, max_participants=1)
+    assert reason_kind(rules.banned_reason("ann")) == "banned"
+    assert reason_kind(rules.limit_reason(cfg, "all", "ann", 1, 0) or "") == "max_attempts"
+    assert reason_kind(rules.limit_reason(cfg, "all", "bob", 0, 1) or "") == "max_participants"
+    assert reason_kind(rules.unknown_match_reason("e1")) == "moderation"
