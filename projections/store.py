@@ -341,7 +341,7 @@ def prepare_batch(
         ev = rec.event
         mod = rec.moderation
         period = mod.period if mod is not None and mod.period else None
-        item = Prepared(rec, period or rules.period_key(config.reset_period, rec.time))
+        item = Prepared(rec, period or rules.board_period(config, rec.time))
         periods.setdefault(item.period, len(periods) + 1)
         if mod is not None:
             item.action, item.target = mod.action.value, mod.target

@@ -140,6 +140,8 @@ class LeaderboardConfigured:
     max_participants: int | None = None
     #: keep every applied entry per participant and period, so matches can be voided exactly
     retain_entries: bool = False
+    #: each period instance starts this long after its UTC calendar start (rules.board_period)
+    reset_offset_ms: int = 0
 
     def to_avro(self) -> dict[str, Any]:
         """Plain dict in the shape of the Avro schema."""
@@ -167,6 +169,7 @@ class LeaderboardConfigured:
             max_attempts=d.get("max_attempts"),
             max_participants=d.get("max_participants"),
             retain_entries=bool(d.get("retain_entries") or False),
+            reset_offset_ms=int(d.get("reset_offset_ms") or 0),
         )
 
 

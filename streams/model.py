@@ -199,7 +199,7 @@ class ModelBoard:
         out = RecordResult()
         if at is None:
             at = record.occurred_at
-        period = rules.period_key(cfg.reset_period, at)
+        period = rules.board_period(cfg, at)
         if moderation is not None and moderation.period:
             period = moderation.period
         closes = rules.period_closes_at(cfg, period, self.grace_ms)

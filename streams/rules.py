@@ -131,11 +131,39 @@ def period_bounds(reset: ResetPeriod, key: str) -> tuple[int, int]:
     return _ms(start), _ms(end)
 
 
+#: Longest reset offset per period kind (exclusive): one period (28 days for monthly).
+MAX_RESET_OFFSET_MS = {
+    ResetPeriod.NONE: 1,
+    ResetPeriod.DAILY: 86_400_000,
+    ResetPeriod.WEEKLY: 7 * 86_400_000,
+    ResetPeriod.MONTHLY: 28 * 86_400_000,
+}
+
+
+def board_period(config: LeaderboardConfigured, at: int) -> str:
+    """The period of a board a time belongs to: the calendar period of ``at`` minus the board's
+    reset offset, so an instance of a daily board reset at 04:00 UTC runs from 04:00 to 04:00
+    and is named by the day it starts."""
+    return period_key(config.reset_period, at - config.reset_offset_ms)
+
+
+def reset_offset_reason(reset: ResetPeriod, offset_ms: int) -> str | None:
+    """Why a reset offset is refused for a reset period, or None."""
+    limit = MAX_RESET_OFFSET_MS[reset]
+    if reset is ResetPeriod.NONE and offset_ms:
+        return "reset_offset_ms needs a reset period (daily, weekly or monthly)"
+    if not 0 <= offset_ms < limit:
+        return f"reset_offset_ms must be from 0 to {limit - 1} for a {reset.value} board"
+    return None
+
+
 def period_span(config: LeaderboardConfigured, key: str) -> tuple[int, int]:
-    """[start, end) of a board's period: the calendar period cut to the tournament window and
-    to the board's closing. An end of NEVER: the period never ends; a start of NEVER: it has
-    no start."""
+    """[start, end) of a board's period: the calendar period moved by the reset offset, cut to
+    the tournament window and to the board's closing. An end of NEVER: the period never ends;
+    a start of NEVER: it has no start."""
     start, end = period_bounds(config.reset_period, key)
+    if config.reset_period is not ResetPeriod.NONE:
+        start, end = start + config.reset_offset_ms, end + config.reset_offset_ms
     for cut in (config.ends_at, closed_at(config)):
         if cut is not None:
             end = cut if end == NEVER else min(end, cut)

@@ -176,6 +176,7 @@ class BoardConfigIn(_Strict):
     max_attempts: int | None = Field(None, ge=1, le=2**31 - 1)
     max_participants: int | None = Field(None, ge=1, le=2**31 - 1)
     retain_entries: bool = False
+    reset_offset_ms: int = 0
 
     @field_validator("leaderboard_id")
     @classmethod
@@ -192,6 +193,9 @@ class BoardConfigIn(_Strict):
         if self.starts_at is not None and self.ends_at is not None:
             if self.ends_at <= self.starts_at:
                 raise ValueError("ends_at must be after starts_at")
+        bad_offset = rules.reset_offset_reason(self.reset_period, self.reset_offset_ms)
+        if bad_offset:
+            raise ValueError(bad_offset)
         limits = self.max_attempts, self.max_participants
         if "shards" in self.metadata and (self.retain_entries or limits != (None, None)):
             raise ValueError(
@@ -218,6 +222,7 @@ class BoardConfigIn(_Strict):
             max_attempts=self.max_attempts,
             max_participants=self.max_participants,
             retain_entries=self.retain_entries,
+            reset_offset_ms=self.reset_offset_ms,
         )
 
 

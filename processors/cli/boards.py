@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -82,6 +83,12 @@ def boards() -> None:
     "dead-lettered with reason max_participants).  [default: no limit]",
 )
 @click.option(
+    "--reset-at",
+    help="Recurring schedule: when each period instance starts, after its UTC calendar start: "
+    "HH:MM for daily (04:00), or a duration such as 5d12h (weekly: Saturday 12:00) or 14400000 "
+    "(milliseconds).  [default: 0, the calendar start]",
+)
+@click.option(
     "--retain-entries",
     is_flag=True,
     default=None,
@@ -112,6 +119,7 @@ def boards_create(
     meta: tuple[str, ...],
     max_attempts: int | None,
     max_participants: int | None,
+    reset_at: str | None,
     retain_entries: bool | None,
     wait: bool,
     wait_timeout: float,
@@ -141,6 +149,7 @@ def boards_create(
             "max_attempts": max_attempts,
             "max_participants": max_participants,
             "retain_entries": retain_entries,
+            "reset_offset_ms": None if reset_at is None else offset_ms(reset_at),
         }
         cfg, verb = _configure(producer, settings, board_id, given, parse_meta(meta))
     finally:
@@ -152,6 +161,24 @@ def boards_create(
     if wait:
         took = wait_registered(settings, cfg, wait_timeout)
         click.echo(f"board {board_id} registered by the sinks worker after {took:.2f}s")
+
+
+def offset_ms(text: str) -> int:
+    """Milliseconds of a ``--reset-at`` value: HH:MM, a duration like 5d12h30m, or ms."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+    if clock and int(clock[1]) < 24 and int(clock[2]) < 60:
+        return (int(clock[1]) * 60 + int(clock[2])) * 60_000
+    span = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?", value)
+    if value and span:
+        days, hours, minutes = (int(x or 0) for x in span.groups())
+        return ((days * 24 + hours) * 60 + minutes) * 60_000
+    raise click.BadParameter(
+        f"expected HH:MM, a duration such as 5d12h, or milliseconds (got {text!r})",
+        param_hint="--reset-at",
+    )
 
 
 def wait_registered(settings: Settings, cfg: LeaderboardConfigured, timeout: float) -> float:
@@ -201,6 +228,7 @@ def _configure(
             "max_attempts",
             "max_participants",
             "retain_entries",
+            "reset_offset_ms",
         )
         changed = [f for f in fixed if getattr(existing, f) != getattr(cfg, f)]
         if changed:

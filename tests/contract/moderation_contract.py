@@ -169,6 +169,31 @@ class ModerationContract:
         assert out.rejections[1].reason.startswith("max_participants: ")
         assert [c.source_offset for c in out.changes] == [0, 1, 1, 4, 5]
 
+    async def test_a_reset_offset_moves_the_periods_and_their_end(self, store: Any) -> None:
+        """A daily board reset at 04:00 UTC: 03:59 and 04:00 are two periods, and the first
+        ends at the next 04:00 plus the grace, on a later record's time."""
+        hour = 3_600_000
+        cfg = LeaderboardConfigured(
+            "board", reset_period=ResetPeriod.DAILY, reset_offset_ms=4 * hour
+        )
+        day = BASE + 25 * DAY  # 2026-11-26T00:00Z
+        (out,) = await store.apply(
+            [
+                (
+                    cfg,
+                    [
+                        rec(0, "e0", day + 4 * hour - 1, ("a", 1)),
+                        rec(1, "e1", day + 4 * hour, ("b", 2)),
+                        rec(2, "e2", day + 4 * hour + GRACE, ("c", 3)),  # ends 11-25's
+                        rec(3, "e3", day + 4 * hour - 2, ("d", 4)),  # late for 11-25
+                    ],
+                )
+            ]
+        )
+        assert [c.period for c in out.changes] == ["2026-11-25", "2026-11-26", "2026-11-27"]
+        assert [p for p, _ in out.periods_ended] == ["2026-11-25"]
+        assert [r.reason for r in out.rejections] == ["period 2026-11-25 is closed: late event"]
+
     @pytest.mark.parametrize("operator", [Operator.BEST, Operator.INCR, Operator.SET])
     async def test_moderated_random_sequences_match_the_model(
         self, store: Any, operator: Operator
@@ -184,6 +209,7 @@ class ModerationContract:
             max_attempts=3,
             max_participants=9,
             retain_entries=True,
+            reset_offset_ms=4 * 3_600_000,  # a daily reset at 04:00 UTC
         )
         players = [f"p{i}" for i in range(11)]
         records: list[SourceRecord] = []

@@ -18,6 +18,7 @@ from streams.events import (
     LeaderboardModerated,
     ModerationAction,
     Operator,
+    ResetPeriod,
     SortOrder,
 )
 from streams.validation import parse_board, parse_moderation
@@ -167,3 +168,50 @@ def test_dead_letter_reason_kinds() -> None:
     assert reason_kind(rules.limit_reason(cfg, "all", "ann", 1, 0) or "") == "max_attempts"
     assert reason_kind(rules.limit_reason(cfg, "all", "bob", 0, 1) or "") == "max_participants"
     assert reason_kind(rules.unknown_match_reason("e1")) == "moderation"
+
+
+HOUR = 3_600_000
+
+
+def test_a_daily_board_reset_at_four_runs_from_four_to_four() -> None:
+    cfg = LeaderboardConfigured("daily4", reset_period=ResetPeriod.DAILY, reset_offset_ms=4 * HOUR)
+    day = 1_795_651_200_000  # 2026-11-26T00:00:00Z
+    assert rules.board_period(cfg, day + 4 * HOUR - 1) == "2026-11-25"
+    assert rules.board_period(cfg, day + 4 * HOUR) == "2026-11-26"
+    assert rules.period_span(cfg, "2026-11-26") == (day + 4 * HOUR, day + 28 * HOUR)
+    assert rules.period_closes_at(cfg, "2026-11-26", 1000) == day + 28 * HOUR + 1000
+    plain = LeaderboardConfigured("daily", reset_period=ResetPeriod.DAILY)
+    assert rules.board_period(plain, day + 4 * HOUR - 1) == "2026-11-26"
+
+
+def test_a_weekly_board_from_saturday_noon() -> None:
+    offset = (5 * 24 + 12) * HOUR
+    cfg = LeaderboardConfigured("cup", reset_period=ResetPeriod.WEEKLY, reset_offset_ms=offset)
+    monday = 1_795_392_000_000  # 2026-11-23T00:00:00Z, ISO week 48
+    assert rules.board_period(cfg, monday + offset - 1) == "2026-W47"
+    assert rules.board_period(cfg, monday + offset) == "2026-W48"
+    assert rules.period_span(cfg, "2026-W48") == (monday + offset, monday + offset + 7 * 24 * HOUR)
+
+
+def test_reset_offsets_are_validated() -> None:
+    assert rules.reset_offset_reason(ResetPeriod.DAILY, 24 * HOUR) is not None
+    assert rules.reset_offset_reason(ResetPeriod.NONE, 1) is not None
+    assert rules.reset_offset_reason(ResetPeriod.MONTHLY, 27 * 24 * HOUR) is None
+    with pytest.raises(ValidationError, match="reset_offset_ms must be from 0 to 86399999"):
+        parse_board({"leaderboard_id": "d", "reset_period": "daily", "reset_offset_ms": -1})
+    cfg = parse_board({"leaderboard_id": "d", "reset_period": "daily", "reset_offset_ms": HOUR})
+    assert SingleObjectCodec().decode(SingleObjectCodec().encode(cfg)) == cfg
+
+
+def test_cli_reset_at() -> None:
+    import click
+
+    from processors.cli.boards import offset_ms
+
+    assert offset_ms("04:00") == 4 * HOUR
+    assert offset_ms("5d12h") == (5 * 24 + 12) * HOUR
+    assert offset_ms("90m") == 90 * 60_000
+    assert offset_ms("14400000") == 4 * HOUR
+    for bad in ("", "25:00", "4x"):
+        with pytest.raises(click.BadParameter):
+            offset_ms(bad)
