@@ -22,9 +22,11 @@ from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
     Operator,
+    PeriodClosed,
     ResetPeriod,
     ScoreEntry,
     SortOrder,
+    TimeSource,
 )
 from streams.testing import fold_log
 from tests.integration.conftest import Pipeline, wait_until
@@ -199,3 +201,62 @@ def test_tournament_limits_dead_letter_with_the_reason(pipeline: Pipeline) -> No
     assert "c is not admitted" in refused[1]
     report = asyncio.run(replay_board(pipeline.settings, cfg, verify=True))
     assert report.diffs and report.verified, report.diffs
+
+
+def test_a_daily_reset_at_four_closes_each_instance(pipeline: Pipeline) -> None:
+    """A recurring schedule: a daily board reset at 04:00 UTC (a backfill, ranked by the
+    claimed times) closes the instance that started at 04:00 with its final standings in
+    PostgreSQL (from 04:00 to 04:00) and a PeriodClosed."""
+    hour = 3_600_000
+    board = f"sched{uuid.uuid4().hex[:6]}"
+    cfg = LeaderboardConfigured(
+        board,
+        reset_period=ResetPeriod.DAILY,
+        reset_offset_ms=4 * hour,
+        time_source=TimeSource.CLIENT,
+    )
+    s = pipeline.settings
+    with LeaderboardProducer(s) as prod:
+        prod.configure(cfg)
+        prod.flush()
+    pipeline.start_worker()
+    pipeline.start_worker("sinks")
+    day = 1_795_132_800_000  # 2026-11-20T00:00:00Z
+    plan = [
+        (day + 4 * hour - 1, "early", 50),  # 03:59:59.999: the instance of 11-19
+        (day + 4 * hour, "ann", 10),  # 04:00: the instance of 11-20
+        (day + 20 * hour, "bob", 20),
+        (day + 28 * hour + s.period_grace_ms + 1, "cid", 5),  # ends the 11-20 instance
+    ]
+    with LeaderboardProducer(s) as prod:
+        for i, (at, pid, score) in enumerate(plan):
+            prod.submit(
+                MatchResultSubmitted(f"{board}-{i}", "m", board, at, (ScoreEntry(pid, score),))
+            )
+        prod.flush()
+
+    def closed() -> list[tuple[Any, ...]] | None:
+        with psycopg.connect(s.postgres_dsn) as conn:
+            found = conn.execute(
+                "SELECT period, (extract(epoch from period_start) * 1000)::bigint,"
+                " (extract(epoch from period_end) * 1000)::bigint, participant_count"
+                " FROM closed_periods WHERE leaderboard_id = %s ORDER BY period",
+                [board],
+            ).fetchall()
+        return found if len(found) == 2 else None
+
+    rows_ = wait_until(closed, 90)
+    assert rows_ == [
+        ("2026-11-19", day - 20 * hour, day + 4 * hour, 1),
+        ("2026-11-20", day + 4 * hour, day + 28 * hour, 2),
+    ]
+    codec = get_codec(s)
+    periods = wait_until(
+        lambda: [
+            codec.decode_as(m.value(), PeriodClosed).period
+            for m in read_to_end(s, s.topic(s.periods_topic))
+            if m.key() == board.encode()
+        ],
+        30,
+    )
+    assert sorted(periods)[:2] == ["2026-11-19", "2026-11-20"]
