@@ -215,3 +215,17 @@ def test_cli_reset_at() -> None:
     for bad in ("", "25:00", "4x"):
         with pytest.raises(click.BadParameter):
             offset_ms(bad)
+
+
+def test_the_scripts_derived_key_names_are_the_board_keys() -> None:
+    """rules.lua names bn, mx, at:<period> and h:<period> from the key base; BoardKeys (used
+    by the expiry of closed periods, clear and swap) must name the same keys."""
+    from projections.keys import BoardKeys
+
+    keys = BoardKeys("cup", "lb")
+    kb = f"{keys.base}:"
+    lua = (Path(__file__).parents[2] / "projections" / "lua" / "rules.lua").read_text()
+    for suffix in ("'bn'", "'mx'", "'at:'", "'h:'"):
+        assert f"kb .. {suffix}" in lua or f"lim.kb .. {suffix}" in lua, suffix
+    assert (keys.banned, keys.matches) == (kb + "bn", kb + "mx")
+    assert (keys.attempts("p"), keys.history("p")) == (kb + "at:p", kb + "h:p")
