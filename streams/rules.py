@@ -392,7 +392,29 @@ def moderation_reason(
         return None
     if event.participant_id is None:
         return f"{event.action.value} needs participant_id"
+    if event.period is not None:
+        bad = period_reason(config.reset_period, event.period)
+        if bad:
+            return bad
     return participant_reason(event.participant_id)
+
+
+def period_reason(reset: ResetPeriod, key: str) -> str | None:
+    """Why ``key`` names no period of a ``reset`` board, or None."""
+    example = {
+        ResetPeriod.NONE: ALL_TIME,
+        ResetPeriod.DAILY: "2026-11-26",
+        ResetPeriod.WEEKLY: "2026-W48",
+        ResetPeriod.MONTHLY: "2026-11",
+    }[reset]
+    try:
+        start, _ = period_bounds(reset, key)
+        ok = key == ALL_TIME if reset is ResetPeriod.NONE else period_key(reset, start) == key
+    except ValueError:
+        ok = False
+    if ok:
+        return None
+    return f"period {key!r} is not a {reset.value} period (e.g. {example!r})"
 
 
 def unknown_match_reason(event_id: str) -> str:

@@ -9,6 +9,7 @@ import click
 from processors.cli.common import wall_ms
 from processors.kafka.admin import require_topics
 from processors.kafka.producer import LeaderboardProducer, read_boards
+from streams import rules
 from streams.errors import LeaderboardError, UnknownLeaderboard
 from streams.events import LeaderboardModerated
 from streams.settings import get_settings
@@ -94,11 +95,9 @@ def _send(board: str, data: dict[str, str], issued_by: str | None) -> Leaderboar
     cfg = read_boards(settings).get(board)
     if cfg is None:
         raise UnknownLeaderboard(f"unknown leaderboard {board!r}: create it first")
-    if data["action"] == "void" and not cfg.retain_entries:
-        raise LeaderboardError(
-            f"leaderboard {board!r} does not retain entries: a match can be voided exactly only "
-            "on a board created with --retain-entries"
-        )
+    refused = rules.moderation_reason(cfg, event)  # what the worker would dead-letter at once
+    if refused:
+        raise LeaderboardError(f"moderation refused: {refused}")
     producer = LeaderboardProducer(settings)
     try:
         producer.connect(topic)

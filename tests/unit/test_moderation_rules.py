@@ -229,3 +229,17 @@ def test_the_scripts_derived_key_names_are_the_board_keys() -> None:
         assert f"kb .. {suffix}" in lua or f"lim.kb .. {suffix}" in lua, suffix
     assert (keys.banned, keys.matches) == (kb + "bn", kb + "mx")
     assert (keys.attempts("p"), keys.history("p")) == (kb + "at:p", kb + "h:p")
+
+
+def test_a_removal_names_a_period_of_the_board() -> None:
+    daily = LeaderboardConfigured("d", reset_period=ResetPeriod.DAILY)
+    remove = moderation(action=A.PARTICIPANT_REMOVED, period="2026-11-26")
+    assert rules.moderation_reason(daily, remove) is None
+    for bad in ("2026-11", "2026-13-01", "garbage", "2026-11-6"):
+        reason = rules.moderation_reason(
+            daily, moderation(action=A.PARTICIPANT_REMOVED, period=bad)
+        )
+        assert reason == f"period {bad!r} is not a daily period (e.g. '2026-11-26')"
+    plain = LeaderboardConfigured("p")
+    assert rules.moderation_reason(plain, moderation(period="all")) is None
+    assert "not a none period" in (rules.moderation_reason(plain, moderation(period="x")) or "")

@@ -13,6 +13,7 @@ from processors.gateway.errors import ApiError
 from processors.gateway.guards import ApiKey
 from processors.gateway.models import BoardId, now_ms
 from processors.kafka.producer import delivery_future
+from streams import rules
 from streams.errors import LeaderboardError
 from streams.validation import ModerationIn
 
@@ -38,7 +39,9 @@ def key_id(key: str | None) -> str:
         202: {"description": "the moderation event was written to the board's score log"},
         400: {"description": "a malformed request (unknown action, missing target or reason)"},
         404: {"description": "unknown leaderboard"},
-        422: {"description": "the board cannot take it (void without retain_entries)"},
+        422: {
+            "description": "the board cannot take it (a void without retain_entries, a bad period)"
+        },
     },
 )
 async def moderate(
@@ -57,14 +60,10 @@ async def moderate(
     """
     state.keys.admin(key)
     cfg = await state.board_cfg(board)
-    if body.action == "void" and not cfg.retain_entries:
-        raise ApiError(
-            422,
-            f"leaderboard {board!r} does not retain entries: a match can be voided exactly only "
-            "on a board created with retain_entries",
-            code="refused",
-        )
     event = body.to_event(board, key_id(key), now_ms())
+    refused = rules.moderation_reason(cfg, event)  # what the worker would dead-letter at once
+    if refused:
+        raise ApiError(422, f"moderation refused: {refused}", code="refused")
     delivered, on_delivery = delivery_future(asyncio.get_running_loop())
     producer.moderate(event, on_delivery=on_delivery)
     try:
