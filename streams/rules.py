@@ -410,7 +410,7 @@ def period_reason(reset: ResetPeriod, key: str) -> str | None:
     try:
         start, _ = period_bounds(reset, key)
         ok = key == ALL_TIME if reset is ResetPeriod.NONE else period_key(reset, start) == key
-    except ValueError:
+    except (ValueError, OverflowError):  # e.g. a year of 30 digits
         ok = False
     if ok:
         return None

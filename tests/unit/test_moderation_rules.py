@@ -235,7 +235,7 @@ def test_a_removal_names_a_period_of_the_board() -> None:
     daily = LeaderboardConfigured("d", reset_period=ResetPeriod.DAILY)
     remove = moderation(action=A.PARTICIPANT_REMOVED, period="2026-11-26")
     assert rules.moderation_reason(daily, remove) is None
-    for bad in ("2026-11", "2026-13-01", "garbage", "2026-11-6"):
+    for bad in ("2026-11", "2026-13-01", "garbage", "2026-11-6", "9" * 25 + "-01-01"):
         reason = rules.moderation_reason(
             daily, moderation(action=A.PARTICIPANT_REMOVED, period=bad)
         )
@@ -243,3 +243,11 @@ def test_a_removal_names_a_period_of_the_board() -> None:
     plain = LeaderboardConfigured("p")
     assert rules.moderation_reason(plain, moderation(period="all")) is None
     assert "not a none period" in (rules.moderation_reason(plain, moderation(period="x")) or "")
+    monthly = LeaderboardConfigured("m", reset_period=ResetPeriod.MONTHLY)
+    weekly = LeaderboardConfigured("w", reset_period=ResetPeriod.WEEKLY)
+    for cfg, bad in (
+        (monthly, "9" * 25 + "-01"),
+        (weekly, "9" * 25 + "-W01"),
+        (weekly, "2026-W99"),
+    ):
+        assert rules.moderation_reason(cfg, moderation(period=bad)) is not None
