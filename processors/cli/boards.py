@@ -154,9 +154,20 @@ def boards_create(
         cfg, verb = _configure(producer, settings, board_id, given, parse_meta(meta))
     finally:
         producer.close()
+    extras = [
+        f"{name} {value}"
+        for name, value in (
+            ("max-attempts", cfg.max_attempts),
+            ("max-participants", cfg.max_participants),
+            ("reset-offset-ms", cfg.reset_offset_ms or None),
+            ("retain-entries", "on" if cfg.retain_entries else None),
+        )
+        if value is not None
+    ]
     click.echo(
         f"{verb} board {board_id}: sort {cfg.sort_order}, operator {cfg.operator}, "
         f"period {cfg.reset_period}, top-n {cfg.watch_top_n}, time {cfg.time_source}"
+        + "".join(f", {extra}" for extra in extras)
     )
     if wait:
         took = wait_registered(settings, cfg, wait_timeout)
