@@ -214,6 +214,12 @@ async def _postgres_records(
                             batch.append(_record(board, current, entries))
                             entries = []
                         current = [part, off, eid, mid, at]
+                    if op not in _OPERATORS:  # a moderation's row: its command is in the log
+                        raise LeaderboardError(
+                            f"leaderboard {board!r} was moderated ({op} at offset {off}): the "
+                            "audit keeps its outcome, not the command; replay it with "
+                            "--source kafka"
+                        )
                     entries.append(ScoreEntry(pid, score, Operator(op)))
                 if len(batch) >= CHUNK or (not rows and batch):
                     yield batch
@@ -222,6 +228,9 @@ async def _postgres_records(
                     break
             if current is not None:
                 yield [_record(board, current, entries)]
+
+
+_OPERATORS = frozenset(str(o) for o in Operator)
 
 
 def _record(
@@ -379,7 +388,7 @@ async def _replay_kafka(
                 decoded = []
                 for raw in raws:
                     try:
-                        ev = projector.codec.decode_as(raw.value or b"", MatchResultSubmitted)
+                        ev = projector.decode_score(raw.value or b"")
                     except DecodeError:
                         continue  # live dead-lettered it
                     decoded.append((raw, ev))

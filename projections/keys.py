@@ -64,6 +64,24 @@ class BoardKeys:
         return f"{self.base}:a:{period}"
 
     @property
+    def banned(self) -> str:
+        """Hash: banned participant → the ban's event id (lua/rules.lua ``bn``)."""
+        return f"{self.base}:bn"
+
+    @property
+    def matches(self) -> str:
+        """Hash of a retain_entries board: match event id → its period and members (``mx``)."""
+        return f"{self.base}:mx"
+
+    def attempts(self, period: str) -> str:
+        """Hash of a board with tournament limits: participant → matches applied in ``period``."""
+        return f"{self.base}:at:{period}"
+
+    def history(self, period: str) -> str:
+        """Hash of a retain_entries board: participant → its applied entries in ``period``."""
+        return f"{self.base}:h:{period}"
+
+    @property
     def pattern(self) -> str:
         """SCAN pattern matching every key of the board."""
         return f"{self.prefix}:{{{_escape_glob(self.board)}}}:*"

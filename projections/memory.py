@@ -96,7 +96,13 @@ class MemoryStore(Neighbours):
                 else:
                     new_wm = rec.offset
                     result = board.model.apply_valid(
-                        rec.partition, rec.offset, rec.event, valid, refusal, at=rec.time
+                        rec.partition,
+                        rec.offset,
+                        rec.event,
+                        valid,
+                        refusal,
+                        at=rec.time,
+                        moderation=rec.moderation,
                     )
                     board.outbox[rec.offset] = result
                 outcome.offsets.append(rec.offset)

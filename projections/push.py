@@ -90,7 +90,7 @@ async def current_period(client: aioredis.Redis, cfg: LeaderboardConfigured) -> 
     found = [_text(p) for p in [*opened, *ended]]
     if found:
         return max(found)
-    return rules.period_key(cfg.reset_period, int(time.time() * 1000))
+    return rules.board_period(cfg, int(time.time() * 1000))
 
 
 async def read_top(

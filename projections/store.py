@@ -15,6 +15,7 @@ from projections.scripts import APPLY, SWAP_LUA, Call, ProjectionLost
 from streams import rules
 from streams.events import (
     LeaderboardConfigured,
+    LeaderboardModerated,
     MatchResultSubmitted,
     Operator,
     ParticipantNotified,
@@ -38,6 +39,8 @@ class SourceRecord:
     offset: int
     event: MatchResultSubmitted
     at: int | None = None
+    #: set when the record is a moderation: ``event`` is then its carrier (see ``moderation``)
+    moderation: LeaderboardModerated | None = None
 
     @property
     def time(self) -> int:
@@ -318,6 +321,9 @@ class Prepared:
     period: str
     entries: list[tuple[int, str, int, str, str]] = field(default_factory=list)
     refusal: str = ""
+    #: a moderation's action and target ("" for a match)
+    action: str = ""
+    target: str = ""
 
 
 def prepare_batch(
@@ -333,8 +339,14 @@ def prepare_batch(
     prepared: list[Prepared] = []
     for rec in records:
         ev = rec.event
-        item = Prepared(rec, rules.period_key(config.reset_period, rec.time))
+        mod = rec.moderation
+        period = mod.period if mod is not None and mod.period else None
+        item = Prepared(rec, period or rules.board_period(config, rec.time))
         periods.setdefault(item.period, len(periods) + 1)
+        if mod is not None:
+            item.action, item.target = mod.action.value, mod.target
+            prepared.append(item)
+            continue
         item.refusal = rules.entries_refusal(ev.entries)
         if item.refusal:
             prepared.append(item)
@@ -375,7 +387,9 @@ def apply_call(
     ]
     partition = prepared[0].rec.partition if prepared else 0
     cut = rules.closing_cut(config, grace_ms)
-    head: list[Any] = [partition, str(config.sort_order), *board_args, *dedup, cut, len(periods)]
+    head: list[Any] = [partition, str(config.sort_order), *board_args, *dedup, cut]
+    head += [_limit(config.max_attempts), _limit(config.max_participants)]
+    head += [int(config.retain_entries), f"{keys.base}:", len(periods)]
     for period in periods:
         key_list += [keys.zset(period), keys.members(period)]
         if directory:
@@ -386,10 +400,22 @@ def apply_call(
         ev = item.rec.event
         entries = item.entries if mine is None else [e for e in item.entries if mine(e[1])]
         body += [item.rec.offset, ev.event_id, item.rec.time, periods[item.period]]
-        body += [item.refusal, len(entries)]
+        body += [item.refusal, item.action, item.target, len(entries)]
         for entry in entries:
             body += entry
     return key_list, [*head, len(prepared), *body, guard_key or ""]
+
+
+def _limit(value: int | None) -> int:
+    return -1 if value is None else value
+
+
+def moderation_carrier(mod: LeaderboardModerated) -> MatchResultSubmitted:
+    """The match-shaped record a moderation travels as through the apply: its event id and
+    time, no entry, and ``match_id`` naming who did it and why (what the audit keeps)."""
+    return MatchResultSubmitted(
+        mod.event_id, f"{mod.issued_by}: {mod.reason}", mod.leaderboard_id, mod.occurred_at, ()
+    )
 
 
 def add_result(outcome: BoardOutcome, rec: SourceRecord, res: RecordResult) -> None:
@@ -426,5 +452,6 @@ __all__ = [
     "SourceRecord",
     "add_result",
     "apply_call",
+    "moderation_carrier",
     "prepare_batch",
 ]

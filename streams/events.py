@@ -135,6 +135,13 @@ class LeaderboardConfigured:
     status: BoardStatus = BoardStatus.ACTIVE
     closed_at: int | None = None
     time_source: TimeSource = TimeSource.LOG
+    #: tournament limits per period (None: no limit); see rules.limit_reason
+    max_attempts: int | None = None
+    max_participants: int | None = None
+    #: keep every applied entry per participant and period, so matches can be voided exactly
+    retain_entries: bool = False
+    #: each period instance starts this long after its UTC calendar start (rules.board_period)
+    reset_offset_ms: int = 0
 
     def to_avro(self) -> dict[str, Any]:
         """Plain dict in the shape of the Avro schema."""
@@ -159,7 +166,62 @@ class LeaderboardConfigured:
             status=BoardStatus(d.get("status") or "active"),
             closed_at=_millis_opt(d.get("closed_at")),
             time_source=TimeSource(d.get("time_source") or "log"),
+            max_attempts=d.get("max_attempts"),
+            max_participants=d.get("max_participants"),
+            retain_entries=bool(d.get("retain_entries") or False),
+            reset_offset_ms=int(d.get("reset_offset_ms") or 0),
         )
+
+
+class ModerationAction(StrEnum):
+    """What a LeaderboardModerated did."""
+
+    PARTICIPANT_REMOVED = "participant_removed"
+    MATCH_VOIDED = "match_voided"
+    PARTICIPANT_BANNED = "participant_banned"
+    PARTICIPANT_UNBANNED = "participant_unbanned"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaderboardModerated:
+    """An operator moderated a board (remove, void, ban, unban): a record of the scores topic,
+    on the board's partition, so it applies in exact order with the scores."""
+
+    SCHEMA: ClassVar[str] = "io.leaderboard.events.LeaderboardModerated"
+
+    event_id: str
+    leaderboard_id: str
+    action: ModerationAction
+    issued_by: str
+    reason: str
+    occurred_at: int
+    participant_id: str | None = None
+    voided_event_id: str | None = None
+    period: str | None = None
+
+    def to_avro(self) -> dict[str, Any]:
+        """Plain dict in the shape of the Avro schema."""
+        d = asdict(self)
+        d["action"] = self.action.value
+        return d
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> LeaderboardModerated:
+        """Build from a decoded Avro dict."""
+        return cls(
+            **{
+                **d,
+                "action": ModerationAction(d["action"]),
+                "occurred_at": _millis(d["occurred_at"]),
+            }
+        )
+
+    @property
+    def target(self) -> str:
+        """The participant or voided event id the action is about."""
+        if self.action is ModerationAction.MATCH_VOIDED:
+            return self.voided_event_id or ""
+        return self.participant_id or ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,7 +501,11 @@ Event = (
     | ParticipantsNotified
     | PeriodClosed
     | ParticipantProfileUpdated
+    | LeaderboardModerated
 )
+
+#: What the scores topic carries: match results (clock marks among them) and moderations.
+ScoreTopicEvent = MatchResultSubmitted | LeaderboardModerated
 
 #: Full Avro name → event class.
 EVENT_TYPES: dict[str, type[Any]] = {
@@ -452,6 +518,7 @@ EVENT_TYPES: dict[str, type[Any]] = {
         ParticipantsNotified,
         PeriodClosed,
         ParticipantProfileUpdated,
+        LeaderboardModerated,
     )
 }
 

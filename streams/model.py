@@ -17,8 +17,11 @@ from dataclasses import dataclass, field
 from streams import rules
 from streams.events import (
     LeaderboardConfigured,
+    LeaderboardModerated,
     MatchResultSubmitted,
+    ModerationAction,
     NotificationKind,
+    Operator,
     ParticipantNotified,
     RankChange,
     ScoreEntry,
@@ -64,6 +67,11 @@ class Standings:
         self.order.insert(at, row)
         return at + 1
 
+    def remove(self, participant_id: str) -> None:
+        """Take a participant off the standings (it must be on them)."""
+        row = self.members.pop(participant_id)
+        del self.order[bisect.bisect_left(self.order, row)]
+
     def window(self, start: int, stop: int) -> list[tuple[int, str]]:
         """Rows ``start..stop`` (0-based, inclusive, negative from the end), as ZRANGE."""
         n = len(self.order)
@@ -107,6 +115,14 @@ class ModelBoard:
     metadata: dict[str, dict[str, str]] = field(default_factory=dict)
     max_time: int = -1
     version: int = 0
+    #: banned participant -> the event id of the ban
+    banned: dict[str, str] = field(default_factory=dict)
+    #: period -> participant -> matches applied (kept only with tournament limits)
+    attempts: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: period -> participant -> retained entries (prefix, operator, submitted), retain_entries
+    history: dict[str, dict[str, list[tuple[str, Operator, int]]]] = field(default_factory=dict)
+    #: retained match event id -> (period, members "prefix+participant" of its entries)
+    matches: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
 
     @property
     def scores(self) -> dict[str, dict[str, int]]:
@@ -133,6 +149,26 @@ class ModelBoard:
         result = self.apply_valid(0, offset, record, valid, refusal, at=at)
         return [r for _, r in result.rejections]
 
+    def moderate(
+        self, offset: int, event: LeaderboardModerated, log_time: int | None = None
+    ) -> list[str]:
+        """Apply one moderation with every rule; returns the reasons it was refused (if so)."""
+        reason = rules.moderation_reason(self.config, event) or rules.event_time_reason(
+            event.occurred_at, log_time
+        )
+        if reason:
+            return [reason]
+        carrier = MatchResultSubmitted(
+            event.event_id,
+            f"{event.issued_by}: {event.reason}",
+            event.leaderboard_id,
+            event.occurred_at,
+            (),
+        )
+        at = rules.ranking_time(self.config, carrier, log_time)
+        result = self.apply_valid(0, offset, carrier, (), at=at, moderation=event)
+        return [r for _, r in result.rejections]
+
     def tick(self, offset: int, log_time: int) -> RecordResult:
         """A clock mark at ``log_time``: the board's time moves on, ending what it ends."""
         mark = MatchResultSubmitted("", "", self.config.leaderboard_id, log_time, ())
@@ -147,6 +183,7 @@ class ModelBoard:
         refusal: str = "",
         *,
         at: int | None = None,
+        moderation: LeaderboardModerated | None = None,
     ) -> RecordResult:
         """Apply the entries of one record that passed ``rules.entry_reject_reason``.
 
@@ -154,13 +191,17 @@ class ModelBoard:
         refusal decided before (``refusal``: invalid entries) or a result out of range (the
         whole match refused), then each entry (score, rank, notices), then the periods the
         record's time ends. ``at`` is the record's ranking time (default: its claimed time);
-        a record with an empty event id is a clock mark, which only moves the time.
+        a record with an empty event id is a clock mark, which only moves the time. A
+        ``moderation`` (``record`` is then its carrier) goes through the same checks, a ban or
+        a void without the late one, then applies instead of entries.
         """
         cfg = self.config
         out = RecordResult()
         if at is None:
             at = record.occurred_at
-        period = rules.period_key(cfg.reset_period, at)
+        period = rules.board_period(cfg, at)
+        if moderation is not None and moderation.period:
+            period = moderation.period
         closes = rules.period_closes_at(cfg, period, self.grace_ms)
         mark = not record.event_id
         # a board closed since its periods opened: every open period ends at the cut at the
@@ -176,7 +217,12 @@ class ModelBoard:
         if mark:
             self._advance(at, out)
             return out
-        if period in self.ended or (closes != rules.NEVER and self.max_time >= closes):
+        timeless = moderation is not None and (
+            moderation.action is not ModerationAction.PARTICIPANT_REMOVED
+        )
+        if not timeless and (
+            period in self.ended or (closes != rules.NEVER and self.max_time >= closes)
+        ):
             # ended, or would have ended had it been opened: the board's time is past it
             out.rejections.append((None, f"period {period} is closed: late event"))
             return out
@@ -192,10 +238,18 @@ class ModelBoard:
         if record.event_id in self.seen_events:
             out.rejections.append((None, f"duplicate event id {record.event_id}"))
             return out
+        if moderation is not None:
+            refused = self._moderate(partition, offset, record, moderation, period, at, out)
+            if refused:
+                out.rejections.append((None, refused))
+                return out
+            self.seen_events[record.event_id] = at
+            self._advance(at, out)
+            return out
         table = self.periods.get(period)
         if table is None:
             table = Standings()
-        overflow = refusal or self._overflow(table, entries)
+        overflow = refusal or self._overflow(table, entries) or self._limits(period, entries)
         if overflow:
             out.rejections.append((None, overflow))
             return out
@@ -205,8 +259,140 @@ class ModelBoard:
         table = self.periods.setdefault(period, table)
         for idx, entry in entries:
             self._apply_entry(partition, offset, record, at, period, table, idx, entry, out)
+        if cfg.retain_entries:
+            self._retain(offset, record, at, period, entries)
         self._advance(at, out)
         return out
+
+    def _limits(self, period: str, entries: Sequence[tuple[int, ScoreEntry]]) -> str | None:
+        """Why bans or tournament limits refuse the match (``rules.banned_reason``,
+        ``rules.limit_reason``), or None; counts its attempts when they do not."""
+        for _, entry in entries:
+            if entry.participant_id in self.banned:
+                return rules.banned_reason(entry.participant_id)
+        cfg = self.config
+        if cfg.max_attempts is None and cfg.max_participants is None:
+            return None
+        used = self.attempts.setdefault(period, {})
+        admitted = len(used)
+        order = list(dict.fromkeys(entry.participant_id for _, entry in entries))
+        for pid in order:
+            count = used.get(pid, 0)
+            reason = rules.limit_reason(cfg, period, pid, count, admitted)
+            if reason:
+                return reason
+            admitted += count == 0
+        for pid in order:
+            used[pid] = used.get(pid, 0) + 1
+        return None
+
+    def _retain(
+        self,
+        offset: int,
+        record: MatchResultSubmitted,
+        at: int,
+        period: str,
+        entries: Sequence[tuple[int, ScoreEntry]],
+    ) -> None:
+        """Keep the match's applied entries (retain_entries boards), for exact voids."""
+        rows = self.history.setdefault(period, {})
+        members = []
+        for idx, entry in entries:
+            pre = rules.member(at, offset, idx, "")
+            op = entry.operator or self.config.operator
+            rows.setdefault(entry.participant_id, []).append((pre, op, entry.score))
+            members.append(pre + entry.participant_id)
+        self.matches[record.event_id] = (period, members)
+
+    def _moderate(
+        self,
+        partition: int,
+        offset: int,
+        record: MatchResultSubmitted,
+        mod: LeaderboardModerated,
+        period: str,
+        at: int,
+        out: RecordResult,
+    ) -> str | None:
+        """Apply one moderation; returns why it is refused (nothing changed), or None."""
+        target = mod.target
+        if mod.action is ModerationAction.PARTICIPANT_BANNED:
+            self.banned[target] = record.event_id
+            return None
+        if mod.action is ModerationAction.PARTICIPANT_UNBANNED:
+            self.banned.pop(target, None)
+            return None
+        sort = self.config.sort_order
+
+        def change(
+            i: int, name: str, pid: str, old: tuple[int | None, int | None], new: tuple[int, int]
+        ) -> None:
+            self.version += 1
+            out.changes.append(
+                RankChange(
+                    version=self.version,
+                    period=name,
+                    participant_id=pid,
+                    old_rank=old[0],
+                    new_rank=new[0],
+                    old_score=old[1],
+                    new_score=new[1],
+                    submitted_score=0,
+                    operator=mod.action.value,
+                    event_id=record.event_id,
+                    match_id=record.match_id,
+                    entry_index=i,
+                    occurred_at=at,
+                    source_partition=partition,
+                    claimed_at=None if record.occurred_at == at else record.occurred_at,
+                    source_offset=offset,
+                )
+            )
+
+        if mod.action is ModerationAction.PARTICIPANT_REMOVED:
+            table = self.periods.get(period)
+            if table is None or target not in table.members:
+                return f"participant {target} has no record in period {period}"
+            gone_row = table.members[target]
+            old = (table.rank_of(gone_row), self._score(gone_row[0]))
+            table.remove(target)
+            self.history.get(period, {}).pop(target, None)
+            change(0, period, target, old, (0, 0))
+            return None
+        found = self.matches.get(target)
+        if found is None:
+            return rules.unknown_match_reason(target)
+        name, members = found
+        if name in self.ended:
+            return f"period {name} is closed: its final standings stay as they are"
+        table = self.periods.setdefault(name, Standings())
+        rows = self.history.setdefault(name, {})
+        drop: dict[str, set[str]] = {}
+        for m in members:
+            drop.setdefault(rules.participant_of(m), set()).add(m[: rules.TIEBREAK_WIDTH])
+        for i, (pid, gone) in enumerate(drop.items()):
+            keep = [r for r in rows.get(pid, []) if r[0] not in gone]
+            row = table.members.get(pid)
+            before: tuple[int | None, int | None] = (None, None)
+            if row is not None:
+                before = (table.rank_of(row), self._score(row[0]))
+            refolded = rules.refold(keep, sort)
+            if refolded is None:
+                if row is not None:
+                    table.remove(pid)
+                rows.pop(pid, None)
+                new = (0, 0)
+            else:
+                score, pre = refolded
+                mem = pre + pid
+                if row is None or row != (rules.sort_key(score, sort), mem):
+                    table.put(pid, rules.sort_key(score, sort), mem)
+                rows[pid] = keep
+                new = (table.rank(pid) or 0, score)
+            if row is not None or new[0]:
+                change(i, name, pid, before, new)
+        del self.matches[target]
+        return None
 
     def _advance(self, at: int, out: RecordResult) -> None:
         """Move the board's time to ``at`` (if later): end the periods it passes, move the

@@ -11,7 +11,9 @@ from datetime import UTC, date, datetime, timedelta
 from streams.events import (
     BoardStatus,
     LeaderboardConfigured,
+    LeaderboardModerated,
     MatchResultSubmitted,
+    ModerationAction,
     Operator,
     ResetPeriod,
     ScoreEntry,
@@ -129,11 +131,39 @@ def period_bounds(reset: ResetPeriod, key: str) -> tuple[int, int]:
     return _ms(start), _ms(end)
 
 
+#: Longest reset offset per period kind (exclusive): one period (28 days for monthly).
+MAX_RESET_OFFSET_MS = {
+    ResetPeriod.NONE: 1,
+    ResetPeriod.DAILY: 86_400_000,
+    ResetPeriod.WEEKLY: 7 * 86_400_000,
+    ResetPeriod.MONTHLY: 28 * 86_400_000,
+}
+
+
+def board_period(config: LeaderboardConfigured, at: int) -> str:
+    """The period of a board a time belongs to: the calendar period of ``at`` minus the board's
+    reset offset, so an instance of a daily board reset at 04:00 UTC runs from 04:00 to 04:00
+    and is named by the day it starts."""
+    return period_key(config.reset_period, at - config.reset_offset_ms)
+
+
+def reset_offset_reason(reset: ResetPeriod, offset_ms: int) -> str | None:
+    """Why a reset offset is refused for a reset period, or None."""
+    limit = MAX_RESET_OFFSET_MS[reset]
+    if reset is ResetPeriod.NONE and offset_ms:
+        return "reset_offset_ms needs a reset period (daily, weekly or monthly)"
+    if not 0 <= offset_ms < limit:
+        return f"reset_offset_ms must be from 0 to {limit - 1} for a {reset.value} board"
+    return None
+
+
 def period_span(config: LeaderboardConfigured, key: str) -> tuple[int, int]:
-    """[start, end) of a board's period: the calendar period cut to the tournament window and
-    to the board's closing. An end of NEVER: the period never ends; a start of NEVER: it has
-    no start."""
+    """[start, end) of a board's period: the calendar period moved by the reset offset, cut to
+    the tournament window and to the board's closing. An end of NEVER: the period never ends;
+    a start of NEVER: it has no start."""
     start, end = period_bounds(config.reset_period, key)
+    if config.reset_period is not ResetPeriod.NONE:
+        start, end = start + config.reset_offset_ms, end + config.reset_offset_ms
     for cut in (config.ends_at, closed_at(config)):
         if cut is not None:
             end = cut if end == NEVER else min(end, cut)
@@ -307,6 +337,107 @@ def entries_refusal(entries: Sequence[ScoreEntry]) -> str:
         for idx, entry in enumerate(entries)
         if (reason := entry_reject_reason(entry.score, entry.participant_id))
     )
+
+
+def banned_reason(participant_id: str) -> str:
+    """Why a match with a banned participant is refused (the dead-letter reason ``banned``)."""
+    return f"banned: participant {participant_id} is banned from this board"
+
+
+def limit_reason(
+    config: LeaderboardConfigured,
+    period: str,
+    participant_id: str,
+    used: int,
+    admitted: int,
+) -> str | None:
+    """Why a tournament limit refuses one participant of a match, or None.
+
+    ``used`` is how many matches the participant already has in ``period`` (0: a newcomer) and
+    ``admitted`` how many participants the period has admitted so far (including earlier
+    newcomers of the same match). A match applies whole or not at all, so one refusal refuses
+    it; a refused match uses no attempt and admits no one.
+    """
+    if config.max_attempts is not None and used >= config.max_attempts:
+        return (
+            f"max_attempts: participant {participant_id} has used its "
+            f"{config.max_attempts} attempts of period {period}"
+        )
+    if used == 0 and config.max_participants is not None and admitted >= config.max_participants:
+        return (
+            f"max_participants: period {period} is full "
+            f"({config.max_participants} participants); {participant_id} is not admitted"
+        )
+    return None
+
+
+def moderation_reason(
+    config: LeaderboardConfigured | None, event: LeaderboardModerated
+) -> str | None:
+    """Why a moderation event cannot apply, judged on the configuration and the event alone."""
+    if config is None:
+        return f"unknown leaderboard {event.leaderboard_id!r}"
+    if not event.event_id:
+        return "event_id is empty"
+    if not event.issued_by.strip():
+        return "moderation without issued_by: name who did it"
+    if event.action is ModerationAction.MATCH_VOIDED:
+        if not event.voided_event_id:
+            return "match_voided needs voided_event_id"
+        if not config.retain_entries:
+            return (
+                f"leaderboard {config.leaderboard_id!r} does not retain entries: a match can be "
+                "voided exactly only on a board created with retain_entries"
+            )
+        return None
+    if event.participant_id is None:
+        return f"{event.action.value} needs participant_id"
+    if event.period is not None:
+        bad = period_reason(config.reset_period, event.period)
+        if bad:
+            return bad
+    return participant_reason(event.participant_id)
+
+
+def period_reason(reset: ResetPeriod, key: str) -> str | None:
+    """Why ``key`` names no period of a ``reset`` board, or None."""
+    example = {
+        ResetPeriod.NONE: ALL_TIME,
+        ResetPeriod.DAILY: "2026-11-26",
+        ResetPeriod.WEEKLY: "2026-W48",
+        ResetPeriod.MONTHLY: "2026-11",
+    }[reset]
+    try:
+        start, _ = period_bounds(reset, key)
+        ok = key == ALL_TIME if reset is ResetPeriod.NONE else period_key(reset, start) == key
+    except (ValueError, OverflowError):  # e.g. a year of 30 digits
+        ok = False
+    if ok:
+        return None
+    return f"period {key!r} is not a {reset.value} period (e.g. {example!r})"
+
+
+def unknown_match_reason(event_id: str) -> str:
+    """Why a void finds nothing to revert."""
+    return f"match {event_id} is not applied on this board (unknown, refused or already voided)"
+
+
+def refold(rows: Iterable[tuple[str, Operator, int]], sort: SortOrder) -> tuple[int, str] | None:
+    """A participant's score and tie-break prefix from its retained entries, in log order.
+
+    ``rows`` are (tie-break prefix, operator, submitted score) of each applied entry; the
+    result is what applying them one after the other leaves: the score and the prefix of the
+    entry that last moved it (None: no entry). A void refolds without the voided match's
+    entries, which is exact for every operator: later entries keep their own results.
+    """
+    score: int | None = None
+    prefix = ""
+    for pre, op, sub in rows:
+        new = combine(op, score, sub, sort)
+        if score is None or new != score:
+            prefix = pre
+        score = new
+    return None if score is None else (score, prefix)
 
 
 def percentile(rank: int, count: int) -> float:

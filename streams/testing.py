@@ -19,6 +19,7 @@ from streams.events import (
     CLOCK_KEY,
     Event,
     LeaderboardConfigured,
+    LeaderboardModerated,
     MatchResultSubmitted,
     is_clock_mark,
 )
@@ -142,8 +143,16 @@ def fold_log(
         kind, ms = msg.timestamp()
         log_time = int(ms) if kind == LOG_APPEND_TIME else None
         try:
-            ev = codec.decode_as(msg.value() or b"", MatchResultSubmitted)
+            ev = codec.decode(msg.value() or b"")
         except DecodeError:
+            continue
+        if isinstance(ev, LeaderboardModerated):
+            if ev.leaderboard_id in models:
+                board = ev.leaderboard_id
+                if msg.key() == board.encode() and msg.partition() == homes[board]:
+                    rows[board].append((msg.offset(), (ev, log_time)))
+            continue
+        if not isinstance(ev, MatchResultSubmitted):
             continue
         if is_clock_mark(ev):
             if msg.key() == CLOCK_KEY and log_time is not None:
@@ -166,6 +175,8 @@ def fold_log(
         for off, (ev, at) in sorted(own + ticks, key=lambda r: r[0]):
             if ev is None:
                 model.tick(off, at)
+            elif isinstance(ev, LeaderboardModerated):
+                model.moderate(off, ev, at)
             else:
                 model.apply(off, ev, at)
     return models

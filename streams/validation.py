@@ -16,7 +16,9 @@ from streams.errors import ValidationError
 from streams.events import (
     BoardStatus,
     LeaderboardConfigured,
+    LeaderboardModerated,
     MatchResultSubmitted,
+    ModerationAction,
     Operator,
     ResetPeriod,
     ScoreEntry,
@@ -25,13 +27,16 @@ from streams.events import (
 )
 
 __all__ = [
+    "MODERATION_ACTIONS",
     "BoardConfigIn",
     "MatchResultIn",
+    "ModerationIn",
     "ScoreEntryIn",
     "check_match",
     "format_errors",
     "parse_board",
     "parse_match",
+    "parse_moderation",
     "parse_time",
 ]
 
@@ -168,6 +173,10 @@ class BoardConfigIn(_Strict):
     status: BoardStatus = BoardStatus.ACTIVE
     closed_at: int | None = None
     time_source: TimeSource = TimeSource.LOG
+    max_attempts: int | None = Field(None, ge=1, le=2**31 - 1)
+    max_participants: int | None = Field(None, ge=1, le=2**31 - 1)
+    retain_entries: bool = False
+    reset_offset_ms: int = 0
 
     @field_validator("leaderboard_id")
     @classmethod
@@ -184,6 +193,15 @@ class BoardConfigIn(_Strict):
         if self.starts_at is not None and self.ends_at is not None:
             if self.ends_at <= self.starts_at:
                 raise ValueError("ends_at must be after starts_at")
+        bad_offset = rules.reset_offset_reason(self.reset_period, self.reset_offset_ms)
+        if bad_offset:
+            raise ValueError(bad_offset)
+        limits = self.max_attempts, self.max_participants
+        if "shards" in self.metadata and (self.retain_entries or limits != (None, None)):
+            raise ValueError(
+                "max_attempts, max_participants and retain_entries need a plain board "
+                "(no shards metadata)"
+            )
         return self
 
     def to_event(self, configured_at: int | None = None) -> LeaderboardConfigured:
@@ -201,6 +219,10 @@ class BoardConfigIn(_Strict):
             status=self.status,
             closed_at=self.closed_at,
             time_source=self.time_source,
+            max_attempts=self.max_attempts,
+            max_participants=self.max_participants,
+            retain_entries=self.retain_entries,
+            reset_offset_ms=self.reset_offset_ms,
         )
 
 
@@ -240,6 +262,74 @@ def format_errors(exc: pydantic.ValidationError) -> str:
             msg = f"{err['msg']} (got {shown})"
         parts.append(f"{_loc(loc)}: {msg}")
     return "; ".join(parts)
+
+
+#: The operator's verbs (CLI, HTTP) and the event action each writes.
+MODERATION_ACTIONS = {
+    "remove": ModerationAction.PARTICIPANT_REMOVED,
+    "void": ModerationAction.MATCH_VOIDED,
+    "ban": ModerationAction.PARTICIPANT_BANNED,
+    "unban": ModerationAction.PARTICIPANT_UNBANNED,
+}
+
+
+class ModerationIn(_Strict):
+    """A moderation as an operator asks for it: remove / ban / unban a participant, or void
+    one match by its event id; always with a reason."""
+
+    action: Annotated[str, Field(pattern="^(remove|void|ban|unban)$")]
+    participant_id: ParticipantId | None = None
+    event_id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        None, description="void: the event id of the match to void"
+    )
+    period: Annotated[str, Field(min_length=1, max_length=32)] | None = Field(
+        None, description="remove: the period (default: the current one)"
+    )
+    reason: Annotated[str, Field(min_length=1, max_length=500)]
+
+    @model_validator(mode="after")
+    def _target(self) -> ModerationIn:
+        if self.action == "void":
+            if self.event_id is None or self.participant_id is not None:
+                raise ValueError("void takes the match's event_id (and no participant_id)")
+        elif self.participant_id is None or self.event_id is not None:
+            raise ValueError(f"{self.action} takes a participant_id (and no event_id)")
+        if self.period is not None and self.action != "remove":
+            raise ValueError("period applies to remove only")
+        if self.participant_id is not None:
+            bad = rules.participant_reason(self.participant_id)
+            if bad:
+                raise ValueError(bad)
+        return self
+
+    def to_event(self, board: str, issued_by: str, now_ms: int) -> LeaderboardModerated:
+        """The LeaderboardModerated event, with a fresh event id."""
+        return LeaderboardModerated(
+            event_id=f"mod-{uuid.uuid4()}",
+            leaderboard_id=board,
+            action=MODERATION_ACTIONS[self.action],
+            issued_by=issued_by,
+            reason=self.reason,
+            occurred_at=now_ms,
+            participant_id=self.participant_id,
+            voided_event_id=self.event_id,
+            period=self.period,
+        )
+
+
+def parse_moderation(
+    board: str, data: Mapping[str, Any], issued_by: str, now_ms: int
+) -> LeaderboardModerated:
+    """Validate one moderation request; raise streams.errors.ValidationError with one line."""
+    try:
+        model = ModerationIn.model_validate(data)
+    except pydantic.ValidationError as exc:
+        raise ValidationError(format_errors(exc)) from None
+    if not _BOARD_ID.fullmatch(board):
+        raise ValidationError(
+            f"leaderboard_id: must be 1 to 64 characters of [A-Za-z0-9_.-] (got {board!r})"
+        )
+    return model.to_event(board, issued_by, now_ms)
 
 
 def parse_match(data: Mapping[str, Any], now_ms: int | None = None) -> MatchResultSubmitted:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import time
 from dataclasses import replace
 from typing import Any
@@ -70,6 +71,31 @@ def boards() -> None:
 )
 @click.option("--meta", multiple=True, metavar="KEY=VALUE", help="Board metadata; repeatable.")
 @click.option(
+    "--max-attempts",
+    type=click.IntRange(1, 2**31 - 1),
+    help="Tournament limit: matches per participant per period (more are dead-lettered "
+    "with reason max_attempts).  [default: no limit]",
+)
+@click.option(
+    "--max-participants",
+    type=click.IntRange(1, 2**31 - 1),
+    help="Tournament limit: participants per period, first come first in (later newcomers are "
+    "dead-lettered with reason max_participants).  [default: no limit]",
+)
+@click.option(
+    "--reset-at",
+    help="Recurring schedule: when each period instance starts, after its UTC calendar start: "
+    "HH:MM for daily (04:00), or a duration such as 5d12h (weekly: Saturday 12:00) or 14400000 "
+    "(milliseconds).  [default: 0, the calendar start]",
+)
+@click.option(
+    "--retain-entries",
+    is_flag=True,
+    default=None,
+    help="Keep every applied entry so that `leaderboard moderate void` can revert a match "
+    "exactly (costs one stored line per entry).",
+)
+@click.option(
     "--wait",
     is_flag=True,
     help="Return only once the sinks worker has registered the board (PostgreSQL registry).",
@@ -91,6 +117,10 @@ def boards_create(
     ends_at: str | None,
     time_source: str | None,
     meta: tuple[str, ...],
+    max_attempts: int | None,
+    max_participants: int | None,
+    reset_at: str | None,
+    retain_entries: bool | None,
     wait: bool,
     wait_timeout: float,
 ) -> None:
@@ -116,17 +146,50 @@ def boards_create(
             "starts_at": time_option(starts_at, "--starts-at"),
             "ends_at": time_option(ends_at, "--ends-at"),
             "time_source": time_source,
+            "max_attempts": max_attempts,
+            "max_participants": max_participants,
+            "retain_entries": retain_entries,
+            "reset_offset_ms": None if reset_at is None else offset_ms(reset_at),
         }
         cfg, verb = _configure(producer, settings, board_id, given, parse_meta(meta))
     finally:
         producer.close()
+    extras = [
+        f"{name} {value}"
+        for name, value in (
+            ("max-attempts", cfg.max_attempts),
+            ("max-participants", cfg.max_participants),
+            ("reset-offset-ms", cfg.reset_offset_ms or None),
+            ("retain-entries", "on" if cfg.retain_entries else None),
+        )
+        if value is not None
+    ]
     click.echo(
         f"{verb} board {board_id}: sort {cfg.sort_order}, operator {cfg.operator}, "
         f"period {cfg.reset_period}, top-n {cfg.watch_top_n}, time {cfg.time_source}"
+        + "".join(f", {extra}" for extra in extras)
     )
     if wait:
         took = wait_registered(settings, cfg, wait_timeout)
         click.echo(f"board {board_id} registered by the sinks worker after {took:.2f}s")
+
+
+def offset_ms(text: str) -> int:
+    """Milliseconds of a ``--reset-at`` value: HH:MM, a duration like 5d12h30m, or ms."""
+    value = text.strip()
+    if value.isdigit():
+        return int(value)
+    clock = re.fullmatch(r"(\d{1,2}):(\d{2})", value)
+    if clock and int(clock[1]) < 24 and int(clock[2]) < 60:
+        return (int(clock[1]) * 60 + int(clock[2])) * 60_000
+    span = re.fullmatch(r"(?:(\d+)d)?(?:(\d+)h)?(?:(\d+)m)?", value)
+    if value and span:
+        days, hours, minutes = (int(x or 0) for x in span.groups())
+        return ((days * 24 + hours) * 60 + minutes) * 60_000
+    raise click.BadParameter(
+        f"expected HH:MM, a duration such as 5d12h, or milliseconds (got {text!r})",
+        param_hint="--reset-at",
+    )
 
 
 def wait_registered(settings: Settings, cfg: LeaderboardConfigured, timeout: float) -> float:
@@ -166,7 +229,18 @@ def _configure(
         configured_at=wall_ms(),
     )
     if existing is not None:
-        fixed = ("sort_order", "operator", "reset_period", "starts_at", "ends_at", "time_source")
+        fixed = (
+            "sort_order",
+            "operator",
+            "reset_period",
+            "starts_at",
+            "ends_at",
+            "time_source",
+            "max_attempts",
+            "max_participants",
+            "retain_entries",
+            "reset_offset_ms",
+        )
         changed = [f for f in fixed if getattr(existing, f) != getattr(cfg, f)]
         if changed:
             raise click.UsageError(

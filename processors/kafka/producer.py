@@ -26,7 +26,13 @@ from processors import telemetry
 from processors.bootstrap import client_config, get_codec, kafka_consumer, kafka_producer
 from streams.codec import Codec
 from streams.errors import DecodeError, LeaderboardError, ServiceUnavailable
-from streams.events import Event, LeaderboardConfigured, MatchResultSubmitted, Operator
+from streams.events import (
+    Event,
+    LeaderboardConfigured,
+    LeaderboardModerated,
+    MatchResultSubmitted,
+    Operator,
+)
 from streams.settings import Settings, get_settings
 from streams.validation import check_match, parse_match
 
@@ -255,6 +261,19 @@ class LeaderboardProducer:
         if match_id is not None:
             data["match_id"] = match_id
         return self.submit(parse_match(data), on_delivery=on_delivery)
+
+    def moderate(
+        self, event: LeaderboardModerated, *, on_delivery: DeliveryCallback | None = None
+    ) -> str:
+        """Send a moderation to the score topic keyed by its board (so it takes its place in
+        the board's order with the scores); returns its event id."""
+        self.publish(
+            self.settings.topic(self.settings.scores_topic),
+            event.leaderboard_id,
+            event,
+            on_delivery=on_delivery,
+        )
+        return event.event_id
 
     def configure(self, cfg: LeaderboardConfigured) -> None:
         """Send a board configuration to the compacted configuration topic (key = board id)."""

@@ -98,6 +98,13 @@ TOPK_REBUILDS = Counter(
 
 #: Dead-letter reasons by kind (a bounded label set), first match wins.
 _KINDS = (
+    ("banned: ", "banned"),
+    ("max_attempts: ", "max_attempts"),
+    ("max_participants: ", "max_participants"),
+    ("not applied on this board", "moderation"),
+    ("has no record in period", "moderation"),
+    ("does not retain entries", "moderation"),
+    ("moderation needs a plain board", "moderation"),
     ("duplicate event id", "duplicate"),
     ("late event", "late"),
     ("deduplication horizon", "dedup_horizon"),

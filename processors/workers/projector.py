@@ -17,16 +17,18 @@ from processors.workers.batching import (
 )
 from processors.workers.metrics import DEAD_LETTERS, OUTBOX, PUBLISH_SECONDS, reason_kind
 from projections.sharded import ShardedStore, layout_of
-from projections.store import BoardOutcome, RankingStore, SourceRecord
+from projections.store import BoardOutcome, RankingStore, SourceRecord, moderation_carrier
 from streams import rules
 from streams.codec import Codec
 from streams.errors import DecodeError
 from streams.events import (
     CLOCK_KEY,
     LeaderboardConfigured,
+    LeaderboardModerated,
     MatchResultSubmitted,
     ParticipantsNotified,
     RankChanged,
+    ScoreTopicEvent,
     is_clock_mark,
 )
 from streams.partitioning import partition_for
@@ -107,14 +109,14 @@ class Projector:
     async def process(self, batch: Sequence[RawRecord]) -> BatchStats:
         """Decode, validate, apply and publish one batch; returns its counters."""
         stats = BatchStats(records=len(batch))
-        decoded: list[tuple[RawRecord, MatchResultSubmitted]] = []
+        decoded: list[tuple[RawRecord, ScoreTopicEvent]] = []
         for raw in batch:
             if raw.value is None:
                 self._dead_letter(raw, "empty record (tombstone) on the score topic")
                 stats.dead_lettered += 1
                 continue
             try:
-                event = self.codec.decode_as(raw.value, MatchResultSubmitted)
+                event = self.decode_score(raw.value)
             except DecodeError as exc:
                 self._dead_letter(raw, str(exc))
                 stats.dead_lettered += 1
@@ -128,14 +130,23 @@ class Projector:
 
         return await self.apply_decoded(decoded, stats)
 
-    def _placement_reason(self, raw: RawRecord, event: MatchResultSubmitted) -> str | None:
+    def decode_score(self, value: bytes) -> ScoreTopicEvent:
+        """Decode one record of the scores topic: a match result or a moderation."""
+        event = self.codec.decode(value)
+        if not isinstance(event, MatchResultSubmitted | LeaderboardModerated):
+            raise DecodeError(
+                f"expected MatchResultSubmitted or LeaderboardModerated, got {type(event).__name__}"
+            )
+        return event
+
+    def _placement_reason(self, raw: RawRecord, event: ScoreTopicEvent) -> str | None:
         """Why a record sits where replay would not find it (wrong key or partition), or None.
 
         Replay reads a board's records from its murmur2 partition by key, so a record keyed
         otherwise, or placed by another partitioner, would be live state the log cannot rebuild.
         A clock mark belongs to every board of its partition and must carry the clock key.
         """
-        if is_clock_mark(event):
+        if isinstance(event, MatchResultSubmitted) and is_clock_mark(event):
             if raw.key != CLOCK_KEY:
                 return f"a clock mark must be keyed {CLOCK_KEY.decode()!r}"
             return None
@@ -154,7 +165,7 @@ class Projector:
 
     async def apply_decoded(
         self,
-        decoded: Sequence[tuple[RawRecord, MatchResultSubmitted]],
+        decoded: Sequence[tuple[RawRecord, ScoreTopicEvent]],
         stats: BatchStats | None = None,
         *,
         ack_from: dict[int, int] | None = None,
@@ -168,7 +179,7 @@ class Projector:
         if stats is None:
             stats = BatchStats(records=len(decoded))
         unknown = any(
-            not is_clock_mark(ev) and self._config(ev.leaderboard_id) is None for _, ev in decoded
+            not _is_mark(ev) and self._config(ev.leaderboard_id) is None for _, ev in decoded
         )
         if unknown and not callable(self.configs):
             await self.configs.sync(5.0)
@@ -179,6 +190,15 @@ class Projector:
         marked: list[LeaderboardConfigured] | None = None
         for raw, ev in decoded:
             raws[(raw.partition, raw.offset)] = raw
+            if isinstance(ev, LeaderboardModerated):
+                found = self._moderation(raw, ev)
+                if isinstance(found, str):
+                    self._dead_letter(raw, found)
+                    stats.dead_lettered += 1
+                    continue
+                configs[ev.leaderboard_id] = found.config
+                groups[(ev.leaderboard_id, raw.partition)].append(found.record)
+                continue
             if is_clock_mark(ev):
                 if marked is None:
                     marked = self._clocked_boards()
@@ -219,6 +239,29 @@ class Projector:
         await writer.acknowledge(outcomes)
         OUTBOX.labels("projector").set(0)
         return stats
+
+    def _moderation(self, raw: RawRecord, ev: LeaderboardModerated) -> _Moderation | str:
+        """A moderation as its board applies it (a match-shaped carrier at its ranking time),
+        or why it cannot apply."""
+        cfg = self._config(ev.leaderboard_id)
+        carrier = moderation_carrier(ev)
+        reason = rules.moderation_reason(cfg, ev) or rules.event_time_reason(
+            ev.occurred_at, raw.log_time
+        )
+        if reason is not None or cfg is None:
+            return reason or "unknown leaderboard"
+        if layout_of(cfg) is not None:
+            return f"leaderboard {cfg.leaderboard_id!r} is sharded: moderation needs a plain board"
+        at = rules.ranking_time(cfg, carrier, raw.log_time)
+        log.info(
+            "%s on %s: %s by %s (%s)",
+            ev.action.value,
+            ev.leaderboard_id,
+            ev.target,
+            ev.issued_by,
+            ev.reason,
+        )
+        return _Moderation(cfg, SourceRecord(raw.partition, raw.offset, carrier, at, ev))
 
     def _clocked_boards(self) -> list[LeaderboardConfigured]:
         """The boards a clock mark moves: unsharded log-time boards whose periods or window
@@ -347,3 +390,15 @@ class Throughput:
             )
             self.entries = self.records = 0
             self.since = now
+
+
+@dataclass(frozen=True, slots=True)
+class _Moderation:
+    """A moderation record ready for its board's apply."""
+
+    config: LeaderboardConfigured
+    record: SourceRecord
+
+
+def _is_mark(ev: ScoreTopicEvent) -> bool:
+    return isinstance(ev, MatchResultSubmitted) and is_clock_mark(ev)

@@ -307,6 +307,8 @@ class SinkProcessor:
             pipe = self.store.client.pipeline(transaction=False)
             pipe.expire(keys.zset(period), ttl)
             pipe.expire(keys.members(period), ttl)
+            pipe.expire(keys.attempts(period), ttl)  # (no-ops where the board has none)
+            pipe.expire(keys.history(period), ttl)
             await pipe.execute()
 
         await retry_until_done("period expiry", "Redis", expire, max_delay=self.max_delay)

@@ -9,12 +9,21 @@
 --       sorted set, participant->member hash[, participant->"score\tmember" hash].
 -- ARGV: partition, sort (desc|asc), two numeric board arguments (board.init), dedup window
 --       (ms of event time), dedup max ids, cut (board time at which a closed board's periods
---       all end: its closing plus the grace; -1 if open), nperiods,
+--       all end: its closing plus the grace; -1 if open), max_attempts (-1: none),
+--       max_participants (-1: none), retain (1: keep every entry, for exact voids), key base
+--       (the board's key prefix, ending in ':'), nperiods,
 --       nperiods x (period, closes_at), nrecords,
---       nrecords x (offset, event_id, at = ranking time, period_index, refusal, nentries,
+--       nrecords x (offset, event_id, at = ranking time, period_index, refusal, action, target,
+--                   nentries,
 --                   nentries x (entry_index, participant_id, score, operator, metadata_json)),
 --       guard key (or ''). A record with an empty event_id and no entries is a clock mark: it
---       only moves the board's time to `at`, ending the periods it passes.
+--       only moves the board's time to `at`, ending the periods it passes. A record with an
+--       action is a moderation (participant_removed | match_voided | participant_banned |
+--       participant_unbanned of `target`, a participant id or a voided event id; plain boards
+--       only). Keys derived from the key base (same hash tag, so one slot on a cluster):
+--       bn (banned participants), mx (retained match -> its period and members), and per
+--       period at:<period> (participant -> matches applied, with tournament limits) and
+--       h:<period> (participant -> its retained entries "prefix\top\tsubmitted", one a line).
 -- Returns one msgpack-packed result per record (the outbox's bytes, unpacked in Python: far
 -- smaller and faster than a nested Redis reply), in the layout of projections/results.py:
 --   {offset, changes, notices, rejected, refused, ended} with
@@ -120,10 +129,181 @@ local function apply_entries(board, P, rec, ver, changes, notices, rejected)
   return ver
 end
 
+-- The keys of one period named by the key base (a void's period is known only in Redis).
+local function period_keys(kb, name)
+  return {name = name, z = kb .. 'z:' .. name, m = kb .. 'm:' .. name}
+end
+
+-- Score and prefix of a participant refolded from its retained rows (rules.refold), or nil.
+local function refold(rows)
+  local score, prefix = nil, ''
+  for _, row in ipairs(rows) do
+    local new = next_score(score, row.op, row.sub)
+    if score == nil or new ~= score then prefix = row.pre end
+    score = new
+  end
+  return score, prefix
+end
+
+local function split_rows(text)
+  local rows = {}
+  if not text then return rows end
+  for line in string.gmatch(text, '[^\n]+') do
+    local pre, op, sub = string.match(line, '^(.-)\t(.-)\t(.-)$')
+    rows[#rows + 1] = {pre = pre, op = op, sub = tonumber(sub), line = line}
+  end
+  return rows
+end
+
+-- Why a match cannot apply by the board's bans and tournament limits (rules.banned_reason,
+-- rules.limit_reason), or nil; counts its attempts when it can. Runs after every other check.
+local function refuse_limits(rec, P, lim)
+  for e = 0, rec.ne - 1 do
+    local pid = ARGV[rec.estart + e * 5 + 1]
+    if redis.call('HEXISTS', lim.bn, pid) == 1 then
+      return 'banned: participant ' .. pid .. ' is banned from this board'
+    end
+  end
+  if lim.attempts == -1 and lim.participants == -1 then return nil end
+  local at = lim.kb .. 'at:' .. P.name
+  local admitted = redis.call('HLEN', at)
+  local seen, order = {}, {}
+  for e = 0, rec.ne - 1 do
+    local pid = ARGV[rec.estart + e * 5 + 1]
+    if not seen[pid] then
+      seen[pid] = true
+      order[#order + 1] = pid
+      local used = tonumber(redis.call('HGET', at, pid) or '0')
+      if lim.attempts ~= -1 and used >= lim.attempts then
+        return 'max_attempts: participant ' .. pid .. ' has used its ' .. lim.attempts ..
+          ' attempts of period ' .. P.name
+      end
+      if used == 0 then
+        if lim.participants ~= -1 and admitted >= lim.participants then
+          return 'max_participants: period ' .. P.name .. ' is full (' .. lim.participants ..
+            ' participants); ' .. pid .. ' is not admitted'
+        end
+        admitted = admitted + 1
+      end
+    end
+  end
+  for _, pid in ipairs(order) do redis.call('HINCRBY', at, pid, 1) end
+  return nil
+end
+
+-- Take a participant off period Q: returns its old rank and score (nil if absent).
+local function take_off(Q, pid)
+  local oldm = redis.call('HGET', Q.m, pid)
+  if not oldm then return nil, nil end
+  local oldr = redis.call('ZRANK', Q.z, oldm) + 1
+  local olds = zscore(tonumber(redis.call('ZSCORE', Q.z, oldm)))
+  redis.call('ZREM', Q.z, oldm)
+  redis.call('HDEL', Q.m, pid)
+  return oldr, olds
+end
+
+-- Apply one moderation record (rec.action on rec.target); returns the new version and the
+-- refusal (or false). Rows: {index, period, pid, old_rank, new_rank, old_score, new_score,
+-- version, action, 0}; a participant that leaves the standings has new_rank false, score 0.
+local function moderate(rec, P, ver, changes, lim)
+  local act, target = rec.action, rec.target
+  if act == 'participant_banned' then
+    redis.call('HSET', lim.bn, target, rec.event_id)
+    return ver, false
+  elseif act == 'participant_unbanned' then
+    redis.call('HDEL', lim.bn, target)
+    return ver, false
+  elseif act == 'participant_removed' then
+    local Q = period_keys(lim.kb, P.name)
+    local oldr, olds = take_off(Q, target)
+    if oldr == nil then
+      return ver, 'participant ' .. target .. ' has no record in period ' .. P.name
+    end
+    redis.call('HDEL', lim.kb .. 'h:' .. P.name, target)
+    ver = ver + 1
+    changes[#changes + 1] = {0, P.name, target, oldr, false, olds, 0, ver, act, 0}
+    return ver, false
+  end
+  -- match_voided: refold each participant of the match from its retained rows without them
+  local idx = redis.call('HGET', lim.mx, target)
+  if not idx then
+    return ver, 'match ' .. target .. ' is not applied on this board (unknown, refused or already voided)'
+  end
+  local lines = {}
+  for line in string.gmatch(idx, '[^\n]+') do lines[#lines + 1] = line end
+  local name = lines[1]
+  if redis.call('HEXISTS', PE, name) == 1 then
+    return ver, 'period ' .. name .. ' is closed: its final standings stay as they are'
+  end
+  local Q = period_keys(lim.kb, name)
+  local H = lim.kb .. 'h:' .. name
+  local drop, order = {}, {}
+  for i = 2, #lines do
+    local pid = string.sub(lines[i], W + 1)
+    if drop[pid] == nil then drop[pid] = {}; order[#order + 1] = pid end
+    drop[pid][string.sub(lines[i], 1, W)] = true
+  end
+  for i, pid in ipairs(order) do
+    local keep, text = {}, {}
+    for _, row in ipairs(split_rows(redis.call('HGET', H, pid))) do
+      if not drop[pid][row.pre] then keep[#keep + 1] = row; text[#text + 1] = row.line end
+    end
+    local oldm = redis.call('HGET', Q.m, pid)
+    local oldr, olds = nil, nil
+    if oldm then
+      oldr = redis.call('ZRANK', Q.z, oldm) + 1
+      olds = zscore(tonumber(redis.call('ZSCORE', Q.z, oldm)))
+    end
+    local new, pre = refold(keep)
+    local newr = false
+    if new == nil then
+      if oldm then redis.call('ZREM', Q.z, oldm); redis.call('HDEL', Q.m, pid) end
+      redis.call('HDEL', H, pid)
+      new = 0
+    else
+      local mem = pre .. pid
+      if mem ~= oldm or new ~= olds then
+        if oldm then redis.call('ZREM', Q.z, oldm) end
+        redis.call('ZADD', Q.z, zscore(new), mem)
+        redis.call('HSET', Q.m, pid, mem)
+      end
+      newr = redis.call('ZRANK', Q.z, mem) + 1
+      redis.call('HSET', H, pid, table.concat(text, '\n'))
+    end
+    if oldm or newr then
+      ver = ver + 1
+      changes[#changes + 1] = {i - 1, name, pid, oldr or false, newr, olds or false, new, ver, act, 0}
+    end
+  end
+  redis.call('HDEL', lim.mx, target)
+  return ver, false
+end
+
+-- Keep the applied entries of a match (retain_entries): a line per entry in the participant's
+-- rows of the period, and the match's period and members under its event id.
+local function retain(rec, P, event_id, lim)
+  local H = lim.kb .. 'h:' .. P.name
+  local idx = {P.name}
+  for e = 0, rec.ne - 1 do
+    local b = rec.estart + e * 5
+    local pid = ARGV[b + 1]
+    local pre = string.format('%013d%015d%05d', rec.at, rec.offset, tonumber(ARGV[b]))
+    local line = pre .. '\t' .. ARGV[b + 3] .. '\t' .. ARGV[b + 2]
+    local old = redis.call('HGET', H, pid)
+    if old then line = old .. '\n' .. line end
+    redis.call('HSET', H, pid, line)
+    idx[#idx + 1] = pre .. pid
+  end
+  redis.call('HSET', lim.mx, event_id, table.concat(idx, '\n'))
+end
+
 local function apply_batch(board)
   board.init(tonumber(ARGV[3]), tonumber(ARGV[4]))
   local window, cap, cut = tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
-  local periods, a = read_periods(8, board.keys_per_period)
+  local kb = ARGV[11]
+  local lim = {attempts = tonumber(ARGV[8]), participants = tonumber(ARGV[9]),
+    retain = ARGV[10] == '1', kb = kb, bn = kb .. 'bn', mx = kb .. 'mx'}
+  local periods, a = read_periods(12, board.keys_per_period)
   local nrec = tonumber(ARGV[a]); a = a + 1
   local wmf = 'wm:' .. partition
   local st = redis.call('HMGET', S, wmf, 'ver', 'maxt', 'hz')
@@ -156,8 +336,9 @@ local function apply_batch(board)
   for _ = 1, nrec do
     local offset = tonumber(ARGV[a]); local event_id = ARGV[a + 1]; local at = tonumber(ARGV[a + 2])
     local P = periods[tonumber(ARGV[a + 3])]; local pre = ARGV[a + 4]
-    local ne = tonumber(ARGV[a + 5])
-    local estart = a + 6
+    local action, target = ARGV[a + 5], ARGV[a + 6]
+    local ne = tonumber(ARGV[a + 7])
+    local estart = a + 8
     a = estart + ne * 5
     if offset <= wm then
       local prev = redis.call('HGET', OB, fmt(offset))
@@ -165,8 +346,10 @@ local function apply_batch(board)
     else
       newwm = offset
       local changes, notices, rejected, refused, ended = {}, {}, {}, false, {}
-      local rec = {ne = ne, estart = estart, at = at, offset = offset}
+      local rec = {ne = ne, estart = estart, at = at, offset = offset, event_id = event_id,
+        action = action, target = target}
       local mark = event_id == ''
+      local moderation = action ~= ''
       -- a mark opens a period that has standings but could not end when it opened (an
       -- all-time board closed since), so that it can end now
       if mark and P.closes ~= -1 and open[P.name] == nil
@@ -178,27 +361,37 @@ local function apply_batch(board)
       -- past its end plus the grace)
       if mark then
         refused = false
-      elseif (P.closes ~= -1 and maxt >= P.closes) or redis.call('HEXISTS', PE, P.name) == 1 then
+      elseif (not moderation or action == 'participant_removed')
+          and ((P.closes ~= -1 and maxt >= P.closes) or redis.call('HEXISTS', PE, P.name) == 1) then
+        -- (a ban or a void is about no period of its own time)
         refused = 'period ' .. P.name .. ' is closed: late event'
       elseif at < hz then
         refused = 'event time is older than the deduplication horizon ' .. fmt(hz) ..
           ': a duplicate of it could no longer be detected'
       elseif redis.call('ZADD', EV, 'NX', at, event_id) == 0 then
         refused = 'duplicate event id ' .. event_id
+      elseif moderation then
+        ver, refused = moderate(rec, P, ver, changes, lim)
+        if refused then redis.call('ZREM', EV, event_id) end
       else
         -- a refusal decided before the script (invalid entries, a hash-sharded overflow), else
-        -- this script's own check: either way the match applies whole or not at all
+        -- this script's own check: either way the match applies whole or not at all; then the
+        -- board's bans and tournament limits
         if pre ~= '' then refused = pre else refused = refuse_entries(board, P, rec) or false end
+        if not refused then refused = refuse_limits(rec, P, lim) or false end
         if refused then redis.call('ZREM', EV, event_id) end
       end
       if not refused then
-        if mark then
-          -- nothing to open or apply: only the time moves
+        if mark or moderation then
+          -- nothing to open: only the time moves (and what the moderation did)
         elseif P.closes ~= -1 and open[P.name] == nil then
           open[P.name] = P.closes; names[#names + 1] = P.name
           redis.call('HSET', PO, P.name, fmt(P.closes))
         end
-        if not mark then ver = apply_entries(board, P, rec, ver, changes, notices, rejected) end
+        if not mark and not moderation then
+          ver = apply_entries(board, P, rec, ver, changes, notices, rejected)
+          if lim.retain then retain(rec, P, event_id, lim) end
+        end
         if at > maxt then
           maxt = at
           table.sort(names)

@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 
 from projections.memory import MemoryStore
+from tests.contract.moderation_contract import ModerationContract
 from tests.contract.store_contract import DEDUP, GRACE, OVERTAKEN, StoreContract
 
 
-class TestMemoryStore(StoreContract):
+class TestMemoryStore(StoreContract, ModerationContract):
     """projections.memory.MemoryStore."""
 
     @pytest.fixture

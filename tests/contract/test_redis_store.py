@@ -10,6 +10,7 @@ import pytest
 from projections.redis_client import RedisClient
 from projections.sharded import ShardedStore
 from projections.store import RankingStore
+from tests.contract.moderation_contract import ModerationContract
 from tests.contract.store_contract import DEDUP, GRACE, OVERTAKEN, StoreContract
 from tests.integration.conftest_cluster import (  # noqa: F401  (fixtures)
     cluster_settings,
@@ -21,7 +22,7 @@ from tests.integration.conftest_cluster import (  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.integration
 
 
-class TestRedisStore(StoreContract):
+class TestRedisStore(StoreContract, ModerationContract):
     """RankingStore (apply.lua), once on the single node and once on the cluster."""
 
     @pytest.fixture

@@ -8,6 +8,7 @@ from processors.gateway.routes import (
     boards,
     docs,
     live,
+    moderation,
     notify,
     ops,
     pages,
@@ -18,13 +19,14 @@ from processors.gateway.routes import (
 
 __all__ = ["ROUTERS"]
 
-#: Pages, docs, ops (health, readiness, metrics), boards, scores, reads, profiles, then live
-#: push and personal notifications.
+#: Pages, docs, ops (health, readiness, metrics), boards, moderation, scores, reads, profiles,
+#: then live push and personal notifications.
 ROUTERS: tuple[APIRouter, ...] = (
     pages.router,
     docs.router,
     ops.router,
     boards.router,
+    moderation.router,
     scores.router,
     reads.router,
     profiles.router,
