@@ -141,6 +141,23 @@ class Board:
     subscribers: set[Subscriber] = field(default_factory=set)
 
 
+def _shifted(sub: Subscriber, new: int, c: RankChange) -> None:
+    """Queue the tracked participant's rank moving to ``new`` because ``c`` moved past it."""
+    sub.pending.append(
+        {
+            "participant_id": sub.participant_id,
+            "old_rank": sub.rank,
+            "new_rank": new,
+            "old_score": sub.score,
+            "new_score": sub.score,
+            "period": c.period,
+            "version": c.version,
+            "by": c.participant_id,
+        }
+    )
+    sub.rank = new
+
+
 ConfigLookup = Callable[[str], LeaderboardConfigured | None]
 Counter = Callable[[str], None]
 
@@ -560,6 +577,11 @@ class RankFeed:
                         self.resync(sub)  # a new period started: show its standings
                         return
                     continue
+                if c.new_rank == 0 and not self._departure(sub, c):
+                    self.resync(sub)  # a row the client holds left the standings
+                    return
+                if c.new_rank == 0:
+                    continue
                 if sub.mode == "top":
                     if not self._top_change(sub, c):
                         self.resync(sub)
@@ -573,6 +595,25 @@ class RankFeed:
             sub.version = max(sub.version, record.version_to)
         if sub.pending and sub.flush_handle is None and self._loop is not None:
             sub.flush_handle = self._loop.call_later(self.window_s, self._emit, sub)
+
+    @staticmethod
+    def _departure(sub: Subscriber, c: RankChange) -> bool:
+        """Apply a participant leaving the standings (``new_rank`` 0: a moderator's removal or
+        the void of its only match). False if the client needs a snapshot: a row it holds (or
+        one above the rows it holds, which shifts them) left; top-n then also pulls a row in."""
+        if c.old_rank is None:
+            return True  # not on the board: nothing moved
+        if sub.mode == "top":
+            return c.old_rank > sub.n
+        if sub.mode == "around":
+            sub.count = max(0, sub.count - 1)
+            return sub.rank is None or c.old_rank > sub.base + len(sub.window) - 1
+        if c.participant_id == sub.participant_id:
+            sub.rank, sub.score = None, None
+            sub.pending.append(change_json(c))
+        elif sub.rank is not None and c.old_rank < sub.rank:
+            _shifted(sub, sub.rank - 1, c)
+        return True
 
     def _top_change(self, sub: Subscriber, c: RankChange) -> bool:
         """Add ``c`` if it is inside the top ``n``; False if the client needs a snapshot."""
@@ -648,19 +689,7 @@ class RankFeed:
             new = r - 1  # c fell behind
         else:
             return
-        sub.rank = new
-        sub.pending.append(
-            {
-                "participant_id": sub.participant_id,
-                "old_rank": r,
-                "new_rank": new,
-                "old_score": sub.score,
-                "new_score": sub.score,
-                "period": c.period,
-                "version": c.version,
-                "by": c.participant_id,
-            }
-        )
+        _shifted(sub, new, c)
 
     def _emit(self, sub: Subscriber, *, force: bool = False) -> None:
         sub.flush_handle = None
