@@ -21,6 +21,8 @@ from processors.bootstrap import (
     pg_connect_async,
 )
 from processors.workers.projector import Projector, RawRecord
+from projections import bulk
+from projections.memory import MemoryStore
 from projections.sharded import layout_of
 from projections.store import Entry, RankingStore
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
@@ -74,6 +76,14 @@ class ReplayReport:
     swapped: bool = False
     diffs: list[PeriodDiff] = field(default_factory=list)
     version: int = 0
+    #: Entries folded in the model and bulk-loaded (the rest went through the apply script).
+    folded: int = 0
+    #: Seconds per phase: read (Kafka + decode), fold, load, check, lua (the apply script).
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, phase: str, seconds: float) -> None:
+        """Count ``seconds`` to ``phase``."""
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
 
     @property
     def rate(self) -> float:
@@ -288,8 +298,16 @@ async def replay_board(
     dry_run: bool = False,
     progress: Progress | None = None,
     client: RedisClient | None = None,
+    fast: bool = True,
 ) -> ReplayReport:
-    """Rebuild ``cfg``'s board into shadow keys with the live apply code; verify and/or swap."""
+    """Rebuild ``cfg``'s board into shadow keys; verify and/or swap.
+
+    ``fast`` folds the records whose per-entry results nobody needs (all of them, or for a
+    swap those the live group has committed) in the reference model and bulk-loads the final
+    state, checked by checksum; the rest (a swap's catch-up tail) goes through the live apply
+    script, whose results the live worker publishes. ``fast=False`` applies every record
+    with the apply script.
+    """
     board = cfg.leaderboard_id
     if layout_of(cfg) is not None:
         raise LeaderboardError(
@@ -317,22 +335,37 @@ async def replay_board(
         None,
         boards=lambda: (cfg,),
     )
+    folder = _Fold(settings, cfg, shadow) if fast else None
     report = ReplayReport(board, source)
     started = time.monotonic()
     await shadow.clear(board)
     try:
         if source == "kafka":
             await _replay_kafka(
-                settings, board, projector, live, shadow, report, from_timestamp, swap, progress
+                settings,
+                board,
+                projector,
+                live,
+                shadow,
+                report,
+                from_timestamp,
+                swap,
+                progress,
+                folder,
             )
         elif source == "postgres":
             total = await _count_postgres(settings, board) if progress else None
             async for chunk in _postgres_records(settings, board, from_timestamp):
-                stats = await projector.apply_decoded(chunk)
+                if folder is not None:
+                    await folder.apply(chunk, report)
+                else:
+                    stats = await projector.apply_decoded(chunk)
+                    report.entries += stats.entries_applied
                 report.records += len(chunk)
-                report.entries += stats.entries_applied
                 if progress:
                     progress(len(chunk), total)
+            if folder is not None:
+                await folder.load(report)
             if swap:
                 raise LeaderboardError(
                     "--swap needs --source kafka: the audit history lags the log, so only the "
@@ -362,6 +395,7 @@ async def _replay_kafka(
     from_timestamp: int | None,
     swap: bool,
     progress: Progress | None,
+    folder: _Fold | None = None,
 ) -> None:
     src = await asyncio.to_thread(KafkaSource, settings, board, from_timestamp)
     probe = await asyncio.to_thread(CommittedProbe, settings) if swap else None
@@ -371,19 +405,32 @@ async def _replay_kafka(
         ack_from = None
         if probe is not None:
             ack_from = {src.partition: await asyncio.to_thread(probe.offset, src.partition)}
+        if folder is not None:
+            # records whose results the live group published already (all, without a swap)
+            fold_end = end if ack_from is None else min(end, ack_from[src.partition])
+            while True:
+                t0 = time.monotonic()
+                raws = await asyncio.to_thread(src.read_until, fold_end)
+                if not raws:
+                    break
+                decoded = _decode(projector, raws)
+                report.add_time("read", time.monotonic() - t0)
+                await folder.apply(decoded, report)
+                report.records += len(raws)
+                if progress:
+                    progress(src.position, total)
+            await folder.load(report)
         while True:
             while True:
+                t0 = time.monotonic()
                 raws = await asyncio.to_thread(src.read_until, end)
                 if not raws:
                     break
-                decoded = []
-                for raw in raws:
-                    try:
-                        ev = projector.codec.decode_as(raw.value or b"", MatchResultSubmitted)
-                    except DecodeError:
-                        continue  # live dead-lettered it
-                    decoded.append((raw, ev))
+                decoded = _decode(projector, raws)
+                t1 = time.monotonic()
                 stats = await projector.apply_decoded(decoded, ack_from=ack_from)
+                report.add_time("read", t1 - t0)
+                report.add_time("lua", time.monotonic() - t1)
                 report.records += len(raws)
                 report.entries += stats.entries_applied
                 if progress:
@@ -403,6 +450,72 @@ async def _replay_kafka(
         await asyncio.to_thread(src.close)
         if probe is not None:
             await asyncio.to_thread(probe.close)
+
+
+def _decode(
+    projector: Projector, raws: Sequence[RawRecord]
+) -> list[tuple[RawRecord, MatchResultSubmitted]]:
+    """Decode raw records as the projector does; undecodable ones were dead-lettered live."""
+    decoded = []
+    decode_as = projector.codec.decode_as
+    for raw in raws:
+        try:
+            ev = decode_as(raw.value or b"", MatchResultSubmitted)
+        except DecodeError:
+            continue
+        decoded.append((raw, ev))
+    return decoded
+
+
+class _Fold:
+    """The fast path of one board: the projector's checks over a folding model, then a bulk
+    load of the final state into the shadow keys, checked by checksum."""
+
+    def __init__(self, settings: Settings, cfg: LeaderboardConfigured, shadow: RankingStore):
+        self.board = cfg.leaderboard_id
+        self.shadow = shadow
+        self.store = MemoryStore(
+            overtaken_limit=0,
+            grace_ms=settings.period_grace_ms,
+            dedup=(settings.dedup_window_ms, settings.dedup_max_ids),
+            fold=True,
+        )
+        # the same projector steps (ranking time, placement, marks, entry checks) as live
+        self.projector = Projector(
+            settings,
+            self.store,
+            lambda b: cfg if b == self.board else None,
+            get_codec(settings),
+            None,
+            boards=lambda: (cfg,),
+        )
+
+    async def apply(
+        self, decoded: Sequence[tuple[RawRecord, MatchResultSubmitted]], report: ReplayReport
+    ) -> None:
+        """Fold decoded records into the model."""
+        t0 = time.monotonic()
+        before = await self.store.version(self.board)
+        await self.projector.apply_decoded(decoded)
+        applied = await self.store.version(self.board) - before
+        report.entries += applied
+        report.folded += applied
+        report.add_time("fold", time.monotonic() - t0)
+
+    async def load(self, report: ReplayReport) -> None:
+        """Bulk-load the folded state into the shadow keys and check it by checksum."""
+        found = self.store.folded(self.board)
+        if found is None:
+            return
+        model, watermarks = found
+        keys = self.shadow.keys(self.board)
+        t0 = time.monotonic()
+        loaded = await bulk.load(self.shadow.client, keys, model, watermarks)
+        t1 = time.monotonic()
+        report.add_time("load", t1 - t0)
+        await bulk.verify(self.shadow.client, keys, model, loaded)
+        report.add_time("check", time.monotonic() - t1)
+        await self.store.clear(self.board)
 
 
 async def rebuild_all(
