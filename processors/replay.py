@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 import uuid
@@ -408,17 +409,23 @@ async def _replay_kafka(
         if folder is not None:
             # records whose results the live group published already (all, without a swap)
             fold_end = end if ack_from is None else min(end, ack_from[src.partition])
-            while True:
-                t0 = time.monotonic()
-                raws = await asyncio.to_thread(src.read_until, fold_end)
-                if not raws:
-                    break
-                decoded = _decode(projector, raws)
-                report.add_time("read", time.monotonic() - t0)
-                await folder.apply(decoded, report)
-                report.records += len(raws)
-                if progress:
-                    progress(src.position, total)
+            # the fold makes millions of long-lived objects and no cycles: without the cyclic
+            # collector it runs about a third faster (it would rescan them all, again and again)
+            gc.disable()
+            try:
+                while True:
+                    t0 = time.monotonic()
+                    raws = await asyncio.to_thread(src.read_until, fold_end)
+                    if not raws:
+                        break
+                    decoded = _decode(projector, raws)
+                    report.add_time("read", time.monotonic() - t0)
+                    await folder.apply(decoded, report)
+                    report.records += len(raws)
+                    if progress:
+                        progress(src.position, total)
+            finally:
+                gc.enable()
             await folder.load(report)
         while True:
             while True:

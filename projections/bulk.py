@@ -10,10 +10,15 @@ acknowledged. ``verify`` then compares each period's checksum in Redis with the 
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from itertools import chain
 from typing import Any
+
+import hiredis
+import redis.asyncio as aioredis
 
 from projections.keys import BoardKeys
 from projections.redis_client import RedisClient
@@ -24,7 +29,7 @@ from streams.model import ModelBoard
 
 #: Members (or fields) per ZADD / HSET command.
 CHUNK = 10_000
-#: Commands per pipeline round trip.
+#: Commands per round trip.
 PIPELINE = 8
 
 
@@ -37,15 +42,56 @@ class Loaded:
     checksums: dict[str, tuple[str, int]]
 
 
-def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
-    batch: list[Any] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+class _Sender:
+    """Sends commands in round trips of ``PIPELINE``.
+
+    On a single node the commands are packed by hiredis (C) and written on one connection of
+    the client's pool: redis-py's own packing (pure Python, per argument) would cost more than
+    Redis spends on the ZADDs. A cluster client gets a plain pipeline (one board = one slot).
+    """
+
+    def __init__(self, client: RedisClient) -> None:
+        self.client = client
+        self.raw = isinstance(client, aioredis.Redis)
+        self.pipe: Any = None if self.raw else client.pipeline(transaction=False)
+        self.packed: list[bytes] = []
+        self.keys: set[str] = set()
+        self.conn: Any = None
+
+    async def send(self, *args: Any) -> None:
+        """Queue one command (name, key, arguments); flush a full round trip."""
+        self.keys.add(args[1])
+        if self.raw:
+            self.packed.append(hiredis.pack_command(args))
+            full = len(self.packed) >= PIPELINE
+        else:
+            self.pipe.execute_command(*args)
+            full = len(self.pipe) >= PIPELINE
+        if full:
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Send what is queued and check every reply."""
+        if not self.raw:
+            if len(self.pipe):
+                await self.pipe.execute()
+            return
+        if not self.packed:
+            return
+        client: Any = self.client
+        if self.conn is None:
+            self.conn = await client.connection_pool.get_connection()
+        data, n, self.packed = b"".join(self.packed), len(self.packed), []
+        await self.conn.send_packed_command(data)
+        for _ in range(n):
+            await self.conn.read_response()  # raises on an error reply
+
+    async def close(self) -> None:
+        """Give the connection back to the pool."""
+        if self.conn is not None:
+            client: Any = self.client
+            await client.connection_pool.release(self.conn)
+            self.conn = None
 
 
 def state_fields(model: ModelBoard, watermarks: Mapping[int, int]) -> dict[str, str]:
@@ -57,6 +103,12 @@ def state_fields(model: ModelBoard, watermarks: Mapping[int, int]) -> dict[str, 
     }
     fields.update({f"wm:{p}": str(w) for p, w in sorted(watermarks.items())})
     return fields
+
+
+def digest(rows: Iterable[tuple[int, str, int]]) -> str:
+    """``rules.standings_checksum``, computed on one joined buffer (several times faster)."""
+    text = "".join([f"{rank}\t{pid}\t{score}\n" for rank, pid, score in rows])
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 async def load(
@@ -74,85 +126,66 @@ async def load(
     """
     if not watermarks:
         return Loaded(0, 0, {})
-    pipe: Any = client.pipeline(transaction=False)
-    queued = 0
-    written: set[str] = set()
-
-    async def send(cmd: str, key: str, *args: Any) -> None:
-        nonlocal queued
-        pipe.execute_command(cmd, key, *args)
-        written.add(key)
-        queued += 1
-        if queued >= PIPELINE:
-            await pipe.execute()
-            queued = 0
-
-    sort = model.config.sort_order
-    checksums: dict[str, tuple[str, int]] = {}
-    members = 0
-    for period, table in sorted(model.periods.items()):
-        if not table:
-            continue
-        for part in _chunks(table.order, chunk):
-            args: list[Any] = []
-            for key, member in part:
-                args += (key, member)
-            await send("ZADD", keys.zset(period), *args)
-        for part in _chunks(table.members.items(), chunk):
-            flat: list[Any] = []
-            for pid, (_, member) in part:
-                flat += (pid, member)
-            await send("HSET", keys.members(period), *flat)
-        members += len(table)
-        checksums[period] = (
-            rules.standings_checksum(model.rows(period, sort)),
-            len(table),
-        )
-    for part in _chunks(model.seen_events.items(), chunk):
-        ids: list[Any] = []
-        for eid, at in part:
-            ids += (at, eid)
-        await send("ZADD", keys.events, *ids)
-    hashes = [
-        (keys.open_periods, {p: str(t) for p, t in model.open_periods.items()}),
-        (keys.ended_periods, {p: str(v) for p, v in model.ended.items()}),
-        (
-            keys.metadata,
-            {p: json.dumps(m, sort_keys=True) for p, m in model.metadata.items()},
-        ),
-    ]
-    for key, mapping in hashes:
-        for part in _chunks(mapping.items(), chunk):
-            await send("HSET", key, *[x for kv in part for x in kv])
-    state = state_fields(model, watermarks)
-    await send("HSET", keys.state, *[x for kv in state.items() for x in kv])
-    if queued:
-        await pipe.execute()
-    return Loaded(len(written), members, checksums)
+    out = _Sender(client)
+    try:
+        sort = model.config.sort_order
+        checksums: dict[str, tuple[str, int]] = {}
+        members = 0
+        for period, table in sorted(model.periods.items()):
+            if not table:
+                continue
+            order = table.order  # (sorted-set score, member): ZADD's argument order
+            for i in range(0, len(order), chunk):
+                await out.send(
+                    "ZADD", keys.zset(period), *chain.from_iterable(order[i : i + chunk])
+                )
+            pairs = [(pid, row[1]) for pid, row in table.members.items()]
+            for i in range(0, len(pairs), chunk):
+                await out.send(
+                    "HSET", keys.members(period), *chain.from_iterable(pairs[i : i + chunk])
+                )
+            members += len(table)
+            checksums[period] = (digest(model.rows(period, sort)), len(table))
+        ids = [(at, eid) for eid, at in model.seen_events.items()]
+        for i in range(0, len(ids), chunk):
+            await out.send("ZADD", keys.events, *chain.from_iterable(ids[i : i + chunk]))
+        hashes = [
+            (keys.open_periods, [(p, str(t)) for p, t in model.open_periods.items()]),
+            (keys.ended_periods, [(p, str(v)) for p, v in model.ended.items()]),
+            (
+                keys.metadata,
+                [(p, json.dumps(m, sort_keys=True)) for p, m in model.metadata.items()],
+            ),
+        ]
+        for key, fields in hashes:
+            for i in range(0, len(fields), chunk):
+                await out.send("HSET", key, *chain.from_iterable(fields[i : i + chunk]))
+        state = state_fields(model, watermarks)
+        await out.send("HSET", keys.state, *chain.from_iterable(state.items()))
+        await out.flush()
+    finally:
+        await out.close()
+    return Loaded(len(out.keys), members, checksums)
 
 
 async def checksum(
-    client: RedisClient, keys: BoardKeys, period: str, model: ModelBoard, *, chunk: int = 50_000
+    client: RedisClient, keys: BoardKeys, period: str, model: ModelBoard, *, chunk: int = 100_000
 ) -> tuple[str, int]:
     """SHA-256 and count of one period's standings as Redis holds them (read in chunks)."""
     desc = model.config.sort_order is SortOrder.DESC
-
-    def rows() -> Iterator[tuple[int, str, int]]:
-        for rank, (member, key) in enumerate(fetched, start=1):
-            k = int(key)
-            yield rank, rules.participant_of(_text(member)), -k if desc else k
-
     fetched: list[tuple[Any, float]] = []
-    start = 0
     while True:
         page: list[Any] = await client.zrange(
-            keys.zset(period), start, start + chunk - 1, withscores=True
+            keys.zset(period), len(fetched), len(fetched) + chunk - 1, withscores=True
         )
         fetched += page
-        start += len(page)
         if len(page) < chunk:
             break
-    return rules.standings_checksum(rows()), len(fetched)
+    rows = (
+        (rank, rules.participant_of(_text(member)), -int(key) if desc else int(key))
+        for rank, (member, key) in enumerate(fetched, start=1)
+    )
+    return digest(rows), len(fetched)
 
 
 async def verify(client: RedisClient, keys: BoardKeys, model: ModelBoard, loaded: Loaded) -> None:
@@ -171,4 +204,4 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
-__all__ = ["CHUNK", "Loaded", "checksum", "load", "state_fields", "verify"]
+__all__ = ["CHUNK", "Loaded", "checksum", "digest", "load", "state_fields", "verify"]

@@ -86,8 +86,9 @@ class MemoryStore(Neighbours):
             outcomes.append(outcome)
             prepared = []
             for rec in records:  # invalid entries refuse their match, through the script
-                valid, _ = split_entries(rec.event)
-                prepared.append((rec, valid, rules.entries_refusal(rec.event.entries)))
+                valid, bad = split_entries(rec.event)  # the text of rules.entries_refusal
+                refusal = "; ".join(f"entries[{idx}]: {reason}" for idx, reason in bad)
+                prepared.append((rec, valid, refusal))
             board = self._board(config)
             # one call per board: the first record's partition names the watermark
             partition = records[0].partition if records else 0

@@ -20,12 +20,15 @@ from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
     NotificationKind,
+    Operator,
     ParticipantNotified,
     RankChange,
     ScoreEntry,
     SortOrder,
 )
 
+#: Operators whose result can leave the exact range.
+_ARITH = frozenset({Operator.INCR, Operator.DECR})
 #: Most participants an ``overtaken`` notice list names by default (the store's default).
 OVERTAKEN_LIMIT = 100
 
@@ -360,6 +363,11 @@ class ModelBoard:
 
     def _overflow(self, table: Standings, entries: Sequence[tuple[int, ScoreEntry]]) -> str | None:
         """Why the entries cannot all apply (a result outside the exact range), or None."""
+        # best and set keep a score inside the range (every valid submitted score is): only
+        # incr and decr can leave it, so a match without them needs no look-up (as the script)
+        default = self.config.operator
+        if not any((e.operator or default) in _ARITH for _, e in entries):
+            return None
         sim: dict[str, int] = {}
         for idx, entry in entries:
             pid = entry.participant_id
