@@ -5,11 +5,15 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import multiprocessing
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from queue import Empty
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition
@@ -525,46 +529,93 @@ class _Fold:
         await self.store.clear(self.board)
 
 
+#: Redis hash of a ``rebuild --all`` run: board -> live watermark its rebuild swapped in.
+REBUILT = "lbr:rebuild:done"
+#: Progress of ``rebuild_all``: (board, records read, records to read or None).
+BoardProgress = Callable[[str, int, int | None], None]
+
+_queue: Any = None
+
+
+def _init_worker(queue: Any) -> None:
+    """Worker process of ``rebuild_all``: where progress goes."""
+    global _queue
+    _queue = queue
+
+
+def _rebuild_one(settings: Settings, cfg: LeaderboardConfigured, fast: bool) -> ReplayReport:
+    """One board of ``rebuild_all``, in a worker process (its own Kafka and Redis clients)."""
+    board = cfg.leaderboard_id
+
+    def tick(done: int, total: int | None) -> None:
+        if _queue is not None:
+            _queue.put((board, done, total))
+
+    return asyncio.run(replay_board(settings, cfg, swap=True, fast=fast, progress=tick))
+
+
 async def rebuild_all(
     settings: Settings,
     boards: dict[str, LeaderboardConfigured],
     *,
     parallel: int = 2,
     resume: bool = False,
+    fast: bool = True,
     report: Callable[[ReplayReport], None] | None = None,
+    progress: BoardProgress | None = None,
 ) -> list[ReplayReport]:
     """Rebuild and swap every board, then let the live projector apply again (epoch marker).
 
-    Progress is kept in Redis (``lbr:rebuild:done``), so ``resume`` skips finished boards.
+    ``parallel`` > 1 rebuilds that many boards at once, each in its own process (the fold is
+    CPU-bound Python, so boards scale with cores, not with tasks). Each finished board is
+    recorded in Redis (``REBUILT``, with the watermark it swapped in), so ``resume`` skips the
+    boards whose live state still holds that rebuild (live watermark at or past it).
     """
     from processors.workers.epoch import mark_rebuilt
 
     client: Any = make_client(settings)
-    marker = "lbr:rebuild:done"
+    live = RankingStore(client)
     try:
         if not resume:
-            await client.delete(marker)
-        done = {b.decode() if isinstance(b, bytes) else b for b in await client.smembers(marker)}
-        todo = [cfg for name, cfg in sorted(boards.items()) if name not in done]
-        sem = asyncio.Semaphore(parallel)
-        reports: list[ReplayReport] = []
+            await client.delete(REBUILT)
+        done = {_text(k): int(v) for k, v in (await client.hgetall(REBUILT)).items()}
+        todo: list[LeaderboardConfigured] = []
         skipped: list[str] = []
+        for name, cfg in sorted(boards.items()):
+            if layout_of(cfg) is not None:
+                log.error("%s is sharded: not rebuilt (unsupported)", name)
+                skipped.append(name)
+                continue
+            part = partition_for(name, settings.partitions)
+            if name in done and await live.watermark(name, part) >= done[name]:
+                log.info("%s: rebuilt at offset %d already, skipped (--resume)", name, done[name])
+                continue
+            todo.append(cfg)
+        reports: list[ReplayReport] = []
 
-        async def one(cfg: LeaderboardConfigured) -> None:
-            async with sem:
-                if layout_of(cfg) is not None:
-                    log.error("%s is sharded: not rebuilt (unsupported)", cfg.leaderboard_id)
-                    skipped.append(cfg.leaderboard_id)
-                    return
-                rep = await replay_board(settings, cfg, swap=True, client=client)
-                await client.sadd(marker, cfg.leaderboard_id)
-                reports.append(rep)
-                if report is not None:
-                    report(rep)
+        async def finished(rep: ReplayReport) -> None:
+            part = partition_for(rep.board, settings.partitions)
+            await client.hset(REBUILT, rep.board, await live.watermark(rep.board, part))
+            reports.append(rep)
+            if report is not None:
+                report(rep)
 
-        await asyncio.gather(*(one(c) for c in todo))
+        if parallel <= 1 or len(todo) <= 1:
+            for cfg in todo:
+                board = cfg.leaderboard_id
+
+                def tick(n: int, total: int | None, board: str = board) -> None:
+                    if progress is not None:
+                        progress(board, n, total)
+
+                rep = await replay_board(
+                    settings, cfg, swap=True, fast=fast, progress=tick, client=client
+                )
+                await finished(rep)
+        else:
+            await _rebuild_in_processes(settings, todo, parallel, fast, finished, progress)
         await mark_rebuilt(settings, client)
-        await client.delete(marker)
+        await client.delete(REBUILT)
         if skipped:
             raise LeaderboardError(
                 f"rebuilt {len(reports)} board(s); not rebuilt (sharded, unsupported): "
@@ -573,6 +624,54 @@ async def rebuild_all(
         return reports
     finally:
         await client.aclose()
+
+
+async def _rebuild_in_processes(
+    settings: Settings,
+    todo: Sequence[LeaderboardConfigured],
+    parallel: int,
+    fast: bool,
+    finished: Callable[[ReplayReport], Awaitable[None]],
+    progress: BoardProgress | None,
+) -> None:
+    """Rebuild ``todo`` in ``parallel`` worker processes (boards in name order); their
+    progress comes back through one queue, each report as its board finishes."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process with Kafka threads
+    queue = ctx.Queue()
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            try:
+                board, n, total = queue.get(timeout=0.2)
+            except Empty:
+                continue
+            if progress is not None:
+                loop.call_soon_threadsafe(progress, board, n, total)
+
+    reader = threading.Thread(target=drain, name="rebuild-progress", daemon=True)
+    reader.start()
+    workers = min(parallel, len(todo))
+    try:
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+        ) as pool:
+            pending = {
+                loop.run_in_executor(pool, _rebuild_one, settings, cfg, fast) for cfg in todo
+            }
+            while pending:
+                got, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for fut in got:
+                    await finished(fut.result())
+    finally:
+        stop.set()
+        await asyncio.to_thread(reader.join)
+        queue.close()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _row(entry: Entry | None) -> str:

@@ -20,7 +20,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from processors.kafka.producer import LeaderboardProducer, read_to_end
-from processors.replay import CommittedProbe, replay_board
+from processors.replay import REBUILT, CommittedProbe, rebuild_all, replay_board
 from projections.store import RankingStore
 from streams.events import (
     BoardStatus,
@@ -32,6 +32,7 @@ from streams.events import (
     SortOrder,
     TimeSource,
 )
+from streams.partitioning import partition_for
 from tests.contract.test_bulk_load import dump
 from tests.integration.conftest import Pipeline, wait_until
 
@@ -164,3 +165,64 @@ def test_fast_and_lua_rebuilds_equal_live_on_every_board_and_period(
         assert swapped.swapped
         assert asyncio.run(live_dump(p, board)) == before, board
     assert ended >= 2  # the tournament's and the closed board's periods ended on marks
+
+
+async def scrub_board(p: Pipeline, board: str) -> None:
+    client = aioredis.Redis.from_url(p.settings.redis_url)
+    try:
+        async for key in client.scan_iter(match=f"lb:{{{board}}}:*", count=1000):
+            await client.delete(key)
+    finally:
+        await client.aclose()
+
+
+def test_rebuild_all_in_parallel_processes_with_progress_and_resume(
+    pipeline_factory: Any,
+) -> None:
+    p: Pipeline = pipeline_factory()
+    tag = f"a{uuid.uuid4().hex[:6]}"
+    cfgs = board_set(tag, int(time.time() * 1000))[:4]
+    with LeaderboardProducer(p.settings) as prod:
+        for c in cfgs:
+            prod.configure(c)
+    worker = p.start_worker(LEADERBOARD_CLOCK_MARK_S="0")
+    produce(p, cfgs, 400, 9)
+    topic = p.settings.topic("scores")
+    probe = CommittedProbe(p.settings)
+    ends = {m.partition(): m.offset() + 1 for m in read_to_end(p.settings, topic)}
+    wait_until(lambda: all(probe.offset(q) >= e for q, e in ends.items()), timeout=90)
+    probe.close()
+    p.kill(worker, signal.SIGTERM)
+    boards = {c.leaderboard_id: c for c in cfgs}
+    before = {b: asyncio.run(live_dump(p, b)) for b in boards}
+    for b in boards:  # Redis lost the boards
+        asyncio.run(scrub_board(p, b))
+    seen: dict[str, tuple[int, int | None]] = {}
+
+    def tick(board: str, n: int, total: int | None) -> None:
+        seen[board] = (n, total)
+
+    reports = asyncio.run(rebuild_all(p.settings, boards, parallel=2, progress=tick))
+    assert sorted(r.board for r in reports) == sorted(boards)
+    assert all(r.swapped and r.folded == r.entries > 0 for r in reports)
+    assert set(seen) == set(boards) and all(n and total for n, total in seen.values())
+    for b in boards:
+        assert asyncio.run(live_dump(p, b)) == before[b], b
+
+    # resume: a board recorded at its live watermark is skipped; one whose live state lost
+    # that rebuild (watermark below the record) is rebuilt again
+    first, second = sorted(boards)[:2]
+
+    async def interrupted() -> None:
+        client = aioredis.Redis.from_url(p.settings.redis_url)
+        store = RankingStore(client)
+        part = partition_for(first, p.settings.partitions)
+        await client.hset(REBUILT, first, await store.watermark(first, part))
+        await client.hset(REBUILT, second, 10**9)
+        await client.aclose()
+
+    asyncio.run(interrupted())
+    again = asyncio.run(rebuild_all(p.settings, boards, parallel=1, resume=True))
+    assert sorted(r.board for r in again) == sorted(set(boards) - {first})
+    for b in boards:
+        assert asyncio.run(live_dump(p, b)) == before[b], b
