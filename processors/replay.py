@@ -417,11 +417,14 @@ async def _replay_kafka(
             # collector it runs about a third faster (it would rescan them all, again and again)
             gc.disable()
             try:
+                # the next chunk is fetched (librdkafka, in a thread) while this one folds
+                ahead = asyncio.ensure_future(asyncio.to_thread(src.read_until, fold_end))
                 while True:
                     t0 = time.monotonic()
-                    raws = await asyncio.to_thread(src.read_until, fold_end)
+                    raws = await ahead
                     if not raws:
                         break
+                    ahead = asyncio.ensure_future(asyncio.to_thread(src.read_until, fold_end))
                     decoded = _decode(projector, raws)
                     report.add_time("read", time.monotonic() - t0)
                     await folder.apply(decoded, report)
