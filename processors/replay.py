@@ -27,8 +27,8 @@ from processors.bootstrap import (
 )
 from processors.workers.projector import Projector, RawRecord
 from projections import bulk
-from projections.memory import MemoryStore
-from projections.sharded import layout_of
+from projections.memory import MemoryStore, Reader
+from projections.sharded import ShardedStore, layout_of
 from projections.store import Entry, RankingStore
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
 from streams.events import (
@@ -258,8 +258,14 @@ async def _count_postgres(settings: Settings, board: str) -> int:
         return int(row[0]) if row else 0
 
 
+async def _clear(store: Reader, board: str) -> None:
+    """Delete the board's keys (every shard's, for a sharded board)."""
+    assert isinstance(store, RankingStore | ShardedStore)
+    await store.clear(board)
+
+
 async def compare(
-    live: RankingStore, shadow: RankingStore, cfg: LeaderboardConfigured, period: str | None
+    live: Reader, shadow: Reader, cfg: LeaderboardConfigured, period: str | None
 ) -> list[PeriodDiff]:
     """Checksums, counts and the first differing ranks of every (or one) period."""
     board = cfg.leaderboard_id
@@ -314,11 +320,12 @@ async def replay_board(
     with the apply script.
     """
     board = cfg.leaderboard_id
-    if layout_of(cfg) is not None:
+    sharded = layout_of(cfg) is not None
+    if sharded and swap:
         raise LeaderboardError(
-            f"{board} is a sharded board: replay, verify and swap handle unsharded boards only "
-            "for now (rebuild it into a new unsharded board id with the same log, or see "
-            "docs/scaling.md)"
+            f"{board} is a sharded board: replay rebuilds and verifies it (--verify, --dry-run) "
+            "but cannot swap it yet (its shards' keys are in separate hash tags, so no one "
+            "atomic step replaces them all): see docs/operations.md"
         )
     own_client = client is None
     redis_client = client or make_client(settings)
@@ -343,7 +350,13 @@ async def replay_board(
     folder = _Fold(settings, cfg, shadow) if fast else None
     report = ReplayReport(board, source)
     started = time.monotonic()
-    await shadow.clear(board)
+    # a sharded board is read (and cleared) across its shards; it is rebuilt with the apply
+    # scripts (the projector routes it through the sharded store), the fold covers plain boards
+    live_view: Reader = ShardedStore(live) if sharded else live
+    shadow_view: Reader = ShardedStore(shadow) if sharded else shadow
+    if sharded:
+        folder = None
+    await _clear(shadow_view, board)
     try:
         if source == "kafka":
             await _replay_kafka(
@@ -379,12 +392,12 @@ async def replay_board(
         else:
             raise LeaderboardError(f"unknown source {source!r}: use kafka or postgres")
         report.seconds = time.monotonic() - started
-        report.version = await shadow.version(board)
+        report.version = await shadow_view.version(board)
         if verify:
-            report.diffs = await compare(live, shadow, cfg, period)
+            report.diffs = await compare(live_view, shadow_view, cfg, period)
     finally:
         if not report.swapped:
-            await shadow.clear(board)
+            await _clear(shadow_view, board)
         if own_client:
             await redis_client.aclose()
     return report
