@@ -92,8 +92,8 @@ CONFIGS = [
         SortOrder.DESC,
         Operator.BEST,
         ResetPeriod.NONE,
-        starts_at=BASE + 19 * DAY,
-        ends_at=BASE + 60 * DAY,
+        starts_at=BASE + 5 * DAY,
+        ends_at=BASE + 15 * DAY,
     ),
     # a board closed in the middle of its log: every open period ends at the cut
     LeaderboardConfigured(
@@ -102,7 +102,7 @@ CONFIGS = [
         Operator.INCR,
         ResetPeriod.WEEKLY,
         status=BoardStatus.CLOSED,
-        closed_at=BASE + 80 * DAY,
+        closed_at=BASE + 10 * DAY,
     ),
 ]
 
