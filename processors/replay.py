@@ -258,12 +258,6 @@ async def _count_postgres(settings: Settings, board: str) -> int:
         return int(row[0]) if row else 0
 
 
-async def _clear(store: Reader, board: str) -> None:
-    """Delete the board's keys (every shard's, for a sharded board)."""
-    assert isinstance(store, RankingStore | ShardedStore)
-    await store.clear(board)
-
-
 async def compare(
     live: Reader, shadow: Reader, cfg: LeaderboardConfigured, period: str | None
 ) -> list[PeriodDiff]:
@@ -347,16 +341,14 @@ async def replay_board(
         None,
         boards=lambda: (cfg,),
     )
-    folder = _Fold(settings, cfg, shadow) if fast else None
-    report = ReplayReport(board, source)
-    started = time.monotonic()
     # a sharded board is read (and cleared) across its shards; it is rebuilt with the apply
     # scripts (the projector routes it through the sharded store), the fold covers plain boards
-    live_view: Reader = ShardedStore(live) if sharded else live
-    shadow_view: Reader = ShardedStore(shadow) if sharded else shadow
-    if sharded:
-        folder = None
-    await _clear(shadow_view, board)
+    folder = _Fold(settings, cfg, shadow) if fast and not sharded else None
+    live_view: RankingStore | ShardedStore = ShardedStore(live) if sharded else live
+    shadow_view: RankingStore | ShardedStore = ShardedStore(shadow) if sharded else shadow
+    report = ReplayReport(board, source)
+    started = time.monotonic()
+    await shadow_view.clear(board)
     try:
         if source == "kafka":
             await _replay_kafka(
@@ -397,7 +389,7 @@ async def replay_board(
             report.diffs = await compare(live_view, shadow_view, cfg, period)
     finally:
         if not report.swapped:
-            await _clear(shadow_view, board)
+            await shadow_view.clear(board)
         if own_client:
             await redis_client.aclose()
     return report
