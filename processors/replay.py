@@ -384,7 +384,8 @@ async def replay_board(
         else:
             raise LeaderboardError(f"unknown source {source!r}: use kafka or postgres")
         report.seconds = time.monotonic() - started
-        report.version = await shadow_view.version(board)
+        # after a swap the rebuilt keys are the live ones
+        report.version = await (live_view if report.swapped else shadow_view).version(board)
         if verify:
             report.diffs = await compare(live_view, shadow_view, cfg, period)
     finally:

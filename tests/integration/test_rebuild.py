@@ -163,7 +163,7 @@ def test_fast_and_lua_rebuilds_equal_live_on_every_board_and_period(
         before = asyncio.run(live_dump(p, board))
         ended += len(before.get(":pe", {}))
         swapped = asyncio.run(replay_board(p.settings, cfg, swap=True))
-        assert swapped.swapped
+        assert swapped.swapped and swapped.version == fast.version
         assert asyncio.run(live_dump(p, board)) == before, board
     assert ended >= 2  # the tournament's and the closed board's periods ended on marks
 
