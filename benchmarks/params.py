@@ -29,6 +29,8 @@ class Params:
     hot_connections: int = 16
     hot_records: int = 30_000
     wait_rate: int = 1_000
+    rebuild_boards: int = 10
+    rebuild_entries: int = 100_000
 
     @classmethod
     def full(cls) -> Params:
@@ -80,6 +82,8 @@ class Params:
             hot_connections=16,
             hot_records=10_000,
             wait_rate=1_000,
+            rebuild_boards=10,
+            rebuild_entries=10_000,
         )
 
 
@@ -99,6 +103,9 @@ SCENARIOS: dict[str, str] = {
     "offset 500,000; Redis direct (1 client, sequential) and HTTP gateway (concurrent clients)",
     "replay": "replay_board of the 1,000,000-entry board from Kafka and from PostgreSQL (audit "
     "rows written with AuditWriter COPY from the load's rank changes)",
+    "rebuild": "rebuild --all of 10 boards x 100,000 entries (10,000 in --quick) after Redis "
+    "lost them (the live group's offsets committed at the end of the log), --parallel 2 and "
+    "--parallel 1; and the bulk loader's pipelined ZADD alone (10,000 members per command)",
     "memory": "MEMORY USAGE (SAMPLES 0) summed over every key of the 1,000,000-entry board",
     "hot": "one hot board: HTTP single-score submits driven by wrk (every request a new "
     "participant, 2 threads x 16 connections) with projector, sinks and gateway running, until "

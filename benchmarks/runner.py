@@ -24,6 +24,7 @@ from benchmarks.scenarios.hot import run_hot
 from benchmarks.scenarios.ingest import IngestRun, run_ingest
 from benchmarks.scenarios.latency import run_latency
 from benchmarks.scenarios.profile import run_profile
+from benchmarks.scenarios.rebuild import run_rebuild
 from streams.settings import PROJECT_ROOT, Settings
 
 
@@ -104,6 +105,8 @@ def _run_bench(base: Settings, p: Params, only: Sequence[str], say: Say, redis_n
     if "baselines" in want:
         run_baselines(base, p, report, ingest_runs, say)
     run_big_board(base, p, want, report, logs, say)
+    if "rebuild" in want:
+        run_rebuild(base, p, report, logs, say)
     if "hot" in want:
         run_hot(base, p, report, logs, say)
     if "profile" in want:

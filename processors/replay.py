@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
+import multiprocessing
+import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from queue import Empty
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition
@@ -21,15 +26,19 @@ from processors.bootstrap import (
     pg_connect_async,
 )
 from processors.workers.projector import Projector, RawRecord
-from projections.sharded import layout_of
+from projections import bulk
+from projections.memory import MemoryStore, Reader
+from projections.sharded import ShardedStore, layout_of
 from projections.store import Entry, RankingStore
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
 from streams.events import (
     CLOCK_KEY,
     LeaderboardConfigured,
+    LeaderboardModerated,
     MatchResultSubmitted,
     Operator,
     ScoreEntry,
+    ScoreTopicEvent,
 )
 from streams.partitioning import partition_for
 from streams.rules import standings_checksum
@@ -74,6 +83,14 @@ class ReplayReport:
     swapped: bool = False
     diffs: list[PeriodDiff] = field(default_factory=list)
     version: int = 0
+    #: Entries folded in the model and bulk-loaded (the rest went through the apply script).
+    folded: int = 0
+    #: Seconds per phase: read (Kafka + decode), fold, load, check, lua (the apply script).
+    phases: dict[str, float] = field(default_factory=dict)
+
+    def add_time(self, phase: str, seconds: float) -> None:
+        """Count ``seconds`` to ``phase``."""
+        self.phases[phase] = self.phases.get(phase, 0.0) + seconds
 
     @property
     def rate(self) -> float:
@@ -253,7 +270,7 @@ async def _count_postgres(settings: Settings, board: str) -> int:
 
 
 async def compare(
-    live: RankingStore, shadow: RankingStore, cfg: LeaderboardConfigured, period: str | None
+    live: Reader, shadow: Reader, cfg: LeaderboardConfigured, period: str | None
 ) -> list[PeriodDiff]:
     """Checksums, counts and the first differing ranks of every (or one) period."""
     board = cfg.leaderboard_id
@@ -297,14 +314,59 @@ async def replay_board(
     dry_run: bool = False,
     progress: Progress | None = None,
     client: RedisClient | None = None,
+    fast: bool = True,
 ) -> ReplayReport:
-    """Rebuild ``cfg``'s board into shadow keys with the live apply code; verify and/or swap."""
+    """Rebuild ``cfg``'s board into shadow keys; verify and/or swap.
+
+    ``fast`` folds the records whose per-entry results nobody needs (all of them, or for a
+    swap those the live group has committed) in the reference model and bulk-loads the final
+    state, checked by checksum; the rest (a swap's catch-up tail) goes through the live apply
+    script, whose results the live worker publishes. ``fast=False`` applies every record
+    with the apply script, and so does a board the fold cannot load (sharded, retained
+    entries or limits, or a moderation met in its log: the fast attempt is then dropped).
+    """
+    args: dict[str, Any] = dict(
+        source=source,
+        period=period,
+        from_timestamp=from_timestamp,
+        verify=verify,
+        swap=swap,
+        dry_run=dry_run,
+        progress=progress,
+        client=client,
+    )
+    if fast and _foldable(cfg):
+        try:
+            return await _replay_board(settings, cfg, fast=True, **args)
+        except _Unfoldable:
+            log.info(
+                "%s: its log holds moderations: rebuilt with the apply script", cfg.leaderboard_id
+            )
+    return await _replay_board(settings, cfg, fast=False, **args)
+
+
+async def _replay_board(
+    settings: Settings,
+    cfg: LeaderboardConfigured,
+    *,
+    source: str,
+    period: str | None,
+    from_timestamp: int | None,
+    verify: bool,
+    swap: bool,
+    dry_run: bool,
+    progress: Progress | None,
+    client: RedisClient | None,
+    fast: bool,
+) -> ReplayReport:
+    """``replay_board`` with the path decided."""
     board = cfg.leaderboard_id
-    if layout_of(cfg) is not None:
+    sharded = layout_of(cfg) is not None
+    if sharded and swap:
         raise LeaderboardError(
-            f"{board} is a sharded board: replay, verify and swap handle unsharded boards only "
-            "for now (rebuild it into a new unsharded board id with the same log, or see "
-            "docs/scaling.md)"
+            f"{board} is a sharded board: replay rebuilds and verifies it (--verify, --dry-run) "
+            "but cannot swap it yet (its shards' keys are in separate hash tags, so no one "
+            "atomic step replaces them all): see docs/operations.md"
         )
     own_client = client is None
     redis_client = client or make_client(settings)
@@ -326,22 +388,41 @@ async def replay_board(
         None,
         boards=lambda: (cfg,),
     )
+    # a sharded board is read (and cleared) across its shards; it is rebuilt with the apply
+    # scripts (the projector routes it through the sharded store), the fold covers plain boards
+    folder = _Fold(settings, cfg, shadow) if fast and not sharded else None
+    live_view: RankingStore | ShardedStore = ShardedStore(live) if sharded else live
+    shadow_view: RankingStore | ShardedStore = ShardedStore(shadow) if sharded else shadow
     report = ReplayReport(board, source)
     started = time.monotonic()
-    await shadow.clear(board)
+    await shadow_view.clear(board)
     try:
         if source == "kafka":
             await _replay_kafka(
-                settings, board, projector, live, shadow, report, from_timestamp, swap, progress
+                settings,
+                board,
+                projector,
+                live,
+                shadow,
+                report,
+                from_timestamp,
+                swap,
+                progress,
+                folder,
             )
         elif source == "postgres":
             total = await _count_postgres(settings, board) if progress else None
             async for chunk in _postgres_records(settings, board, from_timestamp):
-                stats = await projector.apply_decoded(chunk)
+                if folder is not None:
+                    await folder.apply(chunk, report)
+                else:
+                    stats = await projector.apply_decoded(chunk)
+                    report.entries += stats.entries_applied
                 report.records += len(chunk)
-                report.entries += stats.entries_applied
                 if progress:
                     progress(len(chunk), total)
+            if folder is not None:
+                await folder.load(report)
             if swap:
                 raise LeaderboardError(
                     "--swap needs --source kafka: the audit history lags the log, so only the "
@@ -350,12 +431,13 @@ async def replay_board(
         else:
             raise LeaderboardError(f"unknown source {source!r}: use kafka or postgres")
         report.seconds = time.monotonic() - started
-        report.version = await shadow.version(board)
+        # after a swap the rebuilt keys are the live ones
+        report.version = await (live_view if report.swapped else shadow_view).version(board)
         if verify:
-            report.diffs = await compare(live, shadow, cfg, period)
+            report.diffs = await compare(live_view, shadow_view, cfg, period)
     finally:
         if not report.swapped:
-            await shadow.clear(board)
+            await shadow_view.clear(board)
         if own_client:
             await redis_client.aclose()
     return report
@@ -371,6 +453,7 @@ async def _replay_kafka(
     from_timestamp: int | None,
     swap: bool,
     progress: Progress | None,
+    folder: _Fold | None = None,
 ) -> None:
     src = await asyncio.to_thread(KafkaSource, settings, board, from_timestamp)
     probe = await asyncio.to_thread(CommittedProbe, settings) if swap else None
@@ -380,19 +463,41 @@ async def _replay_kafka(
         ack_from = None
         if probe is not None:
             ack_from = {src.partition: await asyncio.to_thread(probe.offset, src.partition)}
+        if folder is not None:
+            # records whose results the live group published already (all, without a swap)
+            fold_end = end if ack_from is None else min(end, ack_from[src.partition])
+            # the fold makes millions of long-lived objects and no cycles: without the cyclic
+            # collector it runs about a third faster (it would rescan them all, again and again)
+            gc.disable()
+            try:
+                # the next chunk is fetched (librdkafka, in a thread) while this one folds
+                ahead = asyncio.ensure_future(asyncio.to_thread(src.read_until, fold_end))
+                while True:
+                    t0 = time.monotonic()
+                    raws = await ahead
+                    if not raws:
+                        break
+                    ahead = asyncio.ensure_future(asyncio.to_thread(src.read_until, fold_end))
+                    decoded = _decode(projector, raws)
+                    report.add_time("read", time.monotonic() - t0)
+                    await folder.apply(decoded, report)
+                    report.records += len(raws)
+                    if progress:
+                        progress(src.position, total)
+            finally:
+                gc.enable()
+            await folder.load(report)
         while True:
             while True:
+                t0 = time.monotonic()
                 raws = await asyncio.to_thread(src.read_until, end)
                 if not raws:
                     break
-                decoded = []
-                for raw in raws:
-                    try:
-                        ev = projector.decode_score(raw.value or b"")
-                    except DecodeError:
-                        continue  # live dead-lettered it
-                    decoded.append((raw, ev))
+                decoded = _decode(projector, raws)
+                t1 = time.monotonic()
                 stats = await projector.apply_decoded(decoded, ack_from=ack_from)
+                report.add_time("read", t1 - t0)
+                report.add_time("lua", time.monotonic() - t1)
                 report.records += len(raws)
                 report.entries += stats.entries_applied
                 if progress:
@@ -414,46 +519,177 @@ async def _replay_kafka(
             await asyncio.to_thread(probe.close)
 
 
+def _decode(
+    projector: Projector, raws: Sequence[RawRecord]
+) -> list[tuple[RawRecord, ScoreTopicEvent]]:
+    """Decode raw records as the projector does; undecodable ones were dead-lettered live."""
+    decoded = []
+    decode = projector.decode_score
+    for raw in raws:
+        try:
+            ev = decode(raw.value or b"")
+        except DecodeError:
+            continue
+        decoded.append((raw, ev))
+    return decoded
+
+
+class _Unfoldable(Exception):
+    """The fold met a record whose state the bulk load does not write (a moderation)."""
+
+
+def _foldable(cfg: LeaderboardConfigured) -> bool:
+    """Whether ``cfg``'s board can take the fast path: plain, and without the state kept for
+    moderation and tournament limits (retained entries, attempts), which only the apply
+    script writes."""
+    return (
+        layout_of(cfg) is None
+        and not cfg.retain_entries
+        and cfg.max_attempts is None
+        and cfg.max_participants is None
+    )
+
+
+class _Fold:
+    """The fast path of one board: the projector's checks over a folding model, then a bulk
+    load of the final state into the shadow keys, checked by checksum."""
+
+    def __init__(self, settings: Settings, cfg: LeaderboardConfigured, shadow: RankingStore):
+        self.board = cfg.leaderboard_id
+        self.shadow = shadow
+        self.store = MemoryStore(
+            overtaken_limit=0,
+            grace_ms=settings.period_grace_ms,
+            dedup=(settings.dedup_window_ms, settings.dedup_max_ids),
+            fold=True,
+        )
+        # the same projector steps (ranking time, placement, marks, entry checks) as live
+        self.projector = Projector(
+            settings,
+            self.store,
+            lambda b: cfg if b == self.board else None,
+            get_codec(settings),
+            None,
+            boards=lambda: (cfg,),
+        )
+
+    async def apply(
+        self, decoded: Sequence[tuple[RawRecord, ScoreTopicEvent]], report: ReplayReport
+    ) -> None:
+        """Fold decoded records into the model (a moderation: ``_Unfoldable``)."""
+        if any(isinstance(ev, LeaderboardModerated) for _, ev in decoded):
+            raise _Unfoldable(self.board)
+        t0 = time.monotonic()
+        before = await self.store.version(self.board)
+        await self.projector.apply_decoded(decoded)
+        applied = await self.store.version(self.board) - before
+        report.entries += applied
+        report.folded += applied
+        report.add_time("fold", time.monotonic() - t0)
+
+    async def load(self, report: ReplayReport) -> None:
+        """Bulk-load the folded state into the shadow keys and check it by checksum."""
+        found = self.store.folded(self.board)
+        if found is None:
+            return
+        model, watermarks = found
+        keys = self.shadow.keys(self.board)
+        t0 = time.monotonic()
+        loaded = await bulk.load(self.shadow.client, keys, model, watermarks)
+        t1 = time.monotonic()
+        report.add_time("load", t1 - t0)
+        await bulk.verify(self.shadow.client, keys, model, loaded)
+        report.add_time("check", time.monotonic() - t1)
+        await self.store.clear(self.board)
+
+
+#: Redis hash of a ``rebuild --all`` run: board -> live watermark its rebuild swapped in.
+REBUILT = "lbr:rebuild:done"
+#: Progress of ``rebuild_all``: (board, records read, records to read or None).
+BoardProgress = Callable[[str, int, int | None], None]
+
+_queue: Any = None
+
+
+def _init_worker(queue: Any) -> None:
+    """Worker process of ``rebuild_all``: where progress goes."""
+    global _queue
+    _queue = queue
+
+
+def _rebuild_one(settings: Settings, cfg: LeaderboardConfigured, fast: bool) -> ReplayReport:
+    """One board of ``rebuild_all``, in a worker process (its own Kafka and Redis clients)."""
+    board = cfg.leaderboard_id
+
+    def tick(done: int, total: int | None) -> None:
+        if _queue is not None:
+            _queue.put((board, done, total))
+
+    return asyncio.run(replay_board(settings, cfg, swap=True, fast=fast, progress=tick))
+
+
 async def rebuild_all(
     settings: Settings,
     boards: dict[str, LeaderboardConfigured],
     *,
     parallel: int = 2,
     resume: bool = False,
+    fast: bool = True,
     report: Callable[[ReplayReport], None] | None = None,
+    progress: BoardProgress | None = None,
 ) -> list[ReplayReport]:
     """Rebuild and swap every board, then let the live projector apply again (epoch marker).
 
-    Progress is kept in Redis (``lbr:rebuild:done``), so ``resume`` skips finished boards.
+    ``parallel`` > 1 rebuilds that many boards at once, each in its own process (the fold is
+    CPU-bound Python, so boards scale with cores, not with tasks). Each finished board is
+    recorded in Redis (``REBUILT``, with the watermark it swapped in), so ``resume`` skips the
+    boards whose live state still holds that rebuild (live watermark at or past it).
     """
     from processors.workers.epoch import mark_rebuilt
 
     client: Any = make_client(settings)
-    marker = "lbr:rebuild:done"
+    live = RankingStore(client)
     try:
         if not resume:
-            await client.delete(marker)
-        done = {b.decode() if isinstance(b, bytes) else b for b in await client.smembers(marker)}
-        todo = [cfg for name, cfg in sorted(boards.items()) if name not in done]
-        sem = asyncio.Semaphore(parallel)
-        reports: list[ReplayReport] = []
+            await client.delete(REBUILT)
+        done = {_text(k): int(v) for k, v in (await client.hgetall(REBUILT)).items()}
+        todo: list[LeaderboardConfigured] = []
         skipped: list[str] = []
+        for name, cfg in sorted(boards.items()):
+            if layout_of(cfg) is not None:
+                log.error("%s is sharded: not rebuilt (unsupported)", name)
+                skipped.append(name)
+                continue
+            part = partition_for(name, settings.partitions)
+            if name in done and await live.watermark(name, part) >= done[name]:
+                log.info("%s: rebuilt at offset %d already, skipped (--resume)", name, done[name])
+                continue
+            todo.append(cfg)
+        reports: list[ReplayReport] = []
 
-        async def one(cfg: LeaderboardConfigured) -> None:
-            async with sem:
-                if layout_of(cfg) is not None:
-                    log.error("%s is sharded: not rebuilt (unsupported)", cfg.leaderboard_id)
-                    skipped.append(cfg.leaderboard_id)
-                    return
-                rep = await replay_board(settings, cfg, swap=True, client=client)
-                await client.sadd(marker, cfg.leaderboard_id)
-                reports.append(rep)
-                if report is not None:
-                    report(rep)
+        async def finished(rep: ReplayReport) -> None:
+            part = partition_for(rep.board, settings.partitions)
+            await client.hset(REBUILT, rep.board, await live.watermark(rep.board, part))
+            reports.append(rep)
+            if report is not None:
+                report(rep)
 
-        await asyncio.gather(*(one(c) for c in todo))
+        if parallel <= 1 or len(todo) <= 1:
+            for cfg in todo:
+                board = cfg.leaderboard_id
+
+                def tick(n: int, total: int | None, board: str = board) -> None:
+                    if progress is not None:
+                        progress(board, n, total)
+
+                rep = await replay_board(
+                    settings, cfg, swap=True, fast=fast, progress=tick, client=client
+                )
+                await finished(rep)
+        else:
+            await _rebuild_in_processes(settings, todo, parallel, fast, finished, progress)
         await mark_rebuilt(settings, client)
-        await client.delete(marker)
+        await client.delete(REBUILT)
         if skipped:
             raise LeaderboardError(
                 f"rebuilt {len(reports)} board(s); not rebuilt (sharded, unsupported): "
@@ -462,6 +698,54 @@ async def rebuild_all(
         return reports
     finally:
         await client.aclose()
+
+
+async def _rebuild_in_processes(
+    settings: Settings,
+    todo: Sequence[LeaderboardConfigured],
+    parallel: int,
+    fast: bool,
+    finished: Callable[[ReplayReport], Awaitable[None]],
+    progress: BoardProgress | None,
+) -> None:
+    """Rebuild ``todo`` in ``parallel`` worker processes (boards in name order); their
+    progress comes back through one queue, each report as its board finishes."""
+    ctx = multiprocessing.get_context("spawn")  # no fork of a process with Kafka threads
+    queue = ctx.Queue()
+    loop = asyncio.get_running_loop()
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            try:
+                board, n, total = queue.get(timeout=0.2)
+            except Empty:
+                continue
+            if progress is not None:
+                loop.call_soon_threadsafe(progress, board, n, total)
+
+    reader = threading.Thread(target=drain, name="rebuild-progress", daemon=True)
+    reader.start()
+    workers = min(parallel, len(todo))
+    try:
+        with ProcessPoolExecutor(
+            workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,)
+        ) as pool:
+            pending = {
+                loop.run_in_executor(pool, _rebuild_one, settings, cfg, fast) for cfg in todo
+            }
+            while pending:
+                got, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for fut in got:
+                    await finished(fut.result())
+    finally:
+        stop.set()
+        await asyncio.to_thread(reader.join)
+        queue.close()
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 def _row(entry: Entry | None) -> str:

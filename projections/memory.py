@@ -45,8 +45,12 @@ class MemoryStore(Neighbours):
         overtaken_limit: int = OVERTAKEN_LIMIT,
         grace_ms: int = 60_000,
         dedup: tuple[int, int] = (rules.DEDUP_WINDOW_MS, rules.DEDUP_MAX_IDS),
+        fold: bool = False,
     ) -> None:
+        """``fold`` keeps only the final state (``ModelBoard.fold``): no per-entry results,
+        and the standings are read through ``folded`` once the log is applied."""
         self.prefix = prefix
+        self.fold = fold
         self.overtaken_limit = overtaken_limit
         self.grace_ms = grace_ms
         self.dedup = dedup
@@ -59,7 +63,9 @@ class MemoryStore(Neighbours):
     def _board(self, config: LeaderboardConfigured) -> _Board:
         found = self._boards.get(config.leaderboard_id)
         if found is None:
-            model = ModelBoard(config, self.grace_ms, self.overtaken_limit, dedup=self.dedup)
+            model = ModelBoard(
+                config, self.grace_ms, self.overtaken_limit, dedup=self.dedup, fold=self.fold
+            )
             found = self._boards[config.leaderboard_id] = _Board(model)
         else:  # the configuration of each call rules, as for the apply script
             found.model.config = config
@@ -80,8 +86,9 @@ class MemoryStore(Neighbours):
             outcomes.append(outcome)
             prepared = []
             for rec in records:  # invalid entries refuse their match, through the script
-                valid, _ = split_entries(rec.event)
-                prepared.append((rec, valid, rules.entries_refusal(rec.event.entries)))
+                valid, bad = split_entries(rec.event)  # the text of rules.entries_refusal
+                refusal = "; ".join(f"entries[{idx}]: {reason}" for idx, reason in bad)
+                prepared.append((rec, valid, refusal))
             board = self._board(config)
             # one call per board: the first record's partition names the watermark
             partition = records[0].partition if records else 0
@@ -125,6 +132,14 @@ class MemoryStore(Neighbours):
                     board.outbox.pop(offset, None)
 
     # ------------------------------------------------------------------ rebuild
+    def folded(self, board: str) -> tuple[ModelBoard, dict[int, int]] | None:
+        """The board's settled model and watermarks (for a bulk load), or None if unknown."""
+        found = self._boards.get(board)
+        if found is None:
+            return None
+        found.model.settle()
+        return found.model, dict(found.watermarks)
+
     async def board_keys(self, board: str) -> list[str]:
         """The keys the Redis store would hold for the board now, sorted."""
         found = self._boards.get(board)

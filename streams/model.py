@@ -11,6 +11,7 @@ behaviour.
 from __future__ import annotations
 
 import bisect
+import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -28,6 +29,8 @@ from streams.events import (
     SortOrder,
 )
 
+#: Operators whose result can leave the exact range.
+_ARITH = frozenset({Operator.INCR, Operator.DECR})
 #: Most participants an ``overtaken`` notice list names by default (the store's default).
 OVERTAKEN_LIMIT = 100
 
@@ -45,7 +48,11 @@ class Standings:
     members: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     def __len__(self) -> int:
-        return len(self.order)
+        return len(self.members)
+
+    def settle(self) -> None:
+        """Rebuild the order from the members (after a fold, which keeps only the members)."""
+        self.order = sorted(self.members.values())
 
     def rank(self, participant_id: str) -> int | None:
         """1-based rank of a participant, or None if absent."""
@@ -123,6 +130,11 @@ class ModelBoard:
     history: dict[str, dict[str, list[tuple[str, Operator, int]]]] = field(default_factory=dict)
     #: retained match event id -> (period, members "prefix+participant" of its entries)
     matches: dict[str, tuple[str, list[str]]] = field(default_factory=dict)
+    #: Fold: apply every rule but keep no order, ranks or results per entry (the final state
+    #: only, for a bulk rebuild); ``settle`` then sorts the standings once.
+    fold: bool = False
+    #: (event time, event id) of every remembered id: the oldest first, to forget in order
+    _seen_order: list[tuple[int, str]] = field(default_factory=list, repr=False)
 
     @property
     def scores(self) -> dict[str, dict[str, int]]:
@@ -254,6 +266,7 @@ class ModelBoard:
             out.rejections.append((None, overflow))
             return out
         self.seen_events[record.event_id] = at
+        heapq.heappush(self._seen_order, (at, record.event_id))
         if closes != rules.NEVER and period not in self.open_periods:
             self.open_periods[period] = closes
         table = self.periods.setdefault(period, table)
@@ -406,13 +419,22 @@ class ModelBoard:
                     out.periods_ended.append((name, self.version))
             self._forget_before(self.max_time - self.dedup[0])
         if len(self.seen_events) > self.dedup[1]:
-            self._forget_before(min(self.seen_events.values()) + 1)
+            self._forget_before(self._seen_order[0][0] + 1)
 
     def _forget_before(self, horizon: int) -> None:
         """Move the dedup horizon up to ``horizon``, forgetting the event ids below it."""
         if horizon > self.horizon:
             self.horizon = horizon
-            self.seen_events = {e: t for e, t in self.seen_events.items() if t >= horizon}
+            heap = self._seen_order
+            while heap and heap[0][0] < horizon:
+                _, eid = heapq.heappop(heap)
+                del self.seen_events[eid]
+
+    def settle(self) -> None:
+        """Sort every period's standings once after a fold (no-op otherwise)."""
+        if self.fold:
+            for table in self.periods.values():
+                table.settle()
 
     def _apply_entry(
         self,
@@ -431,8 +453,15 @@ class ModelBoard:
         pid = entry.participant_id
         old = table.members.get(pid)
         old_score = self._score(old[0]) if old else None
-        old_rank = table.rank(pid)
         new = rules.combine(op, old_score, entry.score, sort)
+        if self.fold:  # the same state, without ranks, order or results
+            if old is None or new != old_score:
+                table.members[pid] = (rules.sort_key(new, sort), rules.member(at, offset, idx, pid))
+            if entry.metadata:
+                self.metadata[pid] = dict(entry.metadata)
+            self.version += 1
+            return
+        old_rank = table.rank(pid)
         if old is None or new != old_score:
             mem = rules.member(at, offset, idx, pid)
             new_rank = table.put(pid, rules.sort_key(new, sort), mem)
@@ -519,6 +548,11 @@ class ModelBoard:
 
     def _overflow(self, table: Standings, entries: Sequence[tuple[int, ScoreEntry]]) -> str | None:
         """Why the entries cannot all apply (a result outside the exact range), or None."""
+        # best and set keep a score inside the range (every valid submitted score is): only
+        # incr and decr can leave it, so a match without them needs no look-up (as the script)
+        default = self.config.operator
+        if not any((e.operator or default) in _ARITH for _, e in entries):
+            return None
         sim: dict[str, int] = {}
         for idx, entry in entries:
             pid = entry.participant_id

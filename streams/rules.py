@@ -307,6 +307,10 @@ def participant_reason(participant_id: str) -> str | None:
         return "empty participant_id"
     if len(participant_id) > 128:
         return "participant_id longer than 128 characters"
+    if participant_id.isascii() and participant_id.isprintable():
+        # the common case, decided at once: printable ASCII has no control, format or
+        # private-use character and is in NFC
+        return None if participant_id.strip() else "participant_id is blank"
     if any(ch < " " or "\x7f" <= ch < "\xa0" for ch in participant_id):
         return "participant_id contains control characters"
     hidden = next((ch for ch in participant_id if unicodedata.category(ch) in _HIDDEN), None)

@@ -28,7 +28,7 @@ def _bar() -> Progress:
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} entries/s"),
+        TextColumn("{task.fields[rate]}"),
         TimeElapsedColumn(),
         TimeRemainingColumn(),
         transient=False,
@@ -51,6 +51,12 @@ def _bar() -> Progress:
 @click.option("--verify", is_flag=True, help="Compare with the live board; exit 1 on a difference.")
 @click.option("--dry-run", is_flag=True, help="Rebuild into throw-away keys; never touch live.")
 @click.option("--swap", is_flag=True, help="Replace the live board atomically when rebuilt.")
+@click.option(
+    "--lua",
+    is_flag=True,
+    help="Apply every record with the live apply script instead of folding the log and "
+    "bulk-loading it (slower; the fast path's reference).",
+)
 def replay(
     board: str,
     period: str | None,
@@ -59,12 +65,16 @@ def replay(
     verify: bool,
     dry_run: bool,
     swap: bool,
+    lua: bool,
 ) -> None:
-    """Rebuild BOARD from its events into shadow keys, with the live projector's apply code.
+    """Rebuild BOARD from its events into shadow keys, with the live projector's rules.
 
-    The live board keeps serving meanwhile. --verify compares checksums, counts and the first
-    differing ranks; --swap then replaces the live keys in one atomic step after catching up
-    with events that arrived during the rebuild.
+    The records go through the projector's checks into the reference model, whose final state
+    is bulk-loaded and checked by checksum; a swap's catch-up tail (records the live worker
+    has not published yet) goes through the live apply script. The live board keeps serving
+    meanwhile. --verify compares checksums, counts and the first differing ranks; --swap then
+    replaces the live keys in one atomic step after catching up with events that arrived
+    during the rebuild.
     """
     if swap and dry_run:
         raise click.UsageError("--swap and --dry-run exclude each other")
@@ -82,7 +92,7 @@ def replay(
                 started[0] = time.monotonic()
             done[0] = n if source == "kafka" else done[0] + n
             el = max(time.monotonic() - started[0], 1e-6)
-            bar.update(task, completed=done[0], total=total, rate=f"{done[0] / el:,.0f}")
+            bar.update(task, completed=done[0], total=total, rate=f"{done[0] / el:,.0f} records/s")
 
         report = asyncio.run(
             replay_board(
@@ -95,6 +105,7 @@ def replay(
                 swap=swap,
                 dry_run=dry_run,
                 progress=tick,
+                fast=not lua,
             )
         )
     click.echo(summarize([report]))
@@ -109,25 +120,52 @@ def replay(
     default=2,
     show_default=True,
     type=click.IntRange(1, 16),
-    help="Boards rebuilt at the same time.",
+    help="Boards rebuilt at the same time, each in its own process (about one per core).",
 )
-@click.option("--resume", is_flag=True, help="Skip boards an interrupted run already rebuilt.")
-def rebuild(all_boards: bool, parallel: int, resume: bool) -> None:
+@click.option(
+    "--resume",
+    is_flag=True,
+    help="Skip boards an interrupted run already rebuilt (still at that watermark live).",
+)
+@click.option("--lua", is_flag=True, help="Apply every record with the live apply script.")
+def rebuild(all_boards: bool, parallel: int, resume: bool, lua: bool) -> None:
     """Rebuild every board from the log and swap it live (after a lost or emptied Redis).
 
-    Progress is recorded in Redis, so --resume continues an interrupted run.
+    Each finished board is recorded in Redis with the watermark it swapped in, so --resume
+    continues an interrupted run without redoing the boards still live at that watermark.
     """
     del all_boards
     settings = get_settings()
-    reports = asyncio.run(
-        rebuild_all(
-            settings,
-            read_boards(settings),
-            parallel=parallel,
-            resume=resume,
-            report=lambda r: click.echo(summarize([r])),
+    boards = read_boards(settings)
+    with _bar() as bar:
+        task = bar.add_task(f"rebuild {len(boards)} board(s)", total=None, rate="-")
+        seen: dict[str, tuple[int, int | None]] = {}
+        started = time.monotonic()
+
+        def tick(board: str, n: int, total: int | None) -> None:
+            seen[board] = (n, total)
+            done = sum(x for x, _ in seen.values())
+            want = sum(t or 0 for _, t in seen.values())
+            el = max(time.monotonic() - started, 1e-6)
+            bar.update(
+                task,
+                completed=done,
+                total=want or None,
+                description=f"rebuild {len(boards)} board(s), {len(seen)} started",
+                rate=f"{done / el:,.0f} records/s",
+            )
+
+        reports = asyncio.run(
+            rebuild_all(
+                settings,
+                boards,
+                parallel=parallel,
+                resume=resume,
+                fast=not lua,
+                report=lambda r: bar.console.print(summarize([r])),
+                progress=tick,
+            )
         )
-    )
     entries = sum(r.entries for r in reports)
     click.echo(
         f"rebuilt {len(reports)} board(s), {entries:,} entries; the projector may apply again"

@@ -1,0 +1,151 @@
+"""Scenario 4b: ``rebuild --all`` after Redis lost every board, and the bulk-load limit.
+
+``Params.rebuild_boards`` boards of ``Params.rebuild_entries`` entries each (matches of
+``entries_per_record`` distinct players) are produced, and the live projector group's offsets
+are committed at the end of the log (a projector that had applied and published everything
+when Redis lost it). Then ``rebuild_all`` rebuilds and swaps every board, with ``--parallel 2``
+and with ``--parallel 1``; and the same members go to Redis through the bulk loader's
+pipelined ZADDs alone, the bound of the load step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import TopicPartition
+
+from benchmarks.figures import Figure, Report, Target
+from benchmarks.harness import Namespace, Say
+from benchmarks.params import Params
+from benchmarks.scenarios.big_board import _big_board_matches
+from benchmarks.workload import now_ms
+from processors.bootstrap import kafka_consumer, redis_at
+from processors.kafka.producer import LeaderboardProducer
+from processors.replay import rebuild_all
+from projections import bulk
+from projections.keys import BoardKeys
+from streams import rules
+from streams.events import LeaderboardConfigured
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def run_rebuild(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> None:
+    """Run the rebuild scenario; a failure is noted and the rest of the run kept."""
+    try:
+        asyncio.run(_rebuild_scenario(base, p, report, logs, say))
+    except Exception as exc:  # a shared stack may restart under us: keep the rest
+        log.exception("rebuild scenario failed")
+        report.details["rebuild scenario failed"] = repr(exc)[:300]
+        say(f"  rebuild scenario failed: {exc!r}")
+
+
+def commit_at_end(settings: Settings) -> None:
+    """Commit the live projector group's offsets at the end of every score partition."""
+    topic = settings.topic(settings.scores_topic)
+    consumer = kafka_consumer(settings, **{"group.id": settings.app_id})
+    try:
+        meta = consumer.list_topics(topic, timeout=10)
+        offsets = []
+        for part in meta.topics[topic].partitions:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, part), timeout=10)
+            offsets.append(TopicPartition(topic, part, high))
+        consumer.commit(offsets=offsets, asynchronous=False)
+    finally:
+        consumer.close()
+
+
+async def _rebuild_scenario(
+    base: Settings, p: Params, report: Report, logs: Path, say: Say
+) -> None:
+    ns = Namespace(base, "rebuild", logs)
+    k = p.entries_per_record
+    n, size = p.rebuild_boards, p.rebuild_entries
+    cfgs = {
+        f"{ns.tag}-{i:02d}": LeaderboardConfigured(f"{ns.tag}-{i:02d}", configured_at=now_ms())
+        for i in range(n)
+    }
+    ns.boards = list(cfgs)
+    try:
+        say(f"[rebuild] producing {n} boards x {size:,} entries")
+        with LeaderboardProducer(ns.settings) as prod:
+            for cfg in cfgs.values():
+                prod.configure(cfg)
+            for board in cfgs:
+                for m in _big_board_matches(board, size, k, now_ms() - 3_600_000):
+                    prod.submit(m)
+        await asyncio.to_thread(commit_at_end, ns.settings)
+        for parallel, key in ((2, "rebuild.all"), (1, "rebuild.all_serial")):
+            rates = []
+            for i in range(p.reps):
+                say(f"[rebuild] --all --parallel {parallel}, run {i + 1}/{p.reps}")
+                t0 = time.perf_counter()
+                reps = await rebuild_all(ns.settings, dict(cfgs), parallel=parallel)
+                seconds = time.perf_counter() - t0
+                entries = sum(r.entries for r in reps)
+                rates.append(entries / seconds)
+                say(f"  {entries:,} entries in {seconds:.1f}s: {entries / seconds:,.0f}/s")
+            report.add(
+                Figure(
+                    "4 replay",
+                    f"rebuild --all --parallel {parallel}, entries/s",
+                    "entries/s",
+                    rates,
+                    f"{n} boards x {size:,} entries ({size // k:,} records each) on "
+                    f"{ns.settings.partitions} partitions, Redis emptied of them before; fold "
+                    "+ bulk load + checksum + swap, worker processes included",
+                    Target(150_000, True, "\u2265 150,000 entries/s") if parallel > 1 else None,
+                    key=key,
+                )
+            )
+        await _zadd_limit(ns, p, report, say)
+    finally:
+        ns.cleanup(audit=False)
+
+
+async def _zadd_limit(ns: Namespace, p: Params, report: Report, say: Say) -> None:
+    """Members/s of the bulk loader's pipelined ZADDs alone (10,000 members per command)."""
+    size = p.rebuild_entries * 10
+    rows = sorted(
+        (
+            -(i * 7919 % size),
+            rules.member(1_790_000_000_000 + i // 10, i // 10, i % 10, f"u{i:07d}"),
+        )
+        for i in range(size)
+    )
+    client = redis_at(ns.settings.redis_url)
+    rates = []
+    try:
+        for i in range(p.reps):
+            key = BoardKeys(f"{ns.tag}-zadd{uuid.uuid4().hex[:4]}", "lbr").zset("all")
+            say(f"[rebuild] bulk ZADD limit, run {i + 1}/{p.reps}")
+            out = bulk.Sender(client)
+            t0 = time.perf_counter()
+            try:
+                for start in range(0, size, bulk.CHUNK):
+                    part = rows[start : start + bulk.CHUNK]
+                    await out.send("ZADD", key, *[x for row in part for x in row])
+                await out.flush()
+            finally:
+                await out.close()
+            rates.append(size / (time.perf_counter() - t0))
+            await client.unlink(key)
+    finally:
+        await client.aclose()
+    report.add(
+        Figure(
+            "4 replay",
+            "bulk-load limit: pipelined ZADD of 10,000 members per command, members/s",
+            "members/s",
+            rates,
+            f"{size:,} (score, 33-character tie-break member) pairs into one sorted set, "
+            f"hiredis-packed, {bulk.PIPELINE} commands per round trip; the sorted sets are "
+            "one of the load's two per-participant writes (the member hash the other)",
+            key="replay.bulk_zadd_members_per_s",
+        )
+    )

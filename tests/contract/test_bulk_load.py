@@ -1,0 +1,179 @@
+"""The fast rebuild path against the apply script: fold in the model, bulk-load, same keys.
+
+The same random sequences (every operator, both sorts, every reset, tournament windows, closed
+boards, clock marks, ties, duplicates and the dedup horizon, refused matches, metadata) go
+through the Redis apply script in random chunks, and through a folding MemoryStore whose final
+state ``projections.bulk`` loads under another prefix: every key, field, member and score must
+be byte-identical, and every period's checksum equal.
+"""
+
+from __future__ import annotations
+
+import random
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import pytest
+
+from processors.bootstrap import make_client
+from projections import bulk
+from projections.memory import MemoryStore
+from projections.redis_client import RedisClient
+from projections.store import RankingStore, SourceRecord
+from streams.errors import LeaderboardError
+from streams.events import (
+    BoardStatus,
+    LeaderboardConfigured,
+    Operator,
+    ResetPeriod,
+    ScoreEntry,
+    SortOrder,
+)
+from streams.settings import Settings
+from tests.contract.records import BASE, DAY, random_records
+from tests.contract.store_contract import DEDUP, GRACE, OVERTAKEN
+from tests.integration.conftest_cluster import scrub
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+async def client(stack: Settings) -> AsyncIterator[RedisClient]:
+    made = make_client(stack)
+    yield made
+    await made.aclose()
+
+
+def enrich(rng: random.Random, records: list[SourceRecord]) -> list[SourceRecord]:
+    """Add metadata to some entries and an invalid entry (a refused match) to some records."""
+    out = []
+    for r in records:
+        ev = r.event
+        if ev.event_id and rng.random() < 0.2:
+            entries = tuple(
+                replace(e, metadata={"name": f"n{rng.randint(0, 3)}", "cc": "fr"})
+                for e in ev.entries
+            )
+            ev = replace(ev, entries=entries)
+        if ev.event_id and rng.random() < 0.04:
+            ev = replace(ev, entries=(*ev.entries, ScoreEntry("bad\x00id", 1)))
+        out.append(replace(r, event=ev))
+    return out
+
+
+async def dump(client: RedisClient, prefix: str) -> dict[str, Any]:
+    """Every key under ``prefix`` (name without it) with its full contents."""
+    out: dict[str, Any] = {}
+    async for raw in client.scan_iter(match=f"{prefix}:*", count=1000):
+        key = raw.decode() if isinstance(raw, bytes) else raw
+        kind = await client.type(key)
+        kind = kind.decode() if isinstance(kind, bytes) else kind
+        name = key[len(prefix) :]
+        if kind == "zset":
+            out[name] = await client.zrange(key, 0, -1, withscores=True)
+        elif kind == "hash":
+            out[name] = await client.hgetall(key)
+        else:
+            out[name] = (kind, await client.dump(key))
+    return out
+
+
+CONFIGS = [
+    LeaderboardConfigured("board", SortOrder.DESC, Operator.BEST, ResetPeriod.NONE, watch_top_n=3),
+    LeaderboardConfigured("board", SortOrder.ASC, Operator.BEST, ResetPeriod.DAILY),
+    LeaderboardConfigured("board", SortOrder.DESC, Operator.INCR, ResetPeriod.MONTHLY),
+    LeaderboardConfigured("board", SortOrder.ASC, Operator.DECR, ResetPeriod.WEEKLY),
+    LeaderboardConfigured("board", SortOrder.DESC, Operator.SET, ResetPeriod.DAILY),
+    # a tournament window: its end closes the all-time period
+    LeaderboardConfigured(
+        "board",
+        SortOrder.DESC,
+        Operator.BEST,
+        ResetPeriod.NONE,
+        starts_at=BASE + 5 * DAY,
+        ends_at=BASE + 15 * DAY,
+    ),
+    # a board closed in the middle of its log: every open period ends at the cut
+    LeaderboardConfigured(
+        "board",
+        SortOrder.DESC,
+        Operator.INCR,
+        ResetPeriod.WEEKLY,
+        status=BoardStatus.CLOSED,
+        closed_at=BASE + 10 * DAY,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    "cfg", CONFIGS, ids=lambda c: f"{c.sort_order}-{c.operator}-{c.reset_period}"
+)
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_bulk_load_leaves_the_keys_of_the_apply_script(
+    client: RedisClient, cfg: LeaderboardConfigured, seed: int
+) -> None:
+    rng = random.Random(f"{seed}{cfg}")
+    records = enrich(rng, random_records(rng, "board", 500, marks=True))
+    lua_prefix, bulk_prefix = f"t{uuid.uuid4().hex[:8]}", f"t{uuid.uuid4().hex[:8]}"
+    lua = RankingStore(
+        client, prefix=lua_prefix, overtaken_limit=OVERTAKEN, grace_ms=GRACE, dedup=DEDUP
+    )
+    fold = MemoryStore(overtaken_limit=0, grace_ms=GRACE, dedup=DEDUP, fold=True)
+    try:
+        i = 0
+        while i < len(records):
+            chunk = records[i : i + rng.randint(1, 60)]
+            (out,) = await lua.apply([(cfg, chunk)])
+            await lua.acknowledge([out])
+            (folded,) = await fold.apply([(cfg, chunk)])
+            await fold.acknowledge([folded])
+            assert folded.offsets == out.offsets
+            assert sorted((r.offset, r.reason) for r in folded.rejections) == sorted(
+                (r.offset, r.reason) for r in out.rejections
+            )
+            assert folded.periods_ended == out.periods_ended
+            i += len(chunk)
+        found = fold.folded("board")
+        assert found is not None
+        model, watermarks = found
+        keys = RankingStore(client, prefix=bulk_prefix).keys("board")
+        loaded = await bulk.load(client, keys, model, watermarks, chunk=7)
+        await bulk.verify(client, keys, model, loaded)
+        want = await dump(client, lua_prefix)
+        got = await dump(client, bulk_prefix)
+        assert got == want
+        assert len(loaded.checksums) >= 1
+        for period, (digest, count) in loaded.checksums.items():
+            assert await lua.checksum("board", period, cfg.sort_order) == (digest, count)
+        # the check catches a load that went wrong
+        await client.zadd(keys.zset(sorted(loaded.checksums)[0]), {"0" * 33 + "ghost": 0})
+        with pytest.raises(LeaderboardError, match="differs from the folded log"):
+            await bulk.verify(client, keys, model, loaded)
+    finally:
+        await scrub(client, f"{lua_prefix}*")
+        await scrub(client, f"{bulk_prefix}*")
+
+
+async def test_the_lua_tail_continues_a_bulk_loaded_board(client: RedisClient) -> None:
+    """Fold a prefix, load it, apply the rest with the script: the keys of a Lua-only run."""
+    cfg = CONFIGS[2]
+    rng = random.Random(11)
+    records = enrich(rng, random_records(rng, "board", 300, marks=True))
+    lua_prefix, mixed_prefix = f"t{uuid.uuid4().hex[:8]}", f"t{uuid.uuid4().hex[:8]}"
+    lua = RankingStore(client, prefix=lua_prefix, grace_ms=GRACE, dedup=DEDUP)
+    mixed = RankingStore(client, prefix=mixed_prefix, grace_ms=GRACE, dedup=DEDUP)
+    fold = MemoryStore(grace_ms=GRACE, dedup=DEDUP, fold=True)
+    try:
+        await lua.acknowledge(await lua.apply([(cfg, records)]))
+        await fold.apply([(cfg, records[:200])])
+        found = fold.folded("board")
+        assert found is not None
+        await bulk.load(client, mixed.keys("board"), *found)
+        # overlapping: the records at or below the loaded watermark change nothing
+        await mixed.acknowledge(await mixed.apply([(cfg, records[150:])]))
+        assert await dump(client, mixed_prefix) == await dump(client, lua_prefix)
+    finally:
+        await scrub(client, f"{lua_prefix}*")
+        await scrub(client, f"{mixed_prefix}*")
