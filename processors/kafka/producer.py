@@ -257,10 +257,13 @@ class LeaderboardProducer:
         key: str | bytes | None,
         value_bytes: bytes | None,
         reason: str,
+        *,
+        index: int | None = None,
     ) -> None:
         """Park an unprocessable record, bytes unchanged, on the dead-letter topic beside it.
 
-        ``source_topic`` may be the full (prefixed) or the logical topic name.
+        ``source_topic`` may be the full (prefixed) or the logical topic name. ``index`` names
+        the submission of a coalesced record the value stands for (header ``source.index``).
         """
         prefix = self.settings.topic_prefix
         logical = source_topic.removeprefix(prefix) if prefix else source_topic
@@ -270,6 +273,8 @@ class LeaderboardProducer:
             ("source.partition", str(partition).encode()),
             ("source.offset", str(offset).encode()),
         ]
+        if index is not None:
+            headers.append(("source.index", str(index).encode()))
         self._produce(self.settings.dlq(logical), _bytes(key), value_bytes, headers)
 
     def poll(self, timeout: float = 0.0) -> int:
