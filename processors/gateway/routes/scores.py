@@ -8,12 +8,13 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Response
 
-from processors.gateway.deps import FeedDep, ProducerDep, StateDep
+from processors.gateway.deps import CoalescerDep, FeedDep, ProducerDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.feed import DeadLettered
 from processors.gateway.guards import ApiKey, BearerToken, bearer_challenge, retry_after
 from processors.gateway.models import BoardId, ScoreIn
-from processors.kafka.producer import delivery_future
+from processors.kafka.producer import delivery_future, one_score
+from projections.sharded import layout_of
 from streams import rules
 from streams.errors import LeaderboardError
 from streams.events import BoardStatus, RankChange, TimeSource
@@ -57,6 +58,7 @@ async def submit_score(
     state: StateDep,
     producer: ProducerDep,
     feed: FeedDep,
+    coalescer: CoalescerDep,
     wait: Annotated[bool, Query(description="wait until the projection applied it")] = False,
     key: ApiKey = None,
     bearer: BearerToken = None,
@@ -83,10 +85,7 @@ async def submit_score(
             f"too many scores for {body.participant_id!r}: at most {state.options.submit_rate:g}/s",
             headers=retry_after(retry),
         )
-    # Acknowledged per record: the producer's poll thread settles this future as soon as Kafka
-    # acknowledged it, so concurrent submissions share the producer's batches (no flush each).
-    delivered, on_delivery = delivery_future(asyncio.get_running_loop())
-    event_id = producer.submit_score(
+    match = one_score(
         board,
         body.participant_id,
         body.score,
@@ -94,8 +93,15 @@ async def submit_score(
         operator=body.operator,
         match_id=body.match_id,
         metadata=body.metadata or None,
-        on_delivery=on_delivery,
     )
+    event_id = match.event_id
+    if layout_of(cfg) is None:
+        # Concurrent submissions to the board share one record (gateway/coalescer.py); the
+        # future ends when Kafka acknowledged that record.
+        delivered = coalescer.submit(match)
+    else:  # sharded boards apply one record per submission
+        delivered, on_delivery = delivery_future(asyncio.get_running_loop())
+        producer.submit(match, on_delivery=on_delivery)
     fut = feed.wait_for(event_id) if wait else None
     try:
         await asyncio.wait_for(delivered, PUBLISH_TIMEOUT_S)
