@@ -29,6 +29,8 @@ class Params:
     hot_connections: int = 16
     hot_records: int = 30_000
     wait_rate: int = 1_000
+    #: single-entry SDK records coalesced this many to a record (0: one record each)
+    coalesce: int = 0
 
     @classmethod
     def full(cls) -> Params:

@@ -485,7 +485,18 @@ class ScoreCoalescer:
             match_id=match_id,
             metadata=metadata,
         )
+        return self.submit(match, on_delivery=on_delivery)
+
+    def submit(
+        self, match: MatchResultSubmitted, *, on_delivery: DeliveryCallback | None = None
+    ) -> str:
+        """Buffer one one-entry match (checked at once); returns its event id."""
+        if len(match.entries) != 1:
+            raise ValidationError(
+                f"only one-entry matches coalesce (got {len(match.entries)} entries)"
+            )
         check_match(match, now_ms=int(time.time() * 1000))
+        board = match.leaderboard_id
         full = None
         with self._lock:
             items = self._pending.setdefault(board, (time.monotonic(), []))[1]
