@@ -138,6 +138,13 @@ def pg_placements_reader(settings: Settings) -> PlacementsReader | None:
     help="Longest a submission waits behind its board's record in flight (none when idle).",
 )
 @click.option(
+    "--coalesce-in-flight",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Records of one board awaiting Kafka before new submissions wait to be coalesced.",
+)
+@click.option(
     "--access-log", is_flag=True, help="Log one line per HTTP request (with its request id)."
 )
 @click.option(
@@ -160,6 +167,7 @@ def gateway(
     client_burst: int | None,
     coalesce_max: int,
     coalesce_window_ms: float,
+    coalesce_in_flight: int,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -181,6 +189,7 @@ def gateway(
         access_log=access_log,
         coalesce_max=coalesce_max,
         coalesce_window_s=coalesce_window_ms / 1000,
+        coalesce_in_flight=coalesce_in_flight,
     )
     host = host or settings.gateway_host
     port = port or settings.gateway_port

@@ -52,6 +52,7 @@ def create_app(
     subscriber_queue: int = 256,
     coalesce_max: int = 64,
     coalesce_window_s: float = 0.002,
+    coalesce_in_flight: int = 1,
 ) -> FastAPI:
     """The gateway app; Kafka, Redis and the config view are opened by its lifespan.
 
@@ -62,7 +63,8 @@ def create_app(
     address are limited to ``client_rate``/s (default ``settings.rate_per_client``; 0 = no
     limit). Every request gets an ``X-Request-ID``; ``access_log`` logs one line per request.
     Concurrent submissions to one board are coalesced into one record, up to ``coalesce_max``
-    (1 = off), waiting at most ``coalesce_window_s`` behind a record in flight.
+    (1 = off), waiting at most ``coalesce_window_s`` while ``coalesce_in_flight`` records of the
+    board await Kafka.
     """
     if client_rate is None:
         client_rate = settings.rate_per_client
@@ -83,6 +85,7 @@ def create_app(
         subscriber_queue=subscriber_queue,
         coalesce_max=coalesce_max,
         coalesce_window_s=coalesce_window_s,
+        coalesce_in_flight=coalesce_in_flight,
     )
     state = GatewayState(settings, options, history, placements)
 

@@ -7,10 +7,11 @@ outcome (docs/scaling.md, "Coalescing").
 
 When to send, per board (Nagle-like, no fixed delay when idle):
 
-- nothing of the board in flight: at the end of the current event-loop turn, so the
-  submissions parsed in the same turn go together and a lone submission waits for nothing;
-- a record of the board in flight (produced, not yet acknowledged by Kafka): when it is
-  acknowledged, or once the oldest buffered submission is ``window_s`` old, whichever is first;
+- fewer than ``max_in_flight`` records of the board in flight (produced, not yet acknowledged
+  by Kafka): at the end of the current event-loop turn, so the submissions parsed in the same
+  turn go together and a lone submission waits for nothing;
+- else: when one of them is acknowledged, or once the oldest buffered submission is
+  ``window_s`` old, whichever is first;
 - ``max_submissions`` buffered: at once.
 
 A record with one submission is sent as an ordinary one-entry ``MatchResultSubmitted``, so an
@@ -53,9 +54,10 @@ class SubmitCoalescer:
         *,
         max_submissions: int = 64,
         window_s: float = 0.002,
+        max_in_flight: int = 1,
     ) -> None:
         """``max_submissions`` per record (1 = no coalescing); ``window_s`` the longest a
-        submission waits behind a record in flight."""
+        submission waits while ``max_in_flight`` records of its board await Kafka."""
         if not 1 <= max_submissions <= MAX_SUBMISSIONS:
             raise LeaderboardError(
                 f"coalesce max must be 1 to {MAX_SUBMISSIONS} (got {max_submissions})"
@@ -63,6 +65,7 @@ class SubmitCoalescer:
         self.producer = producer
         self.max_submissions = max_submissions
         self.window_s = window_s
+        self.max_in_flight = max(1, max_in_flight)
         self._boards: dict[str, _Board] = {}
         #: records sent and submissions they carried (for metrics and tests)
         self.records = 0
@@ -84,7 +87,7 @@ class SubmitCoalescer:
         if len(board.pending) >= self.max_submissions:
             self._send(board_id)
         elif board.handle is None:
-            if board.in_flight == 0:
+            if board.in_flight < self.max_in_flight:
                 board.handle = loop.call_soon(self._send, board_id)
             else:
                 board.handle = loop.call_later(self.window_s, self._send, board_id)
@@ -111,7 +114,7 @@ class SubmitCoalescer:
                     f.set_result(None)
                 else:
                     f.set_exception(DeliveryFailed(f"record not delivered to Kafka: {error}"))
-            if board.pending and board.in_flight == 0:
+            if board.pending and board.in_flight < self.max_in_flight:
                 self._send(board_id)
             elif not board.pending and board.in_flight == 0 and board.handle is None:
                 self._boards.pop(board_id, None)

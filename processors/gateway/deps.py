@@ -80,6 +80,8 @@ class GatewayOptions:
     coalesce_max: int = 64
     #: longest a submission waits behind its board's record in flight (gateway/coalescer.py)
     coalesce_window_s: float = 0.002
+    #: records of one board in flight before submissions wait to be coalesced
+    coalesce_in_flight: int = 1
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -123,7 +125,10 @@ class Services:
         )
         feed.start()
         coalescer = SubmitCoalescer(
-            producer, max_submissions=options.coalesce_max, window_s=options.coalesce_window_s
+            producer,
+            max_submissions=options.coalesce_max,
+            window_s=options.coalesce_window_s,
+            max_in_flight=options.coalesce_in_flight,
         )
         return cls(client, view, producer, admin, feed, coalescer)
 

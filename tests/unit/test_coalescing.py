@@ -190,3 +190,19 @@ async def test_a_bad_submission_is_refused_before_it_joins_a_record() -> None:
         co.submit(bad)
     await _turn()
     assert fake.sent == []
+
+
+async def test_more_records_in_flight_send_at_once_until_the_limit() -> None:
+    fake = FakeProducer()
+    co = SubmitCoalescer(fake, max_submissions=64, window_s=10.0, max_in_flight=2)  # type: ignore[arg-type]
+    co.submit(_match("a"))
+    await _turn()
+    co.submit(_match("b"))  # one record in flight, the limit is two: sent at once
+    await _turn()
+    waiting = [co.submit(_match(p)) for p in ("c", "d")]  # two in flight: these wait
+    await _turn()
+    assert [pids for _, pids, _ in fake.sent] == [["a"], ["b"]]
+    fake.ack(0)
+    await _turn()
+    assert [pids for _, pids, _ in fake.sent] == [["a"], ["b"], ["c", "d"]]
+    assert not any(f.done() for f in waiting)
