@@ -148,15 +148,16 @@ client itself used {_fig(report, "http.submit_client_cpu")} % of the machine). O
 `?wait=true` submissions/s, the services answered {_fig(report, "http.wait_rate")}/s, so the
 p50 {_fig(report, "http.wait_p50")} ms and p99 {_fig(report, "http.wait_p99")} ms measure a queue,
 not the path; at 100/s the path itself answers in {_fig(report, "http.wait_low_p50")} ms (p50)
-and {_fig(report, "http.wait_low_p99")} ms (p99). The SDK drain of single-entry records reaches
-{_fig(report, "ingest.hot_single")} entries/s. The gateway is CPU-bound: about 1.1 ms of CPU per
+and {_fig(report, "http.wait_low_p99")} ms (p99). The SDK drain of single scores reaches
+{_fig(report, "ingest.hot_single")} entries/s coalesced 100 to a `ScoresSubmitted` record, against
+{_fig(report, "ingest.hot_single_uncoalesced")} entries/s at one record each. The gateway is
+CPU-bound: about 1.1 ms of CPU per
 submission in one uvicorn process, half of it in the middleware stack (two `BaseHTTPMiddleware`
 layers, CORS, the body limit), so one process tops out near 900 submits/s on a free core. The
 projector spends about 180 us of CPU per single-entry record (Faust's per-event path, decode,
-one result and one outbox entry per record) against about 40 us per entry in 10-entry records:
-one partition, hence one hot board, cannot take 15,000 single-entry records/s on one core
-whatever the batch size. docs/scaling.md carries the arithmetic and the design of the next step
-(several submissions per record, which changes the schema).
+one result and one outbox entry per record) but about 34 us per single score coalesced 100 to a
+record (`python -m benchmarks.cpu_per_score`); the gateway coalesces concurrent submissions to
+one board the same way. docs/scaling.md carries the arithmetic and the measurements.
 """
 
 
