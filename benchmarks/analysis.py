@@ -134,6 +134,16 @@ are far from limiting.
 """
 
 
+def _uncoalesced(report: Report) -> str:
+    """The comparison with one record per score, from runs that measured both drains."""
+    if report.get("ingest.hot_single_uncoalesced") is None:
+        return ""
+    return (
+        " coalesced 100 to a `ScoresSubmitted` record, against "
+        f"{_fig(report, 'ingest.hot_single_uncoalesced')} entries/s at one record each"
+    )
+
+
 def _hot_text(report: Report) -> str:
     """The hot-board paragraph (empty when the run had no hot-board figures)."""
     if report.get("http.submit") is None:
@@ -149,8 +159,7 @@ client itself used {_fig(report, "http.submit_client_cpu")} % of the machine). O
 p50 {_fig(report, "http.wait_p50")} ms and p99 {_fig(report, "http.wait_p99")} ms measure a queue,
 not the path; at 100/s the path itself answers in {_fig(report, "http.wait_low_p50")} ms (p50)
 and {_fig(report, "http.wait_low_p99")} ms (p99). The SDK drain of single scores reaches
-{_fig(report, "ingest.hot_single")} entries/s coalesced 100 to a `ScoresSubmitted` record, against
-{_fig(report, "ingest.hot_single_uncoalesced")} entries/s at one record each. The gateway is
+{_fig(report, "ingest.hot_single")} entries/s{_uncoalesced(report)}. The gateway is
 CPU-bound: about 1.1 ms of CPU per
 submission in one uvicorn process, half of it in the middleware stack (two `BaseHTTPMiddleware`
 layers, CORS, the body limit), so one process tops out near 900 submits/s on a free core. The
