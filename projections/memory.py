@@ -32,7 +32,8 @@ class _Board:
 
     model: ModelBoard
     watermarks: dict[int, int] = field(default_factory=dict)
-    outbox: dict[int, RecordResult] = field(default_factory=dict)
+    #: results by position (``SourceRecord.position``: the offset, or ``offset:index``)
+    outbox: dict[str, RecordResult] = field(default_factory=dict)
 
 
 class MemoryStore(Neighbours):
@@ -81,6 +82,8 @@ class MemoryStore(Neighbours):
             prepared = []
             for rec in records:  # invalid entries refuse their match, through the script
                 valid, _ = split_entries(rec.event)
+                if rec.index is not None:  # a coalesced submission: its entry is at its index
+                    valid = [(rec.index, entry) for _, entry in valid]
                 prepared.append((rec, valid, rules.entries_refusal(rec.event.entries)))
             board = self._board(config)
             # one call per board: the first record's partition names the watermark
@@ -89,7 +92,7 @@ class MemoryStore(Neighbours):
             new_wm = wm
             for rec, valid, refusal in prepared:
                 if rec.offset <= wm:
-                    stored = board.outbox.get(rec.offset)
+                    stored = board.outbox.get(rec.position)
                     if stored is None:
                         continue
                     result = stored
@@ -98,12 +101,13 @@ class MemoryStore(Neighbours):
                     result = board.model.apply_valid(
                         rec.partition, rec.offset, rec.event, valid, refusal, at=rec.time
                     )
-                    board.outbox[rec.offset] = result
+                    board.outbox[rec.position] = result
                 outcome.offsets.append(rec.offset)
+                outcome.positions.append(rec.position)
                 outcome.changes += result.changes
                 outcome.notifications += result.notifications
                 outcome.rejections += [
-                    Rejection(rec.partition, rec.offset, reason, idx)
+                    Rejection(rec.partition, rec.offset, reason, idx, rec.index)
                     for idx, reason in result.rejections
                 ]
                 outcome.periods_ended += result.periods_ended
@@ -115,8 +119,8 @@ class MemoryStore(Neighbours):
         for outcome in outcomes:
             board = self._boards.get(outcome.board)
             if board is not None:
-                for offset in outcome.offsets:
-                    board.outbox.pop(offset, None)
+                for position in outcome.positions:
+                    board.outbox.pop(position, None)
 
     # ------------------------------------------------------------------ rebuild
     async def board_keys(self, board: str) -> list[str]:
@@ -163,7 +167,9 @@ class MemoryStore(Neighbours):
         self._boards.pop(board, None)
         if moved is not None:
             # results at or below the live watermark were published by the live worker
-            moved.outbox = {o: r for o, r in moved.outbox.items() if o > live}
+            moved.outbox = {
+                o: r for o, r in moved.outbox.items() if int(o.partition(":")[0]) > live
+            }
             self._boards[board] = moved
         return True
 
