@@ -26,7 +26,13 @@ from projections.push import (
 )
 from streams import rules
 from streams.errors import DecodeError, LeaderboardError
-from streams.events import LeaderboardConfigured, MatchResultSubmitted, RankChange, RankChanged
+from streams.events import (
+    LeaderboardConfigured,
+    MatchResultSubmitted,
+    RankChange,
+    RankChanged,
+    ScoresSubmitted,
+)
 from streams.settings import Settings
 
 __all__ = ["Board", "DeadLettered", "RankFeed", "Subscriber", "now_iso"]
@@ -226,15 +232,22 @@ class RankFeed:
         if not self.waiters:
             return
         try:
-            event_id = self.codec.decode_as(value, MatchResultSubmitted).event_id
+            event = self.codec.decode(value)
         except DecodeError:
             return  # undecodable: no submission of this gateway can be waiting for it
+        if isinstance(event, MatchResultSubmitted):
+            event_ids = [event.event_id]
+        elif isinstance(event, ScoresSubmitted):  # a coalesced record refused whole
+            event_ids = [s.event_id for s in event.submissions]
+        else:
+            return
         reason = next(
             ((v or b"").decode(errors="replace") for k, v in headers if k == "reason"), ""
         )
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._refuse, event_id, reason or "dead-lettered")
+            for event_id in event_ids:
+                loop.call_soon_threadsafe(self._refuse, event_id, reason or "dead-lettered")
 
     def _refuse(self, event_id: str, reason: str) -> None:
         for fut in self.waiters.pop(event_id, ()):

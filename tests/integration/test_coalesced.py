@@ -90,8 +90,12 @@ def test_each_submission_of_a_coalesced_record_stands_on_its_own(pipeline: Pipel
         _sub("pg", 7),
     )
     a_bytes = codec.encode(ScoresSubmitted(board, first))
+    sharded = LeaderboardConfigured(f"{board}-sh", metadata={"shards": "hash:2"})
     with LeaderboardProducer(pipeline.settings) as prod:
         prod.configure(cfg)
+        prod.configure(sharded)
+        sub = ScoresSubmitted(sharded.leaderboard_id, (_sub("pa", 1), _sub("pb", 2)))
+        prod.publish(scores, sharded.leaderboard_id, sub)
         prod.publish_raw(scores, board, a_bytes)
         prod.publish_raw(scores, board, a_bytes)  # a producer's resend: every id a duplicate
         prod.publish(scores, board, ScoresSubmitted(board, second))
@@ -119,6 +123,12 @@ def test_each_submission_of_a_coalesced_record_stands_on_its_own(pipeline: Pipel
     assert "exact range" in refused[0]
     assert refused[2] == f"duplicate event id {first[0].event_id}"
     assert "ahead of the log's time" in refused[3]
+
+    # a sharded board takes no coalesced record: dead-lettered whole, with its reason
+    wait_until(lambda: len(_dead_letters(pipeline, sharded.leaderboard_id)) == 1, timeout=60)
+    ((headers, _),) = _dead_letters(pipeline, sharded.leaderboard_id)
+    assert headers["reason"] == "coalesced submissions are not applied to sharded boards"
+    assert "source.index" not in headers
 
     # rank changes: every applied submission under its own event id and index
     wait_until(lambda: len(_changes(pipeline, board)) == 7, timeout=60)
