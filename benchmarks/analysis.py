@@ -164,7 +164,7 @@ CPU-bound: about 1.1 ms of CPU per
 submission in one uvicorn process, half of it in the middleware stack (two `BaseHTTPMiddleware`
 layers, CORS, the body limit), so one process tops out near 900 submits/s on a free core. The
 projector spends about 180 us of CPU per single-entry record (Faust's per-event path, decode,
-one result and one outbox entry per record) but about 34 us per single score coalesced 100 to a
+one result and one outbox entry per record) but about 30 us per single score coalesced 100 to a
 record (`python -m benchmarks.cpu_per_score`); the gateway coalesces concurrent submissions to
 one board the same way. docs/scaling.md carries the arithmetic and the measurements.
 """
