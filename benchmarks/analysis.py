@@ -134,6 +134,16 @@ are far from limiting.
 """
 
 
+def _uncoalesced(report: Report) -> str:
+    """The comparison with one record per score, from runs that measured both drains."""
+    if report.get("ingest.hot_single_uncoalesced") is None:
+        return ""
+    return (
+        " coalesced 100 to a `ScoresSubmitted` record, against "
+        f"{_fig(report, 'ingest.hot_single_uncoalesced')} entries/s at one record each"
+    )
+
+
 def _hot_text(report: Report) -> str:
     """The hot-board paragraph (empty when the run had no hot-board figures)."""
     if report.get("http.submit") is None:
@@ -148,15 +158,15 @@ client itself used {_fig(report, "http.submit_client_cpu")} % of the machine). O
 `?wait=true` submissions/s, the services answered {_fig(report, "http.wait_rate")}/s, so the
 p50 {_fig(report, "http.wait_p50")} ms and p99 {_fig(report, "http.wait_p99")} ms measure a queue,
 not the path; at 100/s the path itself answers in {_fig(report, "http.wait_low_p50")} ms (p50)
-and {_fig(report, "http.wait_low_p99")} ms (p99). The SDK drain of single-entry records reaches
-{_fig(report, "ingest.hot_single")} entries/s. The gateway is CPU-bound: about 1.1 ms of CPU per
+and {_fig(report, "http.wait_low_p99")} ms (p99). The SDK drain of single scores reaches
+{_fig(report, "ingest.hot_single")} entries/s{_uncoalesced(report)}. The gateway is
+CPU-bound: about 1.1 ms of CPU per
 submission in one uvicorn process, half of it in the middleware stack (two `BaseHTTPMiddleware`
 layers, CORS, the body limit), so one process tops out near 900 submits/s on a free core. The
 projector spends about 180 us of CPU per single-entry record (Faust's per-event path, decode,
-one result and one outbox entry per record) against about 40 us per entry in 10-entry records:
-one partition, hence one hot board, cannot take 15,000 single-entry records/s on one core
-whatever the batch size. docs/scaling.md carries the arithmetic and the design of the next step
-(several submissions per record, which changes the schema).
+one result and one outbox entry per record) but about 30 us per single score coalesced 100 to a
+record (`python -m benchmarks.cpu_per_score`); the gateway coalesces concurrent submissions to
+one board the same way. docs/scaling.md carries the arithmetic and the measurements.
 """
 
 

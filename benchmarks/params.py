@@ -31,6 +31,8 @@ class Params:
     wait_rate: int = 1_000
     rebuild_boards: int = 10
     rebuild_entries: int = 100_000
+    #: single-entry SDK records coalesced this many to a record (0: one record each)
+    coalesce: int = 0
 
     @classmethod
     def full(cls) -> Params:

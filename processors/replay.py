@@ -25,7 +25,7 @@ from processors.bootstrap import (
     make_client,
     pg_connect_async,
 )
-from processors.workers.projector import Projector, RawRecord
+from processors.workers.projector import Projector, RawRecord, ScoreRecord
 from projections import bulk
 from projections.memory import MemoryStore, Reader
 from projections.sharded import ShardedStore, layout_of
@@ -38,6 +38,8 @@ from streams.events import (
     MatchResultSubmitted,
     Operator,
     ScoreEntry,
+    ScoresSubmitted,
+    ScoreSubmission,
     ScoreTopicEvent,
 )
 from streams.partitioning import partition_for
@@ -205,7 +207,7 @@ class KafkaSource:
 
 async def _postgres_records(
     settings: Settings, board: str, from_timestamp: int | None
-) -> AsyncIterator[list[tuple[RawRecord, MatchResultSubmitted]]]:
+) -> AsyncIterator[list[tuple[RawRecord, ScoreRecord]]]:
     """The board's applied entries from the audit history, regrouped into log records."""
     sql = (
         "SELECT source_partition, source_offset, entry_index, event_id, match_id,"
@@ -220,42 +222,45 @@ async def _postgres_records(
     async with await pg_connect_async(settings) as conn:
         async with conn.cursor(name=f"replay_{uuid.uuid4().hex[:8]}") as cur:
             await cur.execute(sql, params)
-            batch: list[tuple[RawRecord, MatchResultSubmitted]] = []
-            current: list[Any] | None = None
-            entries: list[ScoreEntry] = []
+            batch: list[tuple[RawRecord, ScoreRecord]] = []
+            group: list[tuple[Any, ...]] = []
             while True:
                 rows = await cur.fetchmany(20_000)
-                for part, off, _idx, eid, mid, at, pid, score, op in rows:
-                    if current is None or (current[0], current[1]) != (part, off):
-                        if current is not None:
-                            batch.append(_record(board, current, entries))
-                            entries = []
-                        current = [part, off, eid, mid, at]
-                    if op not in _OPERATORS:  # a moderation's row: its command is in the log
+                for row in rows:
+                    if row[8] not in _OPERATORS:  # a moderation's row: its command is in the log
                         raise LeaderboardError(
-                            f"leaderboard {board!r} was moderated ({op} at offset {off}): the "
-                            "audit keeps its outcome, not the command; replay it with "
+                            f"leaderboard {board!r} was moderated ({row[8]} at offset {row[1]}): "
+                            "the audit keeps its outcome, not the command; replay it with "
                             "--source kafka"
                         )
-                    entries.append(ScoreEntry(pid, score, Operator(op)))
+                    if group and (group[0][0], group[0][1]) != (row[0], row[1]):
+                        batch.append(_record(board, group))
+                        group = []
+                    group.append(tuple(row))
                 if len(batch) >= CHUNK or (not rows and batch):
                     yield batch
                     batch = []
                 if not rows:
                     break
-            if current is not None:
-                yield [_record(board, current, entries)]
+            if group:
+                yield [_record(board, group)]
 
 
 _OPERATORS = frozenset(str(o) for o in Operator)
 
 
-def _record(
-    board: str, head: list[Any], entries: list[ScoreEntry]
-) -> tuple[RawRecord, MatchResultSubmitted]:
-    part, off, eid, mid, at = head
-    event = MatchResultSubmitted(eid, mid, board, int(at), tuple(entries))
-    return RawRecord(part, off, board.encode(), None), event
+def _record(board: str, rows: list[tuple[Any, ...]]) -> tuple[RawRecord, ScoreRecord]:
+    """One log record from its audit rows: a match (one event id, entries from index 0) or
+    the applied submissions of a coalesced record (several event ids, or a first index > 0)."""
+    part, off, first, eid, mid, at = rows[0][:6]
+    raw = RawRecord(part, off, board.encode(), None)
+    if first == 0 and all(r[3] == eid for r in rows):
+        entries = tuple(ScoreEntry(r[6], r[7], Operator(r[8])) for r in rows)
+        return raw, MatchResultSubmitted(eid, mid, board, int(at), entries)
+    subs = tuple(
+        ScoreSubmission(r[3], r[4], int(r[5]), r[6], r[7], Operator(r[8]), index=r[2]) for r in rows
+    )
+    return raw, ScoresSubmitted(board, subs)
 
 
 async def _count_postgres(settings: Settings, board: str) -> int:

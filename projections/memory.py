@@ -32,7 +32,8 @@ class _Board:
 
     model: ModelBoard
     watermarks: dict[int, int] = field(default_factory=dict)
-    outbox: dict[int, RecordResult] = field(default_factory=dict)
+    #: results by position (``SourceRecord.position``: the offset, or ``offset:index``)
+    outbox: dict[str, RecordResult] = field(default_factory=dict)
 
 
 class MemoryStore(Neighbours):
@@ -88,6 +89,8 @@ class MemoryStore(Neighbours):
             for rec in records:  # invalid entries refuse their match, through the script
                 valid, bad = split_entries(rec.event)  # the text of rules.entries_refusal
                 refusal = "; ".join(f"entries[{idx}]: {reason}" for idx, reason in bad)
+                if rec.index is not None:  # a coalesced submission: its entry is at its index
+                    valid = [(rec.index, entry) for _, entry in valid]
                 prepared.append((rec, valid, refusal))
             board = self._board(config)
             # one call per board: the first record's partition names the watermark
@@ -96,7 +99,7 @@ class MemoryStore(Neighbours):
             new_wm = wm
             for rec, valid, refusal in prepared:
                 if rec.offset <= wm:
-                    stored = board.outbox.get(rec.offset)
+                    stored = board.outbox.get(rec.position)
                     if stored is None:
                         continue
                     result = stored
@@ -111,12 +114,13 @@ class MemoryStore(Neighbours):
                         at=rec.time,
                         moderation=rec.moderation,
                     )
-                    board.outbox[rec.offset] = result
+                    board.outbox[rec.position] = result
                 outcome.offsets.append(rec.offset)
+                outcome.positions.append(rec.position)
                 outcome.changes += result.changes
                 outcome.notifications += result.notifications
                 outcome.rejections += [
-                    Rejection(rec.partition, rec.offset, reason, idx)
+                    Rejection(rec.partition, rec.offset, reason, idx, rec.index)
                     for idx, reason in result.rejections
                 ]
                 outcome.periods_ended += result.periods_ended
@@ -128,8 +132,8 @@ class MemoryStore(Neighbours):
         for outcome in outcomes:
             board = self._boards.get(outcome.board)
             if board is not None:
-                for offset in outcome.offsets:
-                    board.outbox.pop(offset, None)
+                for position in outcome.positions:
+                    board.outbox.pop(position, None)
 
     # ------------------------------------------------------------------ rebuild
     def folded(self, board: str) -> tuple[ModelBoard, dict[int, int]] | None:
@@ -184,7 +188,9 @@ class MemoryStore(Neighbours):
         self._boards.pop(board, None)
         if moved is not None:
             # results at or below the live watermark were published by the live worker
-            moved.outbox = {o: r for o, r in moved.outbox.items() if o > live}
+            moved.outbox = {
+                o: r for o, r in moved.outbox.items() if int(o.partition(":")[0]) > live
+            }
             self._boards[board] = moved
         return True
 

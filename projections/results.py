@@ -1,9 +1,9 @@
 """The apply scripts' reply: its fixed positions (NamedTuples) and its one decoder.
 
 ``rules.lua`` answers one msgpack blob per record, ``{offset, changes, notices, rejected,
-refused, ended}``, whose rows are arrays in the field order of the NamedTuples below; ``decode``
-is the only code that reads those positions, and ``to_change``/``to_notice`` turn rows into
-events.
+refused, ended, position}``, whose rows are arrays in the field order of the NamedTuples below;
+``decode`` is the only code that reads those positions, and ``to_change``/``to_notice`` turn rows
+into events.
 """
 
 from __future__ import annotations
@@ -61,6 +61,8 @@ class RecordResult(NamedTuple):
     refused: str | None
     #: (period, board version) of the periods the record ended.
     ended: list[tuple[str, int]]
+    #: Its outbox field: the offset, or ``offset:index`` for a coalesced submission.
+    position: str = ""
 
 
 def decode(reply: Any) -> list[RecordResult]:
@@ -74,7 +76,9 @@ def _opt(value: Any) -> Any:
 
 
 def _record(res: list[Any]) -> RecordResult:
-    offset, changes, notices, rejected, refused, ended = res
+    offset, changes, notices, rejected, refused, ended = res[:6]
+    # results stored before positions existed have six fields: their position is the offset
+    position = res[6] if len(res) > 6 else str(offset)
     return RecordResult(
         offset,
         [
@@ -97,6 +101,7 @@ def _record(res: list[Any]) -> RecordResult:
         [(r[0], r[1]) for r in rejected],
         _opt(refused),
         [(e[0], e[1]) for e in ended],
+        position.decode() if isinstance(position, bytes) else str(position),
     )
 
 

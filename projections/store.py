@@ -32,7 +32,9 @@ class SourceRecord:
 
     ``at`` is ``rules.ranking_time`` of the record (None: its claimed ``occurred_at``). A clock
     mark reaches a board as a record with an empty event id and no entries: it only moves
-    the board's time to ``at``.
+    the board's time to ``at``. ``index`` is set for submission ``index`` of a coalesced
+    ``ScoresSubmitted`` record (``event`` is then that submission as a one-entry match): it is
+    the entry index of its one entry and part of its position.
     """
 
     partition: int
@@ -41,6 +43,12 @@ class SourceRecord:
     at: int | None = None
     #: set when the record is a moderation: ``event`` is then its carrier (see ``moderation``)
     moderation: LeaderboardModerated | None = None
+    index: int | None = None
+
+    @property
+    def position(self) -> str:
+        """Where the record's result is kept: its offset, or ``offset:index``."""
+        return str(self.offset) if self.index is None else f"{self.offset}:{self.index}"
 
     @property
     def time(self) -> int:
@@ -56,6 +64,8 @@ class Rejection:
     offset: int
     reason: str
     entry_index: int | None = None
+    #: the submission of a coalesced record that was refused (None: the record)
+    index: int | None = None
 
 
 @dataclass(slots=True)
@@ -68,6 +78,8 @@ class BoardOutcome:
     rejections: list[Rejection] = field(default_factory=list)
     periods_ended: list[tuple[str, int]] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
+    #: the outbox fields of the results (``SourceRecord.position``), beside ``offsets``
+    positions: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True)
@@ -170,10 +182,11 @@ class RankingStore(Neighbours):
             )
         replies = await APPLY.run_many(self.client, calls)
         for (_, records), outcome, reply in zip(batches, outcomes, replies, strict=True):
-            by_offset = {r.offset: r for r in records}
+            by_position = {r.position: r for r in records}
             for res in decode(reply):
-                rec = by_offset[res.offset]
+                rec = by_position[res.position]
                 outcome.offsets.append(rec.offset)
+                outcome.positions.append(rec.position)
                 add_result(outcome, rec, res)
         return outcomes
 
@@ -182,8 +195,9 @@ class RankingStore(Neighbours):
         pipe = self.client.pipeline(transaction=False)
         n = 0
         for outcome in outcomes:
-            if outcome.offsets:
-                pipe.hdel(self.keys(outcome.board).outbox, *[str(o) for o in outcome.offsets])
+            fields = outcome.positions or [str(o) for o in outcome.offsets]
+            if fields:
+                pipe.hdel(self.keys(outcome.board).outbox, *fields)
                 n += 1
         if n:
             await pipe.execute()
@@ -351,7 +365,8 @@ def prepare_batch(
         if item.refusal:
             prepared.append(item)
             continue
-        for idx, entry in enumerate(ev.entries):
+        first = 0 if rec.index is None else rec.index  # a submission has one entry
+        for idx, entry in enumerate(ev.entries, first):
             op = entry.operator or config.operator
             meta = json.dumps(entry.metadata, sort_keys=True) if entry.metadata else ""
             item.entries.append((idx, entry.participant_id, entry.score, str(op), meta))
@@ -399,7 +414,7 @@ def apply_call(
     for item in prepared:
         ev = item.rec.event
         entries = item.entries if mine is None else [e for e in item.entries if mine(e[1])]
-        body += [item.rec.offset, ev.event_id, item.rec.time, periods[item.period]]
+        body += [item.rec.position, ev.event_id, item.rec.time, periods[item.period]]
         body += [item.refusal, item.action, item.target, len(entries)]
         for entry in entries:
             body += entry
@@ -422,9 +437,13 @@ def add_result(outcome: BoardOutcome, rec: SourceRecord, res: RecordResult) -> N
     """Add what the apply script did to one record of a plain board to ``outcome``."""
     outcome.changes += [to_change(rec, row) for row in res.changes]
     outcome.notifications += [to_notice(outcome.board, row) for row in res.notices]
-    outcome.rejections += [Rejection(rec.partition, rec.offset, r, i) for i, r in res.rejected]
+    outcome.rejections += [
+        Rejection(rec.partition, rec.offset, r, i, rec.index) for i, r in res.rejected
+    ]
     if res.refused is not None:
-        outcome.rejections.append(Rejection(rec.partition, rec.offset, res.refused))
+        outcome.rejections.append(
+            Rejection(rec.partition, rec.offset, res.refused, None, rec.index)
+        )
     outcome.periods_ended += res.ended
 
 

@@ -117,6 +117,95 @@ class MatchResultSubmitted:
         )
 
 
+#: Most submissions one ScoresSubmitted may carry: the index is five digits of the tie-break.
+MAX_SUBMISSIONS = 10_000
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreSubmission:
+    """One participant's single score inside a coalesced ``ScoresSubmitted`` record.
+
+    ``index`` is not on the wire (there it is the position in ``submissions``): it is set only
+    where a record is rebuilt with gaps (replay from the audit, which holds applied ones only).
+    """
+
+    event_id: str
+    match_id: str
+    occurred_at: int
+    participant_id: str
+    score: int
+    operator: Operator | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+    index: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoresSubmitted:
+    """Independent single-score submissions to one board, coalesced into one record.
+
+    Each submission is applied as if it were its own one-entry match at position
+    (offset, index): its own event id, time, refusal and result (see ``unpack``).
+    """
+
+    SCHEMA: ClassVar[str] = "io.leaderboard.events.ScoresSubmitted"
+
+    leaderboard_id: str
+    submissions: tuple[ScoreSubmission, ...]
+
+    def to_avro(self) -> dict[str, Any]:
+        """Plain dict in the shape of the Avro schema."""
+        return {
+            "leaderboard_id": self.leaderboard_id,
+            "submissions": [
+                {
+                    "event_id": s.event_id,
+                    "match_id": s.match_id,
+                    "occurred_at": s.occurred_at,
+                    "participant_id": s.participant_id,
+                    "score": s.score,
+                    "operator": s.operator.value if s.operator else None,
+                    "metadata": dict(s.metadata),
+                }
+                for s in self.submissions
+            ],
+        }
+
+    @classmethod
+    def from_avro(cls, d: dict[str, Any]) -> ScoresSubmitted:
+        """Build from a decoded Avro dict."""
+        return cls(
+            leaderboard_id=d["leaderboard_id"],
+            submissions=tuple(
+                ScoreSubmission(
+                    event_id=s["event_id"],
+                    match_id=s["match_id"],
+                    occurred_at=_millis(s["occurred_at"]),
+                    participant_id=s["participant_id"],
+                    score=s["score"],
+                    operator=Operator(s["operator"]) if s.get("operator") else None,
+                    metadata=dict(s.get("metadata") or {}),
+                )
+                for s in d["submissions"]
+            ),
+        )
+
+    def unpack(self) -> list[tuple[int, MatchResultSubmitted]]:
+        """Each submission as (its index, the one-entry match it stands for)."""
+        return [
+            (
+                i if s.index is None else s.index,
+                MatchResultSubmitted(
+                    s.event_id,
+                    s.match_id,
+                    self.leaderboard_id,
+                    s.occurred_at,
+                    (ScoreEntry(s.participant_id, s.score, s.operator, s.metadata),),
+                ),
+            )
+            for i, s in enumerate(self.submissions)
+        ]
+
+
 @dataclass(frozen=True, slots=True)
 class LeaderboardConfigured:
     """A leaderboard was created or reconfigured (latest record per board wins)."""
@@ -495,6 +584,7 @@ def is_clock_mark(event: MatchResultSubmitted) -> bool:
 
 Event = (
     MatchResultSubmitted
+    | ScoresSubmitted
     | LeaderboardConfigured
     | RankChanged
     | ParticipantNotified
@@ -504,14 +594,16 @@ Event = (
     | LeaderboardModerated
 )
 
-#: What the scores topic carries: match results (clock marks among them) and moderations.
-ScoreTopicEvent = MatchResultSubmitted | LeaderboardModerated
+#: What the scores topic carries: match results (clock marks among them), coalesced single
+#: submissions and moderations.
+ScoreTopicEvent = MatchResultSubmitted | ScoresSubmitted | LeaderboardModerated
 
 #: Full Avro name → event class.
 EVENT_TYPES: dict[str, type[Any]] = {
     cls.SCHEMA: cls
     for cls in (
         MatchResultSubmitted,
+        ScoresSubmitted,
         LeaderboardConfigured,
         RankChanged,
         ParticipantNotified,

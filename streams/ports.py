@@ -113,8 +113,14 @@ class Publisher(Protocol):
         key: str | bytes | None,
         value_bytes: bytes | None,
         reason: str,
+        *,
+        index: int | None = None,
     ) -> None:
-        """Park an unprocessable record, bytes unchanged, with the reason."""
+        """Park an unprocessable record, bytes unchanged, with the reason.
+
+        ``index``: the value is submission ``index`` of the coalesced record at ``offset``,
+        re-encoded as its own one-entry match.
+        """
         ...
 
     def flush(self, timeout: float = 30.0) -> None:

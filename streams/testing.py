@@ -51,6 +51,8 @@ class DeadLetter:
     key: str | bytes | None
     value: bytes | None
     reason: str
+    #: the submission of a coalesced record this dead letter stands for (None: the record)
+    index: int | None = None
 
 
 @dataclass(slots=True)
@@ -73,10 +75,12 @@ class RecordingPublisher:
         key: str | bytes | None,
         value_bytes: bytes | None,
         reason: str,
+        *,
+        index: int | None = None,
     ) -> None:
         """Record a dead-lettered record with its reason."""
         self.dead_letters.append(
-            DeadLetter(source_topic, partition, offset, key, value_bytes, reason)
+            DeadLetter(source_topic, partition, offset, key, value_bytes, reason, index)
         )
 
     def flush(self, timeout: float = 30.0) -> None:

@@ -59,7 +59,7 @@ def all_topics(settings: Settings) -> list[TopicSpec]:
                 "retention.bytes": "-1",
                 "message.timestamp.type": "LogAppendTime",
             },
-            schema="MatchResultSubmitted",
+            schema="MatchResultSubmitted | ScoresSubmitted",
             purpose="match results from producers; the log is the source of truth",
         ),
         TopicSpec(

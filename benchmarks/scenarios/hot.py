@@ -12,6 +12,7 @@ figures are not those of a Python client competing for the same cores.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import os
 import re
 import resource
@@ -94,6 +95,8 @@ end
 
 #: The low rate of the second ``?wait=true`` run (requests/s).
 LOW_WAIT_RATE = 100
+#: Single scores per record the SDK's coalescer packs in the ``ingest.hot_single`` drain.
+HOT_COALESCE = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -439,21 +442,28 @@ def run_hot(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> 
 
 
 def _hot_single(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> None:
-    """SDK single-entry records to ONE board, pre-produced, drained end to end."""
-    sp = dataclasses.replace(p, ingest_records=p.hot_records, entries_per_record=1, boards=1)
-    rates: list[float] = []
-    for i in range(p.reps):
-        say(f"[hot] SDK single-entry drain {i + 1}/{p.reps}")
-        rates.append(retry(lambda: ingest_once(base, sp, logs, say), say).e2e_rate)
-    report.add(
-        Figure(
-            "hot board",
-            "SDK single-entry records to one board, end to end, entries/s",
-            "entries/s",
-            rates,
-            f"{p.hot_records:,} pre-produced one-entry records, one board (one partition), "
-            "1 projector + 1 sinks worker; first applied entry to last audit row",
-            Target(15_000, True, "≥ 15,000 entries/s"),
-            key="ingest.hot_single",
+    """SDK single scores to ONE board, pre-produced, drained end to end: coalesced by the
+    SDK's ScoreCoalescer (``ingest.hot_single``) and one record each (for comparison)."""
+    for coalesce, key, how in (
+        (HOT_COALESCE, "ingest.hot_single", f"coalesced {HOT_COALESCE} to a record by the SDK"),
+        (0, "ingest.hot_single_uncoalesced", "one record each"),
+    ):
+        sp = dataclasses.replace(
+            p, ingest_records=p.hot_records, entries_per_record=1, boards=1, coalesce=coalesce
         )
-    )
+        rates: list[float] = []
+        for i in range(p.reps):
+            say(f"[hot] SDK single-score drain, {how}, {i + 1}/{p.reps}")
+            rates.append(retry(functools.partial(ingest_once, base, sp, logs, say), say).e2e_rate)
+        report.add(
+            Figure(
+                "hot board",
+                f"SDK single scores to one board, {how}, end to end, entries/s",
+                "entries/s",
+                rates,
+                f"{p.hot_records:,} pre-produced single scores ({how}), one board (one "
+                "partition), 1 projector + 1 sinks worker; first applied entry to last audit row",
+                Target(15_000, True, "≥ 15,000 entries/s") if coalesce else None,
+                key=key,
+            )
+        )

@@ -103,10 +103,16 @@ def _produce_backlog(ns: Namespace, p: Params) -> float:
         for cfg in cfgs:
             prod.configure(cfg)
         t0 = time.perf_counter()
-        for m in match_stream(
+        stream = match_stream(
             rng, ns.boards, p.players, p.ingest_records, p.entries_per_record, now_ms()
-        ):
-            prod.submit(m)
+        )
+        if p.coalesce > 1 and p.entries_per_record == 1:
+            with prod.coalescer(max_submissions=p.coalesce) as co:
+                for m in stream:
+                    co.submit(m)
+        else:
+            for m in stream:
+                prod.submit(m)
         prod.flush(120)
         return time.perf_counter() - t0
 

@@ -149,7 +149,9 @@ def dlq_list(
         click.echo(
             f"{fmt_ms(at) if at >= 0 else '-'}  {msg.partition()}:{msg.offset()}  "
             f"{headers.get('source.topic', '?')}[{headers.get('source.partition', '?')}]"
-            f"@{headers.get('source.offset', '?')}  key={key_text or '-'}  "
+            f"@{headers.get('source.offset', '?')}"
+            f"{'#' + headers['source.index'] if 'source.index' in headers else ''}"
+            f"  key={key_text or '-'}  "
             f"{len(msg.value() or b'')}B  {headers.get('reason', '(no reason header)')}"
         )
     which = "oldest" if oldest else "newest"

@@ -124,6 +124,27 @@ def pg_placements_reader(settings: Settings) -> PlacementsReader | None:
     help="Burst per client address (default LEADERBOARD_RATE_PER_CLIENT_BURST or 2x the rate).",
 )
 @click.option(
+    "--coalesce-max",
+    type=click.IntRange(1, 10_000),
+    default=64,
+    show_default=True,
+    help="Most concurrent submissions to one board sent as one Kafka record (1 = one each).",
+)
+@click.option(
+    "--coalesce-window-ms",
+    type=click.FloatRange(0, 100),
+    default=2.0,
+    show_default=True,
+    help="Longest a submission waits behind its board's record in flight (none when idle).",
+)
+@click.option(
+    "--coalesce-in-flight",
+    type=click.IntRange(1, 100),
+    default=1,
+    show_default=True,
+    help="Records of one board awaiting Kafka before new submissions wait to be coalesced.",
+)
+@click.option(
     "--access-log", is_flag=True, help="Log one line per HTTP request (with its request id)."
 )
 @click.option(
@@ -144,6 +165,9 @@ def gateway(
     cors: tuple[str, ...],
     client_rate: float | None,
     client_burst: int | None,
+    coalesce_max: int,
+    coalesce_window_ms: float,
+    coalesce_in_flight: int,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -163,6 +187,9 @@ def gateway(
         client_rate=client_rate,
         client_burst=client_burst,
         access_log=access_log,
+        coalesce_max=coalesce_max,
+        coalesce_window_s=coalesce_window_ms / 1000,
+        coalesce_in_flight=coalesce_in_flight,
     )
     host = host or settings.gateway_host
     port = port or settings.gateway_port

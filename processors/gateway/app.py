@@ -50,6 +50,9 @@ def create_app(
     push_window_s: float = 0.05,
     ping_interval_s: float = 15.0,
     subscriber_queue: int = 256,
+    coalesce_max: int = 64,
+    coalesce_window_s: float = 0.002,
+    coalesce_in_flight: int = 1,
 ) -> FastAPI:
     """The gateway app; Kafka, Redis and the config view are opened by its lifespan.
 
@@ -59,6 +62,9 @@ def create_app(
     ``cors_origins`` (default: ``settings.cors_origins``, none). Write calls per client
     address are limited to ``client_rate``/s (default ``settings.rate_per_client``; 0 = no
     limit). Every request gets an ``X-Request-ID``; ``access_log`` logs one line per request.
+    Concurrent submissions to one board are coalesced into one record, up to ``coalesce_max``
+    (1 = off), waiting at most ``coalesce_window_s`` while ``coalesce_in_flight`` records of the
+    board await Kafka.
     """
     if client_rate is None:
         client_rate = settings.rate_per_client
@@ -77,6 +83,9 @@ def create_app(
         push_window_s=push_window_s,
         ping_interval_s=ping_interval_s,
         subscriber_queue=subscriber_queue,
+        coalesce_max=coalesce_max,
+        coalesce_window_s=coalesce_window_s,
+        coalesce_in_flight=coalesce_in_flight,
     )
     state = GatewayState(settings, options, history, placements)
 

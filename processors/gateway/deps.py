@@ -20,6 +20,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from processors.bootstrap import RedisClient, kafka_admin, make_client
+from processors.gateway.coalescer import SubmitCoalescer
 from processors.gateway.errors import ApiError
 from processors.gateway.feed import RankFeed
 from processors.gateway.guards import KeyGuard, RateLimiter
@@ -33,6 +34,7 @@ from streams.settings import Settings
 __all__ = [
     "AdminDep",
     "ClientDep",
+    "CoalescerDep",
     "FeedDep",
     "GatewayOptions",
     "GatewayState",
@@ -43,6 +45,7 @@ __all__ = [
     "ViewDep",
     "get_admin",
     "get_client",
+    "get_coalescer",
     "get_feed",
     "get_producer",
     "get_state",
@@ -73,6 +76,12 @@ class GatewayOptions:
     push_window_s: float = 0.05
     ping_interval_s: float = 15.0
     subscriber_queue: int = 256
+    #: most submissions coalesced into one record per board (1 = one record per submission)
+    coalesce_max: int = 64
+    #: longest a submission waits behind its board's record in flight (gateway/coalescer.py)
+    coalesce_window_s: float = 0.002
+    #: records of one board in flight before submissions wait to be coalesced
+    coalesce_in_flight: int = 1
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -84,6 +93,7 @@ class Services:
     producer: LeaderboardProducer
     admin: AdminClient
     feed: RankFeed
+    coalescer: SubmitCoalescer
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -114,7 +124,13 @@ class Services:
             on_push=metrics.on_push,
         )
         feed.start()
-        return cls(client, view, producer, admin, feed)
+        coalescer = SubmitCoalescer(
+            producer,
+            max_submissions=options.coalesce_max,
+            window_s=options.coalesce_window_s,
+            max_in_flight=options.coalesce_in_flight,
+        )
+        return cls(client, view, producer, admin, feed, coalescer)
 
     async def close(self) -> None:
         """Stop the feed and the view, flush and close the producer, close Redis."""
@@ -207,6 +223,11 @@ async def get_producer(state: StateDep) -> LeaderboardProducer:
     return state.require().producer
 
 
+async def get_coalescer(state: StateDep) -> SubmitCoalescer:
+    """The per-board coalescer of score submissions (503 while starting)."""
+    return state.require().coalescer
+
+
 async def get_feed(state: StateDep) -> RankFeed:
     """The rank-change feed (503 while starting)."""
     return state.require().feed
@@ -221,4 +242,5 @@ ViewDep = Annotated[ConfigView, Depends(get_view)]
 ClientDep = Annotated[aioredis.Redis, Depends(get_client)]
 ProducerDep = Annotated[LeaderboardProducer, Depends(get_producer)]
 FeedDep = Annotated[RankFeed, Depends(get_feed)]
+CoalescerDep = Annotated[SubmitCoalescer, Depends(get_coalescer)]
 AdminDep = Annotated[AdminClient, Depends(get_admin)]

@@ -37,6 +37,7 @@ from streams.events import (
     ParticipantsNotified,
     RankChange,
     RankChanged,
+    ScoresSubmitted,
 )
 from streams.settings import Settings
 
@@ -318,15 +319,22 @@ class RankFeed:
         if not self.waiters:
             return
         try:
-            event_id = self.codec.decode_as(value, MatchResultSubmitted).event_id
+            event = self.codec.decode(value)
         except DecodeError:
             return  # undecodable: no submission of this gateway can be waiting for it
+        if isinstance(event, MatchResultSubmitted):
+            event_ids = [event.event_id]
+        elif isinstance(event, ScoresSubmitted):  # a coalesced record refused whole
+            event_ids = [s.event_id for s in event.submissions]
+        else:
+            return
         reason = next(
             ((v or b"").decode(errors="replace") for k, v in headers if k == "reason"), ""
         )
         loop = self._loop
         if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self._refuse, event_id, reason or "dead-lettered")
+            for event_id in event_ids:
+                loop.call_soon_threadsafe(self._refuse, event_id, reason or "dead-lettered")
 
     def _notices(self, value: bytes) -> None:
         """Hand a notifications record to the event loop if anyone listens (else skip it)."""

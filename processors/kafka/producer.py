@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any
@@ -25,13 +25,16 @@ from opentelemetry.trace import SpanKind
 from processors import telemetry
 from processors.bootstrap import client_config, get_codec, kafka_consumer, kafka_producer
 from streams.codec import Codec
-from streams.errors import DecodeError, LeaderboardError, ServiceUnavailable
+from streams.errors import DecodeError, LeaderboardError, ServiceUnavailable, ValidationError
 from streams.events import (
+    MAX_SUBMISSIONS,
     Event,
     LeaderboardConfigured,
     LeaderboardModerated,
     MatchResultSubmitted,
     Operator,
+    ScoresSubmitted,
+    ScoreSubmission,
 )
 from streams.settings import Settings, get_settings
 from streams.validation import check_match, parse_match
@@ -40,6 +43,7 @@ __all__ = [
     "DeliveryCallback",
     "DeliveryFailed",
     "LeaderboardProducer",
+    "ScoreCoalescer",
     "client_config",
     "delivery_future",
     "read_boards",
@@ -250,17 +254,40 @@ class LeaderboardProducer:
         on_delivery: DeliveryCallback | None = None,
     ) -> str:
         """Send one score as a one-entry match result; returns its event id."""
-        entry: dict[str, Any] = {"participant_id": participant, "score": score}
-        if operator is not None:
-            entry["operator"] = str(operator)
-        if metadata:
-            entry["metadata"] = dict(metadata)
-        data: dict[str, Any] = {"leaderboard_id": board, "entries": [entry]}
-        if at is not None:
-            data["occurred_at"] = at
-        if match_id is not None:
-            data["match_id"] = match_id
-        return self.submit(parse_match(data), on_delivery=on_delivery)
+        match = one_score(
+            board,
+            participant,
+            score,
+            at=at,
+            operator=operator,
+            match_id=match_id,
+            metadata=metadata,
+        )
+        return self.submit(match, on_delivery=on_delivery)
+
+    def submit_scores(
+        self,
+        board: str,
+        scores: Sequence[MatchResultSubmitted],
+        *,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> list[str]:
+        """Send several single scores to ``board`` as ONE coalesced ``ScoresSubmitted`` record.
+
+        Each score is a one-entry match (see ``one_score``) and keeps its own event id, time
+        and outcome: the projector applies, refuses and dead-letters each on its own. One
+        record costs the pipeline about what one score alone costs, which is the point.
+        Returns the event ids in order; ``on_delivery`` hears the one record's outcome.
+        """
+        record = coalesced(board, scores, now_ms=int(time.time() * 1000))
+        self.publish(
+            self.settings.topic(self.settings.scores_topic), board, record, on_delivery=on_delivery
+        )
+        return [s.event_id for s in record.submissions]
+
+    def coalescer(self, *, max_submissions: int = 100, linger_ms: float = 2.0) -> ScoreCoalescer:
+        """A ``ScoreCoalescer`` on this producer (started; ``close`` it, or use ``with``)."""
+        return ScoreCoalescer(self, max_submissions=max_submissions, linger_ms=linger_ms)
 
     def moderate(
         self, event: LeaderboardModerated, *, on_delivery: DeliveryCallback | None = None
@@ -287,10 +314,13 @@ class LeaderboardProducer:
         key: str | bytes | None,
         value_bytes: bytes | None,
         reason: str,
+        *,
+        index: int | None = None,
     ) -> None:
         """Park an unprocessable record, bytes unchanged, on the dead-letter topic beside it.
 
-        ``source_topic`` may be the full (prefixed) or the logical topic name.
+        ``source_topic`` may be the full (prefixed) or the logical topic name. ``index`` names
+        the submission of a coalesced record the value stands for (header ``source.index``).
         """
         prefix = self.settings.topic_prefix
         logical = source_topic.removeprefix(prefix) if prefix else source_topic
@@ -300,6 +330,8 @@ class LeaderboardProducer:
             ("source.partition", str(partition).encode()),
             ("source.offset", str(offset).encode()),
         ]
+        if index is not None:
+            headers.append(("source.index", str(index).encode()))
         self._produce(self.settings.dlq(logical), _bytes(key), value_bytes, headers)
 
     def poll(self, timeout: float = 0.0) -> int:
@@ -373,6 +405,188 @@ class LeaderboardProducer:
             self.close()
         except LeaderboardError as flush_exc:
             logger.error("flush after error failed: %s", flush_exc)
+
+
+def one_score(
+    board: str,
+    participant: str,
+    score: int,
+    *,
+    at: int | str | datetime | None = None,
+    operator: Operator | str | None = None,
+    match_id: str | None = None,
+    metadata: Mapping[str, str] | None = None,
+) -> MatchResultSubmitted:
+    """One score as a validated one-entry match (new event id; time now unless ``at``)."""
+    entry: dict[str, Any] = {"participant_id": participant, "score": score}
+    if operator is not None:
+        entry["operator"] = str(operator)
+    if metadata:
+        entry["metadata"] = dict(metadata)
+    data: dict[str, Any] = {"leaderboard_id": board, "entries": [entry]}
+    if at is not None:
+        data["occurred_at"] = at
+    if match_id is not None:
+        data["match_id"] = match_id
+    return parse_match(data)
+
+
+def coalesced(
+    board: str, scores: Sequence[MatchResultSubmitted], *, now_ms: int | None = None
+) -> ScoresSubmitted:
+    """The ``ScoresSubmitted`` record of one-entry matches to ``board``; ValidationError else."""
+    if not 1 <= len(scores) <= MAX_SUBMISSIONS:
+        raise ValidationError(
+            f"a coalesced record carries 1 to {MAX_SUBMISSIONS} scores, not {len(scores)}"
+        )
+    subs = []
+    for i, match in enumerate(scores):
+        if match.leaderboard_id != board or len(match.entries) != 1:
+            raise ValidationError(
+                f"scores[{i}]: only one-entry matches of board {board!r} coalesce "
+                f"(got {len(match.entries)} entries of {match.leaderboard_id!r})"
+            )
+        check_match(match, now_ms=now_ms)
+        e = match.entries[0]
+        subs.append(
+            ScoreSubmission(
+                match.event_id,
+                match.match_id,
+                match.occurred_at,
+                e.participant_id,
+                e.score,
+                e.operator,
+                e.metadata,
+            )
+        )
+    return ScoresSubmitted(board, tuple(subs))
+
+
+class ScoreCoalescer:
+    """Coalesces single scores to one board into ``ScoresSubmitted`` records (SDK side).
+
+    A board's scores are sent as one record once ``max_submissions`` are buffered, or by a
+    background thread once the oldest is ``linger_ms`` old, or by ``flush``. Each score keeps
+    its own event id and outcome; an ``on_delivery`` callback hears its record's outcome.
+    Meant for unsharded boards (the projector dead-letters coalesced records of sharded ones).
+    """
+
+    def __init__(
+        self, producer: LeaderboardProducer, *, max_submissions: int = 100, linger_ms: float = 2.0
+    ) -> None:
+        """Start the linger thread; ``max_submissions`` is 1 to MAX_SUBMISSIONS."""
+        if not 1 <= max_submissions <= MAX_SUBMISSIONS:
+            raise ValidationError(
+                f"max_submissions must be 1 to {MAX_SUBMISSIONS} (got {max_submissions})"
+            )
+        self.producer = producer
+        self.max_submissions = max_submissions
+        self.linger_s = linger_ms / 1000
+        self._lock = threading.Lock()
+        self._pending: dict[str, tuple[float, list[tuple[MatchResultSubmitted, Any]]]] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._linger, name="score-coalescer", daemon=True)
+        self._thread.start()
+
+    def submit_score(
+        self,
+        board: str,
+        participant: str,
+        score: int,
+        *,
+        at: int | str | datetime | None = None,
+        operator: Operator | str | None = None,
+        match_id: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        on_delivery: DeliveryCallback | None = None,
+    ) -> str:
+        """Buffer one score for ``board``; returns its event id (validated at once)."""
+        match = one_score(
+            board,
+            participant,
+            score,
+            at=at,
+            operator=operator,
+            match_id=match_id,
+            metadata=metadata,
+        )
+        return self.submit(match, on_delivery=on_delivery)
+
+    def submit(
+        self, match: MatchResultSubmitted, *, on_delivery: DeliveryCallback | None = None
+    ) -> str:
+        """Buffer one one-entry match (checked at once); returns its event id."""
+        if len(match.entries) != 1:
+            raise ValidationError(
+                f"only one-entry matches coalesce (got {len(match.entries)} entries)"
+            )
+        check_match(match, now_ms=int(time.time() * 1000))
+        board = match.leaderboard_id
+        full = None
+        with self._lock:
+            items = self._pending.setdefault(board, (time.monotonic(), []))[1]
+            items.append((match, on_delivery))
+            if len(items) >= self.max_submissions:
+                full = self._pending.pop(board)[1]
+        if full:
+            self._send(board, full)
+        return match.event_id
+
+    def _send(self, board: str, items: list[tuple[MatchResultSubmitted, Any]]) -> None:
+        tells = [tell for _, tell in items if tell is not None]
+
+        def tell_all(error: str | None) -> None:
+            for tell in tells:
+                tell(error)
+
+        matches = [m for m, _ in items]
+        if len(matches) == 1:  # alone: an ordinary one-entry match
+            self.producer.submit(matches[0], on_delivery=tell_all if tells else None)
+        else:
+            self.producer.submit_scores(board, matches, on_delivery=tell_all if tells else None)
+
+    def _take(self, due_before: float | None) -> list[tuple[str, list[Any]]]:
+        with self._lock:
+            boards = [
+                b for b, (t, _) in self._pending.items() if due_before is None or t <= due_before
+            ]
+            return [(b, self._pending.pop(b)[1]) for b in boards]
+
+    def _linger(self) -> None:
+        while not self._stop.wait(self.linger_s / 2):
+            for board, items in self._take(time.monotonic() - self.linger_s):
+                try:
+                    self._send(board, items)
+                except LeaderboardError as exc:  # the producer closed under us
+                    logger.error("coalesced scores of %s not sent: %s", board, exc)
+
+    def send_pending(self) -> None:
+        """Send every buffered score now (without waiting for Kafka)."""
+        for board, items in self._take(None):
+            self._send(board, items)
+
+    def flush(self, timeout: float = 30.0) -> None:
+        """Send every buffered score and wait for Kafka (the producer's ``flush``)."""
+        self.send_pending()
+        self.producer.flush(timeout)
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the linger thread and flush."""
+        self._stop.set()
+        self._thread.join()
+        self.flush(timeout)
+
+    def __enter__(self) -> ScoreCoalescer:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        """Close (send and flush what is buffered)."""
+        self.close()
 
 
 def delivery_future(

@@ -22,12 +22,15 @@ from streams import rules
 from streams.codec import Codec
 from streams.errors import DecodeError
 from streams.events import (
+    CLOCK_BOARD,
     CLOCK_KEY,
+    MAX_SUBMISSIONS,
     LeaderboardConfigured,
     LeaderboardModerated,
     MatchResultSubmitted,
     ParticipantsNotified,
     RankChanged,
+    ScoresSubmitted,
     ScoreTopicEvent,
     is_clock_mark,
 )
@@ -40,6 +43,9 @@ log = logging.getLogger(__name__)
 #: Most changes (or notices) in one output record: ~150 bytes each keeps records near 300 KB,
 #: far below Kafka's 1 MB default message size, whatever the batch size.
 RECORD_CHUNK = 2000
+
+#: A score record as decoded: one match, or several coalesced independent submissions.
+ScoreRecord = ScoreTopicEvent
 
 
 @dataclass(slots=True)
@@ -100,6 +106,37 @@ class Projector:
                 self.scores_topic, raw.partition, raw.offset, raw.key, raw.value, reason
             )
 
+    def _dead_letter_submission(
+        self, raw: RawRecord, index: int, sub: MatchResultSubmitted, reason: str
+    ) -> None:
+        """Park one refused submission of a coalesced record, as its own one-entry match.
+
+        Its value is the submission re-encoded as ``MatchResultSubmitted`` (its event id, time
+        and entry), so a reader of the dead-letter topic (the gateway's ``?wait=true``, a
+        redrive) sees the one submission that was refused; the headers name its source
+        position, ``source.index`` included.
+        """
+        DEAD_LETTERS.labels("projector", reason_kind(reason)).inc()
+        log.warning(
+            "dead-lettering %s[%d]@%d submission %d (%s): %s",
+            self.scores_topic,
+            raw.partition,
+            raw.offset,
+            index,
+            sub.event_id,
+            reason,
+        )
+        if self.producer is not None:
+            self.producer.send_dead_letter(
+                self.scores_topic,
+                raw.partition,
+                raw.offset,
+                raw.key,
+                self.codec.encode(sub),
+                reason,
+                index=index,
+            )
+
     async def dead_letter(self, raw: RawRecord, reason: str) -> None:
         """Park a record whose processing fails on its own, and wait until Kafka has it."""
         self._dead_letter(raw, reason)
@@ -109,7 +146,7 @@ class Projector:
     async def process(self, batch: Sequence[RawRecord]) -> BatchStats:
         """Decode, validate, apply and publish one batch; returns its counters."""
         stats = BatchStats(records=len(batch))
-        decoded: list[tuple[RawRecord, ScoreTopicEvent]] = []
+        decoded: list[tuple[RawRecord, ScoreRecord]] = []
         for raw in batch:
             if raw.value is None:
                 self._dead_letter(raw, "empty record (tombstone) on the score topic")
@@ -130,23 +167,27 @@ class Projector:
 
         return await self.apply_decoded(decoded, stats)
 
-    def decode_score(self, value: bytes) -> ScoreTopicEvent:
-        """Decode one record of the scores topic: a match result or a moderation."""
-        event = self.codec.decode(value)
-        if not isinstance(event, MatchResultSubmitted | LeaderboardModerated):
-            raise DecodeError(
-                f"expected MatchResultSubmitted or LeaderboardModerated, got {type(event).__name__}"
-            )
-        return event
+    def decode_score(self, value: bytes) -> ScoreRecord:
+        """Decode one record of the scores topic: a match, coalesced submissions or a
+        moderation."""
+        return decode_score_record(self.codec, value)
 
-    def _placement_reason(self, raw: RawRecord, event: ScoreTopicEvent) -> str | None:
+    def _placement_reason(self, raw: RawRecord, event: ScoreRecord) -> str | None:
         """Why a record sits where replay would not find it (wrong key or partition), or None.
 
         Replay reads a board's records from its murmur2 partition by key, so a record keyed
         otherwise, or placed by another partitioner, would be live state the log cannot rebuild.
         A clock mark belongs to every board of its partition and must carry the clock key.
         """
-        if isinstance(event, MatchResultSubmitted) and is_clock_mark(event):
+        if isinstance(event, ScoresSubmitted):
+            if event.leaderboard_id == CLOCK_BOARD:
+                return "a clock mark is a MatchResultSubmitted without entries"
+            if not 1 <= len(event.submissions) <= MAX_SUBMISSIONS:
+                return (
+                    f"a ScoresSubmitted record carries 1 to {MAX_SUBMISSIONS} submissions, "
+                    f"not {len(event.submissions)}"
+                )
+        elif isinstance(event, MatchResultSubmitted) and is_clock_mark(event):
             if raw.key != CLOCK_KEY:
                 return f"a clock mark must be keyed {CLOCK_KEY.decode()!r}"
             return None
@@ -165,7 +206,7 @@ class Projector:
 
     async def apply_decoded(
         self,
-        decoded: Sequence[tuple[RawRecord, ScoreTopicEvent]],
+        decoded: Sequence[tuple[RawRecord, ScoreRecord]],
         stats: BatchStats | None = None,
         *,
         ack_from: dict[int, int] | None = None,
@@ -175,6 +216,10 @@ class Projector:
         ``ack_from`` (partition → offset) keeps the outbox results of records at or above
         that offset: replay uses it so that records the live worker has not processed yet
         still find their results to publish after a swap.
+
+        A coalesced ``ScoresSubmitted`` record is unpacked here into one record per
+        submission at position (offset, index), each checked, applied, refused and
+        dead-lettered on its own: the same path for the live worker and replay.
         """
         if stats is None:
             stats = BatchStats(records=len(decoded))
@@ -186,19 +231,44 @@ class Projector:
 
         groups: dict[tuple[str, int], list[SourceRecord]] = defaultdict(list)
         raws: dict[tuple[int, int], RawRecord] = {}
+        subs: dict[tuple[int, int, int], MatchResultSubmitted] = {}
         configs: dict[str, LeaderboardConfigured] = {}
         marked: list[LeaderboardConfigured] | None = None
-        for raw, ev in decoded:
+        for raw, record in decoded:
             raws[(raw.partition, raw.offset)] = raw
-            if isinstance(ev, LeaderboardModerated):
-                found = self._moderation(raw, ev)
+            if isinstance(record, LeaderboardModerated):
+                found = self._moderation(raw, record)
                 if isinstance(found, str):
                     self._dead_letter(raw, found)
                     stats.dead_lettered += 1
                     continue
-                configs[ev.leaderboard_id] = found.config
-                groups[(ev.leaderboard_id, raw.partition)].append(found.record)
+                configs[record.leaderboard_id] = found.config
+                groups[(record.leaderboard_id, raw.partition)].append(found.record)
                 continue
+            if isinstance(record, ScoresSubmitted):
+                cfg = self._config(record.leaderboard_id)
+                if cfg is not None and layout_of(cfg) is not None:
+                    self._dead_letter(
+                        raw, "coalesced submissions are not applied to sharded boards"
+                    )
+                    stats.dead_lettered += 1
+                    continue
+                for index, sub in record.unpack():
+                    subs[(raw.partition, raw.offset, index)] = sub
+                    reason = rules.reject_reason(cfg, sub, raw.log_time)
+                    if reason is not None or cfg is None:
+                        self._dead_letter_submission(
+                            raw, index, sub, reason or "unknown leaderboard"
+                        )
+                        stats.dead_lettered += 1
+                        continue
+                    configs[sub.leaderboard_id] = cfg
+                    at = rules.ranking_time(cfg, sub, raw.log_time)
+                    groups[(sub.leaderboard_id, raw.partition)].append(
+                        SourceRecord(raw.partition, raw.offset, sub, at, index=index)
+                    )
+                continue
+            ev = record
             if is_clock_mark(ev):
                 if marked is None:
                     marked = self._clocked_boards()
@@ -224,7 +294,7 @@ class Projector:
         OUTBOX.labels("projector").set(sum(len(out.offsets) for out in outcomes))
         # traced: the records published here carry this span's context (rank-change hop)
         with telemetry.span("rank-changes publish", kind=SpanKind.PRODUCER) as span:
-            self._publish(outcomes, raws, stats)
+            self._publish(outcomes, raws, subs, stats)
             if self.producer is not None:
                 with PUBLISH_SECONDS.labels("projector").time():
                     await asyncio.get_running_loop().run_in_executor(
@@ -236,6 +306,7 @@ class Projector:
             for out, (_, recs) in zip(outcomes, work, strict=True):
                 limit = ack_from.get(recs[0].partition, 0) if recs else 0
                 out.offsets = [o for o in out.offsets if o < limit]
+                out.positions = [p for p in out.positions if _offset_of(p) < limit]
         await writer.acknowledge(outcomes)
         OUTBOX.labels("projector").set(0)
         return stats
@@ -310,17 +381,24 @@ class Projector:
         self,
         outcomes: Sequence[BoardOutcome],
         raws: dict[tuple[int, int], RawRecord],
+        subs: dict[tuple[int, int, int], MatchResultSubmitted],
         stats: BatchStats,
     ) -> None:
         for out in outcomes:
             stats.entries_applied += len(out.changes)
             stats.periods_ended += [(out.board, p) for p, _ in out.periods_ended]
-            reasons: dict[tuple[int, int], list[str]] = defaultdict(list)
+            reasons: dict[tuple[int, int, int | None], list[str]] = defaultdict(list)
             for rej in out.rejections:
                 where = f"entries[{rej.entry_index}]: " if rej.entry_index is not None else ""
-                reasons[(rej.partition, rej.offset)].append(where + rej.reason)
-            for pos, texts in reasons.items():
-                self._dead_letter(raws[pos], "; ".join(texts))
+                reasons[(rej.partition, rej.offset, rej.index)].append(where + rej.reason)
+            for (pnum, off, index), texts in reasons.items():
+                raw = raws[(pnum, off)]
+                if index is None:
+                    self._dead_letter(raw, "; ".join(texts))
+                else:
+                    self._dead_letter_submission(
+                        raw, index, subs[(pnum, off, index)], "; ".join(texts)
+                    )
                 stats.dead_lettered += 1
             if self.producer is None:
                 continue
@@ -363,6 +441,23 @@ def _span_facts(outcomes: Sequence[BoardOutcome], stats: BatchStats) -> dict[str
         # a few ids make a trace findable by submission (bounded: a batch may hold thousands)
         "leaderboard.event_ids": event_ids[:20],
     }
+
+
+def decode_score_record(codec: Codec, value: bytes) -> ScoreRecord:
+    """Decode a record of the score topic: a match, coalesced submissions or a moderation
+    (else DecodeError)."""
+    event = codec.decode(value)
+    if not isinstance(event, MatchResultSubmitted | ScoresSubmitted | LeaderboardModerated):
+        raise DecodeError(
+            "expected MatchResultSubmitted or ScoresSubmitted (or LeaderboardModerated), "
+            f"got {type(event).__name__}"
+        )
+    return event
+
+
+def _offset_of(position: str) -> int:
+    """The offset of an outbox position (``offset`` or ``offset:index``)."""
+    return int(position.partition(":")[0])
 
 
 class Throughput:

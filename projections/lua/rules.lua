@@ -13,11 +13,13 @@
 --       max_participants (-1: none), retain (1: keep every entry, for exact voids), key base
 --       (the board's key prefix, ending in ':'), nperiods,
 --       nperiods x (period, closes_at), nrecords,
---       nrecords x (offset, event_id, at = ranking time, period_index, refusal, action, target,
+--       nrecords x (position, event_id, at = ranking time, period_index, refusal, action, target,
 --                   nentries,
 --                   nentries x (entry_index, participant_id, score, operator, metadata_json)),
 --       guard key (or ''). A record with an empty event_id and no entries is a clock mark: it
---       only moves the board's time to `at`, ending the periods it passes. A record with an
+--       only moves the board's time to `at`, ending the periods it passes. A position is the
+--       record's offset, or 'offset:index' for submission `index` of a coalesced record: the
+--       offset is the watermark's, the position names its outbox result. A record with an
 --       action is a moderation (participant_removed | match_voided | participant_banned |
 --       participant_unbanned of `target`, a participant id or a voided event id; plain boards
 --       only). Keys derived from the key base (same hash tag, so one slot on a cluster):
@@ -26,7 +28,7 @@
 --       h:<period> (participant -> its retained entries "prefix\top\tsubmitted", one a line).
 -- Returns one msgpack-packed result per record (the outbox's bytes, unpacked in Python: far
 -- smaller and faster than a nested Redis reply), in the layout of projections/results.py:
---   {offset, changes, notices, rejected, refused, ended} with
+--   {offset, changes, notices, rejected, refused, ended, position} with
 --   changes  = {{entry_index, period, pid, old_rank, new_rank, old_score, new_score, version,
 --                operator, submitted[, band_size_before, band_size_after]}, ...} (ChangeRow),
 --   notices  = {{kind, period, pid, rank, by, version, top_n, omitted}, ...} (NoticeRow),
@@ -334,14 +336,15 @@ local function apply_batch(board)
   local out = {}
   local newwm = wm
   for _ = 1, nrec do
-    local offset = tonumber(ARGV[a]); local event_id = ARGV[a + 1]; local at = tonumber(ARGV[a + 2])
+    local pos = ARGV[a]; local offset = tonumber(string.match(pos, '^%-?%d+'))
+    local event_id = ARGV[a + 1]; local at = tonumber(ARGV[a + 2])
     local P = periods[tonumber(ARGV[a + 3])]; local pre = ARGV[a + 4]
     local action, target = ARGV[a + 5], ARGV[a + 6]
     local ne = tonumber(ARGV[a + 7])
     local estart = a + 8
     a = estart + ne * 5
     if offset <= wm then
-      local prev = redis.call('HGET', OB, fmt(offset))
+      local prev = redis.call('HGET', OB, pos)
       if prev then out[#out + 1] = prev end
     else
       newwm = offset
@@ -414,9 +417,9 @@ local function apply_batch(board)
           forget_before(tonumber(oldest[2]) + 1)
         end
       end
-      local res = {offset, changes, notices, rejected, refused, ended}
+      local res = {offset, changes, notices, rejected, refused, ended, pos}
       local packed = cmsgpack.pack(res)
-      redis.call('HSET', OB, fmt(offset), packed)
+      redis.call('HSET', OB, pos, packed)
       out[#out + 1] = packed
     end
   end

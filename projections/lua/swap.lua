@@ -15,7 +15,7 @@ local sw = tonumber(redis.call('HGET', KEYS[2], wmf) or '-1')
 if sw < lw then return 0 end
 local ob = redis.call('HKEYS', KEYS[3])
 for _, off in ipairs(ob) do
-  if tonumber(off) <= lw then redis.call('HDEL', KEYS[3], off) end
+  if tonumber(string.match(off, '^%-?%d+')) <= lw then redis.call('HDEL', KEYS[3], off) end
 end
 for i = 4 + 2 * npairs, #KEYS do redis.call('DEL', KEYS[i]) end
 for i = 0, npairs - 1 do

@@ -68,6 +68,8 @@ class StoreContract:
     notices: str = "all"
     #: The store can swap in a rebuilt shadow board (``shadow_of``).
     can_swap: bool = True
+    #: The store applies coalesced submissions at positions (offset, index).
+    coalesced: bool = True
     #: Configuration metadata ``shards`` of every board (sharded backends).
     shards: str | None = None
 
@@ -451,6 +453,39 @@ class StoreContract:
         assert await store.watermark("board", 1) == 1
         assert await store.version("board") == 6
         assert await store.count("board", "all") == 6
+
+    async def test_submissions_of_a_coalesced_record_stand_on_their_own(self, store: Any) -> None:
+        """Submission i of the record at offset o is a one-entry record at position (o, i):
+        its own event id, refusal and outbox result; ties inside the record go by index."""
+        if not self.coalesced:
+            pytest.skip("sharded boards take no coalesced records (docs/scaling.md)")
+        cfg = self.config()
+
+        def sub(offset: int, index: int, eid: str, pid: str, score: int) -> SourceRecord:
+            one = rec(offset, eid, BASE + offset, (pid, score))
+            return SourceRecord(one.partition, offset, one.event, one.at, index=index)
+
+        first = [sub(0, 0, "e0", "zed", 5), sub(0, 1, "e1", "amy", 5), sub(0, 2, "e0", "bob", 9)]
+        (out,) = await store.apply([(cfg, first)])
+        assert [(c.participant_id, c.entry_index, c.version) for c in out.changes] == [
+            ("zed", 0, 1),
+            ("amy", 1, 2),
+        ]
+        assert [(r.offset, r.index, r.reason) for r in out.rejections] == [
+            (0, 2, "duplicate event id e0")
+        ]
+        assert out.positions == ["0:0", "0:1", "0:2"] and out.offsets == [0, 0, 0]
+        # zed's submission came first in the record: it wins the tie against amy
+        top = await store.top("board", "all", cfg.sort_order, limit=3)
+        assert [e.participant_id for e in top] == ["zed", "amy"]
+        # redelivered: every submission finds its own stored result, nothing changes
+        (again,) = await store.apply([(cfg, first)])
+        assert again.changes == out.changes and again.positions == out.positions
+        assert [(r.index, r.reason) for r in again.rejections] == [(2, "duplicate event id e0")]
+        await store.acknowledge([out])
+        (after_ack,) = await store.apply([(cfg, first)])
+        assert after_ack.changes == [] and after_ack.positions == []
+        assert await store.watermark("board", 0) == 0 and await store.version("board") == 2
 
     async def test_two_boards_in_one_apply(self, store: Any) -> None:
         x, y = self.config("x"), self.config("y", sort_order=SortOrder.ASC)

@@ -47,6 +47,7 @@ class TestShardedStore(StoreContract):
     """ShardedStore over RankingStore, every board sharded by hash or by score range."""
 
     can_swap = False
+    coalesced = False
 
     @pytest.fixture(params=["hash:3", "range:-100,0,100"])
     async def store(

@@ -987,3 +987,54 @@ async def test_concurrent_waits_each_get_their_own_exact_ranks(gateway: Gateway)
         rows = h.get(f"/v1/leaderboards/{board}/rankings?limit={n}").json()["entries"]
     by_score = sorted(answers, key=lambda a: -a["score"])  # the scores are distinct
     assert [r["participant_id"] for r in rows] == [a["participant_id"] for a in by_score]
+
+
+async def test_concurrent_submissions_are_coalesced_and_each_answers_its_own_ranks(
+    gateway: Gateway,
+) -> None:
+    """Concurrent submissions to one board go out as coalesced ScoresSubmitted records; every
+    ?wait=true still answers its own exact new and previous rank (ties and repeat submissions
+    of a participant included), as a model applying the answers in version order computes."""
+    from processors.bootstrap import get_codec
+    from processors.kafka.producer import read_to_end
+
+    board = gateway.create_board()
+    people = 30
+
+    async def one(c: httpx.AsyncClient, i: int) -> dict[str, Any]:
+        pid = f"k{i % people}"
+        r = await c.post(
+            f"/v1/leaderboards/{board}/scores?wait=true",
+            json={"participant_id": pid, "score": (i * 7) % 13},
+            headers=W,
+        )
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        assert body["participant_id"] == pid
+        return body
+
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as c:
+        answers = await asyncio.gather(*(one(c, i) for i in range(2 * people)))
+    assert sorted(a["version"] for a in answers) == list(range(1, 2 * people + 1))
+    # the model: best operator, ties to whoever reached the score first (earlier version)
+    held: dict[str, tuple[int, int]] = {}  # pid -> (-score, version that set it)
+
+    def rank(pid: str) -> int:
+        return sorted(held.values()).index(held[pid]) + 1
+
+    for a in sorted(answers, key=lambda a: a["version"]):
+        pid = a["participant_id"]
+        before = rank(pid) if pid in held else None
+        assert a["previous_rank"] == before, a
+        if pid not in held or -a["score"] < held[pid][0]:
+            held[pid] = (-a["score"], a["version"])
+        assert a["rank"] == rank(pid) and a["score"] == -held[pid][0], a
+
+    codec = get_codec(gateway.pipeline.settings)
+    kinds = [
+        type(codec.decode(m.value())).__name__
+        for m in read_to_end(gateway.pipeline.settings, gateway.pipeline.settings.topic("scores"))
+        if m.key() == board.encode()
+    ]
+    assert "ScoresSubmitted" in kinds, kinds  # some submissions shared a record
+    assert len(kinds) < 2 * people

@@ -20,6 +20,8 @@ RECORDS = [
     ],
     [8, [], [], [], "duplicate event id e1", []],
     [9, [[0, "all", "p2", 2, False, 5, 7, 42, "set", 7, 4, 3]], [], [], False, []],
+    # submission 3 of a coalesced record: the script names its position (offset:index)
+    [10, [[3, "all", "p3", False, 1, False, 5, 43, "best", 5]], [], [], False, [], "10:3"],
 ]
 REPLY = [msgpack.packb(r) for r in RECORDS]
 
@@ -33,7 +35,10 @@ def test_decode_unpacks_each_record_and_reads_false_as_none() -> None:
         [(1, "score 9007199254740992 would leave the exact range |score| < 2^53")],
         None,
         [("2026-11-01", 41)],
+        "7",  # a result stored without a position: its offset
     )
+    assert got[3].position == "10:3" and got[3].offset == 10
+    assert got[3].changes[0].entry_index == 3
     assert got[1].refused == "duplicate event id e1" and got[1].changes == []
     assert got[2].changes[0].band_before == 4 and got[2].changes[0].band_after == 3
     assert got[2].changes[0].new_rank is None and got[2].changes[0].old_rank == 2

@@ -11,12 +11,14 @@ from fastapi.security import HTTPAuthorizationCredentials
 from opentelemetry.trace import SpanKind
 
 from processors import telemetry
-from processors.gateway.deps import FeedDep, GatewayState, ProducerDep, StateDep
+from processors.gateway.coalescer import SubmitCoalescer
+from processors.gateway.deps import CoalescerDep, FeedDep, GatewayState, ProducerDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.feed import DeadLettered, RankFeed
 from processors.gateway.guards import ApiKey, BearerToken, bearer_challenge, retry_after
 from processors.gateway.models import BoardId, ScoreIn
-from processors.kafka.producer import LeaderboardProducer, delivery_future
+from processors.kafka.producer import LeaderboardProducer, delivery_future, one_score
+from projections.sharded import layout_of
 from streams import rules
 from streams.errors import LeaderboardError
 from streams.events import BoardStatus, RankChange, TimeSource
@@ -64,13 +66,16 @@ async def submit_score(
     state: StateDep,
     producer: ProducerDep,
     feed: FeedDep,
+    coalescer: CoalescerDep,
     wait: Annotated[bool, Query(description="wait until the projection applied it")] = False,
     key: ApiKey = None,
     bearer: BearerToken = None,
 ) -> dict[str, Any]:
     """Publish one participant's score; 202 with its event id (200 with ranks if wait)."""
     if not telemetry.enabled():
-        return await _submit(board, body, response, state, producer, feed, wait, key, bearer)
+        return await _submit(
+            board, body, response, state, producer, feed, coalescer, wait, key, bearer
+        )
     attributes: dict[str, str | bool] = {
         "http.route": ROUTE,
         "leaderboard.id": board,
@@ -78,7 +83,9 @@ async def submit_score(
     }
     with telemetry.span("POST scores", kind=SpanKind.SERVER, attributes=attributes) as span:
         try:
-            answer = await _submit(board, body, response, state, producer, feed, wait, key, bearer)
+            answer = await _submit(
+                board, body, response, state, producer, feed, coalescer, wait, key, bearer
+            )
         except ApiError as exc:
             if span is not None:
                 span.set_attribute("http.response.status_code", exc.status_code)
@@ -96,6 +103,7 @@ async def _submit(
     state: GatewayState,
     producer: LeaderboardProducer,
     feed: RankFeed,
+    coalescer: SubmitCoalescer,
     wait: bool,
     key: str | None,
     bearer: HTTPAuthorizationCredentials | None,
@@ -122,10 +130,7 @@ async def _submit(
             f"too many scores for {body.participant_id!r}: at most {state.options.submit_rate:g}/s",
             headers=retry_after(retry),
         )
-    # Acknowledged per record: the producer's poll thread settles this future as soon as Kafka
-    # acknowledged it, so concurrent submissions share the producer's batches (no flush each).
-    delivered, on_delivery = delivery_future(asyncio.get_running_loop())
-    event_id = producer.submit_score(
+    match = one_score(
         board,
         body.participant_id,
         body.score,
@@ -133,8 +138,15 @@ async def _submit(
         operator=body.operator,
         match_id=body.match_id,
         metadata=body.metadata or None,
-        on_delivery=on_delivery,
     )
+    event_id = match.event_id
+    if layout_of(cfg) is None:
+        # Concurrent submissions to the board share one record (gateway/coalescer.py); the
+        # future ends when Kafka acknowledged that record.
+        delivered = coalescer.submit(match)
+    else:  # sharded boards apply one record per submission
+        delivered, on_delivery = delivery_future(asyncio.get_running_loop())
+        producer.submit(match, on_delivery=on_delivery)
     fut = feed.wait_for(event_id) if wait else None
     try:
         await asyncio.wait_for(delivered, PUBLISH_TIMEOUT_S)
