@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition
+from psycopg import sql
 
 from processors.bootstrap import (
     RedisClient,
@@ -23,6 +24,7 @@ from processors.bootstrap import (
 from processors.workers.projector import Projector, RawRecord
 from projections.sharded import layout_of
 from projections.store import Entry, RankingStore
+from sinks.audit import OPERATORS
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
 from streams.events import (
     CLOCK_KEY,
@@ -186,57 +188,73 @@ class KafkaSource:
         self.consumer.close()
 
 
+#: Operators of ScoreEntry by their stored code (sinks.audit.OPERATORS order).
+_OPERATORS = tuple(Operator(name) for name in OPERATORS)
+
+
 async def _postgres_records(
     settings: Settings, board: str, from_timestamp: int | None
 ) -> AsyncIterator[list[tuple[RawRecord, MatchResultSubmitted]]]:
-    """The board's applied entries from the audit history, regrouped into log records."""
-    sql = (
-        "SELECT source_partition, source_offset, entry_index, event_id, match_id,"
-        " (extract(epoch from occurred_at) * 1000)::bigint, participant_id, submitted_score,"
-        " operator FROM score_audit WHERE leaderboard_id = %s"
+    """The board's applied entries from the audit history, regrouped into log records.
+
+    One binary ``COPY (SELECT …) TO STDOUT`` streams the board's rows in source order (the
+    unique index's order); ids are resolved on the server, times arrive as milliseconds, and
+    only the first row of each record builds the record's event id and match id.
+    """
+    cond = sql.SQL("a.board_id = (SELECT id FROM audit_boards WHERE name = {})").format(
+        sql.Literal(board)
     )
-    params: list[Any] = [board]
     if from_timestamp is not None:
-        sql += " AND occurred_at >= %s"
-        params.append(datetime.fromtimestamp(from_timestamp / 1000, tz=UTC))
-    sql += " ORDER BY source_partition, source_offset, entry_index"
+        since = datetime.fromtimestamp(from_timestamp / 1000, tz=UTC)
+        cond += sql.SQL(" AND a.occurred_at >= {}").format(sql.Literal(since))
+    query = sql.SQL(
+        "COPY (SELECT a.source_partition, a.source_offset,"
+        " coalesce(a.event_uuid::text, a.event_text), a.match_id,"
+        " round(date_part('epoch', a.occurred_at) * 1000)::int8,"
+        " a.participant_id, a.submitted_score, a.operator"
+        " FROM audit_entries a WHERE {}"
+        " ORDER BY a.source_partition, a.source_offset, a.entry_index)"
+        " TO STDOUT (FORMAT BINARY)"
+    ).format(cond)
+    key = board.encode()
+    ops = _OPERATORS
     async with await pg_connect_async(settings) as conn:
-        async with conn.cursor(name=f"replay_{uuid.uuid4().hex[:8]}") as cur:
-            await cur.execute(sql, params)
-            batch: list[tuple[RawRecord, MatchResultSubmitted]] = []
-            current: list[Any] | None = None
-            entries: list[ScoreEntry] = []
-            while True:
-                rows = await cur.fetchmany(20_000)
-                for part, off, _idx, eid, mid, at, pid, score, op in rows:
-                    if current is None or (current[0], current[1]) != (part, off):
-                        if current is not None:
-                            batch.append(_record(board, current, entries))
+        async with conn.cursor() as cur:
+            async with cur.copy(query) as copy:
+                copy.set_types(["int2", "int8", "text", "text", "int8", "text", "int8", "int2"])
+                batch: list[tuple[RawRecord, MatchResultSubmitted]] = []
+                head: tuple[int, int, str, str, int] | None = None
+                entries: list[ScoreEntry] = []
+                async for part, off, eid, mid, at, pid, score, op in copy.rows():
+                    if head is None or head[1] != off or head[0] != part:
+                        if head is not None:
+                            batch.append(_record(board, key, head, entries))
                             entries = []
-                        current = [part, off, eid, mid, at]
-                    entries.append(ScoreEntry(pid, score, Operator(op)))
-                if len(batch) >= CHUNK or (not rows and batch):
+                            if len(batch) >= CHUNK:
+                                yield batch
+                                batch = []
+                        head = (part, off, eid, mid if mid is not None else eid, at)
+                    entries.append(ScoreEntry(pid, score, ops[op]))
+                if head is not None:
+                    batch.append(_record(board, key, head, entries))
+                if batch:
                     yield batch
-                    batch = []
-                if not rows:
-                    break
-            if current is not None:
-                yield [_record(board, current, entries)]
 
 
 def _record(
-    board: str, head: list[Any], entries: list[ScoreEntry]
+    board: str, key: bytes, head: tuple[int, int, str, str, int], entries: list[ScoreEntry]
 ) -> tuple[RawRecord, MatchResultSubmitted]:
     part, off, eid, mid, at = head
-    event = MatchResultSubmitted(eid, mid, board, int(at), tuple(entries))
-    return RawRecord(part, off, board.encode(), None), event
+    event = MatchResultSubmitted(eid, mid, board, at, tuple(entries))
+    return RawRecord(part, off, key, None), event
 
 
 async def _count_postgres(settings: Settings, board: str) -> int:
     async with await pg_connect_async(settings) as conn:
         cur = await conn.execute(
-            "SELECT count(DISTINCT (source_partition, source_offset)) FROM score_audit"
-            " WHERE leaderboard_id = %s",
+            "SELECT count(*) FROM (SELECT DISTINCT source_partition, source_offset"
+            " FROM audit_entries WHERE board_id = (SELECT id FROM audit_boards WHERE name = %s))"
+            " AS records",
             [board],
         )
         row = await cur.fetchone()

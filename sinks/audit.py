@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import re
+import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -12,41 +14,54 @@ import psycopg
 from streams.errors import ServiceUnavailable
 from streams.events import RankChanged
 
-__all__ = ["AUDIT_COLUMNS", "AuditWriter", "months_of"]
+__all__ = ["AUDIT_COLUMNS", "OPERATORS", "AuditWriter", "event_id_columns", "months_of"]
 
 log = logging.getLogger(__name__)
 
 #: Opens a new autocommit connection to the audit database.
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[tuple[object, ...]]]]
 
-#: Columns written per RankChange, in COPY order, with their PostgreSQL types: the one place the
+#: Columns staged per RankChange, in COPY order, with their PostgreSQL types: the one place the
 #: audit row's shape is stated (the staging table, COPY and INSERT are derived from it).
-#: ``*_ms`` columns are staged as milliseconds and stored as timestamps (``_AS_TIME``);
-#: ``occurred_at`` is the ranking time, ``claimed_at`` the producer's claim when it differs.
+#: Board and period arrive as dictionary ids (``audit_boards``, ``audit_periods``), the
+#: operator as its index in ``OPERATORS``, the event id as a UUID or as text (one is null),
+#: the match id only when it differs from the event id. ``*_ms`` columns are staged as
+#: milliseconds and stored as timestamps (``_AS_TIME``); ``occurred_at`` is the ranking time,
+#: ``claimed_at`` the producer's claim when it differs.
 _SHAPE = (
-    ("leaderboard_id", "text"),
-    ("period", "text"),
     ("version", "int8"),
-    ("participant_id", "text"),
-    ("operator", "text"),
     ("submitted_score", "int8"),
-    ("old_score", "int8"),
     ("new_score", "int8"),
-    ("old_rank", "int4"),
-    ("new_rank", "int4"),
-    ("event_id", "text"),
-    ("match_id", "text"),
-    ("entry_index", "int4"),
-    ("source_partition", "int4"),
+    ("old_score", "int8"),
     ("source_offset", "int8"),
-    ("claimed_ms", "int8"),
     ("occurred_ms", "int8"),
+    ("claimed_ms", "int8"),
+    ("board_id", "int4"),
+    ("new_rank", "int4"),
+    ("old_rank", "int4"),
+    ("period_id", "int2"),
+    ("source_partition", "int2"),
+    ("entry_index", "int2"),
+    ("operator", "int2"),
+    ("participant_id", "text"),
+    ("event_uuid", "uuid"),
+    ("event_text", "text"),
+    ("match_id", "text"),
 )
 _AS_TIME = {"claimed_ms": "claimed_at", "occurred_ms": "occurred_at"}
 AUDIT_COLUMNS = tuple(name for name, _ in _SHAPE)
 _TYPES = tuple(kind for _, kind in _SHAPE)
+_OCCURRED = AUDIT_COLUMNS.index("occurred_ms")
 
-_STAGE = "score_audit_stage"
+#: Stored operator codes: the index of the name in this tuple.
+OPERATORS = ("best", "set", "incr", "decr")
+_OPERATOR_CODE = {name: i for i, name in enumerate(OPERATORS)}
+
+#: The canonical text of a UUID (what ``str(uuid.UUID(...))`` and PostgreSQL print): only
+#: such ids are stored as 16 bytes, so every event id reads back exactly as it was written.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+_STAGE = "audit_entries_stage"
 _CREATE_STAGE = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
     + ", ".join(f"{name} {kind}" for name, kind in _SHAPE)
@@ -60,9 +75,20 @@ _SELECTED = [
     for name in AUDIT_COLUMNS
 ]
 _INSERT = (
-    f"INSERT INTO score_audit ({', '.join(_STORED)}) "
+    f"INSERT INTO audit_entries ({', '.join(_STORED)}) "
     f"SELECT {', '.join(_SELECTED)} FROM {_STAGE} ON CONFLICT DO NOTHING"
 )
+
+#: (table, name column) of the two dictionaries.
+_BOARDS = ("audit_boards", "name")
+_PERIODS = ("audit_periods", "period")
+
+
+def event_id_columns(event_id: str) -> tuple[uuid.UUID | None, str | None]:
+    """(event_uuid, event_text) of an event id: a canonical UUID as 16 bytes, else its text."""
+    if len(event_id) == 36 and _CANONICAL_UUID.fullmatch(event_id):
+        return uuid.UUID(event_id), None
+    return None, event_id
 
 
 def months_of(times_ms: Iterable[int]) -> list[tuple[int, int]]:
@@ -99,6 +125,8 @@ class AuditWriter:
         self.connect = connect
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._months: set[tuple[int, int]] = set()
+        self._board_ids: dict[str, int] = {}
+        self._period_ids: dict[str, int] = {}
 
     async def __aenter__(self) -> AuditWriter:
         return self
@@ -118,33 +146,44 @@ class AuditWriter:
         Raises ServiceUnavailable when PostgreSQL cannot be reached or the connection broke;
         nothing of the batch is then committed and the call may simply be repeated.
         """
-        rows: list[tuple[Any, ...]] = [
-            (
-                ev.leaderboard_id,
-                c.period,
-                c.version,
-                c.participant_id,
-                c.operator,
-                c.submitted_score,
-                c.old_score,
-                c.new_score,
-                c.old_rank,
-                c.new_rank,
-                c.event_id,
-                c.match_id,
-                c.entry_index,
-                c.source_partition,
-                c.source_offset,
-                c.claimed_at,
-                c.occurred_at,
-            )
-            for ev in batch
-            for c in ev.changes
-        ]
-        if not rows:
+        changes = [(ev.leaderboard_id, c) for ev in batch for c in ev.changes]
+        if not changes:
             return 0
         try:
             conn = await self._connection()
+            boards = await self._ids(conn, _BOARDS, self._board_ids, {b for b, _ in changes})
+            periods = await self._ids(
+                conn, _PERIODS, self._period_ids, {c.period for _, c in changes}
+            )
+        except psycopg.OperationalError as exc:
+            await self._drop()
+            raise ServiceUnavailable(f"audit write failed: {_first_line(exc)}") from exc
+        rows: list[tuple[Any, ...]] = []
+        for board, c in changes:
+            event_uuid, event_text = event_id_columns(c.event_id)
+            rows.append(
+                (
+                    c.version,
+                    c.submitted_score,
+                    c.new_score,
+                    c.old_score,
+                    c.source_offset,
+                    c.occurred_at,
+                    c.claimed_at,
+                    boards[board],
+                    c.new_rank,
+                    c.old_rank,
+                    periods[c.period],
+                    c.source_partition,
+                    c.entry_index,
+                    _OPERATOR_CODE[c.operator],
+                    c.participant_id,
+                    event_uuid,
+                    event_text,
+                    None if c.match_id == c.event_id else c.match_id,
+                )
+            )
+        try:
             await self._ensure_partitions(conn, rows)
             async with conn.transaction():
                 async with conn.cursor() as cur:
@@ -163,7 +202,7 @@ class AuditWriter:
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: list[tuple[Any, ...]]
     ) -> None:
-        missing = [ym for ym in months_of(r[-1] for r in rows) if ym not in self._months]
+        missing = [ym for ym in months_of(r[_OCCURRED] for r in rows) if ym not in self._months]
         if not missing:
             return
         created = 0
@@ -176,6 +215,32 @@ class AuditWriter:
         if created:
             log.info("audit: created %d monthly partition(s) from %04d-%02d", created, *missing[0])
         self._months.update(missing)
+
+    async def _ids(
+        self,
+        conn: psycopg.AsyncConnection[tuple[object, ...]],
+        table: tuple[str, str],
+        cache: dict[str, int],
+        names: set[str],
+    ) -> dict[str, int]:
+        """Dictionary ids of ``names``, adding the new ones (each in its own short commit).
+
+        Only names missing from the table are inserted, so the id sequence is not spent on
+        every batch (periods have smallint ids); a concurrent writer's insert simply conflicts.
+        """
+        missing = [n for n in names if n not in cache]
+        if missing:
+            name, column = table
+            select = f"SELECT {column}, id FROM {name} WHERE {column} = ANY(%s)"
+            cur = await conn.execute(select, (missing,))
+            cache.update((str(k), int(v)) for k, v in await cur.fetchall())  # type: ignore[call-overload]
+            new = [n for n in missing if n not in cache]
+            if new:
+                insert = f"INSERT INTO {name} ({column}) SELECT unnest(%s::text[])"
+                await conn.execute(insert + " ON CONFLICT DO NOTHING", (sorted(new),))
+                cur = await conn.execute(select, (new,))
+                cache.update((str(k), int(v)) for k, v in await cur.fetchall())  # type: ignore[call-overload]
+        return cache
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:
