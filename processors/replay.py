@@ -197,9 +197,11 @@ async def _postgres_records(
 ) -> AsyncIterator[list[tuple[RawRecord, MatchResultSubmitted]]]:
     """The board's applied entries from the audit history, regrouped into log records.
 
-    One binary ``COPY (SELECT …) TO STDOUT`` streams the board's rows in source order (the
-    unique index's order); ids are resolved on the server, times arrive as milliseconds, and
-    only the first row of each record builds the record's event id and match id.
+    A server-side cursor in binary format streams the board's rows in source order (the order
+    of the unique source index, so no sort); ids are resolved on the server and times arrive as
+    milliseconds, so each row costs little more than its ScoreEntry. (psycopg decodes binary
+    cursor rows in C; a binary ``COPY … TO STDOUT`` read with ``rows()`` was 4 times slower
+    per CPU second here.)
     """
     cond = sql.SQL("a.board_id = (SELECT id FROM audit_boards WHERE name = {})").format(
         sql.Literal(board)
@@ -208,37 +210,36 @@ async def _postgres_records(
         since = datetime.fromtimestamp(from_timestamp / 1000, tz=UTC)
         cond += sql.SQL(" AND a.occurred_at >= {}").format(sql.Literal(since))
     query = sql.SQL(
-        "COPY (SELECT a.source_partition, a.source_offset,"
+        "SELECT a.source_partition, a.source_offset,"
         " coalesce(a.event_uuid::text, a.event_text), a.match_id,"
         " round(date_part('epoch', a.occurred_at) * 1000)::int8,"
         " a.participant_id, a.submitted_score, a.operator"
         " FROM audit_entries a WHERE {}"
-        " ORDER BY a.source_partition, a.source_offset, a.entry_index)"
-        " TO STDOUT (FORMAT BINARY)"
+        " ORDER BY a.source_partition, a.source_offset, a.entry_index"
     ).format(cond)
     key = board.encode()
     ops = _OPERATORS
     async with await pg_connect_async(settings) as conn:
-        async with conn.cursor() as cur:
-            async with cur.copy(query) as copy:
-                copy.set_types(["int2", "int8", "text", "text", "int8", "text", "int8", "int2"])
-                batch: list[tuple[RawRecord, MatchResultSubmitted]] = []
-                head: tuple[int, int, str, str, int] | None = None
-                entries: list[ScoreEntry] = []
-                async for part, off, eid, mid, at, pid, score, op in copy.rows():
+        async with conn.cursor(name=f"replay_{uuid.uuid4().hex[:8]}", binary=True) as cur:
+            await cur.execute(query)
+            batch: list[tuple[RawRecord, MatchResultSubmitted]] = []
+            head: tuple[int, int, str, str, int] | None = None
+            entries: list[ScoreEntry] = []
+            while rows := await cur.fetchmany(20_000):
+                for part, off, eid, mid, at, pid, score, op in rows:
                     if head is None or head[1] != off or head[0] != part:
                         if head is not None:
                             batch.append(_record(board, key, head, entries))
                             entries = []
-                            if len(batch) >= CHUNK:
-                                yield batch
-                                batch = []
                         head = (part, off, eid, mid if mid is not None else eid, at)
                     entries.append(ScoreEntry(pid, score, ops[op]))
-                if head is not None:
-                    batch.append(_record(board, key, head, entries))
-                if batch:
+                if len(batch) >= CHUNK:
                     yield batch
+                    batch = []
+            if head is not None:
+                batch.append(_record(board, key, head, entries))
+            if batch:
+                yield batch
 
 
 def _record(
