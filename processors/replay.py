@@ -190,6 +190,9 @@ class KafkaSource:
 
 #: Operators of ScoreEntry by their stored code (sinks.audit.OPERATORS order).
 _OPERATORS = tuple(Operator(name) for name in OPERATORS)
+#: The metadata of every entry read from the audit (which keeps none); read-only, shared so
+#: that a replay does not allocate one empty dict per entry.
+_NO_METADATA: dict[str, str] = {}
 
 
 async def _postgres_records(
@@ -218,7 +221,7 @@ async def _postgres_records(
         " ORDER BY a.source_partition, a.source_offset, a.entry_index"
     ).format(cond)
     key = board.encode()
-    ops = _OPERATORS
+    ops, none = _OPERATORS, _NO_METADATA
     async with await pg_connect_async(settings) as conn:
         async with conn.cursor(name=f"replay_{uuid.uuid4().hex[:8]}", binary=True) as cur:
             await cur.execute(query)
@@ -232,7 +235,7 @@ async def _postgres_records(
                             batch.append(_record(board, key, head, entries))
                             entries = []
                         head = (part, off, eid, mid if mid is not None else eid, at)
-                    entries.append(ScoreEntry(pid, score, ops[op]))
+                    entries.append(ScoreEntry(pid, score, ops[op], none))
                 if len(batch) >= CHUNK:
                     yield batch
                     batch = []

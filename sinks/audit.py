@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import logging
-import re
-import uuid
 from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -14,7 +12,7 @@ import psycopg
 from streams.errors import ServiceUnavailable
 from streams.events import RankChanged
 
-__all__ = ["AUDIT_COLUMNS", "OPERATORS", "AuditWriter", "event_id_columns", "months_of"]
+__all__ = ["AUDIT_COLUMNS", "OPERATORS", "AuditWriter", "months_of"]
 
 log = logging.getLogger(__name__)
 
@@ -24,10 +22,11 @@ Connect = Callable[[], Awaitable[psycopg.AsyncConnection[tuple[object, ...]]]]
 #: Columns staged per RankChange, in COPY order, with their PostgreSQL types: the one place the
 #: audit row's shape is stated (the staging table, COPY and INSERT are derived from it).
 #: Board and period arrive as dictionary ids (``audit_boards``, ``audit_periods``), the
-#: operator as its index in ``OPERATORS``, the event id as a UUID or as text (one is null),
-#: the match id only when it differs from the event id. ``*_ms`` columns are staged as
-#: milliseconds and stored as timestamps (``_AS_TIME``); ``occurred_at`` is the ranking time,
-#: ``claimed_at`` the producer's claim when it differs.
+#: operator as its index in ``OPERATORS``. The server derives the stored forms of the rest
+#: (``_DERIVED``): ``*_ms`` milliseconds become timestamps (``occurred_at`` is the ranking
+#: time, ``claimed_at`` the producer's claim when it differs); the event id is kept as 16 bytes
+#: when it is a canonical UUID (``audit_event_uuid``, the rule the migration used), as text
+#: otherwise; the match id only when it differs from the event id.
 _SHAPE = (
     ("version", "int8"),
     ("submitted_score", "int8"),
@@ -44,22 +43,30 @@ _SHAPE = (
     ("entry_index", "int2"),
     ("operator", "int2"),
     ("participant_id", "text"),
-    ("event_uuid", "uuid"),
-    ("event_text", "text"),
+    ("event_id", "text"),
     ("match_id", "text"),
 )
-_AS_TIME = {"claimed_ms": "claimed_at", "occurred_ms": "occurred_at"}
 AUDIT_COLUMNS = tuple(name for name, _ in _SHAPE)
 _TYPES = tuple(kind for _, kind in _SHAPE)
 _OCCURRED = AUDIT_COLUMNS.index("occurred_ms")
 
+# Millisecond arithmetic on an interval is exact (no float round trip through to_timestamp).
+_DERIVED = {
+    "occurred_ms": [
+        ("occurred_at", "timestamptz 'epoch' + occurred_ms * interval '1 millisecond'")
+    ],
+    "claimed_ms": [("claimed_at", "timestamptz 'epoch' + claimed_ms * interval '1 millisecond'")],
+    "event_id": [
+        ("event_uuid", "audit_event_uuid(event_id)"),
+        ("event_text", "CASE WHEN audit_event_uuid(event_id) IS NULL THEN event_id END"),
+    ],
+    "match_id": [("match_id", "NULLIF(match_id, event_id)")],
+}
+_STORED = [pair for name in AUDIT_COLUMNS for pair in _DERIVED.get(name, [(name, name)])]
+
 #: Stored operator codes: the index of the name in this tuple.
 OPERATORS = ("best", "set", "incr", "decr")
 _OPERATOR_CODE = {name: i for i, name in enumerate(OPERATORS)}
-
-#: The canonical text of a UUID (what ``str(uuid.UUID(...))`` and PostgreSQL print): only
-#: such ids are stored as 16 bytes, so every event id reads back exactly as it was written.
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 
 _STAGE = "audit_entries_stage"
 _CREATE_STAGE = (
@@ -68,27 +75,14 @@ _CREATE_STAGE = (
     + ") ON COMMIT DELETE ROWS"
 )
 _COPY = f"COPY {_STAGE} ({', '.join(AUDIT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_STORED = [_AS_TIME.get(name, name) for name in AUDIT_COLUMNS]
-# Millisecond arithmetic on an interval is exact (no float round trip through to_timestamp).
-_SELECTED = [
-    f"timestamptz 'epoch' + {name} * interval '1 millisecond'" if name in _AS_TIME else name
-    for name in AUDIT_COLUMNS
-]
 _INSERT = (
-    f"INSERT INTO audit_entries ({', '.join(_STORED)}) "
-    f"SELECT {', '.join(_SELECTED)} FROM {_STAGE} ON CONFLICT DO NOTHING"
+    f"INSERT INTO audit_entries ({', '.join(col for col, _ in _STORED)}) "
+    f"SELECT {', '.join(expr for _, expr in _STORED)} FROM {_STAGE} ON CONFLICT DO NOTHING"
 )
 
 #: (table, name column) of the two dictionaries.
 _BOARDS = ("audit_boards", "name")
 _PERIODS = ("audit_periods", "period")
-
-
-def event_id_columns(event_id: str) -> tuple[uuid.UUID | None, str | None]:
-    """(event_uuid, event_text) of an event id: a canonical UUID as 16 bytes, else its text."""
-    if len(event_id) == 36 and _CANONICAL_UUID.fullmatch(event_id):
-        return uuid.UUID(event_id), None
-    return None, event_id
 
 
 def months_of(times_ms: Iterable[int]) -> list[tuple[int, int]]:
@@ -146,43 +140,43 @@ class AuditWriter:
         Raises ServiceUnavailable when PostgreSQL cannot be reached or the connection broke;
         nothing of the batch is then committed and the call may simply be repeated.
         """
-        changes = [(ev.leaderboard_id, c) for ev in batch for c in ev.changes]
-        if not changes:
+        if not any(ev.changes for ev in batch):
             return 0
         try:
             conn = await self._connection()
-            boards = await self._ids(conn, _BOARDS, self._board_ids, {b for b, _ in changes})
+            boards = await self._ids(
+                conn, _BOARDS, self._board_ids, {ev.leaderboard_id for ev in batch if ev.changes}
+            )
             periods = await self._ids(
-                conn, _PERIODS, self._period_ids, {c.period for _, c in changes}
+                conn, _PERIODS, self._period_ids, {c.period for ev in batch for c in ev.changes}
             )
         except psycopg.OperationalError as exc:
             await self._drop()
             raise ServiceUnavailable(f"audit write failed: {_first_line(exc)}") from exc
-        rows: list[tuple[Any, ...]] = []
-        for board, c in changes:
-            event_uuid, event_text = event_id_columns(c.event_id)
-            rows.append(
-                (
-                    c.version,
-                    c.submitted_score,
-                    c.new_score,
-                    c.old_score,
-                    c.source_offset,
-                    c.occurred_at,
-                    c.claimed_at,
-                    boards[board],
-                    c.new_rank,
-                    c.old_rank,
-                    periods[c.period],
-                    c.source_partition,
-                    c.entry_index,
-                    _OPERATOR_CODE[c.operator],
-                    c.participant_id,
-                    event_uuid,
-                    event_text,
-                    None if c.match_id == c.event_id else c.match_id,
-                )
+        rows: list[tuple[Any, ...]] = [
+            (
+                c.version,
+                c.submitted_score,
+                c.new_score,
+                c.old_score,
+                c.source_offset,
+                c.occurred_at,
+                c.claimed_at,
+                board,
+                c.new_rank,
+                c.old_rank,
+                periods[c.period],
+                c.source_partition,
+                c.entry_index,
+                _OPERATOR_CODE[c.operator],
+                c.participant_id,
+                c.event_id,
+                c.match_id,
             )
+            for ev in batch
+            for board in (boards[ev.leaderboard_id],)
+            for c in ev.changes
+        ]
         try:
             await self._ensure_partitions(conn, rows)
             async with conn.transaction():

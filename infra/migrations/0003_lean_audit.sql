@@ -60,6 +60,17 @@ COMMENT ON COLUMN audit_entries.match_id IS 'null when the match id equals the e
 COMMENT ON COLUMN audit_entries.claimed_at IS
     'The producer''s claimed event time when it differs from occurred_at (the ranking time); null otherwise.';
 
+-- The one rule for the stored event id: a canonical UUID (lower-case, hyphenated, the text
+-- PostgreSQL prints back) is kept as 16 bytes, anything else as text; so every id reads back as
+-- it was written. Used by this migration and by the writer (sinks/audit.py).
+CREATE FUNCTION audit_event_uuid(event_id text) RETURNS uuid
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE
+        WHEN event_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
+        THEN event_id::uuid
+    END;
+$$;
+
 CREATE INDEX audit_entries_occurred_brin ON audit_entries USING brin (occurred_at);
 
 CREATE TABLE audit_entries_default PARTITION OF audit_entries DEFAULT;
@@ -86,15 +97,12 @@ INSERT INTO audit_entries (
 SELECT s.version, s.submitted_score, s.new_score, s.old_score, s.source_offset, s.occurred_at,
        s.claimed_at, b.id, s.new_rank, s.old_rank, p.id, s.source_partition, s.entry_index,
        array_position(ARRAY['best', 'set', 'incr', 'decr'], s.operator) - 1,
-       s.participant_id, u.id, CASE WHEN u.id IS NULL THEN s.event_id END,
+       s.participant_id, audit_event_uuid(s.event_id),
+       CASE WHEN audit_event_uuid(s.event_id) IS NULL THEN s.event_id END,
        NULLIF(s.match_id, s.event_id)
 FROM score_audit s
 JOIN audit_boards b ON b.name = s.leaderboard_id
 JOIN audit_periods p ON p.period = s.period
-CROSS JOIN LATERAL (
-    SELECT CASE WHEN s.event_id ~ '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$'
-                THEN s.event_id::uuid END AS id
-) u
 ORDER BY s.occurred_at, s.source_partition, s.source_offset, s.entry_index
 ON CONFLICT DO NOTHING;
 
