@@ -4,7 +4,9 @@ read, size."""
 from __future__ import annotations
 
 import dataclasses
+import random
 import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -257,3 +259,64 @@ async def test_replay_read_regroups_records_in_source_order(
         for raw, _ in chunk
     ]
     assert since == sorted(c.source_offset for c in changes[6::3])
+
+
+def _run(*args: str) -> None:
+    subprocess.run(args, check=True, capture_output=True)
+
+
+def _psql(dsn: str, command: str) -> None:
+    _run("psql", dsn, "-v", "ON_ERROR_STOP=1", "-qc", command)
+
+
+async def test_retention_detach_archive_drop_restore_attach(
+    dsn: str, board: str, stack: Settings, tmp_path: Path
+) -> None:
+    """The commands of docs/operations-postgres.md, in order, on a month of a far year."""
+    year = random.randint(4000, 4999)
+    old_month, kept = f"audit_entries_y{year}m01", ms(year, 2, 10)
+    first = changes_of(1, 3, occurred=ms(year, 1, 20), eid="jan", mid="jan")
+    second = changes_of(2, 2, occurred=kept, eid="feb", mid="feb")
+    async with audit_writer(dsn) as writer:
+        assert await writer.write([RankChanged(board, 1, 1, tuple(first + second))]) == 5
+    with psycopg.connect(dsn) as conn:
+        everything = readable(conn, board)
+
+    async def offsets() -> list[int]:
+        return [
+            raw.offset async for chunk in _postgres_records(stack, board, None) for raw, _ in chunk
+        ]
+
+    dump = tmp_path / f"audit_{year}-01.dump"
+    try:
+        _psql(dsn, f"ALTER TABLE audit_entries DETACH PARTITION {old_month};")
+        _run("pg_dump", f"--table={old_month}", "--format=custom", f"--file={dump}", dsn)
+        _psql(dsn, f"DROP TABLE {old_month};")
+        # replay from PostgreSQL now sees only the months still attached
+        assert await offsets() == [second[0].source_offset]
+        with psycopg.connect(dsn) as conn:
+            assert readable(conn, board) == everything[3:]
+
+        _run("pg_restore", f"--dbname={dsn}", str(dump))
+        _psql(
+            dsn,
+            f"ALTER TABLE audit_entries ATTACH PARTITION {old_month} "
+            f"FOR VALUES FROM ('{year}-01-01 00:00:00+00') TO ('{year}-02-01 00:00:00+00');",
+        )
+        assert await offsets() == [first[0].source_offset, second[0].source_offset]
+        with psycopg.connect(dsn) as conn:
+            assert readable(conn, board) == everything
+            # the restored month's unique key is the parent's again: redelivery still conflicts
+            attached = conn.execute(
+                "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+                "WHERE i.inhparent = 'audit_entries_source_key'::regclass "
+                "AND c.relname LIKE %s",
+                (f"{old_month}%",),
+            ).fetchone()
+            assert attached == (1,)
+        async with audit_writer(dsn) as writer:
+            assert await writer.write([RankChanged(board, 1, 1, tuple(first))]) == 0
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for m in (1, 2, 3):
+                conn.execute(f"DROP TABLE IF EXISTS audit_entries_y{year}m{m:02d}")
