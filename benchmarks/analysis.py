@@ -6,6 +6,7 @@ results.json reproduces it exactly.
 
 from __future__ import annotations
 
+from benchmarks.audit_notes import audit_text
 from benchmarks.figures import Report
 from benchmarks.stats import fmt_value
 
@@ -87,6 +88,7 @@ def analysis(report: Report) -> str:
         _ingest_text(report, live)
         + _latency_text(report, live)
         + _hot_text(report)
+        + audit_text(report)
         + _findings_text(report)
         + _next_steps_text(report)
     )
