@@ -30,12 +30,12 @@ STEPS = """\
 #: Previous schema vs audit_entries, same 200,000 rows, interleaved runs on the loaded machine:
 #: wall rows/s and rows per second of the client's CPU (the load-independent part).
 AB = """\
-| path (200,000 rows, load average 11-14 on 2 cores) | previous | audit_entries |
+| path (200,000 rows; 2 runs each, load average 10-12 on 2 cores) | previous | audit_entries |
 |---|---:|---:|
-| AuditWriter.write, wall rows/s | 12,452 - 17,596 | 10,269 - 20,718 |
-| AuditWriter.write, rows per client CPU-second | 303,000 - 365,000 | 248,000 - 328,000 |
-| replay read (`_postgres_records`), wall entries/s | 19,697 - 52,665 | 19,422 - 64,198 |
-| replay read, entries per client CPU-second | 142,000 - 177,000 | 243,000 - 271,000 |"""
+| AuditWriter.write, wall rows/s | 13,816 - 14,715 | 15,150 - 17,567 |
+| AuditWriter.write, rows per client CPU-second | 327,702 - 341,736 | 421,992 - 437,926 |
+| replay read (`_postgres_records`), wall entries/s (6 runs) | 25,571 - 37,749 | 43,097 - 63,118 |
+| replay read, entries per client CPU-second | 161,202 - 174,488 | 237,196 - 282,362 |"""
 
 
 def _fig(report: Report, key: str) -> str:
@@ -71,7 +71,10 @@ the machine's load; the client CPU figures do not):
 
 The read keeps up with ≥ 80,000 entries/s only where its process gets a core: it costs about
 4 µs of client CPU per entry (half of it building the frozen `ScoreEntry` and
-`MatchResultSubmitted` objects the fold takes), and PostgreSQL streams the rows in the unique
-key's order without a sort (raw binary COPY out is the server's limit above). Under this run's
-load the wall rate is a share of a core, not the code's limit.
+`MatchResultSubmitted` objects the fold takes), i.e. about
+{_fig(report, "replay.postgres_read_per_cpu_s")} per CPU-second of the reader
+(`replay.postgres_read_per_cpu_s`), and PostgreSQL streams the rows in the unique key's order
+without a sort (raw binary COPY out is the server's limit above). Under a loaded machine the
+wall rate is the reader's share of a core, not the code's limit. Next step if the wall rate must
+hold under load too: build the entries in a second process (the fold's input is plain data).
 """

@@ -81,13 +81,13 @@ async def _write(settings: Settings, board: str, changes: list[RankChange]) -> f
         return len(changes) / (time.perf_counter() - t0)
 
 
-async def _read(settings: Settings, board: str) -> tuple[int, float]:
-    """(entries, entries/s) of one full replay read of ``board``."""
-    t0 = time.perf_counter()
+async def _read(settings: Settings, board: str) -> tuple[int, float, float]:
+    """(entries, entries/s, entries per CPU-second of this process) of one replay read."""
+    t0, c0 = time.perf_counter(), time.process_time()
     entries = 0
     async for chunk in _postgres_records(settings, board, None):
         entries += sum(len(ev.entries) for _, ev in chunk)
-    return entries, entries / (time.perf_counter() - t0)
+    return entries, entries / (time.perf_counter() - t0), entries / (time.process_time() - c0)
 
 
 def _raw_copy_in(conn: psycopg.Connection[Any], partition: str, n: int) -> float:
@@ -130,6 +130,7 @@ def run_audit(base: Settings, p: Params, report: Report, say: Say) -> None:
     bytes_rows: list[float] = []
     write_rates: list[float] = []
     read_rates: list[float] = []
+    read_cpu: list[float] = []
     raw_in: list[float] = []
     raw_out: list[float] = []
     try:
@@ -148,9 +149,10 @@ def run_audit(base: Settings, p: Params, report: Report, say: Say) -> None:
             report.details["audit: index bytes per row"] = round((size[0] - size[1]) / n, 1)
         for i in range(p.reps):
             say(f"[audit] replay read run {i + 1}/{p.reps}")
-            got, rate = asyncio.run(_read(base, board))
+            got, rate, per_cpu = asyncio.run(_read(base, board))
             assert got == n, f"replay read {got} of {n} entries"
             read_rates.append(rate)
+            read_cpu.append(per_cpu)
             with pg_connect(base) as conn:
                 raw_out.append(_raw_copy_out(conn, partition, n))
                 raw_in.append(_raw_copy_in(conn, partition, n))
@@ -201,6 +203,17 @@ def run_audit(base: Settings, p: Params, report: Report, say: Say) -> None:
             "into MatchResultSubmitted records (no Redis)",
             Target(80_000, True, "≥ 80,000 entries/s"),
             key="replay.postgres_read",
+        )
+    )
+    report.add(
+        Figure(
+            "4 replay",
+            "replay read from PostgreSQL, entries per CPU-second of the reader",
+            "entries/s",
+            read_cpu,
+            f"{rows}; the same reads, entries ÷ the reading process's CPU time: what one core "
+            "gives when the reader has it (the wall rate above shares the 2 cores)",
+            key="replay.postgres_read_per_cpu_s",
         )
     )
     report.add(
