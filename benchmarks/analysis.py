@@ -88,9 +88,9 @@ def analysis(report: Report) -> str:
         _ingest_text(report, live)
         + _latency_text(report, live)
         + _hot_text(report)
-        + audit_text(report)
         + _findings_text(report)
         + _next_steps_text(report)
+        + audit_text(report)
     )
 
 

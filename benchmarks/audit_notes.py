@@ -52,7 +52,7 @@ def audit_text(report: Report) -> str:
 
 Migration 0003 moved the audit to `audit_entries` (dictionary ids, uuid event ids, one unique
 source key + BRIN; `score_audit` is now a view of the same rows, see docs/operations-postgres.md).
-This run: **{_fig(report, "audit.bytes_per_row")}** per row, table + indexes
+This run: **{_fig(report, "audit.bytes_per_row")}**, table + indexes
 (`audit.bytes_per_row`, target ≤ 200); AuditWriter {_fig(report, "audit.write_rows_per_s")}
 beside raw binary COPY in {_fig(report, "audit.raw_copy_in_rows_per_s")}; the replay read
 {_fig(report, "replay.postgres_read")} (`replay.postgres_read`) beside raw binary COPY out
@@ -70,7 +70,7 @@ the machine's load; the client CPU figures do not):
 {AB}
 
 The read keeps up with ≥ 80,000 entries/s only where its process gets a core: it costs about
-4 µs of client CPU per entry (half of it building the frozen `ScoreEntry` and
+4-5 µs of client CPU per entry (half of it building the frozen `ScoreEntry` and
 `MatchResultSubmitted` objects the fold takes), i.e. about
 {_fig(report, "replay.postgres_read_per_cpu_s")} per CPU-second of the reader
 (`replay.postgres_read_per_cpu_s`), and PostgreSQL streams the rows in the unique key's order

@@ -199,8 +199,8 @@ def run_audit(base: Settings, p: Params, report: Report, say: Say) -> None:
             "replay read from PostgreSQL (rows to records), entries/s",
             "entries/s",
             read_rates,
-            f"{rows}; _postgres_records: binary COPY TO in source order, decoded and regrouped "
-            "into MatchResultSubmitted records (no Redis)",
+            f"{rows}; _postgres_records: binary server-side cursor in source order, decoded "
+            "and regrouped into MatchResultSubmitted records (no Redis)",
             Target(80_000, True, "≥ 80,000 entries/s"),
             key="replay.postgres_read",
         )
