@@ -203,7 +203,7 @@ async def _postgres_records(
     A server-side cursor in binary format streams the board's rows in source order (the order
     of the unique source index, so no sort); ids are resolved on the server and times arrive as
     milliseconds, so each row costs little more than its ScoreEntry. (psycopg decodes binary
-    cursor rows in C; a binary ``COPY … TO STDOUT`` read with ``rows()`` was 4 times slower
+    cursor rows in C; a binary ``COPY … TO STDOUT`` read with ``rows()`` was 2-4 times slower
     per CPU second here.)
     """
     cond = sql.SQL("a.board_id = (SELECT id FROM audit_boards WHERE name = {})").format(
