@@ -209,7 +209,7 @@ def test_upgrade_from_the_previous_schema_keeps_every_row(schema: str, tmp_path:
         old = {b: readable(conn, b) for b in boards}
         assert len(old["up-b"]) == len(changes["up-b"])
 
-        assert migrate(conn) == ["0003"]
+        assert migrate(conn)[0] == "0003"  # (and any later migration)
         for b in boards:
             assert readable(conn, b) == old[b] == expected_rows(b, changes[b])
         parts = conn.execute(
