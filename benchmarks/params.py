@@ -25,11 +25,11 @@ class Params:
     http_clients: int
     http_requests: int
     profile_records: int
+    audit_rows: int = 200_000
     hot_seconds: float = 10.0
     hot_connections: int = 16
     hot_records: int = 30_000
     wait_rate: int = 1_000
-    audit_rows: int = 200_000
 
     @classmethod
     def full(cls) -> Params:
@@ -51,11 +51,11 @@ class Params:
             http_clients=16,
             http_requests=1_000,
             profile_records=10_000,
+            audit_rows=1_000_000,
             hot_seconds=20.0,
             hot_connections=16,
             hot_records=60_000,
             wait_rate=1_000,
-            audit_rows=1_000_000,
         )
 
     @classmethod

@@ -105,11 +105,11 @@ def _run_bench(base: Settings, p: Params, only: Sequence[str], say: Say, redis_n
     if "baselines" in want:
         run_baselines(base, p, report, ingest_runs, say)
     run_big_board(base, p, want, report, logs, say)
-    if "audit" in want:
-        run_audit(base, p, report, say)
     if "hot" in want:
         run_hot(base, p, report, logs, say)
     if "profile" in want:
         run_profile(base, p, report, logs, say)
+    if "audit" in want:
+        run_audit(base, p, report, say)
     report.seconds = time.perf_counter() - t_start
     return report
