@@ -19,6 +19,7 @@ from pathlib import Path
 import psycopg
 
 from benchmarks.scenarios.audit import _month_ms, audit_changes
+from processors.bootstrap import pg_connect
 from sinks.migrate import MIGRATIONS_DIR, migrate
 from streams.settings import Settings
 
@@ -188,11 +189,11 @@ def measure(dsn: str, rows: int) -> list[tuple[str, float, float]]:
     """(change, heap B/row, index B/row) of every step."""
     schema = f"audsteps_{uuid.uuid4().hex[:6]}"
     out = []
-    with psycopg.connect(dsn, autocommit=True) as admin:
+    with pg_connect(dsn, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
     try:
         scoped = f"{dsn}?options=-csearch_path%3D{schema}"
-        with psycopg.connect(scoped, autocommit=True) as conn, tempfile.TemporaryDirectory() as d:
+        with pg_connect(scoped, autocommit=True) as conn, tempfile.TemporaryDirectory() as d:
             for f in sorted(MIGRATIONS_DIR.glob("*.sql"))[:2]:
                 shutil.copy(f, Path(d) / f.name)
             migrate(conn, Path(d))
@@ -219,7 +220,7 @@ def measure(dsn: str, rows: int) -> list[tuple[str, float, float]]:
                         conn.execute(f"CREATE INDEX ON {table} {idx}")
                 out.append((change, *_size(conn, table, rows)))
     finally:
-        with psycopg.connect(dsn, autocommit=True) as admin:
+        with pg_connect(dsn, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
     return out
 
