@@ -6,6 +6,7 @@ results.json reproduces it exactly.
 
 from __future__ import annotations
 
+from benchmarks.audit_notes import audit_text
 from benchmarks.figures import Report
 from benchmarks.stats import fmt_value
 
@@ -89,6 +90,7 @@ def analysis(report: Report) -> str:
         + _hot_text(report)
         + _findings_text(report)
         + _next_steps_text(report)
+        + audit_text(report)
     )
 
 

@@ -104,7 +104,9 @@ class Namespace:
         if audit and self.boards:
             with pg_connect(self.settings, autocommit=True) as conn:
                 conn.execute(
-                    "DELETE FROM score_audit WHERE leaderboard_id = ANY(%s)", [self.boards]
+                    "DELETE FROM audit_entries WHERE board_id IN "
+                    "(SELECT id FROM audit_boards WHERE name = ANY(%s))",
+                    [self.boards],
                 )
         admin = kafka_admin(self.settings)
         names = [t.name for t in all_topics(self.settings)]

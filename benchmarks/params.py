@@ -25,6 +25,7 @@ class Params:
     http_clients: int
     http_requests: int
     profile_records: int
+    audit_rows: int = 200_000
     hot_seconds: float = 10.0
     hot_connections: int = 16
     hot_records: int = 30_000
@@ -54,6 +55,7 @@ class Params:
             http_clients=16,
             http_requests=1_000,
             profile_records=10_000,
+            audit_rows=1_000_000,
             hot_seconds=20.0,
             hot_connections=16,
             hot_records=60_000,
@@ -114,5 +116,8 @@ SCENARIOS: dict[str, str] = {
     "every accepted one is applied to Redis and the audit table; then POST ?wait=true paced at "
     "1,000/s by wrk (1 thread, 100 connections), then at 100/s; and N pre-produced "
     "single-entry SDK records to one board drained end to end",
+    "audit": "N audit rows of one board (10 entries per record) written with AuditWriter into "
+    "a month of their own; bytes per row of that partition (table + indexes), AuditWriter and "
+    "raw binary COPY rows/s in, the replay read (_postgres_records) and raw COPY out",
     "profile": "pyinstrument of Projector.process (batches of 500 records) and of replay_board",
 }

@@ -18,6 +18,7 @@ from pathlib import Path
 from benchmarks.figures import Report
 from benchmarks.harness import Say, private_redis
 from benchmarks.params import SCENARIOS, Params
+from benchmarks.scenarios.audit import run_audit
 from benchmarks.scenarios.baselines import run_baselines
 from benchmarks.scenarios.big_board import run_big_board
 from benchmarks.scenarios.hot import run_hot
@@ -111,5 +112,7 @@ def _run_bench(base: Settings, p: Params, only: Sequence[str], say: Say, redis_n
         run_hot(base, p, report, logs, say)
     if "profile" in want:
         run_profile(base, p, report, logs, say)
+    if "audit" in want:
+        run_audit(base, p, report, say)
     report.seconds = time.perf_counter() - t_start
     return report

@@ -12,57 +12,79 @@ import psycopg
 from streams.errors import ServiceUnavailable
 from streams.events import RankChanged
 
-__all__ = ["AUDIT_COLUMNS", "AuditWriter", "months_of"]
+__all__ = ["AUDIT_COLUMNS", "OPERATORS", "AuditWriter", "months_of"]
 
 log = logging.getLogger(__name__)
 
 #: Opens a new autocommit connection to the audit database.
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[tuple[object, ...]]]]
 
-#: Columns written per RankChange, in COPY order, with their PostgreSQL types: the one place the
+#: Columns staged per RankChange, in COPY order, with their PostgreSQL types: the one place the
 #: audit row's shape is stated (the staging table, COPY and INSERT are derived from it).
-#: ``*_ms`` columns are staged as milliseconds and stored as timestamps (``_AS_TIME``);
-#: ``occurred_at`` is the ranking time, ``claimed_at`` the producer's claim when it differs.
+#: Board and period arrive as dictionary ids (``audit_boards``, ``audit_periods``), the
+#: operator as its index in ``OPERATORS``. The server derives the stored forms of the rest
+#: (``_DERIVED``): ``*_ms`` milliseconds become timestamps (``occurred_at`` is the ranking
+#: time, ``claimed_at`` the producer's claim when it differs); the event id is kept as 16 bytes
+#: when it is a canonical UUID (``audit_event_uuid``, the rule the migration used), as text
+#: otherwise; the match id only when it differs from the event id.
 _SHAPE = (
-    ("leaderboard_id", "text"),
-    ("period", "text"),
     ("version", "int8"),
-    ("participant_id", "text"),
-    ("operator", "text"),
     ("submitted_score", "int8"),
-    ("old_score", "int8"),
     ("new_score", "int8"),
-    ("old_rank", "int4"),
+    ("old_score", "int8"),
+    ("source_offset", "int8"),
+    ("occurred_ms", "int8"),
+    ("claimed_ms", "int8"),
+    ("board_id", "int4"),
     ("new_rank", "int4"),
+    ("old_rank", "int4"),
+    ("period_id", "int2"),
+    ("source_partition", "int2"),
+    ("entry_index", "int2"),
+    ("operator", "int2"),
+    ("participant_id", "text"),
     ("event_id", "text"),
     ("match_id", "text"),
-    ("entry_index", "int4"),
-    ("source_partition", "int4"),
-    ("source_offset", "int8"),
-    ("claimed_ms", "int8"),
-    ("occurred_ms", "int8"),
 )
-_AS_TIME = {"claimed_ms": "claimed_at", "occurred_ms": "occurred_at"}
 AUDIT_COLUMNS = tuple(name for name, _ in _SHAPE)
 _TYPES = tuple(kind for _, kind in _SHAPE)
+_OCCURRED = AUDIT_COLUMNS.index("occurred_ms")
 
-_STAGE = "score_audit_stage"
+# Millisecond arithmetic on an interval is exact (no float round trip through to_timestamp).
+_DERIVED = {
+    "occurred_ms": [
+        ("occurred_at", "timestamptz 'epoch' + occurred_ms * interval '1 millisecond'")
+    ],
+    "claimed_ms": [("claimed_at", "timestamptz 'epoch' + claimed_ms * interval '1 millisecond'")],
+    "event_id": [
+        ("event_uuid", "audit_event_uuid(event_id)"),
+        ("event_text", "CASE WHEN audit_event_uuid(event_id) IS NULL THEN event_id END"),
+    ],
+    "match_id": [("match_id", "NULLIF(match_id, event_id)")],
+}
+_STORED = [pair for name in AUDIT_COLUMNS for pair in _DERIVED.get(name, [(name, name)])]
+
+#: Stored operator codes: the index of the name in this tuple.
+#: Stored operator codes: the four score operators, then the moderation actions whose rank
+#: changes reach the audit (a removal, a void; docs/moderation.md). Append only.
+OPERATORS = ("best", "set", "incr", "decr", "participant_removed", "match_voided")
+_OPERATOR_CODE = {name: i for i, name in enumerate(OPERATORS)}
+
+_STAGE = "audit_entries_stage"
 _CREATE_STAGE = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
     + ", ".join(f"{name} {kind}" for name, kind in _SHAPE)
     + ") ON COMMIT DELETE ROWS"
 )
 _COPY = f"COPY {_STAGE} ({', '.join(AUDIT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
-_STORED = [_AS_TIME.get(name, name) for name in AUDIT_COLUMNS]
-# Millisecond arithmetic on an interval is exact (no float round trip through to_timestamp).
-_SELECTED = [
-    f"timestamptz 'epoch' + {name} * interval '1 millisecond'" if name in _AS_TIME else name
-    for name in AUDIT_COLUMNS
-]
 _INSERT = (
-    f"INSERT INTO score_audit ({', '.join(_STORED)}) "
-    f"SELECT {', '.join(_SELECTED)} FROM {_STAGE} ON CONFLICT DO NOTHING"
+    f"INSERT INTO audit_entries ({', '.join(col for col, _ in _STORED)}) "
+    f"SELECT {', '.join(expr for _, expr in _STORED)} FROM {_STAGE} ON CONFLICT DO NOTHING"
 )
+
+#: (table, name column) of the two dictionaries.
+_BOARDS = ("audit_boards", "name")
+_PERIODS = ("audit_periods", "period")
 
 
 def months_of(times_ms: Iterable[int]) -> list[tuple[int, int]]:
@@ -99,6 +121,8 @@ class AuditWriter:
         self.connect = connect
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._months: set[tuple[int, int]] = set()
+        self._board_ids: dict[str, int] = {}
+        self._period_ids: dict[str, int] = {}
 
     async def __aenter__(self) -> AuditWriter:
         return self
@@ -118,33 +142,44 @@ class AuditWriter:
         Raises ServiceUnavailable when PostgreSQL cannot be reached or the connection broke;
         nothing of the batch is then committed and the call may simply be repeated.
         """
-        rows: list[tuple[Any, ...]] = [
-            (
-                ev.leaderboard_id,
-                c.period,
-                c.version,
-                c.participant_id,
-                c.operator,
-                c.submitted_score,
-                c.old_score,
-                c.new_score,
-                c.old_rank,
-                c.new_rank,
-                c.event_id,
-                c.match_id,
-                c.entry_index,
-                c.source_partition,
-                c.source_offset,
-                c.claimed_at,
-                c.occurred_at,
-            )
-            for ev in batch
-            for c in ev.changes
-        ]
-        if not rows:
+        if not any(ev.changes for ev in batch):
             return 0
         try:
             conn = await self._connection()
+            boards = await self._ids(
+                conn, _BOARDS, self._board_ids, {ev.leaderboard_id for ev in batch if ev.changes}
+            )
+            periods = await self._ids(
+                conn, _PERIODS, self._period_ids, {c.period for ev in batch for c in ev.changes}
+            )
+        except psycopg.OperationalError as exc:
+            await self._drop()
+            raise ServiceUnavailable(f"audit write failed: {_first_line(exc)}") from exc
+        rows: list[tuple[Any, ...]] = [
+            (
+                c.version,
+                c.submitted_score,
+                c.new_score,
+                c.old_score,
+                c.source_offset,
+                c.occurred_at,
+                c.claimed_at,
+                board,
+                c.new_rank,
+                c.old_rank,
+                periods[c.period],
+                c.source_partition,
+                c.entry_index,
+                _OPERATOR_CODE[c.operator],
+                c.participant_id,
+                c.event_id,
+                c.match_id,
+            )
+            for ev in batch
+            for board in (boards[ev.leaderboard_id],)
+            for c in ev.changes
+        ]
+        try:
             await self._ensure_partitions(conn, rows)
             async with conn.transaction():
                 async with conn.cursor() as cur:
@@ -163,7 +198,7 @@ class AuditWriter:
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: list[tuple[Any, ...]]
     ) -> None:
-        missing = [ym for ym in months_of(r[-1] for r in rows) if ym not in self._months]
+        missing = [ym for ym in months_of(r[_OCCURRED] for r in rows) if ym not in self._months]
         if not missing:
             return
         created = 0
@@ -176,6 +211,32 @@ class AuditWriter:
         if created:
             log.info("audit: created %d monthly partition(s) from %04d-%02d", created, *missing[0])
         self._months.update(missing)
+
+    async def _ids(
+        self,
+        conn: psycopg.AsyncConnection[tuple[object, ...]],
+        table: tuple[str, str],
+        cache: dict[str, int],
+        names: set[str],
+    ) -> dict[str, int]:
+        """Dictionary ids of ``names``, adding the new ones (each in its own short commit).
+
+        Only names missing from the table are inserted, so the id sequence is not spent on
+        every batch (periods have smallint ids); a concurrent writer's insert simply conflicts.
+        """
+        missing = [n for n in names if n not in cache]
+        if missing:
+            name, column = table
+            select = f"SELECT {column}, id FROM {name} WHERE {column} = ANY(%s)"
+            cur = await conn.execute(select, (missing,))
+            cache.update((str(k), int(v)) for k, v in await cur.fetchall())  # type: ignore[call-overload]
+            new = [n for n in missing if n not in cache]
+            if new:
+                insert = f"INSERT INTO {name} ({column}) SELECT unnest(%s::text[])"
+                await conn.execute(insert + " ON CONFLICT DO NOTHING", (sorted(new),))
+                cur = await conn.execute(select, (new,))
+                cache.update((str(k), int(v)) for k, v in await cur.fetchall())  # type: ignore[call-overload]
+        return cache
 
     async def _connection(self) -> psycopg.AsyncConnection[tuple[object, ...]]:
         if self._conn is None or self._conn.closed:

@@ -73,7 +73,7 @@ def far_year(dsn: str) -> Iterator[int]:
     year = random.randint(2300, 2900)
     yield year
     with psycopg.connect(dsn, autocommit=True) as conn:
-        for table in ("score_audit", "period_standings"):
+        for table in ("audit_entries", "period_standings"):
             for m in range(1, 13):
                 conn.execute(f"DROP TABLE IF EXISTS {table}_y{year}m{m:02d}")
             conn.execute(f"DROP TABLE IF EXISTS {table}_y{year + 1}m01")
@@ -82,7 +82,7 @@ def far_year(dsn: str) -> Iterator[int]:
 def audit_partitions(conn: psycopg.Connection, prefix: str) -> set[str]:
     rows = conn.execute(
         "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
-        "WHERE i.inhparent = 'score_audit'::regclass AND c.relname LIKE %s",
+        "WHERE i.inhparent = 'audit_entries'::regclass AND c.relname LIKE %s",
         (prefix + "%",),
     ).fetchall()
     return {r[0] for r in rows}
@@ -135,24 +135,26 @@ async def test_audit_partitions_for_every_month_including_new_month_mid_run(
         second = [change(10 + v, ms(far_year, 4 + v % 2, 10)) for v in range(1, 11)]
         assert await writer.write([record(board, second)]) == 10
     with psycopg.connect(dsn) as conn:
-        names = audit_partitions(conn, f"score_audit_y{far_year}")
-        assert {f"score_audit_y{far_year}m03", f"score_audit_y{far_year}m04"} <= names
-        assert f"score_audit_y{far_year}m05" in names
+        names = audit_partitions(conn, f"audit_entries_y{far_year}")
+        assert {f"audit_entries_y{far_year}m03", f"audit_entries_y{far_year}m04"} <= names
+        assert f"audit_entries_y{far_year}m05" in names
         in_default = conn.execute(
-            "SELECT count(*) FROM score_audit_default WHERE leaderboard_id = %s", (board,)
+            "SELECT count(*) FROM audit_entries_default a JOIN audit_boards b "
+            "ON b.id = a.board_id WHERE b.name = %s",
+            (board,),
         ).fetchone()
         assert in_default == (0,)
         per_part = dict(
             conn.execute(
-                "SELECT tableoid::regclass::text, count(*) FROM score_audit "
-                "WHERE leaderboard_id = %s GROUP BY 1",
+                "SELECT a.tableoid::regclass::text, count(*) FROM audit_entries a "
+                "JOIN audit_boards b ON b.id = a.board_id WHERE b.name = %s GROUP BY 1",
                 (board,),
             ).fetchall()
         )
         assert per_part == {
-            f"score_audit_y{far_year}m03": 10,
-            f"score_audit_y{far_year}m04": 5,
-            f"score_audit_y{far_year}m05": 5,
+            f"audit_entries_y{far_year}m03": 10,
+            f"audit_entries_y{far_year}m04": 5,
+            f"audit_entries_y{far_year}m05": 5,
         }
 
 
