@@ -1,10 +1,11 @@
-"""``leaderboard dlq``: inspect dead-lettered records and their reasons."""
+"""``leaderboard dlq``: inspect dead-lettered records and re-publish them after a fix."""
 
 from __future__ import annotations
 
 import heapq
 import logging
 import re
+import sys
 from collections.abc import Iterable
 from typing import Any
 
@@ -12,7 +13,7 @@ import click
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Message
 
 from processors.cli.common import fmt_ms, wall_ms
-from processors.kafka.producer import read_to_end
+from processors.kafka.producer import LeaderboardProducer, read_to_end
 from streams.settings import get_settings
 from streams.validation import parse_time
 
@@ -88,9 +89,41 @@ def select(
     return heapq.nlargest(limit, kept, key=order)
 
 
+#: Dead letters that re-publishing can never apply: their event was applied already.
+NEVER_APPLIES = ("duplicate event id",)
+
+
+def redrive_plan(found: Iterable[Message]) -> tuple[list[Message], int]:
+    """The dead letters to re-publish, oldest first, and how many of ``found`` are skipped.
+
+    Skipped: records without a value or a ``source.topic`` header, those whose reason says
+    re-publishing cannot apply them (``NEVER_APPLIES``), and repeats of the same key and bytes
+    (one event: the first is enough).
+    """
+    seen: set[tuple[bytes, bytes]] = set()
+    plan: list[Message] = []
+    skipped = 0
+    for msg in found:
+        headers = _headers(msg.headers())
+        value = msg.value()
+        same = (msg.key() or b"", value or b"")
+        reason = headers.get("reason", "").lower()
+        if (
+            not value
+            or not headers.get("source.topic")
+            or any(r in reason for r in NEVER_APPLIES)
+            or same in seen
+        ):
+            skipped += 1
+            continue
+        seen.add(same)
+        plan.append(msg)
+    return plan, skipped
+
+
 @click.group()
 def dlq() -> None:
-    """Inspect dead-lettered records (bytes kept as received, reason in headers)."""
+    """Inspect dead-lettered records (original bytes, reason in headers) and redrive them."""
 
 
 @dlq.command("list")
@@ -158,6 +191,61 @@ def dlq_list(
     shown = f" (the {which} {limit})" if len(found) >= limit else ""
     what = " matching" if filtered else ""
     click.echo(f"{len(found)}{what} dead letter(s) of {name}{shown}")
+
+
+@dlq.command("replay")
+@click.option(
+    "--topic",
+    default="scores",
+    show_default=True,
+    help="Logical input topic name whose dead letters to re-publish (scores, leaderboards, ...).",
+)
+@click.option("--board", help="Only records of this leaderboard (the record key).")
+@click.option("--reason", help="Only records whose reason contains this text (any case).")
+@click.option(
+    "--since",
+    metavar="TIME|DURATION",
+    help="Only records dead-lettered since TIME (ISO-8601, epoch ms) or DURATION ago (10m, 2h).",
+)
+@click.option("--dry-run", is_flag=True, help="Count what would be re-published; send nothing.")
+def dlq_replay(
+    topic: str, board: str | None, reason: str | None, since: str | None, dry_run: bool
+) -> None:
+    """Re-publish matching dead letters' original bytes to their source topic, after a fix.
+
+    Each record goes back under its original key (so to its board's partition), oldest first.
+    Safe to repeat: the projector drops an event id it has applied already (dead-lettered
+    again as ``duplicate event id``, which replay then skips), so a record applies once.
+    """
+    settings = get_settings()
+    name = settings.dlq(topic)
+    start = since_ms(since, wall_ms())
+    found = select(
+        read_to_end(settings, name),
+        limit=sys.maxsize,
+        oldest=True,
+        board=board,
+        reason=reason,
+        since=start,
+    )
+    plan, skipped = redrive_plan(found)
+    sent = 0
+    if plan and not dry_run:
+        with (
+            LeaderboardProducer(settings) as producer,
+            click.progressbar(plan, label="re-publishing", file=sys.stderr) as bar,
+        ):
+            for msg in bar:
+                target = _headers(msg.headers())["source.topic"]
+                producer.publish_raw(target, msg.key(), msg.value())
+                sent += 1
+            producer.flush()
+    what = "would re-publish" if dry_run else "re-published"
+    count = len(plan) if dry_run else sent
+    click.echo(
+        f"{len(found)} matching dead letter(s) of {name}: {what} {count}, skipped {skipped}"
+        f" (duplicate event id, empty, or repeated)"
+    )
 
 
 COMMANDS: list[click.Command] = [dlq]
