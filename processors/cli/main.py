@@ -27,6 +27,7 @@ COMMAND_MODULES = {
     "produce": "produce",
     "simulate": "simulate",
     "dlq": "dlq",
+    "schemas": "schemas",
     "moderate": "moderate",
     "worker": "worker",
     "top": "query",
