@@ -8,8 +8,8 @@ needed, started with its data under ``Settings.stack_dir`` and waited for until 
 Use it as ``from infra import stack as local_stack; local_stack.up(settings, progress)``. The
 modules: ``base`` (the ``Service`` base class, processes, pid and port files), ``kafka``,
 ``redis`` (single node and cluster), ``sentinel`` (``up --ha``: primary, replica and three
-Sentinels), ``postgres``, ``prometheus`` (``up --monitoring``), ``registry`` (``up --schema-registry``),
-``packages`` (apt-get installs),
+Sentinels), ``postgres``, ``prometheus`` (``up --monitoring``),
+``registry`` (``up --schema-registry``: Apicurio Registry), ``packages`` (apt-get installs),
 ``lifecycle`` (``up``, ``down``, ``status``) and ``hooks`` (migrations and topics).
 """
 

@@ -1,11 +1,11 @@
 """Apicurio Registry for the local stack (``stack up --schema-registry``), a real Schema Registry.
 
 Its runnable distribution comes from Maven Central (``io.apicurio:apicurio-registry-app``,
-``tar.gz`` classifier ``all``), downloaded once and unpacked under ``<stack_dir>/schema-registry``
-like the Kafka jars. It runs on Java 17 with in-memory storage on ``LEADERBOARD_SCHEMA_REGISTRY_PORT``
-(moved by ``LEADERBOARD_STACK_OFFSET``); clients use its Confluent-compatible API (``url()``)
-as ``LEADERBOARD_SCHEMA_REGISTRY_URL``. ``use-canonical-hash`` makes a re-sent schema keep its
-id, as Confluent's registry does.
+``tar.gz`` classifier ``all``), downloaded once and unpacked under
+``<stack_dir>/schema-registry`` like the Kafka jars. It runs on Java 17 with in-memory storage
+on ``LEADERBOARD_SCHEMA_REGISTRY_PORT`` (moved by ``LEADERBOARD_STACK_OFFSET``); clients use
+its Confluent-compatible API (``url()``) as ``LEADERBOARD_SCHEMA_REGISTRY_URL``.
+``use-canonical-hash`` makes a re-sent schema keep its id, as Confluent's registry does.
 """
 
 from __future__ import annotations
