@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
-from confluent_kafka.schema_registry import SchemaRegistryClient
+from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 
 from infra import stack as local_stack
 from infra.stack.registry import SchemaRegistry
@@ -64,9 +64,13 @@ def test_encode_registers_the_schema_under_its_record_name(registry_url: str) ->
 
 
 def test_a_resent_schema_keeps_its_id(registry_url: str) -> None:
-    first = fresh_codec(registry_url).schema_id(MatchResultSubmitted.SCHEMA)
-    again = fresh_codec(registry_url).schema_id(MatchResultSubmitted.SCHEMA)
-    assert again == first
+    codec = fresh_codec(registry_url)
+    first = codec.schema_id(MatchResultSubmitted.SCHEMA)
+    assert fresh_codec(registry_url).schema_id(MatchResultSubmitted.SCHEMA) == first
+    # The same schema written differently (another producer's JSON layout) is the same schema.
+    layout = json.dumps(codec.store.reader(MatchResultSubmitted.SCHEMA).json, indent=2)
+    client = SchemaRegistryClient.new_client({"url": registry_url})
+    assert client.register_schema(MatchResultSubmitted.SCHEMA, Schema(layout, "AVRO")) == first
     versions = registry_get(registry_url, f"/subjects/{MatchResultSubmitted.SCHEMA}/versions")
     assert len(versions) == 1
 
