@@ -78,6 +78,11 @@ class Settings(BaseSettings):
     prometheus_port: int = Field(
         19090, description="the local Prometheus of `stack up --monitoring` (not Debian's :9090)"
     )
+    schema_registry_port: int = Field(
+        18081,
+        description="the local Schema Registry of `stack up --schema-registry` (Apicurio; its"
+        " Confluent API is http://127.0.0.1:PORT/apis/ccompat/v7)",
+    )
 
     # --- topics ---------------------------------------------------------------------
     topic_prefix: str = Field("", description="prefix added to every topic name")
@@ -238,6 +243,7 @@ OFFSET_PORTS = (
     "worker_web_port",
     "worker_metrics_port",
     "prometheus_port",
+    "schema_registry_port",
 )
 
 

@@ -9,7 +9,7 @@ Use it as ``from infra import stack as local_stack; local_stack.up(settings, pro
 modules: ``base`` (the ``Service`` base class, processes, pid and port files), ``kafka``,
 ``redis`` (single node and cluster), ``sentinel`` (``up --ha``: primary, replica and three
 Sentinels), ``postgres``, ``prometheus`` (``up --monitoring``),
-``packages`` (apt-get installs),
+``registry`` (``up --schema-registry``: Apicurio Registry), ``packages`` (apt-get installs),
 ``lifecycle`` (``up``, ``down``, ``status``) and ``hooks`` (migrations and topics).
 """
 
@@ -31,6 +31,7 @@ from infra.stack.lifecycle import down, locked, services, status, up
 from infra.stack.postgres import Postgres
 from infra.stack.prometheus import Prometheus
 from infra.stack.redis import Redis, RedisCluster
+from infra.stack.registry import SchemaRegistry
 from infra.stack.sentinel import RedisHA, Sentinels
 from streams.errors import LeaderboardError, ServiceUnavailable
 
@@ -49,6 +50,7 @@ __all__ = [
     "Redis",
     "RedisCluster",
     "RedisHA",
+    "SchemaRegistry",
     "Sentinels",
     "Service",
     "ServiceState",

@@ -51,7 +51,7 @@ class ServiceState:
         owner = self.owner or "-"
         if self.owner == "ours" and self.pid:
             owner = f"ours (pid {self.pid})"
-        text = f"{self.name:<13} {state:<5} {owner:<18} {self.where}"
+        text = f"{self.name:<15} {state:<5} {owner:<18} {self.where}"
         if self.log is not None and self.owner != "external":
             text += f"  log: {display(self.log)}"
         if self.detail:

@@ -28,6 +28,7 @@ from infra.stack.packages import apt_install
 from infra.stack.postgres import Postgres
 from infra.stack.prometheus import Prometheus
 from infra.stack.redis import Redis, RedisCluster
+from infra.stack.registry import SCHEMA_REGISTRY_START_TIMEOUT, SchemaRegistry
 from infra.stack.sentinel import RedisHA, Sentinels
 from streams.errors import ServiceUnavailable
 from streams.settings import Settings
@@ -39,6 +40,7 @@ def services(
     redis_cluster: bool = False,
     monitoring: bool = False,
     ha: bool = False,
+    schema_registry: bool = False,
 ) -> list[Service]:
     """The services in start order (Kafka first: it takes longest, the others start meanwhile).
 
@@ -46,7 +48,8 @@ def services(
     when our nodes already run (so that ``status`` shows it and ``down`` stops it); Prometheus
     likewise when asked for (``monitoring``) or when ours runs, and the Redis primary, replica
     and Sentinels when asked for (``ha``), when ``redis_ha`` is set or when any of ours runs
-    (the Sentinels after the nodes: ``down`` stops them first, so none fails over meanwhile).
+    (the Sentinels after the nodes: ``down`` stops them first, so none fails over meanwhile);
+    the Schema Registry when asked for (``schema_registry``) or when ours runs.
     """
     found: list[Service] = [Kafka(settings), Redis(settings), Postgres(settings)]
     cluster = RedisCluster(settings)
@@ -58,6 +61,9 @@ def services(
     prometheus = Prometheus(settings)
     if monitoring or prometheus.our_pid() is not None:
         found.append(prometheus)
+    registry = SchemaRegistry(settings)
+    if schema_registry or registry.our_pid() is not None:
+        found.append(registry)
     return found
 
 
@@ -130,6 +136,7 @@ _TIMEOUTS = {
     "prometheus": REDIS_START_TIMEOUT,
     "redis-ha": REDIS_START_TIMEOUT,
     "redis-sentinel": REDIS_START_TIMEOUT,
+    "schema-registry": SCHEMA_REGISTRY_START_TIMEOUT,
 }
 
 
@@ -141,15 +148,23 @@ def up(
     redis_cluster: bool = False,
     monitoring: bool = False,
     ha: bool = False,
+    schema_registry: bool = False,
 ) -> list[ServiceState]:
     """Bring every service up (reusing healthy ones) and wait until each answers.
 
     ``redis_cluster`` also starts the local Redis Cluster beside the single node;
     ``monitoring`` starts our Prometheus (installing Debian's package when missing);
-    ``ha`` starts a Redis primary, its replica and three Sentinels (``redis-sentinel``).
+    ``ha`` starts a Redis primary, its replica and three Sentinels (``redis-sentinel``);
+    ``schema_registry`` starts Apicurio Registry (downloaded from Maven Central on first use).
     """
     with locked(settings):
-        all_services = services(settings, redis_cluster=redis_cluster, monitoring=monitoring, ha=ha)
+        all_services = services(
+            settings,
+            redis_cluster=redis_cluster,
+            monitoring=monitoring,
+            ha=ha,
+            schema_registry=schema_registry,
+        )
         started: list[Service] = []
         to_start: list[Service] = []
         for svc in all_services:

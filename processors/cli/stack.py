@@ -47,7 +47,15 @@ def stack() -> None:
     "(LEADERBOARD_REDIS_HA_PORT, LEADERBOARD_REDIS_SENTINEL_PORT); use it with "
     "LEADERBOARD_REDIS_HA=1.",
 )
-def up(no_setup: bool, redis_cluster: bool, monitoring: bool, ha: bool) -> None:
+@click.option(
+    "--schema-registry",
+    is_flag=True,
+    help="Also start a Schema Registry (Apicurio Registry from Maven Central, in-memory) on "
+    "LEADERBOARD_SCHEMA_REGISTRY_PORT; point LEADERBOARD_SCHEMA_REGISTRY_URL at the URL shown.",
+)
+def up(
+    no_setup: bool, redis_cluster: bool, monitoring: bool, ha: bool, schema_registry: bool
+) -> None:
     """Install what is missing, start what is not running, wait until all answer.
 
     With --redis-cluster a three-master Redis Cluster starts too (ports 17001-17003, data under
@@ -57,7 +65,10 @@ def up(no_setup: bool, redis_cluster: bool, monitoring: bool, ha: bool) -> None:
     rules of infra/monitoring/alerts.yml. With --ha a Redis primary (port 16381), its replica
     (16382) and three Sentinels (16391-16393, Debian's redis-sentinel, installed when missing)
     start, configured under .stack/redis-ha/; with LEADERBOARD_REDIS_HA=1 every client then
-    finds the primary through the Sentinels and follows a failover.
+    finds the primary through the Sentinels and follows a failover. With --schema-registry
+    Apicurio Registry starts (port 18081, downloaded once under .stack/schema-registry/, schemas
+    kept in memory only); with LEADERBOARD_SCHEMA_REGISTRY_URL set to the URL `status` shows
+    (http://127.0.0.1:18081/apis/ccompat/v7) events travel in the Confluent wire format.
 
     Idempotent: running it again reuses what is up. Kafka jars come from Maven Central on the
     first run (infra/kafka/pom.xml); Redis and PostgreSQL come from Debian's packages.
@@ -76,6 +87,7 @@ def up(no_setup: bool, redis_cluster: bool, monitoring: bool, ha: bool) -> None:
             redis_cluster=redis_cluster,
             monitoring=monitoring,
             ha=ha,
+            schema_registry=schema_registry,
         )
     for state in states:
         click.echo(state.line())
