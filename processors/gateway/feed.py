@@ -781,6 +781,10 @@ class RankFeed:
                     continue  # superseded by a snapshot already sent
                 msg = await self.snapshot(sub)
             elif isinstance(item, _Traced):
+                if sub.syncing:
+                    continue  # superseded by the snapshot queued after it
+                if _FILL_FROM in item.msg and not await self._fill(sub, item.msg):
+                    continue  # the rows moved on: a snapshot follows instead
                 self.on_push("delta")
                 await self._send_traced(sub, item, send, send_timeout_s)
                 continue
