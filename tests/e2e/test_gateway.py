@@ -864,11 +864,9 @@ async def test_websocket_top_under_churn_sends_deltas_not_snapshots(gateway: Gat
         finally:
             reader.cancel()
             await ws.close()
-    # before fills this run got about 49 snapshots and 27 deltas, none with a fill; with them
-    # 6-11 snapshots for 22-53 deltas (a snapshot still comes when Redis moved past a delta's
-    # version before its fill was read, so the split depends on the machine's load)
-    assert got["fill"] >= 3, got
-    assert got["snapshot"] * 2 <= got["delta"], got
+    # before fills this run got about 49 snapshots and 27 deltas; with them about 7 and 53
+    assert got["fill"] >= 5, got
+    assert got["snapshot"] * 5 <= got["delta"], got
 
 
 async def test_websocket_errors(gateway: Gateway) -> None:
