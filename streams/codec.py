@@ -23,14 +23,17 @@ from fastavro.schema import fingerprint, to_parsing_canonical_form
 
 from streams.errors import DecodeError, LeaderboardError
 from streams.events import EVENT_TYPES, Event
+from streams.schema_compat import read_problems
 from streams.settings import PROJECT_ROOT
 
 __all__ = [
     "SCHEMA_DIR",
     "SINGLE_OBJECT_MARKER",
+    "SO_HEADER_SIZE",
     "AvroCodec",
     "Codec",
     "SchemaStore",
+    "SchemaVersion",
     "SingleObjectCodec",
 ]
 
@@ -41,7 +44,8 @@ SCHEMA_DIR = PROJECT_ROOT / "schemas"
 
 #: Avro single-object encoding marker (spec: "Single-object encoding").
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
-_SO_HEADER = len(SINGLE_OBJECT_MARKER) + 8
+#: Bytes before the body of a single-object record: the marker and the 8-byte fingerprint.
+SO_HEADER_SIZE = len(SINGLE_OBJECT_MARKER) + 8
 
 E = TypeVar("E")
 
@@ -162,15 +166,30 @@ class AvroCodec:
         self.store = store if store is not None else default_store()
         # (writer fingerprint) -> (writer parsed, reader parsed or None when identical, class)
         self._resolved: dict[bytes, tuple[Any, Any, type[Any]]] = {}
+        # (writer fingerprint) -> why the current reader cannot read it (checked once)
+        self._refused: dict[bytes, str] = {}
 
     def _resolution(self, writer: SchemaVersion) -> tuple[Any, Any, type[Any]]:
         hit = self._resolved.get(writer.fingerprint)
         if hit is not None:
             return hit
+        refused = self._refused.get(writer.fingerprint)
+        if refused is not None:
+            raise DecodeError(refused)
         reader = self.store.reader(writer.name)
         cls = EVENT_TYPES.get(writer.name)
         if cls is None:
             raise DecodeError(f"no event class for record type {writer.name}")
+        if reader.fingerprint != writer.fingerprint:
+            # A writer from elsewhere (a Schema Registry) is checked once, before any record
+            # of it is read: an incompatible one is refused with the reason, not half-decoded.
+            problems = read_problems(reader.json, writer.json)
+            if problems:
+                self._refused[writer.fingerprint] = (
+                    f"writer schema {writer.name} ({writer.source}) cannot be read by the current"
+                    f" schema: {'; '.join(problems)}"
+                )
+                raise DecodeError(self._refused[writer.fingerprint])
         resolved = (
             writer.parsed,
             None if reader.fingerprint == writer.fingerprint else reader.parsed,
@@ -230,13 +249,13 @@ class SingleObjectCodec(AvroCodec):
 
     def decode(self, data: bytes) -> Event:
         """Deserialize one record into its typed event; raise DecodeError on bad bytes."""
-        if len(data) < _SO_HEADER or data[:2] != SINGLE_OBJECT_MARKER:
+        if len(data) < SO_HEADER_SIZE or data[:2] != SINGLE_OBJECT_MARKER:
             raise DecodeError("not an Avro single-object record")
-        fp = bytes(data[2:_SO_HEADER])
+        fp = bytes(data[2:SO_HEADER_SIZE])
         writer = self.store.by_fingerprint.get(fp)
         if writer is None:
             raise DecodeError(f"unknown schema fingerprint 0x{int.from_bytes(fp, 'little'):016x}")
-        return self._read_body(data, _SO_HEADER, writer)
+        return self._read_body(data, SO_HEADER_SIZE, writer)
 
 
 _STORE: SchemaStore | None = None

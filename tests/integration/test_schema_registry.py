@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import io
 import json
 import urllib.request
+import uuid
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from confluent_kafka.admin import AdminClient, NewTopic
 from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
+from fastavro import schemaless_writer
 
 from infra import stack as local_stack
 from infra.stack.registry import SchemaRegistry
 from processors.bootstrap import get_codec, kafka_consumer, kafka_producer
 from processors.kafka.registry import ConfluentCodec
+from streams.codec import SINGLE_OBJECT_MARKER, SingleObjectCodec, default_store
 from streams.errors import DecodeError
 from streams.events import MatchResultSubmitted, Operator, ScoreEntry
 from streams.settings import Settings
@@ -110,3 +114,62 @@ def test_records_through_kafka_decode_with_the_writer_from_the_registry(
 def test_an_id_the_registry_does_not_know_is_a_decode_error(registry_url: str) -> None:
     with pytest.raises(DecodeError, match="unknown schema id 987654"):
         fresh_codec(registry_url).decode(b"\x00" + (987654).to_bytes(4, "big") + b"\x00")
+
+
+# --------------------------------------------------------------- unknown writers, evolved schemas
+
+
+def evolved_schema(field: dict[str, Any]) -> dict[str, Any]:
+    """MatchResultSubmitted as a newer producer writes it: the current schema plus ``field``."""
+    current = default_store().reader(MatchResultSubmitted.SCHEMA).json
+    return {**current, "fields": [*current["fields"], field]}
+
+
+#: A newer producer adds an optional field (full compatibility: old readers skip it).
+PLATFORM = {"name": "platform", "type": ["null", "string"], "default": None, "doc": "device"}
+
+
+def write_evolved(
+    client: SchemaRegistryClient, schema: dict[str, Any], record: dict[str, Any]
+) -> tuple[bytes, bytes]:
+    """``record`` written with ``schema`` (registered first): Confluent and single-object bytes.
+
+    The schema goes under a subject of its own (a producer's topic-name strategy), so the
+    record-name subjects the project's own producers use keep their one version.
+    """
+    subject = f"evolved-{uuid.uuid4().hex[:8]}-value"
+    schema_id = client.register_schema(subject, Schema(json.dumps(schema), "AVRO"))
+    writer = default_store().parse_writer(schema, "test")
+    body = io.BytesIO()
+    schemaless_writer(body, writer.parsed, record)
+    confluent = b"\x00" + schema_id.to_bytes(4, "big") + body.getvalue()
+    return confluent, SINGLE_OBJECT_MARKER + writer.fingerprint + body.getvalue()
+
+
+def test_an_evolved_writer_resolves_through_the_registry_in_both_formats(
+    registry_url: str,
+) -> None:
+    client = SchemaRegistryClient.new_client({"url": registry_url})
+    event = match("e-evolved")
+    record = {**event.to_avro(), "platform": "switch"}
+    confluent, single = write_evolved(client, evolved_schema(PLATFORM), record)
+    # without a registry the unknown fingerprint is refused (and dead-lettered by the workers)
+    with pytest.raises(DecodeError, match="unknown schema fingerprint"):
+        SingleObjectCodec().decode(single)
+    reader = fresh_codec(registry_url)
+    assert reader.decode(confluent) == event
+    assert reader.decode(single) == event
+
+
+def test_a_registered_writer_the_reader_cannot_read_is_refused_with_the_reason(
+    registry_url: str,
+) -> None:
+    client = SchemaRegistryClient.new_client({"url": registry_url})
+    # a required field the current reader does not know is fine; a field it needs, gone, is not
+    current = default_store().reader(MatchResultSubmitted.SCHEMA).json
+    broken = {**current, "fields": [f for f in current["fields"] if f["name"] != "match_id"]}
+    record = {k: v for k, v in match("e-broken").to_avro().items() if k != "match_id"}
+    reason = "cannot be read by the current schema: .*match_id: field not written and has no"
+    for data in write_evolved(client, broken, record):
+        with pytest.raises(DecodeError, match=reason):
+            fresh_codec(registry_url).decode(data)
