@@ -9,7 +9,7 @@ from typing import Any
 
 from processors.bootstrap import get_codec, make_client, pg_connect
 from processors.kafka.producer import LeaderboardProducer, read_to_end
-from projections.profiles import encode, profiles_key, read_profiles
+from projections.profiles import encode, profiles_key, profiles_version_key, read_profiles
 from sinks import participants
 from streams.errors import DecodeError
 from streams.events import ParticipantProfileUpdated
@@ -100,10 +100,13 @@ async def rebuild_profiles(settings: Settings, *, read_timeout_s: float = 10.0) 
             chunk = rows[start : start + 1000]
             pipe.hset(staging, mapping={ev.participant_id: encode(ev) for ev, _, _ in chunk})
         await pipe.execute()
+        swap = client.pipeline(transaction=False)
         if rows:
-            await client.rename(staging, key)
+            swap.rename(staging, key)
         else:
-            await client.delete(key)
+            swap.delete(key)
+        swap.incr(profiles_version_key(key))  # reads showing profiles get a new validator
+        await swap.execute()
     finally:
         await client.aclose()
     log.info("profiles rebuilt: %d participants (%d undecodable records)", len(rows), bad)

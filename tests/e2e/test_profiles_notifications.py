@@ -19,7 +19,7 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from processors.bootstrap import migrate_database
-from projections.profiles import profiles_key
+from projections.profiles import profiles_key, profiles_version_key
 from streams.settings import Settings
 from tests.e2e.test_gateway import ADMIN, WRITER, Gateway, next_data, start_gateway, stop
 from tests.integration.conftest import Pipeline, wait_until
@@ -146,6 +146,31 @@ async def test_profiles_in_rankings_participant_reads_and_websocket(gw: Gateway)
     assert row["profile"] == {"display_name": "Robert"}  # a PUT replaces the whole profile
 
 
+def test_a_profile_change_moves_the_etag_of_the_rankings_that_show_it(gw: Gateway) -> None:
+    """The board does not move, the profile shown in its rows does: no stale 304."""
+    board = gw.create_board()
+    ann = f"ann-{uuid.uuid4().hex[:6]}"
+    assert put_profile(gw, ann, {"display_name": "Ann"}, W).status_code == 202
+    wait_until(lambda: profile_of(gw, ann), timeout=30)
+    gw.submit(board, ann, 10)
+    url = f"/v1/leaderboards/{board}/rankings"
+    with gw.client() as c:
+        first = c.get(url)
+        etag = first.headers["etag"]
+        assert first.json()["entries"][0]["profile"] == {"display_name": "Ann"}
+        assert c.get(url, headers={"If-None-Match": etag}).status_code == 304
+    assert put_profile(gw, ann, {"display_name": "Annie"}, W).status_code == 202
+    wait_until(lambda: (profile_of(gw, ann) or {}).get("display_name") == "Annie", timeout=30)
+    with gw.client() as c:
+        again = c.get(url, headers={"If-None-Match": etag})
+        assert again.status_code == 200, "a stale 304 hides the new display name"
+        assert again.headers["etag"] != etag
+        assert again.json()["version"] == first.json()["version"]  # the board did not move
+        assert again.json()["entries"][0]["profile"] == {"display_name": "Annie"}
+        newer = c.get(url, headers={"If-None-Match": again.headers["etag"]})
+        assert newer.status_code == 304 and newer.headers["etag"] == again.headers["etag"]
+
+
 def test_profiles_rebuild_from_the_compacted_topic(gw: Gateway, stack: Settings) -> None:
     """Redis and PostgreSQL lose every profile; ``leaderboard profile rebuild`` restores the
     latest one of each participant from the topic alone."""
@@ -162,6 +187,8 @@ def test_profiles_rebuild_from_the_compacted_topic(gw: Gateway, stack: Settings)
     key = profiles_key(gw.pipeline.settings.topic_prefix)
     r = redis.Redis.from_url(stack.redis_url)
     before = r.hgetall(key)
+    version = int(r.get(profiles_version_key(key)) or 0)
+    assert version >= 1  # one bump per projected batch of profile writes
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
         rows_before = conn.execute(
             "SELECT participant_id, display_name, country, metadata FROM participants"
@@ -183,6 +210,7 @@ def test_profiles_rebuild_from_the_compacted_topic(gw: Gateway, stack: Settings)
     assert out.returncode == 0, out.stderr
     assert "rebuilt" in out.stdout
     assert r.hgetall(key) == before
+    assert int(r.get(profiles_version_key(key)) or 0) > version  # validators move on a rebuild
     assert profile_of(gw, ann) == {"display_name": "Ann v2", "metadata": {"a": "1"}}
     with psycopg.connect(stack.postgres_dsn, autocommit=True) as conn:
         rows_after = conn.execute(

@@ -13,7 +13,7 @@ from processors.gateway.models import MAX_LISTED, BoardId, ParticipantsIn, Perio
 from processors.gateway.sharded import sharded_listed, sharded_page, sharded_participant
 from projections.keys import BoardKeys
 from projections.paging import decode_cursor, read_page
-from projections.profiles import attach_profiles, profiles_key
+from projections.profiles import attach_profiles, profiles_key, profiles_version
 from projections.push import current_period, read_many, read_participant, read_top
 from projections.sharded import layout_of
 from streams import rules
@@ -38,19 +38,26 @@ async def _profiled(state: StateDep, client: ClientDep, body: dict[str, Any]) ->
     return body
 
 
-def _etag(version: int, period: str) -> str:
-    """The validator of a read: the board version moves with every applied entry, so one
-    URL at one version and period always answers the same body."""
-    return f'W/"{version}-{period}"'
+def _etag(version: int, period: str, profiles: int) -> str:
+    """The validator of a read: everything the body shows is in it. The board version moves
+    with every applied entry, the profiles version with every profile write, so one URL at
+    one board version, period and profiles version always answers the same body."""
+    return f'W/"{version}-{period}-p{profiles}"'
+
+
+async def _profiles_version(state: StateDep, client: ClientDep) -> int:
+    """The profiles version, read before the rows' profiles (a validator is never newer than
+    the body it names)."""
+    return await profiles_version(client, key=profiles_key(state.settings.topic_prefix))
 
 
 async def _unchanged(
-    request: Request, client: ClientDep, board: str, period: str
+    request: Request, state: StateDep, client: ClientDep, board: str, period: str
 ) -> Response | None:
-    """304 when the client's ``If-None-Match`` names the board's current version (one
-    HGET, no rows read); else None, with the ETag of the answer about to be read set."""
+    """304 when the client's ``If-None-Match`` names the board's current version and profiles
+    version (one HGET and one GET, no rows read); else None."""
     version = int(await client.hget(BoardKeys(board).state, "ver") or 0)
-    etag = _etag(version, period)
+    etag = _etag(version, period, await _profiles_version(state, client))
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers={"ETag": etag})
     return None
@@ -126,7 +133,7 @@ async def rankings(
         )
     p = period or await current_period(client, cfg)
     if "if-none-match" in request.headers:
-        unchanged = await _unchanged(request, client, board, p)
+        unchanged = await _unchanged(request, state, client, board, p)
         if unchanged is not None:
             return unchanged
     if around is not None:
@@ -134,9 +141,10 @@ async def rankings(
         if not me.entries:
             raise ApiError(404, f"participant {around!r} is not on {board!r} ({p})")
         offset = max(0, me.entries[0]["rank"] - 1 - (limit - 1) // 2)
+    profiles = await _profiles_version(state, client)
     found = await read_page(client, cfg, p, limit, offset=offset, after=after)
     snap = found.snapshot
-    response.headers["ETag"] = _etag(snap.version, p)
+    response.headers["ETag"] = _etag(snap.version, p, profiles)
     page = {
         "leaderboard_id": board,
         "period": p,
