@@ -23,6 +23,7 @@ from processors.gateway.deps import (
 from processors.gateway.errors import ApiError, install_error_handlers
 from processors.gateway.guards import BodyLimit, ClientLimit, RateLimiter
 from processors.gateway.metrics import MeasureRequests
+from processors.gateway.responses import document_errors
 from processors.gateway.routes import ROUTERS
 from processors.gateway.routes.docs import DOCS_ASSETS, DOCS_STATIC
 from processors.gateway.routes.pages import STATIC_DIR
@@ -126,4 +127,5 @@ def create_app(
     install_error_handlers(app)
     for router in ROUTERS:
         app.include_router(router)
+    document_errors(app)
     return app

@@ -12,6 +12,7 @@ from processors.gateway.deps import ClientDep, ProducerDep, StateDep, ViewDep
 from processors.gateway.errors import ApiError
 from processors.gateway.guards import ApiKey
 from processors.gateway.models import BoardId, BoardPatchIn, board_json, now_ms
+from processors.gateway.responses import BoardOut, BoardsOut, BoardStateOut
 from processors.kafka.configview import ConfigView
 from processors.kafka.producer import LeaderboardProducer
 from projections.push import current_period, read_top
@@ -37,14 +38,19 @@ async def publish_config(
     await view.sync(5)
 
 
-@router.get("/v1/leaderboards")
+@router.get("/v1/leaderboards", response_model=None, responses={200: {"model": BoardsOut}})
 async def list_boards(view: ViewDep) -> dict[str, Any]:
     """Every known leaderboard and its configuration."""
     boards = sorted(view.snapshot().values(), key=lambda c: c.leaderboard_id)
     return {"leaderboards": [board_json(c) for c in boards]}
 
 
-@router.post("/v1/leaderboards", status_code=201)
+@router.post(
+    "/v1/leaderboards",
+    status_code=201,
+    response_model=None,
+    responses={201: {"model": BoardOut, "description": "created"}},
+)
 async def create_board(
     body: BoardConfigIn,
     state: StateDep,
@@ -62,7 +68,9 @@ async def create_board(
     return board_json(cfg)
 
 
-@router.get("/v1/leaderboards/{board}")
+@router.get(
+    "/v1/leaderboards/{board}", response_model=None, responses={200: {"model": BoardStateOut}}
+)
 async def get_board(board: BoardId, state: StateDep, client: ClientDep) -> dict[str, Any]:
     """One leaderboard's configuration and version."""
     cfg = await state.board_cfg(board)
@@ -71,7 +79,7 @@ async def get_board(board: BoardId, state: StateDep, client: ClientDep) -> dict[
     return {**board_json(cfg), "version": snap.version, "period": period, "count": snap.count}
 
 
-@router.patch("/v1/leaderboards/{board}")
+@router.patch("/v1/leaderboards/{board}", response_model=None, responses={200: {"model": BoardOut}})
 async def patch_board(
     board: BoardId,
     body: BoardPatchIn,

@@ -12,6 +12,7 @@ from processors.gateway.deps import ProducerDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.guards import ApiKey
 from processors.gateway.models import BoardId, now_ms
+from processors.gateway.responses import ModerationOut
 from processors.kafka.producer import delivery_future
 from streams import rules
 from streams.errors import LeaderboardError
@@ -35,8 +36,12 @@ def key_id(key: str | None) -> str:
 @router.post(
     "/v1/leaderboards/{board}/moderation",
     status_code=202,
+    response_model=None,
     responses={
-        202: {"description": "the moderation event was written to the board's score log"},
+        202: {
+            "model": ModerationOut,
+            "description": "the moderation event was written to the board's score log",
+        },
         400: {"description": "a malformed request (unknown action, missing target or reason)"},
         404: {"description": "unknown leaderboard"},
         422: {

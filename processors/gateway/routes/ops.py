@@ -9,12 +9,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import APIRouter, Response
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, PlainTextResponse
 
 from processors import scrape_targets
 from processors.bootstrap import pg_connect_async
 from processors.gateway.deps import GatewayState, StateDep
 from processors.gateway.metrics import CONTENT_TYPE_LATEST
+from processors.gateway.responses import ErrorOut, HealthOut, OpsDataOut, ReadyOut
 from processors.gateway.routes.pages import STATIC_DIR
 
 __all__ = ["router"]
@@ -50,13 +51,20 @@ _CHECKS: tuple[tuple[str, Callable[[GatewayState], Awaitable[None]]], ...] = (
 )
 
 
-@router.get("/health")
+@router.get("/health", response_model=None, responses={200: {"model": HealthOut}})
 async def health() -> dict[str, str]:
     """Liveness: the process answers."""
     return {"status": "ok"}
 
 
-@router.get("/ready")
+@router.get(
+    "/ready",
+    response_model=None,
+    responses={
+        200: {"model": ReadyOut},
+        503: {"model": ErrorOut, "description": "a dependency does not answer (with checks)"},
+    },
+)
 async def ready(state: StateDep) -> JSONResponse:
     """Readiness: Kafka, Redis and PostgreSQL answer and the rank-change reader runs."""
     checks: dict[str, str] = {}
@@ -73,7 +81,11 @@ async def ready(state: StateDep) -> JSONResponse:
     return JSONResponse({**body, "checks": checks}, 503)
 
 
-@router.get("/metrics")
+@router.get(
+    "/metrics",
+    response_class=PlainTextResponse,
+    responses={200: {"description": "Prometheus text exposition format"}},
+)
 async def metrics(state: StateDep) -> Response:
     """Prometheus metrics."""
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
@@ -85,7 +97,7 @@ async def ops_page() -> FileResponse:
     return FileResponse(STATIC_DIR / "ops.html")
 
 
-@router.get("/ops/data")
+@router.get("/ops/data", response_model=None, responses={200: {"model": OpsDataOut}})
 async def ops_data(state: StateDep) -> dict[str, Any]:
     """Throughput, consumer lag and latency over the last minutes, for the operations page.
 

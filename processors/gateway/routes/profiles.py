@@ -12,6 +12,7 @@ from fastapi import Path as PathParam
 from processors.gateway.deps import ClientDep, ProducerDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.guards import ApiKey, BearerToken, bearer_challenge
+from processors.gateway.responses import ProfileOut, ProfileSetOut
 from processors.kafka.producer import delivery_future
 from projections.profiles import profiles_key, read_profiles
 from streams import rules
@@ -31,7 +32,11 @@ ParticipantPath = Annotated[str, PathParam(min_length=1, max_length=128)]
 @router.put(
     "/v1/participants/{participant:path}/profile",
     status_code=202,
-    responses={403: {"description": "a player token may set only its own profile"}},
+    response_model=None,
+    responses={
+        202: {"model": ProfileSetOut, "description": "on the participants topic"},
+        403: {"description": "a player token may set only its own profile"},
+    },
 )
 async def set_profile(
     participant: ParticipantPath,
@@ -65,7 +70,11 @@ async def set_profile(
     return {"participant_id": participant, "status": "accepted", "profile": event.profile()}
 
 
-@router.get("/v1/participants/{participant:path}/profile")
+@router.get(
+    "/v1/participants/{participant:path}/profile",
+    response_model=None,
+    responses={200: {"model": ProfileOut}},
+)
 async def get_profile(
     participant: ParticipantPath, state: StateDep, client: ClientDep
 ) -> dict[str, Any]:

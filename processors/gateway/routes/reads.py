@@ -10,6 +10,14 @@ from fastapi import Path as PathParam
 from processors.gateway.deps import ClientDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.models import MAX_LISTED, BoardId, ParticipantsIn, PeriodQ
+from processors.gateway.responses import (
+    ETAG_HEADER,
+    HistoryOut,
+    ListedOut,
+    ParticipantOut,
+    PlacementsOut,
+    RankingsOut,
+)
 from processors.gateway.sharded import sharded_listed, sharded_page, sharded_participant
 from projections.keys import BoardKeys
 from projections.paging import decode_cursor, read_page
@@ -66,7 +74,17 @@ async def _unchanged(
 @router.get(
     "/v1/leaderboards/{board}/rankings",
     response_model=None,
-    responses={304: {"description": "If-None-Match names the current version: unchanged"}},
+    responses={
+        200: {
+            "model": RankingsOut | ListedOut,
+            "description": "a page (ListedOut with participants=); plain boards send an ETag",
+            "headers": ETAG_HEADER,
+        },
+        304: {
+            "description": "If-None-Match names the current ETag: nothing shown has changed",
+            "headers": ETAG_HEADER,
+        },
+    },
 )
 async def rankings(
     board: BoardId,
@@ -157,7 +175,11 @@ async def rankings(
     return await _profiled(state, client, page)
 
 
-@router.post("/v1/leaderboards/{board}/rankings/participants")
+@router.post(
+    "/v1/leaderboards/{board}/rankings/participants",
+    response_model=None,
+    responses={200: {"model": ListedOut}},
+)
 async def rankings_of(
     board: BoardId,
     body: ParticipantsIn,
@@ -202,7 +224,11 @@ async def _listed(
     )
 
 
-@router.get("/v1/leaderboards/{board}/participants/{participant:path}")
+@router.get(
+    "/v1/leaderboards/{board}/participants/{participant:path}",
+    response_model=None,
+    responses={200: {"model": ParticipantOut}},
+)
 async def participant(
     board: BoardId,
     participant: Annotated[str, PathParam(min_length=1, max_length=128)],
@@ -242,7 +268,11 @@ async def participant(
     return await _profiled(state, client, body)
 
 
-@router.get("/v1/participants/{participant:path}/placements")
+@router.get(
+    "/v1/participants/{participant:path}/placements",
+    response_model=None,
+    responses={200: {"model": PlacementsOut}},
+)
 async def placements(
     participant: Annotated[str, PathParam(min_length=1, max_length=128)],
     state: StateDep,
@@ -254,7 +284,9 @@ async def placements(
     return {"participant_id": participant, "placements": await state.placements(participant, limit)}
 
 
-@router.get("/v1/leaderboards/{board}/history")
+@router.get(
+    "/v1/leaderboards/{board}/history", response_model=None, responses={200: {"model": HistoryOut}}
+)
 async def board_history(
     board: BoardId,
     state: StateDep,

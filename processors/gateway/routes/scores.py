@@ -17,6 +17,7 @@ from processors.gateway.errors import ApiError
 from processors.gateway.feed import DeadLettered, RankFeed
 from processors.gateway.guards import ApiKey, BearerToken, bearer_challenge, retry_after
 from processors.gateway.models import BoardId, ScoreIn
+from processors.gateway.responses import AppliedOut, SubmittedOut
 from processors.kafka.producer import LeaderboardProducer, delivery_future, one_score
 from projections.sharded import layout_of
 from streams import rules
@@ -53,8 +54,10 @@ ROUTE = "/v1/leaderboards/{board}/scores"
 @router.post(
     ROUTE,
     status_code=202,
+    response_model=None,
     responses={
-        200: {"description": "with wait=true: the applied result"},
+        202: {"model": SubmittedOut, "description": "on the log; the projector applies it"},
+        200: {"model": AppliedOut, "description": "with wait=true: the applied result"},
         409: {"description": "with wait=true: a duplicate event id (dead-lettered)"},
         422: {"description": "with wait=true: refused by the worker, with its reason"},
     },
