@@ -65,15 +65,20 @@ function applyDelta(msg) {
   for (const c of msg.changes) {
     const at = rows.findIndex((r) => r.participant_id === c.participant_id);
     if (at >= 0) rows.splice(at, 1);
-    if (c.new_rank <= N) {
+    // rows 1..rows.length are exact; a row further down waits for the delta's fill
+    if (c.new_rank <= N && c.new_rank <= rows.length + 1) {
       rows.splice(c.new_rank - 1, 0, { participant_id: c.participant_id, score: c.new_score, profile: c.profile });
     }
+    rows = rows.slice(0, N);
     changed.add(c.participant_id);
     if (c.old_rank === null && c.participant_id !== undefined) {
       $("count").textContent = String(parseInt($("count").textContent, 10) + 1);
     }
   }
-  rows = rows.slice(0, N);
+  // rows that entered the top N from below (others left it), read at the delta's version
+  for (const e of msg.fill || []) {
+    rows.push({ participant_id: e.participant_id, score: e.score, profile: e.profile });
+  }
   const until = Date.now() + 4000;
   rows.forEach((r, i) => {
     const was = before.get(r.participant_id);
@@ -84,8 +89,18 @@ function applyDelta(msg) {
   render(changed);
 }
 
+// Close codes after which reconnecting cannot help (docs/gateway.md): say why and stop.
+const FINAL = new Map([
+  [4404, "no such leaderboard"],
+  [4401, "not allowed: the token was refused"],
+  [4403, "not allowed"],
+  [1008, "the gateway refused the subscription"],
+]);
+let attempts = 0;     // failed connections in a row: the reconnect delay doubles with each
+
 function connect() {
   const ws = new WebSocket(url);
+  let stopped = null;
   ws.onopen = () => {
     const sub = { type: "subscribe", mode: "top", n: N };
     if (version !== null) sub.since_version = version;
@@ -95,6 +110,7 @@ function connect() {
   };
   ws.onmessage = (ev) => {
     const msg = JSON.parse(ev.data);
+    if (msg.type === "snapshot" || msg.type === "delta") attempts = 0;
     if (msg.type === "snapshot") {
       rows = msg.entries.map((e) => ({ participant_id: e.participant_id, score: e.score, profile: e.profile }));
       version = msg.version;
@@ -107,13 +123,22 @@ function connect() {
     } else if (msg.type === "ping") {
       ws.send(JSON.stringify({ type: "pong" }));
     } else if (msg.type === "error") {
-      $("status").textContent = msg.error.message;
+      stopped = msg.error.message;
+      $("status").textContent = stopped;
     }
   };
-  ws.onclose = () => {
+  ws.onclose = (ev) => {
     $("dot").classList.remove("live");
-    $("status").textContent = "reconnecting…";
-    setTimeout(connect, 1000);
+    if (FINAL.has(ev.code)) {
+      $("status").textContent = stopped || FINAL.get(ev.code);
+      $("status").dataset.final = String(ev.code);
+      return;
+    }
+    // 1 s, 2 s, 4 s … up to 30 s, with jitter so that many pages do not return at once
+    const delay = Math.min(30000, 1000 * 2 ** attempts) * (0.75 + Math.random() / 2);
+    attempts += 1;
+    $("status").textContent = `reconnecting in ${Math.round(delay / 1000)} s…`;
+    setTimeout(connect, delay);
   };
 }
 

@@ -129,3 +129,45 @@ def test_live_page_follows_a_new_leader(gateway: Gateway, browser: Any) -> None:
         assert not errors, errors
     finally:
         page.close()
+
+
+def test_live_page_fills_the_row_that_enters_the_top(gateway: Gateway, browser: Any) -> None:  # noqa: F811
+    """A leader falling out of the top n on a ``set`` board: the page shows the row that
+    enters at rank n (the delta's fill) without a reload."""
+    board = gateway.create_board(operator="set")
+    for i in range(4):
+        gateway.submit(board, f"f{i}", 10 * (i + 1))
+    page = browser.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(f"{gateway.url}/boards/{board}?n=2")
+        page.wait_for_function("document.querySelectorAll('#rows tr').length === 2")
+        gateway.submit(board, "f3", 1)  # the leader falls to rank 4
+        page.wait_for_function(
+            "[...document.querySelectorAll('#rows tr')].map(r => r.dataset.pid).join() === 'f2,f1'",
+            timeout=10_000,
+        )
+        assert not errors, errors
+    finally:
+        page.close()
+
+
+def test_live_page_says_an_unknown_board_is_unknown_and_stops(
+    gateway: Gateway,  # noqa: F811
+    browser: Any,
+) -> None:
+    """An unknown board: one connection, a clear message, no reconnecting every second."""
+    page = browser.new_page()
+    sockets: list[str] = []
+    page.on("websocket", lambda ws: sockets.append(ws.url))
+    try:
+        page.goto(f"{gateway.url}/boards/no-such-board-here")
+        page.wait_for_selector('#status[data-final="4404"]', timeout=10_000)
+        assert "no-such-board-here" in (page.text_content("#status") or "")
+        page.wait_for_timeout(2500)  # the old page reconnected every second
+        assert len(sockets) == 1, sockets
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "browser-unknown-board.png"), full_page=True)
+    finally:
+        page.close()
