@@ -813,9 +813,9 @@ async def test_websocket_fill_when_a_row_leaves_the_top(gateway: Gateway) -> Non
 
 async def test_websocket_top_under_churn_sends_deltas_not_snapshots(gateway: Gateway) -> None:
     """A ``set`` board under churn: rows leave the top n all the time. Whatever mix of deltas
-    and snapshots the load produces, the rows the client rebuilds from them equal Redis's top n
-    at the final version; and a row leaving the top n of a quiet board arrives as a delta with
-    its fill row, not as a snapshot. Nothing here depends on timing: no ratio, no count."""
+    and snapshots the load produces, the rows the client rebuilds from them equal Redis's top
+    n at the final version; and on the quiet board a row leaving the top n reaches a fresh
+    subscriber as one delta with its fill row. No ratio or count that depends on timing."""
     board = gateway.create_board(operator="set")
     players, n = 120, 20
     async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as c:
@@ -832,6 +832,18 @@ async def test_websocket_top_under_churn_sends_deltas_not_snapshots(gateway: Gat
             body = (await c.get(f"/v1/leaderboards/{board}/rankings", params={"limit": n})).json()
             return body["version"], [(e["participant_id"], e["score"]) for e in body["entries"]]
 
+        async def board_at(version: int) -> list[tuple[str, int]]:
+            """Redis's top n once the board has applied ``version`` (the last one sent)."""
+            async with asyncio.timeout(120):  # only a stuck pipeline gets near this
+                while True:
+                    if reader.done():
+                        reader.result()  # the client's rows broke: raise why
+                    v, truth = await top()
+                    assert v <= version, (v, version)
+                    if v == version:
+                        return truth
+                    await asyncio.sleep(0.2)
+
         await asyncio.gather(*(post(f"c{i:03d}", (i * 7919) % 1000) for i in range(players)))
         wait_until(lambda: len(rankings(gateway, board, players)) == players, timeout=60)
         ws, snap = await subscribe(gateway.ws, board, mode="top", n=n)
@@ -839,7 +851,7 @@ async def test_websocket_top_under_churn_sends_deltas_not_snapshots(gateway: Gat
         client: dict[str, Any] = {
             "version": snap["version"],
             "rows": [(e["participant_id"], e["score"]) for e in snap["entries"]],
-            "fills": [],  # (version, fill rows) of every delta that carried a fill
+            "got": {"snapshot": 1, "delta": 0, "fill": 0},  # for the failure message only
         }
 
         async def read() -> None:
@@ -849,50 +861,54 @@ async def test_websocket_top_under_churn_sends_deltas_not_snapshots(gateway: Gat
                     continue
                 assert msg["type"] in ("snapshot", "delta"), msg
                 assert msg["version"] >= client["version"], (msg, client["version"])
+                client["got"][msg["type"]] += 1
                 if msg["type"] == "snapshot":
                     client["rows"] = [(e["participant_id"], e["score"]) for e in msg["entries"]]
                 else:
+                    client["got"]["fill"] += bool(msg.get("fill"))
                     apply_top(client["rows"], msg["changes"], n, msg.get("fill", []))
-                    if msg.get("fill"):
-                        client["fills"].append((msg["version"], msg["fill"]))
                 client["version"] = msg["version"]
 
-        async def settled(version: int) -> list[tuple[str, int]]:
-            """Redis's top n once the board and the client are both at ``version``."""
-            async with asyncio.timeout(120):  # only a stuck pipeline gets near this
-                while True:
-                    if reader.done():
-                        reader.result()  # the client's rows broke: raise why
-                    v, truth = await top()
-                    assert v <= version, (v, version)
-                    if v == version and client["version"] == version:
-                        return truth
-                    await asyncio.sleep(0.2)
-
         reader = asyncio.create_task(read())
+        ws2 = None
         try:
             for rnd in range(3):  # each participant submits three more scores, in waves
                 await asyncio.gather(
                     *(post(f"c{i:03d}", (i * 31 + rnd * 7717) % 1000) for i in range(players))
                 )
             final = 4 * players  # one version per applied score
-            truth = await settled(final)
-            assert client["rows"] == truth  # exact at the final version, however it got there
-            # the board is quiet now: the leader falls out of the top n, so row n is new to
-            # the client and must come as a fill of that very delta
-            fills_before = len(client["fills"])
+            truth = await board_at(final)
+            # a second subscriber on the quiet board: its snapshot is the board at `final`
+            ws2, snap2 = await subscribe(gateway.ws, board, mode="top", n=n)
+            assert snap2["type"] == "snapshot" and snap2["version"] == final, snap2
+            assert [(e["participant_id"], e["score"]) for e in snap2["entries"]] == truth
+            # the leader falls out of the top n: row n is new to both clients. A delta goes
+            # out for sure (it touches the top n), so the churn client reaches final + 1.
             leader = truth[0][0]
             await post(leader, -1)
-            truth = await settled(final + 1)
-            assert client["rows"] == truth
-            assert leader not in [pid for pid, _ in client["rows"]]
+            truth = await board_at(final + 1)
+            async with asyncio.timeout(120):
+                while client["version"] < final + 1:
+                    if reader.done():
+                        reader.result()
+                    await asyncio.sleep(0.1)
+            assert client["version"] == final + 1, client
+            # exact at the final version, however the churn's deltas and snapshots came
+            assert client["rows"] == truth, client
+            msg = await next_data(ws2, 60)
         finally:
             reader.cancel()
             await ws.close()
-    assert len(client["fills"]) > fills_before, client["fills"]
-    version, fill = client["fills"][-1]
-    assert version == final + 1
-    assert [(e["rank"], e["participant_id"], e["score"]) for e in fill] == [(n, *truth[n - 1])]
+            if ws2 is not None:
+                await ws2.close()
+    # nothing else moves the board: the fresh subscriber's next message is the fill delta
+    assert msg["type"] == "delta" and msg["version"] == final + 1, msg
+    assert [(c["participant_id"], c["old_rank"], c["new_rank"]) for c in msg["changes"]] == [
+        (leader, 1, players)
+    ]
+    assert [(e["rank"], e["participant_id"], e["score"]) for e in msg["fill"]] == [
+        (n, *truth[n - 1])
+    ]
 
 
 async def test_websocket_errors(gateway: Gateway) -> None:
