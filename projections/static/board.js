@@ -156,6 +156,7 @@ async function poll() {
   const headers = etag ? { "If-None-Match": etag } : {};
   try {
     const res = await fetch(`${api}/rankings?limit=${N}&offset=${OFFSET}`, { headers, cache: "no-store" });
+    if (!polling || stopped) return; // the WebSocket took over meanwhile: its rows are newer
     if (res.status === 404) {
       const body = await res.json();
       stop(body.error ? body.error.message : `no such leaderboard: ${board}`, 404);
@@ -405,12 +406,13 @@ $("track-form").addEventListener("submit", async (ev) => {
   points = await pastPlacements(me);
   if (tracked !== me) return; // another participant was asked for meanwhile
   drawChart();
-  let rank = null, score = null;
+  let rank = null, score = null, heard = false;
   const ws = trackWs = new WebSocket(url);
   ws.onopen = () => ws.send(JSON.stringify({ type: "subscribe", mode: "track", participant_id: me }));
   ws.onmessage = (e) => {
     const msg = JSON.parse(e.data);
     if (msg.type === "snapshot") {
+      heard = true;
       const row = msg.entries[0];
       rank = row ? row.rank : null; score = row ? row.score : null;
       show(rank, score);
@@ -423,6 +425,9 @@ $("track-form").addEventListener("submit", async (ev) => {
     } else if (msg.type === "ping") {
       ws.send(JSON.stringify({ type: "pong" }));
     }
+  };
+  ws.onclose = () => {
+    if (trackWs === ws && !heard) out.textContent = `${me}: live tracking unavailable`;
   };
   render(null);
 });
