@@ -24,6 +24,7 @@ from processors.bootstrap import get_codec, kafka_consumer
 from projections.keys import BoardKeys
 from projections.profiles import attach_profiles, profiles_key
 from projections.push import (
+    Snapshot,
     change_json,
     current_period,
     read_participant,
@@ -52,6 +53,8 @@ class DeadLettered(LeaderboardError):
 
 _RESYNC = object()
 _CLOSE = object()
+#: a delta's private key (removed before it is sent): the first top-n row its client lacks
+_FILL_FROM = "_fill_from"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +92,9 @@ class Subscriber:
     overflows: int = 0
     #: trace contexts of the records in ``pending`` (only while tracing is on)
     traces: list[SpanContext] = field(default_factory=list)
+    #: mode top: how many rows (1..held) the client holds exactly once it has applied
+    #: ``pending``; below ``n`` after rows left the top n, so the next delta carries a ``fill``
+    held: int = 0
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.queue_size)
@@ -202,6 +208,8 @@ class RankFeed:
         self.on_push = on_push or (lambda kind: None)
         self.boards: dict[str, Board] = {}
         self.waiters: dict[str, list[asyncio.Future[RankChange]]] = {}
+        #: top-mode fills being read, per (board, n, period): (version, first rank, read)
+        self._fills: dict[tuple[str, int, str], tuple[int, int, asyncio.Future[Snapshot]]] = {}
         self.records = 0
         self.lag = 0
         self.delay_s = 0.0
@@ -472,6 +480,7 @@ class RankFeed:
             sub.version = since_version
             sub.syncing = False
             sub.period = period
+            sub.held = sub.n
             self._apply(sub, board.history)
             if not sub.syncing:
                 if sub.flush_handle is not None:
@@ -556,6 +565,7 @@ class RankFeed:
         sub.version = snap.version
         sub.period = period
         sub.syncing = False
+        sub.held = sub.n
         backlog, sub.backlog = sub.backlog, []
         self._apply(sub, backlog)
         self.on_push("snapshot")
@@ -623,12 +633,21 @@ class RankFeed:
             _shifted(sub, sub.rank - 1, c)
         return True
 
-    def _top_change(self, sub: Subscriber, c: RankChange) -> bool:
-        """Add ``c`` if it is inside the top ``n``; False if the client needs a snapshot."""
+    @staticmethod
+    def _top_change(sub: Subscriber, c: RankChange) -> bool:
+        """Add ``c`` if it is inside the top ``n`` and follow the rows the client holds.
+
+        The client's steps (docs/gateway.md): remove the participant if it holds it, insert it
+        at ``new_rank`` if that is ≤ n and ≤ its rows + 1, cut at n. A row leaving the top n
+        leaves the client one row short; the delta then ends with a ``fill`` read from Redis
+        (``_fill``), so the client again holds rows ``1..n`` exactly.
+        """
         was_in = c.old_rank is not None and c.old_rank <= sub.n
         now_in = c.new_rank <= sub.n
-        if was_in and not now_in:
-            return False  # someone the client has never seen moves into row n
+        if c.old_rank is not None and c.old_rank <= sub.held:
+            sub.held -= 1
+        if now_in and c.new_rank <= sub.held + 1:
+            sub.held = min(sub.n, sub.held + 1)
         if was_in or now_in:
             sub.pending.append(change_json(c))
         return True
@@ -709,6 +728,9 @@ class RankFeed:
             "period": sub.period,
             "changes": sub.pending,
         }
+        if sub.mode == "top" and sub.held < sub.n:
+            msg[_FILL_FROM] = sub.held + 1  # the sender reads rows held+1..n (``_fill``)
+            sub.held = sub.n
         sub.pending = []
         item: dict[str, Any] | _Traced = msg
         if sub.traces:
@@ -759,15 +781,50 @@ class RankFeed:
                     continue  # superseded by a snapshot already sent
                 msg = await self.snapshot(sub)
             elif isinstance(item, _Traced):
+                if sub.syncing:
+                    continue  # superseded by the snapshot queued after it
+                if _FILL_FROM in item.msg and not await self._fill(sub, item.msg):
+                    continue  # the rows moved on: a snapshot follows instead
                 self.on_push("delta")
                 await self._send_traced(sub, item, send, send_timeout_s)
                 continue
             else:
                 msg = item
                 if msg.get("type") == "delta":
+                    if sub.syncing:
+                        continue  # superseded by the snapshot queued after it
+                    if _FILL_FROM in msg and not await self._fill(sub, msg):
+                        continue  # the rows moved on: a snapshot follows instead
                     await self._enrich(sub.board, msg["changes"])
                 self.on_push("delta")
             await asyncio.wait_for(send(msg), send_timeout_s)
+
+    async def _fill(self, sub: Subscriber, msg: dict[str, Any]) -> bool:
+        """Add to a top-mode delta the rows its client lacks (``fill``: rows from
+        ``_fill_from`` to n, read at the delta's version); False (and a resync) if the board
+        has moved past that version. One Redis read serves every subscriber of the board and
+        view that needs rows at that version."""
+        start = msg.pop(_FILL_FROM)
+        version = msg["version"]
+        cfg = self.configs(sub.board)
+        if cfg is None:
+            self.resync(sub)
+            return False
+        key = (sub.board, sub.n, sub.period)
+        cached = self._fills.get(key)
+        if cached is None or cached[0] != version or cached[1] > start:
+            task = asyncio.ensure_future(
+                read_top(self.client, cfg, sub.period, start - 1, sub.n - start + 1)
+            )
+            cached = self._fills[key] = (version, start, task)
+        snap = await asyncio.shield(cached[2])
+        if snap.version != version:
+            self.resync(sub)
+            return False
+        rows = [dict(e) for e in snap.entries if e["rank"] >= start]
+        await attach_profiles(self.client, rows, key=self.profiles_key)
+        msg["fill"] = rows
+        return True
 
     @staticmethod
     async def _send_traced(

@@ -538,13 +538,21 @@ async def next_data(ws: ClientConnection, within: float) -> dict[str, Any]:
             return msg
 
 
-def apply_top(rows: list[tuple[str, int]], changes: list[dict[str, Any]], n: int) -> None:
-    """The client side of a top-N delta (as in static/board.js)."""
+def apply_top(
+    rows: list[tuple[str, int]],
+    changes: list[dict[str, Any]],
+    n: int,
+    fill: list[dict[str, Any]] | None = None,
+) -> None:
+    """The client side of a top-N delta (as in static/board.js), its ``fill`` rows last."""
     for c in changes:
         rows[:] = [r for r in rows if r[0] != c["participant_id"]]
-        if c["new_rank"] <= n:
+        if c["new_rank"] <= min(n, len(rows) + 1):
             rows.insert(c["new_rank"] - 1, (c["participant_id"], c["new_score"]))
-    del rows[n:]
+        del rows[n:]
+    for e in fill or []:
+        assert e["rank"] == len(rows) + 1, (e, rows)
+        rows.append((e["participant_id"], e["score"]))
 
 
 async def submit_async(gateway: Gateway, board: str, pid: str, score: int) -> float:
@@ -779,8 +787,8 @@ async def test_websocket_resume_with_since_version(gateway: Gateway) -> None:
         await asyncio.to_thread(stop, proc)
 
 
-async def test_websocket_resync_when_a_row_leaves_the_top(gateway: Gateway) -> None:
-    """With ``set`` a leader can fall out of the top n: the client gets a fresh snapshot."""
+async def test_websocket_fill_when_a_row_leaves_the_top(gateway: Gateway) -> None:
+    """With ``set`` a leader can fall out of the top n: the delta carries the row that enters."""
     board = gateway.create_board(operator="set")
     for i in range(4):
         await asyncio.to_thread(gateway.submit, board, f"s{i}", 10 * (i + 1))
@@ -789,10 +797,118 @@ async def test_websocket_resync_when_a_row_leaves_the_top(gateway: Gateway) -> N
         assert [e["participant_id"] for e in snap["entries"]] == ["s3", "s2"]
         await submit_async(gateway, board, "s3", 1)
         msg = await next_data(ws, 5)
-        assert msg["type"] == "snapshot"
-        assert [e["participant_id"] for e in msg["entries"]] == ["s2", "s1"]
+        assert msg["type"] == "delta" and msg["version"] == 5, msg
+        assert [(c["participant_id"], c["old_rank"], c["new_rank"]) for c in msg["changes"]] == [
+            ("s3", 1, 4)
+        ]
+        assert [(e["rank"], e["participant_id"], e["score"]) for e in msg["fill"]] == [
+            (2, "s1", 20)
+        ]
+        rows = [(e["participant_id"], e["score"]) for e in snap["entries"]]
+        apply_top(rows, msg["changes"], 2, msg["fill"])
+        assert rows == [("s2", 30), ("s1", 20)] == rankings(gateway, board, 2)
     finally:
         await ws.close()
+
+
+async def test_websocket_top_under_churn_sends_deltas_not_snapshots(gateway: Gateway) -> None:
+    """A ``set`` board under churn: rows leave the top n all the time. Whatever mix of deltas
+    and snapshots the load produces, the rows the client rebuilds from them equal Redis's top
+    n at the final version; and on the quiet board a row leaving the top n reaches a fresh
+    subscriber as one delta with its fill row. No ratio or count that depends on timing."""
+    board = gateway.create_board(operator="set")
+    players, n = 120, 20
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as c:
+
+        async def post(pid: str, score: int) -> None:
+            r = await c.post(
+                f"/v1/leaderboards/{board}/scores",
+                json={"participant_id": pid, "score": score},
+                headers=W,
+            )
+            assert r.status_code == 202, r.text
+
+        async def top() -> tuple[int, list[tuple[str, int]]]:
+            body = (await c.get(f"/v1/leaderboards/{board}/rankings", params={"limit": n})).json()
+            return body["version"], [(e["participant_id"], e["score"]) for e in body["entries"]]
+
+        async def board_at(version: int) -> list[tuple[str, int]]:
+            """Redis's top n once the board has applied ``version`` (the last one sent)."""
+            async with asyncio.timeout(120):  # only a stuck pipeline gets near this
+                while True:
+                    if reader.done():
+                        reader.result()  # the client's rows broke: raise why
+                    v, truth = await top()
+                    assert v <= version, (v, version)
+                    if v == version:
+                        return truth
+                    await asyncio.sleep(0.2)
+
+        await asyncio.gather(*(post(f"c{i:03d}", (i * 7919) % 1000) for i in range(players)))
+        wait_until(lambda: len(rankings(gateway, board, players)) == players, timeout=60)
+        ws, snap = await subscribe(gateway.ws, board, mode="top", n=n)
+        assert snap["type"] == "snapshot"
+        client: dict[str, Any] = {
+            "version": snap["version"],
+            "rows": [(e["participant_id"], e["score"]) for e in snap["entries"]],
+            "got": {"snapshot": 1, "delta": 0, "fill": 0},  # for the failure message only
+        }
+
+        async def read() -> None:
+            while True:
+                msg = json.loads(await ws.recv())
+                if msg["type"] == "ping":
+                    continue
+                assert msg["type"] in ("snapshot", "delta"), msg
+                assert msg["version"] >= client["version"], (msg, client["version"])
+                client["got"][msg["type"]] += 1
+                if msg["type"] == "snapshot":
+                    client["rows"] = [(e["participant_id"], e["score"]) for e in msg["entries"]]
+                else:
+                    client["got"]["fill"] += bool(msg.get("fill"))
+                    apply_top(client["rows"], msg["changes"], n, msg.get("fill", []))
+                client["version"] = msg["version"]
+
+        reader = asyncio.create_task(read())
+        ws2 = None
+        try:
+            for rnd in range(3):  # each participant submits three more scores, in waves
+                await asyncio.gather(
+                    *(post(f"c{i:03d}", (i * 31 + rnd * 7717) % 1000) for i in range(players))
+                )
+            final = 4 * players  # one version per applied score
+            truth = await board_at(final)
+            # a second subscriber on the quiet board: its snapshot is the board at `final`
+            ws2, snap2 = await subscribe(gateway.ws, board, mode="top", n=n)
+            assert snap2["type"] == "snapshot" and snap2["version"] == final, snap2
+            assert [(e["participant_id"], e["score"]) for e in snap2["entries"]] == truth
+            # the leader falls out of the top n: row n is new to both clients. A delta goes
+            # out for sure (it touches the top n), so the churn client reaches final + 1.
+            leader = truth[0][0]
+            await post(leader, -1)
+            truth = await board_at(final + 1)
+            async with asyncio.timeout(120):
+                while client["version"] < final + 1:
+                    if reader.done():
+                        reader.result()
+                    await asyncio.sleep(0.1)
+            assert client["version"] == final + 1, client
+            # exact at the final version, however the churn's deltas and snapshots came
+            assert client["rows"] == truth, client
+            msg = await next_data(ws2, 60)
+        finally:
+            reader.cancel()
+            await ws.close()
+            if ws2 is not None:
+                await ws2.close()
+    # nothing else moves the board: the fresh subscriber's next message is the fill delta
+    assert msg["type"] == "delta" and msg["version"] == final + 1, msg
+    assert [(c["participant_id"], c["old_rank"], c["new_rank"]) for c in msg["changes"]] == [
+        (leader, 1, players)
+    ]
+    assert [(e["rank"], e["participant_id"], e["score"]) for e in msg["fill"]] == [
+        (n, *truth[n - 1])
+    ]
 
 
 async def test_websocket_errors(gateway: Gateway) -> None:
