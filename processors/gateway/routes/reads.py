@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
+from processors.gateway.cache import PageKey, json_response
 from processors.gateway.deps import ClientDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.models import MAX_LISTED, BoardId, ParticipantsIn, PeriodQ
@@ -64,7 +66,6 @@ async def _unchanged(
 async def rankings(
     board: BoardId,
     request: Request,
-    response: Response,
     state: StateDep,
     client: ClientDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -125,7 +126,18 @@ async def rankings(
             state, client, await sharded_page(client, cfg, period, offset, limit, around)
         )
     p = period or await current_period(client, cfg)
-    if "if-none-match" in request.headers:
+    key: PageKey | None = None
+    if after is None and around is None:
+        # a plain page: rendered once per board version (gateway/cache.py)
+        version = int(await client.hget(BoardKeys(board).state, "ver") or 0)
+        etag = _etag(version, p)
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers={"ETag": etag})
+        key = (board, p, limit, offset)
+        cached = state.pages.get(key, version)
+        if cached is not None:
+            return json_response(cached, headers={"ETag": etag})
+    elif "if-none-match" in request.headers:
         unchanged = await _unchanged(request, client, board, p)
         if unchanged is not None:
             return unchanged
@@ -136,7 +148,6 @@ async def rankings(
         offset = max(0, me.entries[0]["rank"] - 1 - (limit - 1) // 2)
     found = await read_page(client, cfg, p, limit, offset=offset, after=after)
     snap = found.snapshot
-    response.headers["ETag"] = _etag(snap.version, p)
     page = {
         "leaderboard_id": board,
         "period": p,
@@ -146,7 +157,10 @@ async def rankings(
         "entries": snap.entries,
         "next_cursor": found.next_cursor,
     }
-    return await _profiled(state, client, page)
+    rendered = orjson.dumps(await _profiled(state, client, page))
+    if key is not None:
+        state.pages.put(key, snap.version, rendered)
+    return json_response(rendered, headers={"ETag": _etag(snap.version, p)})
 
 
 @router.post("/v1/leaderboards/{board}/rankings/participants")
