@@ -18,13 +18,19 @@ from typing import Any
 import orjson
 from starlette.responses import Response
 
-__all__ = ["JSON", "PageCache", "PageKey", "json_response"]
+__all__ = ["JSON", "PageCache", "PageKey", "json_response", "page_etag"]
 
 #: The media type of every pre-encoded answer.
 JSON = "application/json"
 
 #: (board, period, limit, offset) of a plain page read.
 PageKey = tuple[str, str, int, int]
+
+
+def page_etag(version: int, period: str) -> str:
+    """The validator of a read: the board version moves with every applied entry, so one
+    URL at one version and period always answers the same body."""
+    return f'W/"{version}-{period}"'
 
 
 def json_response(

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
-from processors.gateway.cache import PageKey, json_response
+from processors.gateway.cache import PageKey, json_response, page_etag
 from processors.gateway.deps import ClientDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.models import MAX_LISTED, BoardId, ParticipantsIn, PeriodQ
@@ -40,19 +40,13 @@ async def _profiled(state: StateDep, client: ClientDep, body: dict[str, Any]) ->
     return body
 
 
-def _etag(version: int, period: str) -> str:
-    """The validator of a read: the board version moves with every applied entry, so one
-    URL at one version and period always answers the same body."""
-    return f'W/"{version}-{period}"'
-
-
 async def _unchanged(
     request: Request, client: ClientDep, board: str, period: str
 ) -> Response | None:
     """304 when the client's ``If-None-Match`` names the board's current version (one
     HGET, no rows read); else None, with the ETag of the answer about to be read set."""
     version = int(await client.hget(BoardKeys(board).state, "ver") or 0)
-    etag = _etag(version, period)
+    etag = page_etag(version, period)
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers={"ETag": etag})
     return None
@@ -130,7 +124,7 @@ async def rankings(
     if after is None and around is None:
         # a plain page: rendered once per board version (gateway/cache.py)
         version = int(await client.hget(BoardKeys(board).state, "ver") or 0)
-        etag = _etag(version, p)
+        etag = page_etag(version, p)
         if etag in request.headers.get("if-none-match", ""):
             return Response(status_code=304, headers={"ETag": etag})
         key = (board, p, limit, offset)
@@ -160,7 +154,7 @@ async def rankings(
     rendered = orjson.dumps(await _profiled(state, client, page))
     if key is not None:
         state.pages.put(key, snap.version, rendered)
-    return json_response(rendered, headers={"ETag": _etag(snap.version, p)})
+    return json_response(rendered, headers={"ETag": page_etag(snap.version, p)})
 
 
 @router.post("/v1/leaderboards/{board}/rankings/participants")

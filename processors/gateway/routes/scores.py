@@ -25,7 +25,7 @@ from streams import rules
 from streams.errors import LeaderboardError
 from streams.events import BoardStatus, RankChange, TimeSource
 
-__all__ = ["applied_json", "router"]
+__all__ = ["applied_json", "router", "submit_once"]
 
 router = APIRouter(tags=["scores"])
 
@@ -92,6 +92,22 @@ async def submit_score(
             span.set_attribute("http.response.status_code", answer.status_code)
             span.set_attribute("leaderboard.event_id", orjson.loads(answer.body)["event_id"])
         return answer
+
+
+async def submit_once(
+    state: GatewayState,
+    board: str,
+    body: ScoreIn,
+    wait: bool,
+    key: str | None,
+    bearer: HTTPAuthorizationCredentials | None = None,
+) -> Response:
+    """One submission, untraced, from a validated body (gateway/fastpath.py serves the plain
+    calls through this, without the route's dependencies)."""
+    services = state.require()
+    return await _submit(
+        board, body, state, services.producer, services.feed, services.coalescer, wait, key, bearer
+    )
 
 
 async def _submit(
