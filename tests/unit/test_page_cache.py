@@ -1,0 +1,51 @@
+"""The gateway's page cache: one rendering per board version, bounded in age and size."""
+
+from __future__ import annotations
+
+import time
+
+from processors.gateway.cache import PageCache, page_etag
+
+KEY = ("b", "all", 100, 0)
+
+
+def test_a_page_is_served_only_at_the_version_it_was_rendered_at() -> None:
+    cache = PageCache()
+    assert cache.get(KEY, 7) is None
+    cache.put(KEY, 7, b"seven")
+    assert cache.get(KEY, 7) == b"seven"
+    assert cache.get(KEY, 8) is None  # the board moved: render again
+    assert cache.get(("b", "all", 100, 100), 7) is None  # another page
+    assert (cache.hits, cache.misses) == (1, 3)
+
+
+def test_an_older_rendering_never_replaces_a_newer_one() -> None:
+    cache = PageCache()
+    cache.put(KEY, 9, b"nine")
+    cache.put(KEY, 8, b"eight")  # a slower reader that started before version 9
+    assert cache.get(KEY, 9) == b"nine"
+    cache.put(KEY, 10, b"ten")
+    assert cache.get(KEY, 10) == b"ten"
+
+
+def test_pages_expire_so_that_changed_profiles_show() -> None:
+    cache = PageCache(max_age_s=0.05)
+    cache.put(KEY, 1, b"one")
+    assert cache.get(KEY, 1) == b"one"
+    time.sleep(0.06)
+    assert cache.get(KEY, 1) is None
+
+
+def test_the_cache_keeps_at_most_its_size() -> None:
+    cache = PageCache(size=2)
+    for offset in range(3):
+        cache.put(("b", "all", 100, offset), 1, b"%d" % offset)
+    assert cache.get(("b", "all", 100, 0), 1) is None  # the oldest went out
+    assert cache.get(("b", "all", 100, 2), 1) == b"2"
+    off = PageCache(size=0)
+    off.put(KEY, 1, b"one")
+    assert off.get(KEY, 1) is None
+
+
+def test_the_etag_names_version_and_period() -> None:
+    assert page_etag(42, "2026-11") == 'W/"42-2026-11"'
