@@ -26,6 +26,8 @@ class Params:
     http_requests: int
     profile_records: int
     audit_rows: int = 200_000
+    #: seconds of wrk load per HTTP query kind and run
+    http_seconds: float = 5.0
     hot_seconds: float = 10.0
     hot_connections: int = 16
     hot_records: int = 30_000
@@ -81,6 +83,7 @@ class Params:
             query_samples=300,
             http_clients=8,
             http_requests=300,
+            http_seconds=3.0,
             profile_records=2_000,
             hot_seconds=6.0,
             hot_connections=16,
@@ -104,7 +107,8 @@ SCENARIOS: dict[str, str] = {
     "one client); redis-benchmark ZADD pipelined (8 clients, pipeline 64)",
     "queries": "one board of 1,000,000 participants loaded through RankingStore.apply (Lua, "
     "500 records = 5,000 entries per call); top 100, rank with 5 neighbours, page of 100 at "
-    "offset 500,000; Redis direct (1 client, sequential) and HTTP gateway (concurrent clients)",
+    "offset 500,000; Redis direct (1 client, sequential) and HTTP gateway (wrk, concurrent "
+    "connections, 1 and 2 gateway processes)",
     "replay": "replay_board of the 1,000,000-entry board from Kafka and from PostgreSQL (audit "
     "rows written with AuditWriter COPY from the load's rank changes)",
     "rebuild": "rebuild --all of 10 boards x 100,000 entries (10,000 in --quick) after Redis "

@@ -1,7 +1,9 @@
 """Scenario 3, HTTP queries: the gateway answering concurrent clients on the big board.
 
 Figures: p50 and p99 latency and requests/s of top 100, rank with neighbours and a deep page,
-through one uvicorn gateway process on loopback.
+through the gateway on loopback, driven by ``wrk`` (Debian's package): a native client, so the
+figures are the gateway's, not those of a Python client competing for the same two cores (the
+client's own CPU share is reported beside them).
 """
 
 from __future__ import annotations
@@ -9,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import random
+import shutil
 import signal
-import time
-from collections.abc import Callable
+from pathlib import Path
 
-from benchmarks.figures import Figure, Report
+from benchmarks.figures import Figure, Report, Target
 from benchmarks.harness import (
     Namespace,
     Say,
@@ -24,8 +25,31 @@ from benchmarks.harness import (
     wait_http,
 )
 from benchmarks.params import Params
-from benchmarks.stats import percentile
+from benchmarks.scenarios.hot import WrkResult, run_wrk
 from streams.events import LeaderboardConfigured
+
+#: wrk script of "rank + neighbours": every request a random participant of the board.
+AROUND_SCRIPT = r"""
+local size = 1
+local base = ""
+function init(args)
+  size = tonumber(args[1])
+  base = wrk.path
+  math.randomseed(5)
+end
+request = function()
+  local path = string.format("%s/participants/u%07d?neighbours=5", base, math.random(0, size - 1))
+  return wrk.format("GET", path)
+end
+"""
+
+#: wrk script of a fixed path (the URL's): no per-request work in the client.
+FIXED_SCRIPT = r"""
+request = function() return wrk.format("GET", wrk.path) end
+"""
+
+#: Gateway processes measured: one, and ``--workers 2`` (SO_REUSEPORT) on the two cores.
+WORKERS = (1, 2)
 
 
 def query_slug(name: str) -> str:
@@ -39,44 +63,32 @@ def query_slug(name: str) -> str:
     raise ValueError(f"no figure key for query kind {name!r}")
 
 
-async def http_queries(
-    base_url: str, board: str, size: int, clients: int, requests: int
-) -> dict[str, tuple[list[float], float]]:
-    """Per query kind: (latencies ms, requests/s) with ``clients`` concurrent HTTP clients."""
-    import httpx
-
-    rng = random.Random(5)
-    kinds: dict[str, Callable[[], str]] = {
-        "top 100": lambda: f"/v1/leaderboards/{board}/rankings?limit=100",
-        "rank + 5 neighbours": lambda: (
-            f"/v1/leaderboards/{board}/participants/u{rng.randrange(size):07d}?neighbours=5"
-        ),
-        f"page of 100 at offset {size // 2:,}": lambda: (
-            f"/v1/leaderboards/{board}/rankings?limit=100&offset={size // 2}"
+def http_queries(
+    base_url: str, board: str, size: int, p: Params, scripts: Path
+) -> dict[str, WrkResult]:
+    """Per query kind: what ``wrk`` measured with ``p.http_clients`` connections."""
+    prefix = f"{base_url}/v1/leaderboards/{board}"
+    fixed = scripts / "http-fixed.lua"
+    fixed.write_text(FIXED_SCRIPT)
+    around = scripts / "http-around.lua"
+    around.write_text(AROUND_SCRIPT)
+    kinds: dict[str, tuple[str, Path, list[str]]] = {
+        "top 100": (f"{prefix}/rankings?limit=100", fixed, []),
+        "rank + 5 neighbours": (prefix, around, [str(size)]),
+        f"page of 100 at offset {size // 2:,}": (
+            f"{prefix}/rankings?limit=100&offset={size // 2}",
+            fixed,
+            [],
         ),
     }
-    out: dict[str, tuple[list[float], float]] = {}
-    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
-    async with httpx.AsyncClient(base_url=base_url, limits=limits, timeout=30) as http:
-        (await http.get(kinds["top 100"]())).raise_for_status()
-        for name, path in kinds.items():
-            lat: list[float] = []
-            left = [requests]
-
-            async def worker(
-                path: Callable[[], str] = path, lat: list[float] = lat, left: list[int] = left
-            ) -> None:
-                """Issue requests until the shared budget is spent."""
-                while left[0] > 0:
-                    left[0] -= 1
-                    t0 = time.perf_counter()
-                    resp = await http.get(path())
-                    lat.append((time.perf_counter() - t0) * 1000)
-                    resp.raise_for_status()
-
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(clients)))
-            out[name] = (lat, len(lat) / (time.perf_counter() - t0))
+    out: dict[str, WrkResult] = {}
+    for name, (url, script, args) in kinds.items():
+        res = run_wrk(
+            url, script, threads=1, conns=p.http_clients, seconds=p.http_seconds, args=args
+        )
+        if res.bad or res.errors:
+            raise RuntimeError(f"{name}: {res.bad} non-2xx answers, {res.errors} socket errors")
+        out[name] = res
     return out
 
 
@@ -88,61 +100,86 @@ async def http_scenario(
     report: Report,
     say: Say,
 ) -> None:
-    """Start a gateway in ``ns`` and add the HTTP query figures (noted when it cannot run)."""
+    """Start gateways in ``ns`` and add the HTTP query figures (noted when they cannot run)."""
     names = ["top 100", "rank + 5 neighbours", f"page of 100 at offset {size // 2:,}"]
     note = ""
-    results: dict[str, list[tuple[list[float], float]]] = {}
+    results: dict[tuple[int, str], list[WrkResult]] = {}
     if not gateway_available():
         note = "not run: gateway missing"
+    elif shutil.which("wrk") is None:
+        note = "not run: wrk missing (apt-get install -y wrk)"
     else:
-        port = free_port()
-        proc = ns.spawn("gateway", gateway_args(port))
-        if not await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/health"):
-            note = "not run: gateway did not answer /health"
-        else:
-            say(f"[queries] HTTP gateway, {p.http_clients} clients")
+        for workers in WORKERS:
+            port = free_port()
+            proc = ns.spawn("gateway", [*gateway_args(port), "--workers", str(workers)])
             try:
+                if not await asyncio.to_thread(wait_http, f"http://127.0.0.1:{port}/health"):
+                    note = "not run: gateway did not answer /health"
+                    break
+                say(f"[queries] HTTP gateway, {workers} process(es), wrk {p.http_clients} conns")
                 for _ in range(p.reps):
-                    got = await http_queries(
+                    got = await asyncio.to_thread(
+                        http_queries,
                         f"http://127.0.0.1:{port}",
                         cfg.leaderboard_id,
                         size,
-                        p.http_clients,
-                        p.http_requests,
+                        p,
+                        ns.logs,
                     )
                     for name, value in got.items():
-                        results.setdefault(name, []).append(value)
+                        results.setdefault((workers, name), []).append(value)
             except Exception as exc:  # keep the other figures; say why
                 note = f"failed: {exc!r}"[:200]
                 results.clear()
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-    params = (
-        f"{size:,} participants; {p.http_clients} concurrent httpx clients (keep-alive) in the "
-        f"bench process, {p.http_requests:,} requests per run, loopback, 1 uvicorn worker"
-    )
-    for name in names:
-        runs = results.get(name, [])
-        for q in (50, 99):
+                break
+            finally:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGTERM)
+                await asyncio.to_thread(proc.wait)
+    for workers in WORKERS:
+        params = (
+            f"{size:,} participants; wrk 1 thread x {p.http_clients} connections (keep-alive), "
+            f"{p.http_seconds:g}s per run, loopback; {workers} gateway process(es)"
+            + (" (--workers 2, SO_REUSEPORT)" if workers > 1 else "")
+        )
+        suffix = "" if workers == 1 else f"_w{workers}"
+        for name in names:
+            runs = results.get((workers, name), [])
+            slug = query_slug(name)
+            top = slug == "top100" and workers == 1
+            for q in (50, 99):
+                report.add(
+                    Figure(
+                        "3 queries",
+                        f"HTTP gateway ({workers} proc): {name}, p{q}",
+                        "ms",
+                        [r.p50_ms if q == 50 else r.p99_ms for r in runs],
+                        params,
+                        Target(20, False, "≤ 20 ms") if top and q == 99 else None,
+                        note=note,
+                        key=f"http.{slug}_p{q}{suffix}",
+                    )
+                )
             report.add(
                 Figure(
                     "3 queries",
-                    f"HTTP gateway: {name}, p{q}",
-                    "ms",
-                    [percentile(lat, q) for lat, _ in runs],
+                    f"HTTP gateway ({workers} proc): {name}, requests/s",
+                    "req/s",
+                    [r.rate for r in runs],
                     params,
+                    Target(3_000, True, "≥ 3,000 req/s") if top else None,
                     note=note,
-                    key=f"http.{query_slug(name)}_p{q}",
+                    key=f"http.{slug}_rps{suffix}",
                 )
             )
-        report.add(
-            Figure(
-                "3 queries",
-                f"HTTP gateway: {name}, requests/s",
-                "req/s",
-                [rps for _, rps in runs],
-                params,
-                note=note,
-                key=f"http.{query_slug(name)}_rps",
+            report.add(
+                Figure(
+                    "3 queries",
+                    f"HTTP gateway ({workers} proc): {name}, load generator (wrk) CPU share",
+                    "%",
+                    [r.client_share() for r in runs],
+                    params,
+                    note=note,
+                    key=f"http.{slug}_client_cpu{suffix}",
+                )
             )
-        )

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
+import multiprocessing
+import multiprocessing.connection
+import os
 import signal
 import socket
 import sys
-from typing import Any
+from typing import Any, cast
 
 import click
 import uvicorn
@@ -145,6 +149,14 @@ def pg_placements_reader(settings: Settings) -> PlacementsReader | None:
     help="Records of one board awaiting Kafka before new submissions wait to be coalesced.",
 )
 @click.option(
+    "--workers",
+    type=click.IntRange(1, 32),
+    default=1,
+    show_default=True,
+    help="Gateway processes sharing the port (SO_REUSEPORT); each has its own coalescer, "
+    "rank feed (every change reaches every process) and metrics endpoint.",
+)
+@click.option(
     "--access-log", is_flag=True, help="Log one line per HTTP request (with its request id)."
 )
 @click.option(
@@ -168,6 +180,7 @@ def gateway(
     coalesce_max: int,
     coalesce_window_ms: float,
     coalesce_in_flight: int,
+    workers: int,
     access_log: bool,
     log_level: str,
 ) -> None:
@@ -175,10 +188,18 @@ def gateway(
     settings = get_settings()
     if open_:
         settings = settings.model_copy(update={"gateway_open": True})
-    app = create_app(
-        settings,
-        history=pg_history_reader(settings),
-        placements=pg_placements_reader(settings),
+    host = host or settings.gateway_host
+    port = port or settings.gateway_port
+    tokens = bool(
+        settings.jwt_secret.get_secret_value() or settings.jwt_public_key or settings.jwt_jwks_file
+    )
+    if not (settings.api_keys or settings.admin_keys or settings.gateway_open):
+        log.warning(
+            "no API keys configured: %s admin calls will be refused "
+            "(set LEADERBOARD_API_KEYS, or pass --open on a laptop)",
+            "only player tokens may write, and" if tokens else "writes and",
+        )
+    options = dict(
         submit_rate=submit_rate,
         submit_burst=submit_burst,
         key_rate=key_rate,
@@ -191,8 +212,33 @@ def gateway(
         coalesce_window_s=coalesce_window_ms / 1000,
         coalesce_in_flight=coalesce_in_flight,
     )
-    host = host or settings.gateway_host
-    port = port or settings.gateway_port
+    if workers == 1:
+        serve(settings, host, port, log_level, options, shared=False)
+    else:
+        sys.exit(supervise(settings, host, port, log_level, options, workers))
+
+
+def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    log_level: str,
+    options: dict[str, Any],
+    *,
+    shared: bool,
+) -> None:
+    """Serve the gateway in this process until SIGTERM or Ctrl-C.
+
+    ``shared``: one of several processes on ``host:port`` (SO_REUSEPORT; the kernel spreads
+    the connections); this process also listens on a port of its own, announced as its
+    metrics target, so that Prometheus scrapes every process, not whichever answers.
+    """
+    app = create_app(
+        settings,
+        history=pg_history_reader(settings),
+        placements=pg_placements_reader(settings),
+        **options,
+    )
     config = uvicorn.Config(
         app,
         host=host,
@@ -206,23 +252,97 @@ def gateway(
         # reconnect to another instance and resume with since_version)
         timeout_graceful_shutdown=5,
     )
-    # logged (not printed) from here on: uvicorn.Config has set up the log format
-    tokens = bool(
-        settings.jwt_secret.get_secret_value() or settings.jwt_public_key or settings.jwt_jwks_file
-    )
-    if not (settings.api_keys or settings.admin_keys or settings.gateway_open):
+    sockets: list[socket.socket] | None = None
+    own_port = port
+    if shared:
+        sockets = [_listen(host, port, reuse_port=True), _listen(host, 0, reuse_port=False)]
+        own_port = sockets[1].getsockname()[1]
         log.warning(
-            "no API keys configured: %s admin calls will be refused "
-            "(set LEADERBOARD_API_KEYS, or pass --open on a laptop)",
-            "only player tokens may write, and" if tokens else "writes and",
+            "gateway process %d on http://%s:%d/ (shared; its own metrics: port %d)",
+            os.getpid(),
+            host,
+            port,
+            own_port,
         )
-    log.warning("gateway on http://%s:%d/  (API docs: /docs, /redoc)", host, port)
+    else:
+        log.warning("gateway on http://%s:%d/  (API docs: /docs, /redoc)", host, port)
     telemetry.setup(settings, "leaderboard-gateway")  # traces, when configured
-    scrape_targets.register(settings, "gateway", port, host)  # for Prometheus and /ops
+    target = scrape_targets.register(settings, "gateway", own_port, host)  # Prometheus, /ops
     # uvicorn re-raises SIGTERM after its graceful shutdown: leave through Python's exit, so
-    # that the announcement above is withdrawn (atexit) and Prometheus sees no dead target
+    # that the announcement above is withdrawn and Prometheus sees no dead target
     signal.signal(signal.SIGTERM, lambda sig, _: sys.exit(128 + sig))
-    GatewayServer(config).run()
+    try:
+        GatewayServer(config).run(sockets=sockets)
+    finally:
+        target.unlink(missing_ok=True)  # a forked worker leaves without running atexit
+
+
+def _listen(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (uvicorn listens on it)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc.strerror}") from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def supervise(
+    settings: Settings,
+    host: str,
+    port: int,
+    log_level: str,
+    options: dict[str, Any],
+    workers: int,
+) -> int:
+    """Run ``workers`` gateway processes on one port; the exit code of the first that ends.
+
+    Each process is a whole gateway (its own Kafka producer and coalescer, rank feed with a
+    consumer group of its own, page cache, metrics). SIGTERM or SIGINT is passed on to every
+    process; when one ends on its own, the others are stopped too, so that a supervisor
+    (systemd, Kubernetes) restarts a whole gateway rather than keep a part of it.
+    """
+    _listen(host, port, reuse_port=True).close()  # a clear error before any process starts
+    ctx = multiprocessing.get_context("fork")  # nothing opened yet: no thread, no client
+    procs = [
+        ctx.Process(
+            target=serve,
+            args=(settings, host, port, log_level, options),
+            kwargs={"shared": True},
+            name=f"gateway-{i}",
+        )
+        for i in range(workers)
+    ]
+    for proc in procs:
+        proc.start()
+    log.warning("gateway on http://%s:%d/ with %d processes", host, port, workers)
+
+    def stop(sig: int, _: Any) -> None:
+        for proc in procs:
+            if proc.is_alive() and proc.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGTERM)
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    sentinels = {proc.sentinel: proc for proc in procs}
+    first = procs[0]
+    while sentinels:
+        ready = multiprocessing.connection.wait(list(sentinels))
+        for s in ready:
+            ended = sentinels.pop(cast(int, s))
+            ended.join()
+            if len(sentinels) == len(procs) - 1:
+                first = ended
+                stop(signal.SIGTERM, None)
+    code = first.exitcode or 0
+    return code if code >= 0 else 128 - code
 
 
 class GatewayServer(uvicorn.Server):

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
+from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
 
 from processors.gateway.deps import (
@@ -21,6 +23,7 @@ from processors.gateway.deps import (
     PlacementsReader,
 )
 from processors.gateway.errors import ApiError, install_error_handlers
+from processors.gateway.fastpath import FastPaths
 from processors.gateway.guards import BodyLimit, ClientLimit, RateLimiter
 from processors.gateway.metrics import MeasureRequests
 from processors.gateway.responses import document_errors
@@ -109,6 +112,9 @@ def create_app(
     )
     app.state.gateway = state
     # the last added is the outermost: request id → measure → client limit → body limit → CORS
+    # → the hot calls served directly (fastpath.py) → the routes
+    routes: dict[str, Any] = {}
+    app.add_middleware(FastPaths, state=state, routes=routes)
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(options.cors_origins),
@@ -128,4 +134,5 @@ def create_app(
     for router in ROUTERS:
         app.include_router(router)
     document_errors(app)
+    routes.update((r.path, r) for r in app.routes if isinstance(r, APIRoute))
     return app

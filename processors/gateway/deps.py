@@ -20,6 +20,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from processors.bootstrap import RedisClient, kafka_admin, make_client
+from processors.gateway.cache import PageCache
 from processors.gateway.coalescer import SubmitCoalescer
 from processors.gateway.errors import ApiError
 from processors.gateway.feed import RankFeed
@@ -154,6 +155,8 @@ class GatewayState:
     keys: KeyGuard = dataclasses.field(init=False)
     submit_limiter: RateLimiter = dataclasses.field(init=False)
     metrics: GatewayMetrics = dataclasses.field(init=False)
+    #: rendered pages per board version (gateway/cache.py)
+    pages: PageCache = dataclasses.field(default_factory=PageCache)
     services: Services | None = None
     last_sync: float = 0.0
 

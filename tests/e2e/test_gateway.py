@@ -1154,3 +1154,79 @@ async def test_concurrent_submissions_are_coalesced_and_each_answers_its_own_ran
     ]
     assert "ScoresSubmitted" in kinds, kinds  # some submissions shared a record
     assert len(kinds) < 2 * people
+
+
+def test_a_cached_page_follows_the_board_version(gateway: Gateway) -> None:
+    """A page is rendered once per board version (gateway/cache.py) and answered from the
+    fast path while the version holds: equal bodies at one version, the new leader at once
+    after an applied score, and the page's ETag naming the version it shows."""
+    board = gateway.create_board()
+    for i in range(3):
+        gateway.submit(board, f"q{i}", 10 + i)
+    url = f"/v1/leaderboards/{board}/rankings?limit=10"
+    with gateway.client() as c:
+        first, again = c.get(url), c.get(url)
+        assert first.status_code == again.status_code == 200
+        assert first.content == again.content
+        assert first.headers["etag"] == again.headers["etag"]
+        assert first.headers["etag"].startswith(f'W/"3-{first.json()["period"]}-p')
+        assert [e["participant_id"] for e in first.json()["entries"]] == ["q2", "q1", "q0"]
+        assert c.get(url, headers={"If-None-Match": first.headers["etag"]}).status_code == 304
+        res = gateway.submit(board, "q0", 99)  # applied: the board's version is now 4
+        assert (res["rank"], res["previous_rank"], res["version"]) == (1, 3, 4)
+        page = c.get(url)
+        assert page.json()["version"] == 4 and page.headers["etag"].startswith('W/"4-')
+        assert [e["participant_id"] for e in page.json()["entries"]] == ["q0", "q2", "q1"]
+        # a query the fast path does not take is the route's, with its checks
+        assert c.get(f"/v1/leaderboards/{board}/rankings?limit=0").status_code == 400
+        assert (
+            c.get(f"/v1/leaderboards/{board}/rankings?limit=10&offset=1").json()["entries"][0][
+                "participant_id"
+            ]
+            == "q2"
+        )
+
+
+def test_workers_share_the_port_and_each_sees_every_change(gateway: Gateway) -> None:
+    """``--workers 2``: two processes on one port, each with its own rank feed (a wait=true
+    answered by either process resolves) and its own metrics target, which together count
+    every submission once."""
+    from processors import scrape_targets
+
+    p = gateway.pipeline
+    proc, url = start_gateway(p, "--workers", "2")
+    try:
+        board = gateway.create_board()
+        n = 24
+        for i in range(n):  # a new connection each: the kernel spreads them over the processes
+            with httpx.Client(base_url=url, timeout=15) as c:
+                r = c.post(
+                    f"/v1/leaderboards/{board}/scores?wait=true",
+                    json={"participant_id": f"w{i}", "score": i},
+                    headers=W,
+                )
+                assert r.status_code == 200, r.text
+                assert (r.json()["rank"], r.json()["version"]) == (1, i + 1)
+
+        def children() -> list[scrape_targets.Target]:
+            found = scrape_targets.targets(p.settings)
+            mine = []
+            for t in found:
+                stat = open(f"/proc/{t.pid}/stat").read().rsplit(")", 1)[1].split()
+                if t.role == "gateway" and int(stat[1]) == proc.pid:
+                    mine.append(t)
+            return mine
+
+        targets = children()
+        assert len(targets) == 2 and len({t.address for t in targets}) == 2
+        counts = []
+        for t in targets:
+            text = httpx.get(t.url, timeout=5).text
+            line = next(
+                x for x in text.splitlines() if x.startswith("gateway_scores_submitted_total")
+            )
+            counts.append(float(line.split()[-1]))
+        assert sum(counts) == n and min(counts) > 0, counts
+    finally:
+        stop(proc)
+    assert proc.returncode == 128 + signal.SIGTERM  # the processes' own exit, passed on

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
+from processors.gateway.cache import PageKey, json_response, page_etag, page_stamp
 from processors.gateway.deps import ClientDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.models import MAX_LISTED, BoardId, ParticipantsIn, PeriodQ
@@ -46,13 +48,6 @@ async def _profiled(state: StateDep, client: ClientDep, body: dict[str, Any]) ->
     return body
 
 
-def _etag(version: int, period: str, profiles: int) -> str:
-    """The validator of a read: everything the body shows is in it. The board version moves
-    with every applied entry, the profiles version with every profile write, so one URL at
-    one board version, period and profiles version always answers the same body."""
-    return f'W/"{version}-{period}-p{profiles}"'
-
-
 async def _profiles_version(state: StateDep, client: ClientDep) -> int:
     """The profiles version, read before the rows' profiles (a validator is never newer than
     the body it names)."""
@@ -65,7 +60,7 @@ async def _unchanged(
     """304 when the client's ``If-None-Match`` names the board's current version and profiles
     version (one HGET and one GET, no rows read); else None."""
     version = int(await client.hget(BoardKeys(board).state, "ver") or 0)
-    etag = _etag(version, period, await _profiles_version(state, client))
+    etag = page_etag(version, period, await _profiles_version(state, client))
     if etag in request.headers.get("if-none-match", ""):
         return Response(status_code=304, headers={"ETag": etag})
     return None
@@ -89,7 +84,6 @@ async def _unchanged(
 async def rankings(
     board: BoardId,
     request: Request,
-    response: Response,
     state: StateDep,
     client: ClientDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
@@ -150,7 +144,18 @@ async def rankings(
             state, client, await sharded_page(client, cfg, period, offset, limit, around)
         )
     p = period or await current_period(client, cfg)
-    if "if-none-match" in request.headers:
+    key: PageKey | None = None
+    if after is None and around is None:
+        # a plain page: rendered once per board and profiles version (gateway/cache.py)
+        stamp = await page_stamp(client, board, profiles_key(state.settings.topic_prefix))
+        etag = page_etag(stamp[0], p, stamp[1])
+        if etag in request.headers.get("if-none-match", ""):
+            return Response(status_code=304, headers={"ETag": etag})
+        key = (board, p, limit, offset)
+        cached = state.pages.get(key, stamp)
+        if cached is not None:
+            return json_response(cached, headers={"ETag": etag})
+    elif "if-none-match" in request.headers:
         unchanged = await _unchanged(request, state, client, board, p)
         if unchanged is not None:
             return unchanged
@@ -162,7 +167,6 @@ async def rankings(
     profiles = await _profiles_version(state, client)
     found = await read_page(client, cfg, p, limit, offset=offset, after=after)
     snap = found.snapshot
-    response.headers["ETag"] = _etag(snap.version, p, profiles)
     page = {
         "leaderboard_id": board,
         "period": p,
@@ -172,7 +176,10 @@ async def rankings(
         "entries": snap.entries,
         "next_cursor": found.next_cursor,
     }
-    return await _profiled(state, client, page)
+    rendered = orjson.dumps(await _profiled(state, client, page))
+    if key is not None:
+        state.pages.put(key, (snap.version, profiles), rendered)
+    return json_response(rendered, headers={"ETag": page_etag(snap.version, p, profiles)})
 
 
 @router.post(

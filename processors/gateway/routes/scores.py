@@ -6,11 +6,13 @@ import asyncio
 import time
 from typing import Annotated, Any
 
+import orjson
 from fastapi import APIRouter, Query, Response
 from fastapi.security import HTTPAuthorizationCredentials
 from opentelemetry.trace import SpanKind
 
 from processors import telemetry
+from processors.gateway.cache import json_response
 from processors.gateway.coalescer import SubmitCoalescer
 from processors.gateway.deps import CoalescerDep, FeedDep, GatewayState, ProducerDep, StateDep
 from processors.gateway.errors import ApiError
@@ -24,7 +26,7 @@ from streams import rules
 from streams.errors import LeaderboardError
 from streams.events import BoardStatus, RankChange, TimeSource
 
-__all__ = ["applied_json", "router"]
+__all__ = ["applied_json", "router", "submit_once"]
 
 router = APIRouter(tags=["scores"])
 
@@ -65,7 +67,6 @@ ROUTE = "/v1/leaderboards/{board}/scores"
 async def submit_score(
     board: BoardId,
     body: ScoreIn,
-    response: Response,
     state: StateDep,
     producer: ProducerDep,
     feed: FeedDep,
@@ -73,12 +74,10 @@ async def submit_score(
     wait: Annotated[bool, Query(description="wait until the projection applied it")] = False,
     key: ApiKey = None,
     bearer: BearerToken = None,
-) -> dict[str, Any]:
+) -> Response:
     """Publish one participant's score; 202 with its event id (200 with ranks if wait)."""
     if not telemetry.enabled():
-        return await _submit(
-            board, body, response, state, producer, feed, coalescer, wait, key, bearer
-        )
+        return await _submit(board, body, state, producer, feed, coalescer, wait, key, bearer)
     attributes: dict[str, str | bool] = {
         "http.route": ROUTE,
         "leaderboard.id": board,
@@ -86,23 +85,36 @@ async def submit_score(
     }
     with telemetry.span("POST scores", kind=SpanKind.SERVER, attributes=attributes) as span:
         try:
-            answer = await _submit(
-                board, body, response, state, producer, feed, coalescer, wait, key, bearer
-            )
+            answer = await _submit(board, body, state, producer, feed, coalescer, wait, key, bearer)
         except ApiError as exc:
             if span is not None:
                 span.set_attribute("http.response.status_code", exc.status_code)
             raise
         if span is not None:
-            span.set_attribute("http.response.status_code", response.status_code or 202)
-            span.set_attribute("leaderboard.event_id", answer["event_id"])
+            span.set_attribute("http.response.status_code", answer.status_code)
+            span.set_attribute("leaderboard.event_id", orjson.loads(answer.body)["event_id"])
         return answer
+
+
+async def submit_once(
+    state: GatewayState,
+    board: str,
+    body: ScoreIn,
+    wait: bool,
+    key: str | None,
+    bearer: HTTPAuthorizationCredentials | None = None,
+) -> Response:
+    """One submission, untraced, from a validated body (gateway/fastpath.py serves the plain
+    calls through this, without the route's dependencies)."""
+    services = state.require()
+    return await _submit(
+        board, body, state, services.producer, services.feed, services.coalescer, wait, key, bearer
+    )
 
 
 async def _submit(
     board: str,
     body: ScoreIn,
-    response: Response,
     state: GatewayState,
     producer: LeaderboardProducer,
     feed: RankFeed,
@@ -110,7 +122,7 @@ async def _submit(
     wait: bool,
     key: str | None,
     bearer: HTTPAuthorizationCredentials | None,
-) -> dict[str, Any]:
+) -> Response:
     """The submission itself (traced or not by :func:`submit_score`)."""
     subject = state.keys.writer(key, bearer)
     if subject is not None and body.participant_id != subject:
@@ -160,7 +172,8 @@ async def _submit(
         raise ApiError(503, f"could not publish the score: {why}") from None
     state.metrics.submitted.inc()
     if fut is None:
-        return {"event_id": event_id, "status": "accepted"}
+        # event ids are UUIDs: the answer is built without an encoder
+        return json_response(b'{"event_id":"' + event_id.encode() + b'","status":"accepted"}', 202)
     timeout = state.options.wait_timeout_s
     try:
         change = await asyncio.wait_for(fut, timeout)
@@ -175,5 +188,4 @@ async def _submit(
         ) from None
     finally:
         feed.forget(event_id, fut)
-    response.status_code = 200
-    return applied_json(event_id, change)
+    return json_response(applied_json(event_id, change))

@@ -1,0 +1,107 @@
+"""Rendered read responses kept per (board, period, page) and (board, profiles) version.
+
+A hot top 100 is asked for far more often than the board changes; rendering 100 rows to JSON
+(and reading their profiles) costs the gateway most of such a request. A page read at one board
+version is the same bytes until the version moves, so it is rendered once per version: a
+request reads the board's version and the profiles version (one round trip, ``page_stamp``)
+and answers the stored bytes while both match.
+
+An entry is also dropped ``max_age_s`` after it was rendered, a bound on how long any
+page is served from memory.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+from starlette.responses import Response
+
+from projections.keys import BoardKeys
+from projections.profiles import profiles_version_key
+from projections.redis_client import RedisClient
+
+__all__ = ["JSON", "PageCache", "PageKey", "Stamp", "json_response", "page_etag", "page_stamp"]
+
+#: The media type of every pre-encoded answer.
+JSON = "application/json"
+
+#: (board, period, limit, offset) of a plain page read.
+PageKey = tuple[str, str, int, int]
+
+
+#: (board version, profiles version) of a rendered page: everything the page shows.
+Stamp = tuple[int, int]
+
+
+def page_etag(version: int, period: str, profiles: int) -> str:
+    """The validator of a read: everything the body shows is in it. The board version moves
+    with every applied entry, the profiles version with every profile write, so one URL at
+    one board version, period and profiles version always answers the same body."""
+    return f'W/"{version}-{period}-p{profiles}"'
+
+
+async def page_stamp(client: RedisClient, board: str, profiles: str) -> Stamp:
+    """The board's version and the version of the profile hash ``profiles``, in one round
+    trip (the profiles version is read with the board's, before any row or profile)."""
+    pipe = client.pipeline(transaction=False)
+    pipe.hget(BoardKeys(board).state, "ver")
+    pipe.get(profiles_version_key(profiles))
+    version, prof = await pipe.execute()
+    return int(version or 0), int(prof or 0)
+
+
+def json_response(
+    body: bytes | dict[str, Any], status_code: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    """A JSON answer from bytes already encoded, or a dict encoded once with orjson (the
+    same compact UTF-8 JSON as FastAPI's default, without its per-field encoder walk)."""
+    data = body if isinstance(body, bytes) else orjson.dumps(body)
+    return Response(data, status_code=status_code, headers=headers, media_type=JSON)
+
+
+@dataclass(frozen=True, slots=True)
+class _Entry:
+    version: Stamp
+    born: float
+    body: bytes
+
+
+class PageCache:
+    """Rendered pages by key and board version; at most ``size`` entries, oldest out first."""
+
+    def __init__(self, size: int = 256, max_age_s: float = 1.0) -> None:
+        """Keep ``size`` pages (0 = no caching), each at most ``max_age_s`` seconds."""
+        self.size = size
+        self.max_age_s = max_age_s
+        self._entries: dict[PageKey, _Entry] = {}
+        #: answers served from the cache, and pages rendered (for tests and metrics)
+        self.hits = 0
+        self.misses = 0
+
+    def get(self, key: PageKey, version: Stamp) -> bytes | None:
+        """The page rendered at ``version``, if kept and young enough."""
+        found = self._entries.get(key)
+        if (
+            found is None
+            or found.version != version
+            or time.monotonic() - found.born > self.max_age_s
+        ):
+            self.misses += 1
+            return None
+        self.hits += 1
+        return found.body
+
+    def put(self, key: PageKey, version: Stamp, body: bytes) -> None:
+        """Keep ``body`` as the page ``key`` at ``version`` (a newer version replaces it)."""
+        if self.size <= 0:
+            return
+        found = self._entries.pop(key, None)
+        if found is not None and found.version > version:
+            self._entries[key] = found  # a slower reader of an older version: keep the newer
+            return
+        self._entries[key] = _Entry(version, time.monotonic(), body)
+        while len(self._entries) > self.size:
+            del self._entries[next(iter(self._entries))]
