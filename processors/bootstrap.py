@@ -18,6 +18,7 @@ from confluent_kafka import Consumer, Producer
 from confluent_kafka.admin import AdminClient
 
 from projections.redis_client import (
+    FastPackConnection,
     RedisClient,
     is_cluster,
     sentinel_client,
@@ -174,7 +175,7 @@ def make_client(settings: Settings, *, follow_quietly: bool = True) -> RedisClie
     if url is None and uses_sentinel(settings):
         return sentinel_client(settings, follow_quietly=follow_quietly)
     if url is None:
-        return aioredis.Redis.from_url(settings.redis_url)
+        return aioredis.Redis.from_url(settings.redis_url, connection_class=FastPackConnection)
     return aioredis.RedisCluster.from_url(url)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any, TypeAlias
 
+import hiredis
 import redis
 import redis.asyncio as aioredis
 import redis.asyncio.sentinel as aiosentinel
@@ -24,6 +25,33 @@ RedisClient: TypeAlias = aioredis.Redis | aioredis.RedisCluster
 
 #: Seconds a Sentinel may take to answer "who is the primary?" before the next one is asked.
 SENTINEL_TIMEOUT_S = 1.0
+
+
+#: Arguments at which a command is packed by hiredis (below, redis-py's packer is as fast).
+FAST_PACK_ARGS = 64
+
+#: Argument types hiredis packs exactly as redis-py's encoder does (no bool, float or None).
+_PLAIN = (bytes, str, int)
+
+
+class FastPackConnection(aioredis.Connection):
+    """redis-py's asyncio connection with big commands packed by hiredis (C).
+
+    The blocking client already packs with hiredis; the asyncio one packs in Python, about
+    7 µs per argument on the dev machine, and an apply call of 2,000 coalesced submissions has
+    26,000 arguments (a third of the projector's time, measured with cProfile). Commands with
+    arguments of other types (bool, float, None) go to redis-py's packer, so its checks and
+    encodings are unchanged.
+    """
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        """The RESP bytes of one command (see ``redis.asyncio.Connection.pack_command``)."""
+        if len(args) < FAST_PACK_ARGS or not all(type(a) in _PLAIN for a in args):
+            return super().pack_command(*args)
+        head = args[0]
+        # like redis-py: a command name with spaces ("CONFIG GET") is several arguments
+        name = head.encode().split() if isinstance(head, str) else head.split()
+        return [hiredis.pack_command((*name, *args[1:]))]
 
 
 def is_cluster(client: RedisClient) -> bool:
