@@ -27,8 +27,9 @@ from typing import Any
 
 from projections.keys import BoardKeys
 from projections.layout import SHARDS_KEY, ShardLayout, directory_key, layout_of
+from projections.redis_client import is_cluster
 from projections.results import decode
-from projections.scripts import APPLY, COUNT_BETTER, RANGE_APPLY, Call
+from projections.scripts import APPLY, COUNT_BETTER, RANGE_APPLY, SWAP_SHARDED_LUA, Call
 from projections.shard_checks import refuse_hash_overflows
 from projections.shard_merge import (
     Ranks,
@@ -49,6 +50,7 @@ from projections.store import (
     prepare_batch,
 )
 from streams import rules
+from streams.errors import LeaderboardError
 from streams.events import LeaderboardConfigured, SortOrder
 
 log = logging.getLogger(__name__)
@@ -445,6 +447,52 @@ class ShardedStore(Neighbours):
             out.update(await store.metadata(ids[s], [p for p in pids if layout.home(p) == s]))
         return out
 
+    async def board_keys(self, board: str) -> list[str]:
+        """Every existing key of the board and of its shards under this store's prefix."""
+        layout = await self.layout(board)
+        keys = await self.base.board_keys(board)
+        if layout is not None:
+            store = self.shard_store()
+            for s in layout.shard_ids(board):
+                keys += await store.board_keys(s)
+        return keys
+
+    async def swap_from(self, shadow: ShardedStore, board: str, partition: int) -> bool:
+        """Atomically replace this store's keys of ``board`` (every shard) by ``shadow``'s.
+
+        A plain board swaps as RankingStore.swap_from does. A sharded board swaps all its
+        shards and its board keys (layout, cached top K) in one script, so readers and the
+        live projector never see some shards rebuilt and others not; that needs one node
+        (on Redis Cluster the shards sit in different slots: refused). Returns False
+        (nothing changed) while any shadow shard is behind the highest live shard watermark.
+        """
+        theirs = await shadow.layout(board)
+        if theirs is None:
+            return await self.base.swap_from(shadow.base, board, partition)
+        refuse_cluster_swap(self.client, board)
+        mine = await self.layout(board)
+        if mine is not None and mine != theirs:
+            raise LeaderboardError(
+                f"{board} is sharded as {mine.spec} live but {theirs.spec} rebuilt: a swap "
+                "cannot reshard a board; replay into a new board id instead"
+            )
+        live_ids = [BoardKeys(s, self.prefix) for s in theirs.shard_ids(board)]
+        shade_ids = [BoardKeys(s, shadow.prefix) for s in theirs.shard_ids(board)]
+        heads: list[str] = []
+        for live, shade in zip(live_ids, shade_ids, strict=True):
+            heads += [live.state, shade.state, shade.outbox]
+        pairs: list[str] = []
+        for key in await shadow.board_keys(board):
+            pairs += [key, self.prefix + key[len(shadow.prefix) :]]
+        key_list = [*heads, *pairs, *await self.board_keys(board)]
+        done = await self.client.eval(
+            SWAP_SHARDED_LUA, len(key_list), *key_list, partition, theirs.count, len(pairs) // 2
+        )
+        if done:
+            self._layouts[board] = theirs
+            shadow._layouts.pop(board, None)
+        return bool(done)
+
     async def clear(self, board: str) -> int:
         """Delete every key of the board and of its shards; returns how many."""
         layout = await self.layout(board)
@@ -455,6 +503,16 @@ class ShardedStore(Neighbours):
                 n += await store.clear(s)
         self._layouts.pop(board, None)
         return n + await self.base.clear(board)
+
+
+def refuse_cluster_swap(client: Any, board: str) -> None:
+    """One clear error when a sharded board would be swapped on Redis Cluster."""
+    if is_cluster(client):
+        raise LeaderboardError(
+            f"{board} is a sharded board on Redis Cluster: its shards sit in different slots, "
+            "so no one atomic step can swap them all; replay it with --verify or --dry-run, "
+            "or rebuild it on a single node (docs/operations.md)"
+        )
 
 
 def _row(rank: int, member: Any, key: float, sort: SortOrder) -> Entry:
@@ -476,4 +534,5 @@ __all__ = [
     "ShardedStore",
     "directory_key",
     "layout_of",
+    "refuse_cluster_swap",
 ]
