@@ -71,4 +71,13 @@ SWAP_LUA = _LUA.joinpath("swap.lua").read_text()
 #: Text of the swap of every shard of a rebuilt sharded board at once (single node, by EVAL).
 SWAP_SHARDED_LUA = _LUA.joinpath("swap_sharded.lua").read_text()
 
-__all__ = ["APPLY", "COUNT_BETTER", "RANGE_APPLY", "SWAP_LUA", "SWAP_SHARDED_LUA", "Call", "ProjectionLost", "Script"]
+__all__ = [
+    "APPLY",
+    "COUNT_BETTER",
+    "RANGE_APPLY",
+    "SWAP_LUA",
+    "SWAP_SHARDED_LUA",
+    "Call",
+    "ProjectionLost",
+    "Script",
+]

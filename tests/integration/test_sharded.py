@@ -230,3 +230,46 @@ async def test_missing_marker_stops_plain_and_hash_boards(
             await redis_backend.delete(marker)
     finally:
         await scrub(redis_backend, f"{prefix}:*")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_swap_waits_for_every_shard_and_replaces_them_all(
+    redis_backend: RedisClient,  # noqa: F811
+    layout: str,
+) -> None:
+    """The swap compares each shadow shard with the highest live shard (a live batch may be
+    half applied across shards), then replaces every shard and the layout key at once; each
+    shard keeps the results its live shard has not applied yet."""
+    if is_cluster(redis_backend):
+        pytest.skip(
+            "one script swaps every shard: single node (the cluster refusal is in the "
+            "store contract)"
+        )
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    live = ShardedStore(RankingStore(redis_backend, prefix=prefix, grace_ms=DAY))
+    shadow = ShardedStore(RankingStore(redis_backend, prefix=prefix + "r", grace_ms=DAY))
+    cfg = sharded(LeaderboardConfigured("x", reset_period=ResetPeriod.DAILY), layout, "w")
+    records = scripted("w", 60)
+    try:
+        await live.apply([(cfg, records[:50])])
+        ids = [f"w#{i}" for i in range(3 if layout.startswith("hash") else 4)]
+        # shard 1 live is behind (a live batch reached the other shards first)
+        await redis_backend.hset(f"{prefix}:{{{ids[1]}}}:s", "wm:0", 39)
+        await shadow.apply([(cfg, records[:45])])
+        assert await live.watermark("w", 0) == 39
+        assert not await live.swap_from(shadow, "w", 0)  # 45 < 49 on shard 0
+        await shadow.apply([(cfg, records[45:])])
+        want = {
+            p: await shadow.standings("w", p, SortOrder.DESC) for p in await shadow.periods("w")
+        }
+        assert await live.swap_from(shadow, "w", 0)
+        assert await shadow.board_keys("w") == []
+        assert await live.layout("w") is not None
+        assert await live.version("w") == 120
+        for p, rows in want.items():
+            assert await live.standings("w", p, SortOrder.DESC) == rows
+        for i, sid in enumerate(ids):
+            kept = sorted(int(o) for o in await redis_backend.hkeys(f"{prefix}:{{{sid}}}:ob"))
+            assert kept == list(range(40 if i == 1 else 50, 60)), sid
+    finally:
+        await scrub(redis_backend, f"{prefix}*")
