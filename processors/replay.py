@@ -412,7 +412,9 @@ async def _replay_board(
     )
     projector = Projector(
         settings,
-        shadow,
+        # a sharded board's shards; its global ranks are not read: nobody publishes the
+        # rebuild's outcomes (the live worker publishes a swap's tail from the outboxes)
+        ShardedStore(shadow, ranks=False) if sharded else shadow,
         lambda b: cfg if b == board else None,
         get_codec(settings),
         None,

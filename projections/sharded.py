@@ -55,14 +55,24 @@ from streams.events import LeaderboardConfigured, SortOrder
 
 log = logging.getLogger(__name__)
 
+#: Entries per script call when a sharded board's batch is applied (see _apply_sliced).
+SLICE_ENTRIES = 2_000
+
 
 class ShardedStore(Neighbours):
     """RankingStore's apply/acknowledge and read interface, sharded boards included."""
 
-    def __init__(self, base: RankingStore) -> None:
+    def __init__(
+        self, base: RankingStore, *, ranks: bool = True, slice_entries: int = SLICE_ENTRIES
+    ) -> None:
         self.base = base
         self.client = base.client
         self.prefix = base.prefix
+        #: Whether applies read the global ranks of hash boards' changes (a rebuild whose
+        #: results nobody publishes skips them: they are reads, the state is the same).
+        self.read_ranks = ranks
+        #: Entries per script call of a sharded board's batch (a bigger batch is sliced).
+        self.slice_entries = slice_entries
         self._layouts: dict[str, ShardLayout | None] = {}
 
     # ------------------------------------------------------------------ layout
@@ -121,8 +131,31 @@ class ShardedStore(Neighbours):
             wanted = layout_of(cfg)
             if wanted is not None:
                 layout = await self._pin(cfg.leaderboard_id, wanted)
-                outcomes[i] = await self._apply_sharded(cfg, records, layout)
+                outcomes[i] = await self._apply_sliced(cfg, records, layout)
         return [o for o in outcomes if o is not None]
+
+    async def _apply_sliced(
+        self, cfg: LeaderboardConfigured, records: Sequence[SourceRecord], layout: ShardLayout
+    ) -> BoardOutcome:
+        """A sharded board's batch in slices of about ``slice_entries`` entries, in log order.
+
+        Every range shard runs every entry, so one script over a rebuild's chunk (thousands of
+        records) would hold Redis for seconds (other clients get BUSY); slices keep each
+        script call short. Their outcomes are concatenated (a period ends once).
+        """
+        slices = _slices(records, self.slice_entries)
+        if len(slices) == 1:
+            return await self._apply_sharded(cfg, records, layout)
+        out = BoardOutcome(cfg.leaderboard_id)
+        for part in slices:
+            got = await self._apply_sharded(cfg, part, layout)
+            out.changes += got.changes
+            out.notifications += got.notifications
+            out.rejections += got.rejections
+            out.periods_ended += [e for e in got.periods_ended if e not in out.periods_ended]
+            out.offsets += got.offsets
+            out.positions += got.positions
+        return out
 
     async def acknowledge(self, outcomes: Sequence[BoardOutcome]) -> None:
         """Drop published results from the outboxes (every shard's for sharded boards)."""
@@ -151,7 +184,8 @@ class ShardedStore(Neighbours):
             await refuse_hash_overflows(
                 self.client, self.prefix, cfg, layout, prepared, self.base.grace_ms, self.base.dedup
             )
-            before = await self._batch_ranks(cfg, prepared)
+            if self.read_ranks:
+                before = await self._batch_ranks(cfg, prepared)
         calls = [self._shard_call(cfg, layout, i, periods, prepared) for i in range(layout.count)]
         script = APPLY if layout.kind == "hash" else RANGE_APPLY
         replies = await script.run_many(self.client, calls)
@@ -241,7 +275,7 @@ class ShardedStore(Neighbours):
         wanted: dict[str, set[str]] = defaultdict(set)
         for _, row in changes:
             wanted[row.period].add(row.participant_id)
-        after = await self._ranks_of(cfg, wanted)
+        after = await self._ranks_of(cfg, wanted) if self.read_ranks else {}
         add_hash_changes(cfg, outcome, changes, before, after)
 
     # ------------------------------------------------------------------ reads
@@ -503,6 +537,21 @@ class ShardedStore(Neighbours):
                 n += await store.clear(s)
         self._layouts.pop(board, None)
         return n + await self.base.clear(board)
+
+
+def _slices(records: Sequence[SourceRecord], entries: int) -> list[Sequence[SourceRecord]]:
+    """``records`` cut in log order into runs of at most ``entries`` entries (at least one
+    record each)."""
+    out: list[Sequence[SourceRecord]] = []
+    start = n = 0
+    for i, rec in enumerate(records):
+        size = max(1, len(rec.event.entries))
+        if n and n + size > entries:
+            out.append(records[start:i])
+            start, n = i, 0
+        n += size
+    out.append(records[start:])
+    return out
 
 
 def refuse_cluster_swap(client: Any, board: str) -> None:

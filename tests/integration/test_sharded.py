@@ -13,7 +13,7 @@ from processors.bootstrap import get_codec
 from processors.workers.projector import Projector, RawRecord
 from processors.workers.topk import TopKCache
 from projections.redis_client import RedisClient, is_cluster
-from projections.scripts import ProjectionLost
+from projections.scripts import APPLY, RANGE_APPLY, ProjectionLost
 from projections.sharded import ShardedStore
 from projections.store import RankingStore, SourceRecord
 from projections.topk import read_topk
@@ -273,3 +273,42 @@ async def test_swap_waits_for_every_shard_and_replaces_them_all(
             assert kept == list(range(40 if i == 1 else 50, 60)), sid
     finally:
         await scrub(redis_backend, f"{prefix}*")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_a_big_batch_is_applied_in_slices_as_one(
+    stores: tuple[ShardedStore, RankingStore],
+    layout: str,
+) -> None:
+    """A batch larger than ``slice_entries`` goes to the shards in short script calls; its
+    outcome and the state are those of the unsliced batch (and of a plain board)."""
+    sharded_store, plain = stores
+    sliced = ShardedStore(plain, slice_entries=7)
+    cfg = LeaderboardConfigured("plain", reset_period=ResetPeriod.DAILY, watch_top_n=5)
+    (ref,) = await plain.apply([(cfg, scripted("plain", 300))])
+    (whole,) = await sharded_store.apply([(sharded(cfg, layout, "one"), scripted("one", 300))])
+    calls = 0
+    run_many = RANGE_APPLY.run_many if layout.startswith("range") else APPLY.run_many
+
+    async def counted(client: RedisClient, batch: list) -> list:  # type: ignore[type-arg]
+        nonlocal calls
+        calls += 1
+        return await run_many(client, batch)
+
+    script = RANGE_APPLY if layout.startswith("range") else APPLY
+    script.run_many = counted  # type: ignore[method-assign]
+    try:
+        (out,) = await sliced.apply([(sharded(cfg, layout, "cut"), scripted("cut", 300))])
+    finally:
+        del script.run_many
+    assert calls >= 300 * 2 // 7  # slices of at most 7 entries (3 records of 2)
+    assert out.offsets == whole.offsets == list(range(300))
+    assert [c.version for c in out.changes] == [c.version for c in ref.changes]
+    assert [(c.participant_id, c.new_score) for c in out.changes] == [
+        (c.participant_id, c.new_score) for c in ref.changes
+    ]
+    assert len(out.rejections) == len(whole.rejections)
+    for period in await plain.periods("plain"):
+        want = await plain.checksum("plain", period, SortOrder.DESC)
+        assert await sliced.checksum("cut", period, SortOrder.DESC) == want
+        assert await sharded_store.checksum("one", period, SortOrder.DESC) == want
