@@ -29,7 +29,7 @@ from processors.bootstrap import (
 from processors.workers.projector import Projector, RawRecord, ScoreRecord
 from projections import bulk
 from projections.memory import MemoryStore, Reader
-from projections.sharded import ShardedStore, layout_of
+from projections.sharded import ShardedStore, layout_of, refuse_cluster_swap
 from projections.store import Entry, RankingStore
 from sinks.audit import OPERATORS
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
@@ -396,14 +396,10 @@ async def _replay_board(
     """``replay_board`` with the path decided."""
     board = cfg.leaderboard_id
     sharded = layout_of(cfg) is not None
-    if sharded and swap:
-        raise LeaderboardError(
-            f"{board} is a sharded board: replay rebuilds and verifies it (--verify, --dry-run) "
-            "but cannot swap it yet (its shards' keys are in separate hash tags, so no one "
-            "atomic step replaces them all): see docs/operations.md"
-        )
     own_client = client is None
     redis_client = client or make_client(settings)
+    if sharded and swap:
+        refuse_cluster_swap(redis_client, board)  # before the rebuild, not after it
     dedup = (settings.dedup_window_ms, settings.dedup_max_ids)
     live = RankingStore(redis_client, grace_ms=settings.period_grace_ms, dedup=dedup)
     shadow = RankingStore(
@@ -416,7 +412,9 @@ async def _replay_board(
     )
     projector = Projector(
         settings,
-        shadow,
+        # a sharded board's shards; its global ranks are not read: nobody publishes the
+        # rebuild's outcomes (the live worker publishes a swap's tail from the outboxes)
+        ShardedStore(shadow, ranks=False) if sharded else shadow,
         lambda b: cfg if b == board else None,
         get_codec(settings),
         None,
@@ -436,8 +434,8 @@ async def _replay_board(
                 settings,
                 board,
                 projector,
-                live,
-                shadow,
+                ShardedStore(live),  # swaps and watermarks of every shard of a sharded board
+                ShardedStore(shadow),
                 report,
                 from_timestamp,
                 swap,
@@ -481,8 +479,8 @@ async def _replay_kafka(
     settings: Settings,
     board: str,
     projector: Projector,
-    live: RankingStore,
-    shadow: RankingStore,
+    live: ShardedStore,
+    shadow: ShardedStore,
     report: ReplayReport,
     from_timestamp: int | None,
     swap: bool,
@@ -682,18 +680,15 @@ async def rebuild_all(
     from processors.workers.epoch import mark_rebuilt
 
     client: Any = make_client(settings)
-    live = RankingStore(client)
+    live = ShardedStore(RankingStore(client))  # a sharded board's watermark: all its shards'
     try:
         if not resume:
             await client.delete(REBUILT)
         done = {_text(k): int(v) for k, v in (await client.hgetall(REBUILT)).items()}
         todo: list[LeaderboardConfigured] = []
-        skipped: list[str] = []
         for name, cfg in sorted(boards.items()):
             if layout_of(cfg) is not None:
-                log.error("%s is sharded: not rebuilt (unsupported)", name)
-                skipped.append(name)
-                continue
+                refuse_cluster_swap(client, name)  # before any board is rebuilt
             part = partition_for(name, settings.partitions)
             if name in done and await live.watermark(name, part) >= done[name]:
                 log.info("%s: rebuilt at offset %d already, skipped (--resume)", name, done[name])
@@ -724,11 +719,6 @@ async def rebuild_all(
             await _rebuild_in_processes(settings, todo, parallel, fast, finished, progress)
         await mark_rebuilt(settings, client)
         await client.delete(REBUILT)
-        if skipped:
-            raise LeaderboardError(
-                f"rebuilt {len(reports)} board(s); not rebuilt (sharded, unsupported): "
-                + ", ".join(sorted(skipped))
-            )
         return reports
     finally:
         await client.aclose()

@@ -68,5 +68,16 @@ RANGE_APPLY = Script("range_apply.lua", prelude="rules.lua")
 COUNT_BETTER = Script("count_better.lua")
 #: Text of the swap of a rebuilt shadow board into the live keys (run once, by EVAL).
 SWAP_LUA = _LUA.joinpath("swap.lua").read_text()
+#: Text of the swap of every shard of a rebuilt sharded board at once (single node, by EVAL).
+SWAP_SHARDED_LUA = _LUA.joinpath("swap_sharded.lua").read_text()
 
-__all__ = ["APPLY", "COUNT_BETTER", "RANGE_APPLY", "SWAP_LUA", "Call", "ProjectionLost", "Script"]
+__all__ = [
+    "APPLY",
+    "COUNT_BETTER",
+    "RANGE_APPLY",
+    "SWAP_LUA",
+    "SWAP_SHARDED_LUA",
+    "Call",
+    "ProjectionLost",
+    "Script",
+]

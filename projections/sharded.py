@@ -27,8 +27,9 @@ from typing import Any
 
 from projections.keys import BoardKeys
 from projections.layout import SHARDS_KEY, ShardLayout, directory_key, layout_of
+from projections.redis_client import is_cluster
 from projections.results import decode
-from projections.scripts import APPLY, COUNT_BETTER, RANGE_APPLY, Call
+from projections.scripts import APPLY, COUNT_BETTER, RANGE_APPLY, SWAP_SHARDED_LUA, Call
 from projections.shard_checks import refuse_hash_overflows
 from projections.shard_merge import (
     Ranks,
@@ -49,18 +50,29 @@ from projections.store import (
     prepare_batch,
 )
 from streams import rules
+from streams.errors import LeaderboardError
 from streams.events import LeaderboardConfigured, SortOrder
 
 log = logging.getLogger(__name__)
+
+#: Entries per script call when a sharded board's batch is applied (see _apply_sliced).
+SLICE_ENTRIES = 2_000
 
 
 class ShardedStore(Neighbours):
     """RankingStore's apply/acknowledge and read interface, sharded boards included."""
 
-    def __init__(self, base: RankingStore) -> None:
+    def __init__(
+        self, base: RankingStore, *, ranks: bool = True, slice_entries: int = SLICE_ENTRIES
+    ) -> None:
         self.base = base
         self.client = base.client
         self.prefix = base.prefix
+        #: Whether applies read the global ranks of hash boards' changes (a rebuild whose
+        #: results nobody publishes skips them: they are reads, the state is the same).
+        self.read_ranks = ranks
+        #: Entries per script call of a sharded board's batch (a bigger batch is sliced).
+        self.slice_entries = slice_entries
         self._layouts: dict[str, ShardLayout | None] = {}
 
     # ------------------------------------------------------------------ layout
@@ -119,8 +131,31 @@ class ShardedStore(Neighbours):
             wanted = layout_of(cfg)
             if wanted is not None:
                 layout = await self._pin(cfg.leaderboard_id, wanted)
-                outcomes[i] = await self._apply_sharded(cfg, records, layout)
+                outcomes[i] = await self._apply_sliced(cfg, records, layout)
         return [o for o in outcomes if o is not None]
+
+    async def _apply_sliced(
+        self, cfg: LeaderboardConfigured, records: Sequence[SourceRecord], layout: ShardLayout
+    ) -> BoardOutcome:
+        """A sharded board's batch in slices of about ``slice_entries`` entries, in log order.
+
+        Every range shard runs every entry, so one script over a rebuild's chunk (thousands of
+        records) would hold Redis for seconds (other clients get BUSY); slices keep each
+        script call short. Their outcomes are concatenated (a period ends once).
+        """
+        slices = _slices(records, self.slice_entries)
+        if len(slices) == 1:
+            return await self._apply_sharded(cfg, records, layout)
+        out = BoardOutcome(cfg.leaderboard_id)
+        for part in slices:
+            got = await self._apply_sharded(cfg, part, layout)
+            out.changes += got.changes
+            out.notifications += got.notifications
+            out.rejections += got.rejections
+            out.periods_ended += [e for e in got.periods_ended if e not in out.periods_ended]
+            out.offsets += got.offsets
+            out.positions += got.positions
+        return out
 
     async def acknowledge(self, outcomes: Sequence[BoardOutcome]) -> None:
         """Drop published results from the outboxes (every shard's for sharded boards)."""
@@ -149,7 +184,8 @@ class ShardedStore(Neighbours):
             await refuse_hash_overflows(
                 self.client, self.prefix, cfg, layout, prepared, self.base.grace_ms, self.base.dedup
             )
-            before = await self._batch_ranks(cfg, prepared)
+            if self.read_ranks:
+                before = await self._batch_ranks(cfg, prepared)
         calls = [self._shard_call(cfg, layout, i, periods, prepared) for i in range(layout.count)]
         script = APPLY if layout.kind == "hash" else RANGE_APPLY
         replies = await script.run_many(self.client, calls)
@@ -239,7 +275,7 @@ class ShardedStore(Neighbours):
         wanted: dict[str, set[str]] = defaultdict(set)
         for _, row in changes:
             wanted[row.period].add(row.participant_id)
-        after = await self._ranks_of(cfg, wanted)
+        after = await self._ranks_of(cfg, wanted) if self.read_ranks else {}
         add_hash_changes(cfg, outcome, changes, before, after)
 
     # ------------------------------------------------------------------ reads
@@ -445,6 +481,52 @@ class ShardedStore(Neighbours):
             out.update(await store.metadata(ids[s], [p for p in pids if layout.home(p) == s]))
         return out
 
+    async def board_keys(self, board: str) -> list[str]:
+        """Every existing key of the board and of its shards under this store's prefix."""
+        layout = await self.layout(board)
+        keys = await self.base.board_keys(board)
+        if layout is not None:
+            store = self.shard_store()
+            for s in layout.shard_ids(board):
+                keys += await store.board_keys(s)
+        return keys
+
+    async def swap_from(self, shadow: ShardedStore, board: str, partition: int) -> bool:
+        """Atomically replace this store's keys of ``board`` (every shard) by ``shadow``'s.
+
+        A plain board swaps as RankingStore.swap_from does. A sharded board swaps all its
+        shards and its board keys (layout, cached top K) in one script, so readers and the
+        live projector never see some shards rebuilt and others not; that needs one node
+        (on Redis Cluster the shards sit in different slots: refused). Returns False
+        (nothing changed) while any shadow shard is behind the highest live shard watermark.
+        """
+        theirs = await shadow.layout(board)
+        if theirs is None:
+            return await self.base.swap_from(shadow.base, board, partition)
+        refuse_cluster_swap(self.client, board)
+        mine = await self.layout(board)
+        if mine is not None and mine != theirs:
+            raise LeaderboardError(
+                f"{board} is sharded as {mine.spec} live but {theirs.spec} rebuilt: a swap "
+                "cannot reshard a board; replay into a new board id instead"
+            )
+        live_ids = [BoardKeys(s, self.prefix) for s in theirs.shard_ids(board)]
+        shade_ids = [BoardKeys(s, shadow.prefix) for s in theirs.shard_ids(board)]
+        heads: list[str] = []
+        for live, shade in zip(live_ids, shade_ids, strict=True):
+            heads += [live.state, shade.state, shade.outbox]
+        pairs: list[str] = []
+        for key in await shadow.board_keys(board):
+            pairs += [key, self.prefix + key[len(shadow.prefix) :]]
+        key_list = [*heads, *pairs, *await self.board_keys(board)]
+        done = await self.client.eval(
+            SWAP_SHARDED_LUA, len(key_list), *key_list, partition, theirs.count, len(pairs) // 2
+        )
+        if done:
+            self._layouts[board] = theirs
+            shadow._layouts.pop(board, None)
+        return bool(done)
+
     async def clear(self, board: str) -> int:
         """Delete every key of the board and of its shards; returns how many."""
         layout = await self.layout(board)
@@ -455,6 +537,31 @@ class ShardedStore(Neighbours):
                 n += await store.clear(s)
         self._layouts.pop(board, None)
         return n + await self.base.clear(board)
+
+
+def _slices(records: Sequence[SourceRecord], entries: int) -> list[Sequence[SourceRecord]]:
+    """``records`` cut in log order into runs of at most ``entries`` entries (at least one
+    record each)."""
+    out: list[Sequence[SourceRecord]] = []
+    start = n = 0
+    for i, rec in enumerate(records):
+        size = max(1, len(rec.event.entries))
+        if n and n + size > entries:
+            out.append(records[start:i])
+            start, n = i, 0
+        n += size
+    out.append(records[start:])
+    return out
+
+
+def refuse_cluster_swap(client: Any, board: str) -> None:
+    """One clear error when a sharded board would be swapped on Redis Cluster."""
+    if is_cluster(client):
+        raise LeaderboardError(
+            f"{board} is a sharded board on Redis Cluster: its shards sit in different slots, "
+            "so no one atomic step can swap them all; replay it with --verify or --dry-run, "
+            "or rebuild it on a single node (docs/operations.md)"
+        )
 
 
 def _row(rank: int, member: Any, key: float, sort: SortOrder) -> Entry:
@@ -476,4 +583,5 @@ __all__ = [
     "ShardedStore",
     "directory_key",
     "layout_of",
+    "refuse_cluster_swap",
 ]

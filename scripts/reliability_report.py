@@ -39,6 +39,7 @@ TESTS = {
     "gateway_restart_subscribers": "test_gateway_restart_with_subscribers",
     "redis_failover_sigkill_primary": "test_redis_primary_sigkill_under_load",
     "redis_failover_replica_behind": "test_redis_primary_sigkill_replica_behind",
+    "sharded_boards_kills_and_redis_emptied": "test_sharded_boards_through_kills_and_a_lost_redis",
 }
 
 INTRO = """# Reliability

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from projections.redis_client import RedisClient
+from projections.redis_client import RedisClient, is_cluster
 from projections.sharded import ShardedStore
 from projections.store import RankingStore
 from tests.contract.moderation_contract import ModerationContract
@@ -46,7 +46,6 @@ class TestRedisStore(StoreContract, ModerationContract):
 class TestShardedStore(StoreContract):
     """ShardedStore over RankingStore, every board sharded by hash or by score range."""
 
-    can_swap = False
     coalesced = False
 
     @pytest.fixture(params=["hash:3", "range:-100,0,100"])
@@ -60,9 +59,22 @@ class TestShardedStore(StoreContract):
             # hash shards: ranks at batch boundaries, rejections shard by shard
             self.exact_ranks = self.ordered_rejections = False
         self.notices = "mover"
+        # one script swaps every shard: the shards' hash tags must share one node
+        self.swap_refused = "Redis Cluster" if is_cluster(redis_backend) else None
         prefix = f"t{uuid.uuid4().hex[:8]}"
         plain = RankingStore(
             redis_backend, prefix=prefix, overtaken_limit=OVERTAKEN, grace_ms=GRACE, dedup=DEDUP
         )
         yield ShardedStore(plain)
-        await scrub(redis_backend, f"{prefix}*")
+        await scrub(redis_backend, f"{prefix}*")  # the shadow's prefix too
+
+    def shadow_of(self, store: ShardedStore) -> ShardedStore:
+        return ShardedStore(
+            RankingStore(
+                store.client,
+                prefix=store.prefix + "r",
+                overtaken_limit=OVERTAKEN,
+                grace_ms=GRACE,
+                dedup=DEDUP,
+            )
+        )

@@ -298,11 +298,12 @@ def model_state(m: ModelBoard) -> tuple[int, dict[str, str]]:
 
 
 async def _live_state(settings: Settings, cfg: LeaderboardConfigured) -> tuple[int, dict[str, str]]:
+    from projections.sharded import ShardedStore
     from projections.store import RankingStore
 
     client = make_client(settings)
     try:
-        store = RankingStore(client)
+        store = ShardedStore(RankingStore(client))  # a sharded board read across its shards
         out = {}
         for period in await store.periods(cfg.leaderboard_id):
             out[period] = (await store.checksum(cfg.leaderboard_id, period, cfg.sort_order))[0]

@@ -22,7 +22,6 @@ import redis.asyncio as aioredis
 from processors.kafka.producer import LeaderboardProducer, read_to_end
 from processors.replay import REBUILT, CommittedProbe, rebuild_all, replay_board
 from projections.store import RankingStore
-from streams.errors import LeaderboardError
 from streams.events import (
     BoardStatus,
     LeaderboardConfigured,
@@ -230,37 +229,3 @@ def test_rebuild_all_in_parallel_processes_with_progress_and_resume(
     assert sorted(r.board for r in again) == sorted(set(boards) - {first})
     for b in boards:
         assert asyncio.run(live_dump(p, b)) == before[b], b
-
-
-def test_sharded_boards_replay_and_verify_but_refuse_a_swap(pipeline_factory: Any) -> None:
-    p: Pipeline = pipeline_factory()
-    tag = f"s{uuid.uuid4().hex[:6]}"
-    cfgs = [
-        LeaderboardConfigured(
-            f"{tag}-hash",
-            SortOrder.DESC,
-            Operator.INCR,
-            ResetPeriod.DAILY,
-            metadata={"shards": "hash:3"},
-        ),
-        LeaderboardConfigured(
-            f"{tag}-range", SortOrder.ASC, Operator.BEST, metadata={"shards": "range:50,200"}
-        ),
-    ]
-    with LeaderboardProducer(p.settings) as prod:
-        for c in cfgs:
-            prod.configure(c)
-    worker = p.start_worker(LEADERBOARD_CLOCK_MARK_S="0")
-    produce(p, cfgs, 300, 13)
-    topic = p.settings.topic("scores")
-    probe = CommittedProbe(p.settings)
-    ends = {m.partition(): m.offset() + 1 for m in read_to_end(p.settings, topic)}
-    wait_until(lambda: all(probe.offset(q) >= e for q, e in ends.items()), timeout=90)
-    probe.close()
-    p.kill(worker, signal.SIGTERM)
-    for cfg in cfgs:
-        rep = asyncio.run(replay_board(p.settings, cfg, verify=True))
-        assert rep.diffs and rep.verified, (cfg.leaderboard_id, rep.diffs)
-        assert rep.entries > 0 and all(d.live_count > 0 for d in rep.diffs)
-        with pytest.raises(LeaderboardError, match="cannot swap it yet"):
-            asyncio.run(replay_board(p.settings, cfg, swap=True))

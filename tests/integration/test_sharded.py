@@ -13,10 +13,11 @@ from processors.bootstrap import get_codec
 from processors.workers.projector import Projector, RawRecord
 from processors.workers.topk import TopKCache
 from projections.redis_client import RedisClient, is_cluster
-from projections.scripts import ProjectionLost
+from projections.scripts import APPLY, RANGE_APPLY, ProjectionLost
 from projections.sharded import ShardedStore
 from projections.store import RankingStore, SourceRecord
 from projections.topk import read_topk
+from streams.errors import LeaderboardError
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
@@ -230,3 +231,84 @@ async def test_missing_marker_stops_plain_and_hash_boards(
             await redis_backend.delete(marker)
     finally:
         await scrub(redis_backend, f"{prefix}:*")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_swap_waits_for_every_shard_and_replaces_them_all(
+    redis_backend: RedisClient,  # noqa: F811
+    layout: str,
+) -> None:
+    """The swap compares each shadow shard with the highest live shard (a live batch may be
+    half applied across shards), then replaces every shard and the layout key at once; each
+    shard keeps the results its live shard has not applied yet."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    live = ShardedStore(RankingStore(redis_backend, prefix=prefix, grace_ms=DAY))
+    shadow = ShardedStore(RankingStore(redis_backend, prefix=prefix + "r", grace_ms=DAY))
+    cfg = sharded(LeaderboardConfigured("x", reset_period=ResetPeriod.DAILY), layout, "w")
+    records = scripted("w", 60)
+    try:
+        await live.apply([(cfg, records[:50])])
+        ids = [f"w#{i}" for i in range(3 if layout.startswith("hash") else 4)]
+        # shard 1 live is behind (a live batch reached the other shards first)
+        await redis_backend.hset(f"{prefix}:{{{ids[1]}}}:s", "wm:0", 39)
+        await shadow.apply([(cfg, records[:45])])
+        assert await live.watermark("w", 0) == 39
+        if is_cluster(redis_backend):  # the shards sit in different slots: no atomic swap
+            with pytest.raises(LeaderboardError, match="Redis Cluster"):
+                await live.swap_from(shadow, "w", 0)
+            return
+        assert not await live.swap_from(shadow, "w", 0)  # 45 < 49 on shard 0
+        await shadow.apply([(cfg, records[45:])])
+        want = {
+            p: await shadow.standings("w", p, SortOrder.DESC) for p in await shadow.periods("w")
+        }
+        assert await live.swap_from(shadow, "w", 0)
+        assert await shadow.board_keys("w") == []
+        assert await live.layout("w") is not None
+        assert await live.version("w") == 120
+        for p, rows in want.items():
+            assert await live.standings("w", p, SortOrder.DESC) == rows
+        for i, sid in enumerate(ids):
+            kept = sorted(int(o) for o in await redis_backend.hkeys(f"{prefix}:{{{sid}}}:ob"))
+            assert kept == list(range(40 if i == 1 else 50, 60)), sid
+    finally:
+        await scrub(redis_backend, f"{prefix}*")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+async def test_a_big_batch_is_applied_in_slices_as_one(
+    stores: tuple[ShardedStore, RankingStore],
+    layout: str,
+) -> None:
+    """A batch larger than ``slice_entries`` goes to the shards in short script calls; its
+    outcome and the state are those of the unsliced batch (and of a plain board)."""
+    sharded_store, plain = stores
+    sliced = ShardedStore(plain, slice_entries=7)
+    cfg = LeaderboardConfigured("plain", reset_period=ResetPeriod.DAILY, watch_top_n=5)
+    (ref,) = await plain.apply([(cfg, scripted("plain", 300))])
+    (whole,) = await sharded_store.apply([(sharded(cfg, layout, "one"), scripted("one", 300))])
+    calls = 0
+    run_many = RANGE_APPLY.run_many if layout.startswith("range") else APPLY.run_many
+
+    async def counted(client: RedisClient, batch: list) -> list:  # type: ignore[type-arg]
+        nonlocal calls
+        calls += 1
+        return await run_many(client, batch)
+
+    script = RANGE_APPLY if layout.startswith("range") else APPLY
+    script.run_many = counted  # type: ignore[method-assign]
+    try:
+        (out,) = await sliced.apply([(sharded(cfg, layout, "cut"), scripted("cut", 300))])
+    finally:
+        del script.run_many
+    assert calls >= 300 * 2 // 7  # slices of at most 7 entries (3 records of 2)
+    assert out.offsets == whole.offsets == list(range(300))
+    assert [c.version for c in out.changes] == [c.version for c in ref.changes]
+    assert [(c.participant_id, c.new_score) for c in out.changes] == [
+        (c.participant_id, c.new_score) for c in ref.changes
+    ]
+    assert len(out.rejections) == len(whole.rejections)
+    for period in await plain.periods("plain"):
+        want = await plain.checksum("plain", period, SortOrder.DESC)
+        assert await sliced.checksum("cut", period, SortOrder.DESC) == want
+        assert await sharded_store.checksum("one", period, SortOrder.DESC) == want
