@@ -113,7 +113,8 @@ SCENARIOS: dict[str, str] = {
     "rows written with AuditWriter COPY from the load's rank changes)",
     "rebuild": "rebuild --all of 10 boards x 100,000 entries (10,000 in --quick) after Redis "
     "lost them (the live group's offsets committed at the end of the log), --parallel 2 and "
-    "--parallel 1; and the bulk loader's pipelined ZADD alone (10,000 members per command)",
+    "--parallel 1 (with the rebuilding process's CPU per entry); and the bulk loader's "
+    "pipelined ZADD alone (10,000 members per command)",
     "memory": "MEMORY USAGE (SAMPLES 0) summed over every key of the 1,000,000-entry board",
     "hot": "one hot board: HTTP single-score submits driven by wrk (every request a new "
     "participant, 2 threads x 16 connections) with projector, sinks and gateway running, until "

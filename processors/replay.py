@@ -30,8 +30,9 @@ from processors.workers.projector import Projector, RawRecord, ScoreRecord
 from projections import bulk
 from projections.memory import MemoryStore, Reader
 from projections.sharded import ShardedStore, layout_of, refuse_cluster_swap
-from projections.store import Entry, RankingStore
+from projections.store import Entry, RankingStore, SourceRecord
 from sinks.audit import OPERATORS
+from streams import rules
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
 from streams.events import (
     CLOCK_KEY,
@@ -588,7 +589,10 @@ class _Fold:
 
     def __init__(self, settings: Settings, cfg: LeaderboardConfigured, shadow: RankingStore):
         self.board = cfg.leaderboard_id
+        self.cfg = cfg
         self.shadow = shadow
+        #: participant ids already found valid (``rules.participant_reason``)
+        self.valid_ids: set[str] = set()
         self.store = MemoryStore(
             overtaken_limit=0,
             grace_ms=settings.period_grace_ms,
@@ -608,16 +612,74 @@ class _Fold:
     async def apply(
         self, decoded: Sequence[tuple[RawRecord, ScoreTopicEvent]], report: ReplayReport
     ) -> None:
-        """Fold decoded records into the model (a moderation: ``_Unfoldable``)."""
-        if any(isinstance(ev, LeaderboardModerated) for _, ev in decoded):
-            raise _Unfoldable(self.board)
+        """Fold decoded records into the model (a moderation: ``_Unfoldable``).
+
+        The board's own matches (nearly every record) go straight to the store with their
+        ranking time, as the projector would send them, without its per-batch grouping,
+        publishing and telemetry; marks and coalesced records take the projector's steps.
+        Records keep their log order either way.
+        """
         t0 = time.monotonic()
         before = await self.store.version(self.board)
-        await self.projector.apply_decoded(decoded)
+        run: list[SourceRecord] = []
+        other: list[tuple[RawRecord, ScoreTopicEvent]] = []
+        for raw, ev in decoded:
+            if type(ev) is MatchResultSubmitted and ev.leaderboard_id == self.board:
+                if other:
+                    await self.projector.apply_decoded(other)
+                    other = []
+                if run and run[-1].partition != raw.partition:  # one watermark per call
+                    self._apply_run(run)
+                    run = []
+                reason = rules.reject_reason(self.cfg, ev, raw.log_time)
+                if reason is None:  # else dead-lettered live: no state, no watermark
+                    at = rules.ranking_time(self.cfg, ev, raw.log_time)
+                    run.append(SourceRecord(raw.partition, raw.offset, ev, at))
+                continue
+            if isinstance(ev, LeaderboardModerated):
+                raise _Unfoldable(self.board)
+            if run:
+                self._apply_run(run)
+                run = []
+            other.append((raw, ev))
+        if run:
+            self._apply_run(run)
+        if other:
+            await self.projector.apply_decoded(other)
         applied = await self.store.version(self.board) - before
         report.entries += applied
         report.folded += applied
         report.add_time("fold", time.monotonic() - t0)
+
+    def _apply_run(self, run: list[SourceRecord]) -> None:
+        """Apply consecutive matches of the board to the model, as ``MemoryStore.apply``
+        does (entry checks, then ``ModelBoard.apply_valid``; the watermark moves) without
+        keeping results nobody reads. A participant id once found valid is not checked
+        again (the rule depends on the id alone); an entry that fails gets its reason from
+        ``rules.entry_reject_reason``, so a refused match reads as it does live."""
+        model, watermarks = self.store.state(self.cfg)
+        ok = self.valid_ids
+        in_range = rules.in_exact_range
+        for rec in run:
+            wm = watermarks.get(rec.partition, -1)
+            if rec.offset <= wm:
+                continue
+            ev = rec.event
+            valid: list[tuple[int, ScoreEntry]] = []
+            bad: list[str] = []
+            for idx, entry in enumerate(ev.entries):
+                pid = entry.participant_id
+                if pid in ok and in_range(entry.score):
+                    valid.append((idx, entry))
+                    continue
+                reason = rules.entry_reject_reason(entry.score, pid)
+                if reason is None:
+                    ok.add(pid)
+                    valid.append((idx, entry))
+                else:
+                    bad.append(f"entries[{idx}]: {reason}")
+            model.apply_valid(rec.partition, rec.offset, ev, valid, "; ".join(bad), at=rec.at)
+            watermarks[rec.partition] = rec.offset
 
     async def load(self, report: ReplayReport) -> None:
         """Bulk-load the folded state into the shadow keys and check it by checksum."""

@@ -136,6 +136,12 @@ class MemoryStore(Neighbours):
                     board.outbox.pop(position, None)
 
     # ------------------------------------------------------------------ rebuild
+    def state(self, config: LeaderboardConfigured) -> tuple[ModelBoard, dict[int, int]]:
+        """The board's model and its watermark per partition, both live (created if new): a
+        rebuild's fold applies plain matches to them directly (``ModelBoard.apply_valid``)."""
+        found = self._board(config)
+        return found.model, found.watermarks
+
     def folded(self, board: str) -> tuple[ModelBoard, dict[int, int]] | None:
         """The board's settled model and watermarks (for a bulk load), or None if unknown."""
         found = self._boards.get(board)

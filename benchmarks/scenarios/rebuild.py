@@ -80,15 +80,18 @@ async def _rebuild_scenario(
                 for m in _big_board_matches(board, size, k, now_ms() - 3_600_000):
                     prod.submit(m)
         await asyncio.to_thread(commit_at_end, ns.settings)
+        cpu: list[float] = []
         for parallel, key in ((2, "rebuild.all"), (1, "rebuild.all_serial")):
             rates = []
             for i in range(p.reps):
                 say(f"[rebuild] --all --parallel {parallel}, run {i + 1}/{p.reps}")
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 reps = await rebuild_all(ns.settings, dict(cfgs), parallel=parallel)
                 seconds = time.perf_counter() - t0
                 entries = sum(r.entries for r in reps)
                 rates.append(entries / seconds)
+                if parallel == 1 and entries:  # the boards ran in this process
+                    cpu.append((time.process_time() - c0) / entries * 1e6)
                 say(f"  {entries:,} entries in {seconds:.1f}s: {entries / seconds:,.0f}/s")
             report.add(
                 Figure(
@@ -103,6 +106,18 @@ async def _rebuild_scenario(
                     key=key,
                 )
             )
+        report.add(
+            Figure(
+                "4 replay",
+                "rebuild --all --parallel 1, CPU of the rebuilding process per entry",
+                "µs/entry",
+                cpu,
+                f"{n} boards x {size:,} entries; process CPU time (threads of the Kafka "
+                "client included, Redis not) ÷ entries: the figure a loaded machine leaves "
+                "comparable between runs",
+                key="rebuild.cpu_us_per_entry",
+            )
+        )
         await _zadd_limit(ns, p, report, say)
     finally:
         ns.cleanup(audit=False)

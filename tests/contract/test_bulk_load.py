@@ -26,6 +26,7 @@ from streams.errors import LeaderboardError
 from streams.events import (
     BoardStatus,
     LeaderboardConfigured,
+    MatchResultSubmitted,
     Operator,
     ResetPeriod,
     ScoreEntry,
@@ -177,3 +178,67 @@ async def test_the_lua_tail_continues_a_bulk_loaded_board(client: RedisClient) -
     finally:
         await scrub(client, f"{lua_prefix}*")
         await scrub(client, f"{mixed_prefix}*")
+
+
+@pytest.mark.parametrize(
+    "cfg", CONFIGS, ids=lambda c: f"{c.sort_order}-{c.operator}-{c.reset_period}"
+)
+async def test_the_replay_fold_leaves_the_keys_of_the_projector_and_script(
+    stack: Settings, client: RedisClient, cfg: LeaderboardConfigured
+) -> None:
+    """``replay``'s fold (matches straight to the model, ids checked once, marks through the
+    projector) and the live projector over the apply script leave the same keys."""
+    from processors.bootstrap import get_codec
+    from processors.replay import ReplayReport, _Fold
+    from processors.workers.projector import Projector, RawRecord
+    from streams.events import CLOCK_KEY, clock_mark
+    from streams.partitioning import partition_for
+
+    settings = stack.model_copy(
+        update={"period_grace_ms": GRACE, "dedup_window_ms": DEDUP[0], "dedup_max_ids": DEDUP[1]}
+    )
+    rng = random.Random(f"fold{cfg}")
+    part = partition_for("board", settings.partitions)
+    decoded: list[tuple[RawRecord, Any]] = []
+    for r in enrich(rng, random_records(rng, "board", 600, marks=True)):
+        if not r.event.event_id:  # a mark as the log holds it: the clock board, its key
+            decoded.append(
+                (RawRecord(part, r.offset, CLOCK_KEY, None, r.time), clock_mark("t", r.time))
+            )
+            continue
+        ev = r.event
+        if rng.random() < 0.03:  # a valid id seen before, with a score out of the exact range
+            ev = replace(ev, entries=(*ev.entries, ScoreEntry("p1", 2**60)))
+        decoded.append((RawRecord(part, r.offset, b"board", None, r.time), ev))
+    # at the end, fresh: a known id with a score out of the exact range refuses its match
+    last = max(raw.log_time or 0 for raw, _ in decoded)
+    for k, entries in enumerate([(("p1", 2**60), ("p2", 5)), (("p2", 7),)]):
+        ev = MatchResultSubmitted(
+            f"fresh{k}", "m", "board", last, tuple(ScoreEntry(*e) for e in entries)
+        )
+        decoded.append((RawRecord(part, len(decoded), b"board", None, last), ev))
+    lua_prefix, fold_prefix = f"t{uuid.uuid4().hex[:8]}", f"t{uuid.uuid4().hex[:8]}"
+    lua = RankingStore(client, prefix=lua_prefix, grace_ms=GRACE, dedup=DEDUP)
+    live = Projector(
+        settings,
+        lua,
+        lambda b: cfg if b == "board" else None,
+        get_codec(settings),
+        None,
+        boards=lambda: (cfg,),
+    )
+    fold = _Fold(settings, cfg, RankingStore(client, prefix=fold_prefix))
+    report = ReplayReport("board", "kafka")
+    try:
+        i = 0
+        while i < len(decoded):
+            chunk = decoded[i : i + rng.randint(1, 80)]
+            await live.apply_decoded(chunk)
+            await fold.apply(chunk, report)
+            i += len(chunk)
+        await fold.load(report)
+        assert report.folded == report.entries == await lua.version("board")
+        assert await dump(client, fold_prefix) == await dump(client, lua_prefix)
+    finally:
+        await scrub(client, f"{lua_prefix}*")
+        await scrub(client, f"{fold_prefix}*")
