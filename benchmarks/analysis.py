@@ -232,6 +232,6 @@ def _next_steps_text(report: Report) -> str:
 5. Memory: the 18-character tie-break prefix is in (-32 B/entry). Next, bucket the
    participant->member hash into listpack-encoded hashes of ~1,000 fields holding only the
    prefix (measured alone at 1,000,000: hash 80.4 -> 32.6 B/entry, 28.9 with a 14-byte binary
-   prefix); with the event-id set (~9-14 B/entry) that still leaves ~155-160 B, so the id set
-   needs a compact form too (16-byte binary UUIDs: -1.6 B/entry) to approach 150.
+   prefix); with the event-id set (13.6 B/entry) that still leaves ~164 B, so the id set
+   needs a compact form or a tighter bound too (16-byte binary UUIDs: only -1.6 B/entry).
 """
