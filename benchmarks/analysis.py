@@ -193,9 +193,9 @@ boards").{_rebuild_text(report)} The replay profile above splits between the Kaf
 Avro decode, the fold's per-entry rules, the load's packing and the read-back check.
 
 **Memory** (target 150 B/entry; measured {_fig(report, "memory.per_entry")} B): the sorted
-set and the participant->member hash both hold the 36-byte member (a 28-character decimal
-tie-break prefix + the participant id); the hash alone is about 100 B/entry (see "memory by
-key").
+set and the participant->member hash both hold the member (an 18-character base-64 tie-break
+prefix + the participant id, 26 characters here: a 32-byte allocation); the hash alone is
+about 80 B/entry (see "memory by key").
 
 **Queries**: Redis answers top 100 / rank with neighbours / a deep page in well under a
 millisecond at the median. The HTTP gateway figures are bounded by one uvicorn process sharing
@@ -229,8 +229,9 @@ def _next_steps_text(report: Report) -> str:
    decode in a second process pipelined with the fold, check the load with a server-side digest
    instead of reading the standings back, and a leaner record body to decode (the raw one-member
    ZADD limit is {zadd} ops/s here; the bulk ZADD is not the bound).
-5. Memory: bucket the participant->member hash into listpack-sized hashes (experiment 4,
-   -45 B/entry) and store the tie-break prefix in binary (-32 B/entry): about 165 B/entry
-   expected; storing only the prefix (not prefix + id) as the hash value saves a further
-   ~8 B. Bounding the event-id set (kept for duplicate detection) by time would also cap it.
+5. Memory: the 18-character tie-break prefix is in (-32 B/entry). Next, bucket the
+   participant->member hash into listpack-encoded hashes of ~1,000 fields holding only the
+   prefix (measured alone at 1,000,000: hash 80.4 -> 32.6 B/entry, 28.9 with a 14-byte binary
+   prefix); with the event-id set (13.6 B/entry) that still leaves ~164 B, so the id set
+   needs a compact form or a tighter bound too (16-byte binary UUIDs: only -1.6 B/entry).
 """

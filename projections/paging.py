@@ -25,6 +25,7 @@ from streams.events import LeaderboardConfigured
 __all__ = ["Cursor", "Page", "decode_cursor", "read_page"]
 
 W = rules.TIEBREAK_WIDTH
+_DIGITS = frozenset(rules.TIEBREAK_DIGITS)
 
 #: Version, count, start and the rows (with their entry metadata) in one atomic step. With a
 #: cursor (ARGV[3] score, ARGV[4] member) the start is the number of rows ordered at or before
@@ -98,7 +99,7 @@ def decode_cursor(text: str) -> Cursor:
         raise ValidationError(
             "cursor: not a cursor of this API (pass next_cursor of a previous page unchanged)"
         ) from None
-    if len(cursor.member) <= W or not cursor.member[:W].isdigit():
+    if len(cursor.member) <= W or not set(cursor.member[:W]) <= _DIGITS:
         raise ValidationError("cursor: not a cursor of this API (bad position)")
     return cursor
 

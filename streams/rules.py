@@ -46,14 +46,20 @@ CLOSE_DELAY_MS = 2_000
 ALL_TIME = "all"
 #: Marker for "this period never ends".
 NEVER = -1
-#: Width of the tie-break prefix of a sorted-set member (see ``member``): 13 digits of event time
-#: (every accepted time), 15 of log offset (10^15 records per partition) and 5 of entry index
-#: (the schema allows 10,000 entries per match).
-TIEBREAK_WIDTH = 33
+#: Width of the tie-break prefix of a sorted-set member (see ``member``): 18 characters of an
+#: order-preserving base-64 alphabet holding 43 bits of event time (every accepted time), 50 of
+#: log offset (10^15 records per partition) and 14 of entry index (the schema allows 10,000
+#: entries per match). Shorter than decimal digits (33), so a member of an id of up to 10
+#: characters fits a 32-byte allocation in Redis; still text, so every reader decodes it.
+TIEBREAK_WIDTH = 18
 #: Names the member layout above and the time rule (``ranking_time``); state written under
 #: another must be rebuilt from the log (the projector's marker key carries it, so an upgrade
 #: waits for `rebuild --all`).
-STATE_LAYOUT = "m33t"
+STATE_LAYOUT = "m18t"
+#: The digits of the tie-break prefix, in ascending byte order (so text order = number order).
+TIEBREAK_DIGITS = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
+_PAIRS = tuple(a + b for a in TIEBREAK_DIGITS for b in TIEBREAK_DIGITS)
+_TIME_LIMIT, _OFFSET_LIMIT, _INDEX_LIMIT = 1 << 43, 1 << 50, 1 << 14
 
 
 def in_exact_range(score: int) -> bool:
@@ -90,9 +96,32 @@ def member(occurred_at: int, offset: int, entry_index: int, participant_id: str)
     """Sorted-set member: a fixed-width tie-break prefix then the participant id.
 
     Among equal scores Redis orders members lexicographically; the prefix makes that order
-    "first to reach the score ranks higher": event time, then log offset, then entry index.
+    "first to reach the score ranks higher": event time, then log offset, then entry index,
+    packed into one 107-bit number written as 18 base-64 digits (``TIEBREAK_DIGITS``, whose
+    byte order is their value order). lua/rules.lua ``tiebreak`` writes the same text.
     """
-    return f"{occurred_at:013d}{offset:015d}{entry_index:05d}{participant_id}"
+    if not (
+        0 <= occurred_at < _TIME_LIMIT
+        and 0 <= offset < _OFFSET_LIMIT
+        and 0 <= entry_index < _INDEX_LIMIT
+    ):
+        raise ValueError(
+            f"tie-break out of range: time {occurred_at}, offset {offset}, index {entry_index}"
+        )
+    n = (occurred_at << 64) | (offset << 14) | entry_index
+    p = _PAIRS
+    return (
+        p[n >> 96]
+        + p[(n >> 84) & 4095]
+        + p[(n >> 72) & 4095]
+        + p[(n >> 60) & 4095]
+        + p[(n >> 48) & 4095]
+        + p[(n >> 36) & 4095]
+        + p[(n >> 24) & 4095]
+        + p[(n >> 12) & 4095]
+        + p[n & 4095]
+        + participant_id
+    )
 
 
 def participant_of(member_value: str) -> str:

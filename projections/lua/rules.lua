@@ -48,7 +48,29 @@ local partition = ARGV[1]
 local desc = ARGV[2] == 'desc'
 local MAX = 9007199254740991
 -- Length of a member's tie-break prefix (event time, offset, entry index); the pid follows.
-local W = 33
+local W = 18
+-- The prefix's digits, in ascending byte order (rules.TIEBREAK_DIGITS).
+local DIGITS = '-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz'
+
+-- Six base-64 digits of n (0 <= n < 2^36).
+local function digits6(n)
+  local out = {}
+  for k = 6, 1, -1 do
+    local r = n % 64
+    out[k] = string.sub(DIGITS, r + 1, r + 1)
+    n = (n - r) / 64
+  end
+  return table.concat(out)
+end
+
+-- The tie-break prefix (rules.member): time * 2^64 + offset * 2^14 + index as 18 base-64
+-- digits, computed in three 36-bit groups (each exact in a Lua number).
+local function tiebreak(at, offset, idx)
+  local t8 = at % 256
+  local o22 = offset % 4194304
+  return digits6((at - t8) / 256) .. digits6(t8 * 268435456 + (offset - o22) / 4194304) ..
+    digits6(o22 * 16384 + idx)
+end
 
 local function fmt(x) return string.format('%.0f', x) end
 
@@ -120,7 +142,7 @@ local function apply_entries(board, P, rec, ver, changes, notices, rejected)
     local new = next_score(olds, op, sub)
     local mem = oldm
     local moved = olds == nil or new ~= olds
-    if moved then mem = string.format('%013d%015d%05d', rec.at, rec.offset, idx) .. pid end
+    if moved then mem = tiebreak(rec.at, rec.offset, idx) .. pid end
     local oldr, newr, zbefore, zafter = board.place(P, pid, olds, oldm, new, mem, moved)
     if meta ~= '' then redis.call('HSET', PM, pid, meta) end
     ver = ver + 1
@@ -289,7 +311,7 @@ local function retain(rec, P, event_id, lim)
   for e = 0, rec.ne - 1 do
     local b = rec.estart + e * 5
     local pid = ARGV[b + 1]
-    local pre = string.format('%013d%015d%05d', rec.at, rec.offset, tonumber(ARGV[b]))
+    local pre = tiebreak(rec.at, rec.offset, tonumber(ARGV[b]))
     local line = pre .. '\t' .. ARGV[b + 3] .. '\t' .. ARGV[b + 2]
     local old = redis.call('HGET', H, pid)
     if old then line = old .. '\n' .. line end

@@ -22,6 +22,7 @@ from projections import bulk
 from projections.memory import MemoryStore
 from projections.redis_client import RedisClient
 from projections.store import RankingStore, SourceRecord
+from streams import rules
 from streams.errors import LeaderboardError
 from streams.events import (
     BoardStatus,
@@ -149,7 +150,9 @@ async def test_bulk_load_leaves_the_keys_of_the_apply_script(
         for period, (digest, count) in loaded.checksums.items():
             assert await lua.checksum("board", period, cfg.sort_order) == (digest, count)
         # the check catches a load that went wrong
-        await client.zadd(keys.zset(sorted(loaded.checksums)[0]), {"0" * 33 + "ghost": 0})
+        await client.zadd(
+            keys.zset(sorted(loaded.checksums)[0]), {rules.member(BASE, 0, 0, "ghost"): 0}
+        )
         with pytest.raises(LeaderboardError, match="differs from the folded log"):
             await bulk.verify(client, keys, model, loaded)
     finally:

@@ -7,10 +7,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from projections.keys import BoardKeys
 from projections.redis_client import RedisClient, is_cluster
 from projections.sharded import ShardedStore
 from projections.store import RankingStore
+from streams import rules
+from streams.events import LeaderboardConfigured
 from tests.contract.moderation_contract import ModerationContract
+from tests.contract.records import rec
 from tests.contract.store_contract import DEDUP, GRACE, OVERTAKEN, StoreContract
 from tests.integration.conftest_cluster import (  # noqa: F401  (fixtures)
     cluster_settings,
@@ -78,3 +82,32 @@ class TestShardedStore(StoreContract):
                 dedup=DEDUP,
             )
         )
+
+
+async def test_the_apply_script_writes_the_members_rules_member_writes(
+    redis_backend: RedisClient,  # noqa: F811
+) -> None:
+    """Lua's tie-break prefix equals rules.member at the edges of every part."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    store = RankingStore(redis_backend, prefix=prefix)
+    cfg = LeaderboardConfigured("edges")
+    top = rules.MAX_EVENT_MS - 1
+    recs = [
+        rec(0, "e0", rules.MIN_EVENT_MS, ("a", 1), ("b", 2)),
+        rec(2**31 + 5, "e1", 1_793_491_234_567, ("c", 3), ("d", 4), ("e", 5)),
+        rec(10**15 - 1, "e2", top, *[(f"p{i}", 10 + i) for i in range(70)]),
+    ]
+    try:
+        await store.apply([(cfg, recs)])
+        stored = {
+            m.decode() if isinstance(m, bytes) else str(m)
+            for m in await redis_backend.zrange(BoardKeys("edges", prefix).zset("all"), 0, -1)
+        }
+        want = {
+            rules.member(r.event.occurred_at, r.offset, i, e.participant_id)
+            for r in recs
+            for i, e in enumerate(r.event.entries)
+        }
+        assert stored == want
+    finally:
+        await scrub(redis_backend, f"{prefix}*")

@@ -84,12 +84,12 @@ def test_exact_range() -> None:
 
 
 @given(
-    st.integers(0, 10**13 - 1),
-    st.integers(0, 10**15 - 1),
-    st.integers(0, 9_999),
-    st.integers(0, 10**13 - 1),
-    st.integers(0, 10**15 - 1),
-    st.integers(0, 9_999),
+    st.integers(0, 2**43 - 1),
+    st.integers(0, 2**50 - 1),
+    st.integers(0, 2**14 - 1),
+    st.integers(0, 2**43 - 1),
+    st.integers(0, 2**50 - 1),
+    st.integers(0, 2**14 - 1),
 )
 def test_member_order_is_reach_order(t1: int, o1: int, i1: int, t2: int, o2: int, i2: int) -> None:
     a = rules.member(t1, o1, i1, "p")
@@ -97,6 +97,16 @@ def test_member_order_is_reach_order(t1: int, o1: int, i1: int, t2: int, o2: int
     assert len(a) == rules.TIEBREAK_WIDTH + 1
     assert (a < b) == ((t1, o1, i1) < (t2, o2, i2))
     assert rules.participant_of(rules.member(t1, o1, i1, "alice")) == "alice"
+    assert set(a[: rules.TIEBREAK_WIDTH]) <= set(rules.TIEBREAK_DIGITS)
+
+
+def test_tiebreak_digits_ascend_and_out_of_range_parts_are_refused() -> None:
+    assert list(rules.TIEBREAK_DIGITS) == sorted(set(rules.TIEBREAK_DIGITS))
+    assert len(rules.TIEBREAK_DIGITS) == 64
+    assert rules.member(0, 0, 0, "p") == "-" * rules.TIEBREAK_WIDTH + "p"
+    for bad in [(2**43, 0, 0), (0, 2**50, 0), (0, 0, 2**14), (-1, 0, 0)]:
+        with pytest.raises(ValueError, match="tie-break out of range"):
+            rules.member(*bad, "p")
 
 
 T0 = 1_793_491_200_000  # 2026-11-01T00:00:00Z
