@@ -31,7 +31,7 @@ from processors.gateway.deps import GatewayState
 from processors.gateway.errors import ApiError, error_response, internal
 from processors.gateway.models import ScoreIn
 from processors.gateway.routes.scores import submit_once
-from projections.keys import BoardKeys
+from projections.profiles import profiles_key
 from projections.push import current_period
 from projections.sharded import layout_of
 from streams import rules
