@@ -118,6 +118,27 @@ class Report:
         self.figures.append(figure)
         return figure
 
+    def alias(self, key: str, of: str, target: Target | None) -> Figure | None:
+        """Publish figure ``of`` again under ``key`` (the name an issue gives it), with
+        ``target``; both keys stay, for the tools that read either. None if ``of`` is absent.
+        """
+        src = self.get(of)
+        if src is None:
+            return None
+        return self.add(
+            Figure(
+                src.scenario,
+                f"{src.name} (= `{of}`)",
+                src.unit,
+                list(src.runs),
+                src.params,
+                target,
+                src.note,
+                src.ratio,
+                key=key,
+            )
+        )
+
     def get(self, key: str) -> Figure | None:
         """The figure with that key, if any."""
         return next((f for f in self.figures if f.key == key), None)

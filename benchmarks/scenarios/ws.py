@@ -24,6 +24,8 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from confluent_kafka import OFFSET_END, TopicPartition
+
 from benchmarks.figures import Figure, Report, Target
 from benchmarks.harness import (
     Namespace,
@@ -36,12 +38,13 @@ from benchmarks.harness import (
 from benchmarks.params import Params
 from benchmarks.stats import percentile
 from benchmarks.workload import now_ms
-from processors.bootstrap import sync_redis
+from processors.bootstrap import get_codec, kafka_consumer, sync_redis
 from processors.kafka.producer import LeaderboardProducer
 from streams.events import (
     LeaderboardConfigured,
     MatchResultSubmitted,
     Operator,
+    RankChanged,
     ResetPeriod,
     ScoreEntry,
     SortOrder,
@@ -67,6 +70,10 @@ class Step:
     probes: int = 0
     delivered: float = 0.0
     latencies: list[float] = field(default_factory=list)
+    #: produce → rank change published (Kafka timestamp of the record), per probe
+    upstream: list[float] = field(default_factory=list)
+    #: rank change published → viewer received (the gateway's part), per push
+    fanout: list[float] = field(default_factory=list)
     closed: int = 0
     close_codes: dict[str, int] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
@@ -80,15 +87,20 @@ class Step:
         return percentile(self.latencies, 99) if self.latencies else float("nan")
 
     @property
+    def served(self) -> bool:
+        """Every viewer subscribed, every probe delivered to each, none closed."""
+        return self.ready and self.probes > 0 and self.delivered >= 1.0 and self.closed == 0
+
+    @property
     def passed(self) -> bool:
-        """Every viewer ready, every probe delivered, none closed, p99 within the ceiling."""
-        return (
-            self.ready
-            and self.probes > 0
-            and self.delivered >= 1.0
-            and self.closed == 0
-            and self.p99 <= P99_CEILING
-        )
+        """Served, and push p99 (produce → viewer) within the ceiling: the issue's criteria."""
+        return self.served and self.p99 <= P99_CEILING
+
+    @property
+    def fanout_passed(self) -> bool:
+        """Served, and the gateway's part (rank change published → viewer) p99 within the
+        ceiling: what the gateway carries whatever the projector's delay on a busy machine."""
+        return self.served and bool(self.fanout) and _p(self.fanout, 99) <= P99_CEILING
 
     def share(self, cpu_s: float) -> float:
         """``cpu_s`` as a percentage of the whole machine over the step."""
@@ -97,14 +109,20 @@ class Step:
 
     def line(self) -> str:
         """One progress line."""
-        verdict = "pass" if self.passed else "FAIL"
+        verdict = "pass" if self.passed else "fan-out pass" if self.fanout_passed else "FAIL"
         return (
-            f"  {self.viewers:,} viewers: {verdict}; push p50 "
-            f"{percentile(self.latencies, 50) if self.latencies else float('nan'):.0f} "
-            f"p99 {self.p99:.0f} ms, {self.delivered:.1%} of {self.probes} probes delivered, "
+            f"  {self.viewers:,} viewers: {verdict}; push p50 {_p(self.latencies, 50):.0f} "
+            f"p99 {self.p99:.0f} ms (upstream p99 {_p(self.upstream, 99):.0f}, gateway "
+            f"p99 {_p(self.fanout, 99):.0f}), {self.delivered:.1%} of {self.probes} probes "
+            "delivered, "
             f"{self.closed} closed; client CPU {self.share(self.client_cpu_s):.0f}%, gateway "
             f"{self.share(self.gateway_cpu_s):.0f}% of the machine"
         )
+
+
+def _p(values: list[float], q: float) -> float:
+    """Percentile ``q`` of ``values``; NaN if empty."""
+    return percentile(values, q) if values else float("nan")
 
 
 def node_client(base: Settings) -> Path | None:
@@ -177,8 +195,44 @@ class _Load(threading.Thread):
             return [s for s in self.probes if lo <= s <= hi]
 
 
+class _Published(threading.Thread):
+    """Reads the rank-change topic from its end: each probe score's publish time (ms)."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(daemon=True)
+        self.settings = settings
+        self.stopping = threading.Event()
+        self.at: dict[int, int] = {}
+
+    def run(self) -> None:
+        """Consume until stopped."""
+        topic = self.settings.topic(self.settings.rank_changes_topic)
+        codec = get_codec(self.settings)
+        c = kafka_consumer(self.settings, **{"group.id": f"bws-{uuid.uuid4().hex[:6]}"})
+        try:
+            parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+            c.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])
+            while not self.stopping.is_set():
+                for m in c.consume(1000, timeout=0.2):
+                    if m.error():
+                        continue
+                    rec = codec.decode_as(m.value() or b"", RankChanged)
+                    for ch in rec.changes:
+                        if ch.participant_id == PROBE:
+                            self.at.setdefault(ch.new_score, m.timestamp()[1])
+        finally:
+            c.close()
+
+
 def _step(
-    folder: Path, url: str, viewers: int, seconds: float, load: _Load, gw_pid: int, tmp: Path
+    folder: Path,
+    url: str,
+    viewers: int,
+    seconds: float,
+    load: _Load,
+    published: _Published,
+    gw_pid: int,
+    tmp: Path,
 ) -> Step:
     """Connect ``viewers`` top-10 viewers, measure for ``seconds``, collect what they saw."""
     step = Step(viewers)
@@ -200,11 +254,19 @@ def _step(
             step.errors.append(first or "client exited before its viewers were ready")
         time.sleep(1.0)  # the probe in flight when the last viewer subscribed lands
         lo, c0, g0, t0 = now_ms(), cpu_seconds(proc.pid), cpu_seconds(gw_pid), time.monotonic()
+        proc.stdin.write(f"from {lo}\n")
+        proc.stdin.flush()
         time.sleep(seconds)
         hi, c1, g1 = now_ms(), cpu_seconds(proc.pid), cpu_seconds(gw_pid)
         step.seconds = time.monotonic() - t0
         step.client_cpu_s, step.gateway_cpu_s = c1 - c0, g1 - g0
-        time.sleep(2.0)  # the last probes' pushes (p99 is judged anyway)
+        # every probe of the window published (up to 30 s), then 2 s for their pushes: a
+        # late probe counts in p99, not as undelivered
+        deadline = time.monotonic() + 30
+        want = load.probes_between(lo, hi)
+        while time.monotonic() < deadline and not all(x in published.at for x in want):
+            time.sleep(0.1)
+        time.sleep(2.0)
         proc.stdin.write("stop\n")
         proc.stdin.flush()
         proc.wait(timeout=60)
@@ -216,9 +278,16 @@ def _step(
         out.unlink(missing_ok=True)
     sent = set(load.probes_between(lo, hi))
     step.probes = len(sent)
-    got = sum(len(sent.intersection(seen)) for seen in data["seen"])
+    got = 0
+    for seen in data["seen"]:
+        for score, at in seen:
+            if score in sent:
+                got += 1
+                step.latencies.append(float(at - score))
+                if score in published.at:
+                    step.fanout.append(float(at - published.at[score]))
+    step.upstream = [float(published.at[s] - s) for s in sent if s in published.at]
     step.delivered = got / (len(sent) * viewers) if sent else 0.0
-    step.latencies = [float(x) for x in data["latencies"]]
     step.closed = len(data["closes"])
     for c in data["closes"]:
         key = str(c["code"])
@@ -230,7 +299,8 @@ def _step(
 def viewers_once(
     base: Settings, steps: tuple[int, ...], seconds: float, logs: Path, folder: Path, say: Say
 ) -> list[Step]:
-    """One ladder of viewer counts on a fresh namespace; stops at the first failing step."""
+    """One ladder of viewer counts on a fresh namespace; stops at the first step the
+    gateway fails (its own part of the push over the ceiling, a viewer closed or missed)."""
     ns = Namespace(base, "wsv", logs)
     board = f"{ns.tag}-hot"
     ns.boards = [board]
@@ -238,6 +308,7 @@ def viewers_once(
         board, SortOrder.DESC, Operator.BEST, ResetPeriod.NONE, configured_at=now_ms()
     )
     load = _Load(ns.settings, board)
+    published = _Published(ns.settings)
     done: list[Step] = []
     try:
         with LeaderboardProducer(ns.settings) as prod:
@@ -256,26 +327,30 @@ def viewers_once(
         while board_versions(r, [board]) < 1 and time.monotonic() < deadline:
             time.sleep(0.2)
         r.close()
+        published.start()
         load.start()
         time.sleep(3.0)
         url = f"ws://127.0.0.1:{port}/v1/leaderboards/{board}/subscribe"
         tmp = base.stack_dir / "bench-node"
         for viewers in steps:
-            step = _step(folder, url, viewers, seconds, load, gw.pid, tmp)
+            step = _step(folder, url, viewers, seconds, load, published, gw.pid, tmp)
             say(step.line())
             done.append(step)
-            if not step.passed:
+            if not step.fanout_passed:
                 break
         return done
     finally:
         load.stopping.set()
+        published.stopping.set()
         load.join(10)
+        published.join(10)
         ns.cleanup()
 
 
-def _largest(run: list[Step]) -> float:
+def _largest(run: list[Step], *, fanout: bool = False) -> float:
     """The largest passing viewer count of one ladder (0 if none passed)."""
-    return float(max((s.viewers for s in run if s.passed), default=0))
+    ok = [s.viewers for s in run if (s.fanout_passed if fanout else s.passed)]
+    return float(max(ok, default=0))
 
 
 def run_ws(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> None:
@@ -313,8 +388,34 @@ def run_ws(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> N
             key="ws.viewers",
         )
     )
+    report.add(
+        Figure(
+            "ws fan-out",
+            "top-10 viewers one gateway process serves (its own part of the push p99 ≤ 500 ms, "
+            "all delivered)",
+            "viewers",
+            [_largest(r, fanout=True) for r in runs],
+            params + "; the gateway's part: viewer receive time minus the Kafka timestamp of "
+            "the rank-change record that carried the probe",
+            None,
+            note,
+            key="ws.viewers_fanout",
+        )
+    )
     tops = [r[-1] for r in runs if r]
     for key, name, unit, values in (
+        (
+            "ws.viewers_top_fanout_p99",
+            "gateway's part of the push p99 at the last step tried",
+            "ms",
+            [_p(s.fanout, 99) for s in tops],
+        ),
+        (
+            "ws.viewers_top_upstream_p99",
+            "produce → rank change published p99 at the last step tried",
+            "ms",
+            [_p(s.upstream, 99) for s in tops],
+        ),
         ("ws.viewers_top_p99", "push p99 at the last step tried", "ms", [s.p99 for s in tops]),
         (
             "ws.viewers_client_cpu",
@@ -335,9 +436,12 @@ def run_ws(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> N
             {
                 "viewers": s.viewers,
                 "passed": s.passed,
+                "fanout_passed": s.fanout_passed,
                 "ready": s.ready,
                 "push_p50_ms": round(percentile(s.latencies, 50), 1) if s.latencies else None,
                 "push_p99_ms": round(s.p99, 1) if s.latencies else None,
+                "upstream_p99_ms": round(_p(s.upstream, 99), 1) if s.upstream else None,
+                "gateway_p99_ms": round(_p(s.fanout, 99), 1) if s.fanout else None,
                 "probes": s.probes,
                 "delivered": round(s.delivered, 4),
                 "closed": s.closed,

@@ -4,10 +4,11 @@
 // usage: node ws_viewers.js URL VIEWERS N PROBE OUT.json
 //
 // Opens VIEWERS connections (at most 100 opening at once), subscribes each to the top N,
-// prints "ready <count>" once every viewer has its snapshot (or "failed <why>"), then reads
-// until a line "stop" arrives on stdin. The probe participant's score is its send time in
+// prints "ready <count>" once every viewer has its snapshot (or "failed <why>"), then records
+// the probes from the score a line "from MS" names until a line "stop" arrives on stdin. The probe participant's score is its send time in
 // milliseconds, so a viewer's push latency is its receive time minus the score. OUT.json
-// gets, per viewer, the probe scores it saw; the latencies; closes the client did not ask for.
+// gets, per viewer, the [probe score, receive time in ms] pairs it saw, the closes the client
+// did not ask for and the errors.
 "use strict";
 
 const fs = require("fs");
@@ -23,7 +24,6 @@ if (!url || !(viewers > 0) || !(n > 0) || !probe || !out) {
 }
 
 const seen = Array.from({ length: viewers }, () => []);
-const latencies = [];
 const closes = [];
 const errors = [];
 const sockets = [];
@@ -33,11 +33,13 @@ let opening = 0;
 let next = 0;
 let announced = false;
 
+let from = Infinity; // probes below this score are not recorded (set by "from MS")
+const last = new Array(viewers).fill(0);
+
 function onProbe(i, score, now) {
-  const mine = seen[i];
-  if (mine.length && mine[mine.length - 1] >= score) return;
-  mine.push(score);
-  latencies.push(now - score);
+  if (score <= last[i]) return;
+  last[i] = score;
+  if (score >= from) seen[i].push([score, now]);
 }
 
 function open(i) {
@@ -89,9 +91,11 @@ function pump() {
 }
 
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
-  if (line.trim() !== "stop") return;
+  const words = line.trim().split(" ");
+  if (words[0] === "from") from = Number(words[1]);
+  if (words[0] !== "stop") return;
   stopping = true;
-  fs.writeFileSync(out, JSON.stringify({ seen, latencies, closes, errors }));
+  fs.writeFileSync(out, JSON.stringify({ seen, closes, errors }));
   for (const ws of sockets) if (ws) ws.terminate();
   process.stdout.write("done\n");
   process.exit(0);

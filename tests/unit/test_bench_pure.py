@@ -170,6 +170,17 @@ def test_report_get_finds_figure_by_key() -> None:
     assert report.get("a.c") is None
 
 
+def test_report_alias_publishes_a_figure_under_a_second_key() -> None:
+    report = Report(Params.full(), "t", "m")
+    report.add(Figure("1 ingest", "e2e", "entries/s", [3.0, 1.0, 2.0], key="ingest.e2e_rate"))
+    alias = report.alias("ingest.e2e", "ingest.e2e_rate", Target(30, True, "≥ 30"))
+    assert alias is not None and report.get("ingest.e2e") is alias
+    assert report.get("ingest.e2e_rate") is not None  # the old key stays
+    assert alias.runs == [3.0, 1.0, 2.0] and alias.median == 2.0
+    assert alias.name == "e2e (= `ingest.e2e_rate`)" and alias.status() == "❌ ≥ 30"
+    assert report.alias("ratio.naive", "ratio.absent", None) is None
+
+
 def test_report_rejects_a_repeated_key() -> None:
     report = Report(Params.full(), "t", "m")
     report.add(Figure("a", "b", "ms", [1.0], key="a.b"))
