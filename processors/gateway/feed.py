@@ -176,6 +176,14 @@ class _View:
     lead: Subscriber
     members: set[Subscriber] = field(default_factory=set)
     task: asyncio.Task[None] | None = None
+    #: new subscribers waiting for the pump to be idle (then they get the cached snapshot)
+    waiting: set[Subscriber] = field(default_factory=set)
+    #: the view's last snapshot and the deltas sent since, as sent: a new subscriber gets
+    #: them and is in step at once, without a Redis read of its own (None: too old, re-read)
+    snapshot: _Frame | None = None
+    since: list[_Frame] = field(default_factory=list)
+    #: the pump is working on an item (its members are fixed; a newcomer must wait)
+    busy: bool = False
 
 
 @dataclass(eq=False)
@@ -516,6 +524,13 @@ class RankFeed:
         """Register ``sub``; resume from ``since_version`` if history allows, else snapshot."""
         board = self.board(sub.board)
         board.subscribers.add(sub)
+        if sub.mode == "top" and since_version is None:
+            view = self._view(board, sub.board, sub.n)
+            view.waiting.add(sub)  # served from the view's snapshot: no read of its own
+            sub.view = view
+            if not view.busy and view.lead.queue.empty():
+                self._admit(view)
+            return
         board.solo.add(sub)
         if sub.mode == "top":
             self._view(board, sub.board, sub.n)
@@ -554,6 +569,7 @@ class RankFeed:
         board = self.boards.get(sub.board)
         if sub.view is not None:
             sub.view.members.discard(sub)
+            sub.view.waiting.discard(sub)
             sub.view = None
         if board is not None:
             board.subscribers.discard(sub)
@@ -613,6 +629,33 @@ class RankFeed:
                 view.members.add(sub)
                 sub.view = view
 
+    #: deltas kept after a view's snapshot for newcomers; beyond, they read their own
+    SINCE_MAX = 128
+
+    def _admit(self, view: _View) -> None:
+        """Make the waiting newcomers members: each is queued the view's snapshot and the
+        deltas sent since (the same texts), so it is in step with the lead's next delta.
+        Called only while the pump is idle (nothing cut and not yet sent). Without a cached
+        snapshot (the lead is still reading one, it will include them) they keep waiting;
+        with a stale cache they are served on their own."""
+        if not view.waiting or view.lead.syncing:
+            return
+        board = self.boards.get(view.lead.board)
+        waiting, view.waiting = view.waiting, set()
+        for sub in waiting:
+            if view.snapshot is None or board is None or len(view.since) >= sub.queue.maxsize:
+                sub.view = None
+                if board is not None and sub in board.subscribers:
+                    board.solo.add(sub)
+                    self.resync(sub)
+                continue
+            for frame in (view.snapshot, *view.since):
+                sub.queue.put_nowait(frame)
+                sub.version = frame.version
+            sub.period = view.lead.period
+            sub.syncing = False
+            view.members.add(sub)
+
     def _leave(self, sub: Subscriber) -> None:
         """Take a member out of its view (it follows the records on its own again)."""
         view = sub.view
@@ -628,7 +671,11 @@ class RankFeed:
         """Encode each of the view's messages once and queue the same text to its members."""
         lead = view.lead
         while True:
+            if lead.queue.empty():
+                view.busy = False
+                self._admit(view)
             item = await lead.queue.get()
+            view.busy = True
             if item is _CLOSE:
                 return
             if item is _RESYNC:
@@ -637,8 +684,14 @@ class RankFeed:
                 msg = await self._snapshot_or_retry(lead)
                 if msg is None:
                     continue
+                for sub in view.waiting:  # newcomers take this snapshot with the members
+                    sub.syncing = False
+                    view.members.add(sub)
+                view.waiting.clear()
                 members: tuple[Subscriber, ...] = tuple(view.members)
-                self._deliver(view, members, _Frame(encode(msg), "snapshot", int(msg["version"])))
+                frame = _Frame(encode(msg), "snapshot", int(msg["version"]))
+                self._deliver(view, members, frame)
+                view.snapshot, view.since = frame, []
                 board = self.boards.get(lead.board)
                 if board is not None and not lead.pending:
                     self._join(view, board)
@@ -665,6 +718,10 @@ class RankFeed:
                     self._deliver(view, members, frame)
             else:
                 self._deliver(view, members, frame)
+            if view.snapshot is not None:
+                view.since.append(frame)
+                if len(view.since) > self.SINCE_MAX:
+                    view.snapshot, view.since = None, []
 
     def _deliver(self, view: _View, members: tuple[Subscriber, ...], frame: _Frame) -> None:
         """Queue ``frame`` to each of ``members`` still in ``view``; a full queue (a slow
