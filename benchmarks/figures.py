@@ -118,6 +118,27 @@ class Report:
         self.figures.append(figure)
         return figure
 
+    def alias(self, key: str, of: str, target: Target | None) -> Figure | None:
+        """Publish figure ``of`` again under ``key`` (the name an issue gives it), with
+        ``target``; both keys stay, for the tools that read either. None if ``of`` is absent.
+        """
+        src = self.get(of)
+        if src is None:
+            return None
+        return self.add(
+            Figure(
+                src.scenario,
+                f"{src.name} (= `{of}`)",
+                src.unit,
+                list(src.runs),
+                src.params,
+                target,
+                src.note,
+                src.ratio,
+                key=key,
+            )
+        )
+
     def get(self, key: str) -> Figure | None:
         """The figure with that key, if any."""
         return next((f for f in self.figures if f.key == key), None)
@@ -148,3 +169,65 @@ class Report:
             "details": self.details,
             "profiles": self.profiles,
         }
+
+
+#: What each figure key means, for BENCHMARKS.md ("## Figure keys"). A pattern may end in
+#: ``*`` (a family: percentiles, query kinds). Every key a run produces must match one
+#: (tests/unit/test_bench_pure.py); the issue's names stand beside the older ones.
+KEY_DOCS: Final[dict[str, str]] = {
+    "ingest.e2e_entries_per_s": "10-entry records over 20 boards, pre-produced backlog, 1 "
+    "projector + 1 sinks worker: entries/s from the first applied entry to the last audit row",
+    "ingest.e2e": "the same figure under the issue's name (target ≥ 30,000)",
+    "ingest.redis_entries_per_s": "the same run, entries/s applied to Redis",
+    "ingest.audit_rows_per_s": "the same run, audit rows/s written to PostgreSQL",
+    "ingest.hot_single*": "single-entry SDK records to ONE board, end to end, entries/s "
+    "(coalesced by the SDK; _uncoalesced: one record each)",
+    "latency.headline.*": "at the headline rate (10,000 entries/s): produce → visible in Redis "
+    "(redis_*) and produce → WebSocket delta of a tracked probe (websocket_*); p50/p99/max, ms",
+    "latency.low.*": "the same at the low rate (2,000 entries/s)",
+    "ws.p99_10k": "= latency.headline.websocket_p99 under the issue's name (target ≤ 250 ms)",
+    "ws.viewers": "top-10 viewers of one hot board ONE gateway process serves with push p99 "
+    "(produce → viewer) ≤ 500 ms, every probe delivered, none closed, at 2,000 entries/s",
+    "ws.viewers_fanout": "the same, judged on the gateway's part of the push (rank change "
+    "published → viewer): what the fan-out carries whatever the projector's delay",
+    "ws.viewers_top_*": "at the last viewer count tried: push p99 split into the gateway's part "
+    "(fanout_p99) and produce → rank change published (upstream_p99), ms",
+    "ws.viewers_client_cpu": "the Node viewers' client CPU at the last step, % of the machine",
+    "ws.viewers_gateway_cpu": "the gateway's CPU at the last step, % of the machine",
+    "baseline.naive_entries_per_s": "naive synchronous design: ZINCRBY + ZREVRANK + INSERT "
+    "committed per entry, one client",
+    "baseline.zadd_ops_per_s": "hardware limit: redis-benchmark pipelined ZADD",
+    "baseline.kafka_raw_entries_per_s": "hardware limit: raw Kafka consume of the ingest records",
+    "baseline.kafka_decode_entries_per_s": "Kafka consume + Avro decode in one Python thread",
+    "ratio.e2e_vs_*": "ingest.e2e_entries_per_s ÷ a baseline of the same run (naive, zadd, "
+    "kafka_raw)",
+    "ratio.naive": "= ratio.e2e_vs_naive under the issue's name (target at least 15 times)",
+    "queries.load_entries_per_s": "loading the 1,000,000-entry board through the apply script",
+    "memory.per_entry": "Redis bytes per entry of the 1,000,000-entry board (all its keys)",
+    "redis.*": "Redis direct, one client: top100 / around (rank + 5 neighbours) / deep_page "
+    "(100 at offset 500,000), p50/p99 ms",
+    "http.top100_*": "top 100 at 1,000,000 participants through the HTTP gateway, concurrent "
+    "clients: p50/p99 ms, rps",
+    "http.around_*": "rank + 5 neighbours through the HTTP gateway: p50/p99 ms, rps",
+    "http.deep_page_*": "page of 100 at offset 500,000 through the HTTP gateway: p50/p99, rps",
+    "http.submit*": "HTTP single-score submits to one board driven by wrk: sustained rate all "
+    "applied (submit), acknowledged (submit_acked), ack p50/p99 ms, wrk's CPU share",
+    "http.wait_*": "POST ?wait=true (new + previous rank): p50/p99 at 1,000/s (wait_*), at 100/s "
+    "(wait_low_*), achieved rate",
+    "replay.kafka": "rebuild of the 1,000,000-entry board from Kafka, entries/s",
+    "replay.postgres": "the same from the PostgreSQL audit, entries/s",
+    "replay.postgres_read*": "the audit read alone (rows to records), entries/s and per CPU-s",
+    "replay.bulk_zadd_members_per_s": "the bulk loader's pipelined ZADD alone, members/s",
+    "rebuild.*": "rebuild --all of 10 boards after Redis lost them, entries/s",
+    "audit.*": "PostgreSQL audit: bytes per row, AuditWriter COPY rows/s, raw binary COPY in/out",
+    "profile.*": "in-process Projector.process entries/s and Redis µs per entry in the apply "
+    "script (under the profiler)",
+}
+
+
+def key_doc(key: str) -> str | None:
+    """The meaning of ``key`` from KEY_DOCS (exact, else the longest matching family)."""
+    if key in KEY_DOCS:
+        return KEY_DOCS[key]
+    families = [k for k in KEY_DOCS if k.endswith("*") and key.startswith(k[:-1])]
+    return KEY_DOCS[max(families, key=len)] if families else None

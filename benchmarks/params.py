@@ -36,6 +36,9 @@ class Params:
     rebuild_entries: int = 100_000
     #: single-entry SDK records coalesced this many to a record (0: one record each)
     coalesce: int = 0
+    #: ws: the viewer counts tried in order (until one fails) and the seconds each measures
+    ws_steps: tuple[int, ...] = (500, 1_000, 2_000, 3_000)
+    ws_seconds: float = 20.0
 
     @classmethod
     def full(cls) -> Params:
@@ -91,6 +94,8 @@ class Params:
             wait_rate=1_000,
             rebuild_boards=10,
             rebuild_entries=10_000,
+            ws_steps=(250, 1_000, 2_000),
+            ws_seconds=8.0,
         )
 
 
@@ -124,5 +129,9 @@ SCENARIOS: dict[str, str] = {
     "audit": "N audit rows of one board (10 entries per record) written with AuditWriter into "
     "a month of their own; bytes per row of that partition (table + indexes), AuditWriter and "
     "raw binary COPY rows/s in, the replay read (_postgres_records) and raw COPY out",
+    "ws": "one hot board with projector, sinks and ONE gateway process: 2,000 entries/s "
+    "background and a probe score every 200 ms; N top-10 viewers (Node `ws` clients, installed "
+    "from npm into the stack directory) for each N of the ladder until one fails; the largest "
+    "N with push p99 ≤ 500 ms, every probe delivered to every viewer and none closed",
     "profile": "pyinstrument of Projector.process (batches of 500 records) and of replay_board",
 }

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.analysis import analysis as closing_analysis
-from benchmarks.figures import Figure, Report, Target
+from benchmarks.figures import KEY_DOCS, Figure, Report, Target
 from benchmarks.params import SCENARIOS, Params
 from benchmarks.stats import fmt_value
 from streams.settings import PROJECT_ROOT
@@ -99,6 +99,13 @@ def render_markdown(report: Report, analysis: str = "") -> str:
             seen.add(f.scenario + f.params)
             out.append(f"- {f.scenario} / {f.name}: {f.params}")
     out.append(f"- sizes: `{json.dumps(asdict(p))}`")
+    out += ["", "## Figure keys", ""]
+    out.append(
+        "Every figure's stable `key` (results.json); `*` is a family. The issue's names "
+        "`ingest.e2e`, `ratio.naive` and `ws.p99_10k` repeat older keys, which stay."
+    )
+    out.append("")
+    out += [f"- `{k}`: {text}" for k, text in KEY_DOCS.items()]
     if report.details:
         out += ["", "## Details", ""]
         for key, value in report.details.items():

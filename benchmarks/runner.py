@@ -26,6 +26,7 @@ from benchmarks.scenarios.ingest import IngestRun, run_ingest
 from benchmarks.scenarios.latency import run_latency
 from benchmarks.scenarios.profile import run_profile
 from benchmarks.scenarios.rebuild import run_rebuild
+from benchmarks.scenarios.ws import run_ws
 from streams.settings import PROJECT_ROOT, Settings
 
 
@@ -110,6 +111,8 @@ def _run_bench(base: Settings, p: Params, only: Sequence[str], say: Say, redis_n
         run_rebuild(base, p, report, logs, say)
     if "hot" in want:
         run_hot(base, p, report, logs, say)
+    if "ws" in want:
+        run_ws(base, p, report, logs, say)
     if "profile" in want:
         run_profile(base, p, report, logs, say)
     if "audit" in want:

@@ -164,16 +164,25 @@ def cluster_url(settings: Settings) -> str | None:
     return None
 
 
-def make_client(settings: Settings, *, follow_quietly: bool = True) -> RedisClient:
+def make_client(
+    settings: Settings, *, follow_quietly: bool = True, wait_for_connection_s: float | None = None
+) -> RedisClient:
     """A Redis Cluster client when ``redis_cluster`` is set (or the URL is ``redis+cluster://``).
 
     With ``redis_sentinels`` a client on the primary the Sentinels name (``follow_quietly``:
     see ``projections.redis_client.sentinel_client``); otherwise the plain single-node client
-    on ``redis_url``.
+    on ``redis_url``. ``wait_for_connection_s`` (single node): when all of the pool's
+    connections are busy, a call waits up to that long for one instead of failing at once
+    with ``MaxConnectionsError`` (the gateway: a burst of readers must queue, not be closed).
     """
     url = cluster_url(settings)
     if url is None and uses_sentinel(settings):
         return sentinel_client(settings, follow_quietly=follow_quietly)
+    if url is None and wait_for_connection_s is not None:
+        pool = aioredis.BlockingConnectionPool.from_url(
+            settings.redis_url, max_connections=100, timeout=wait_for_connection_s
+        )
+        return aioredis.Redis.from_pool(pool)
     if url is None:
         return aioredis.Redis.from_url(settings.redis_url, connection_class=FastPackConnection)
     return aioredis.RedisCluster.from_url(url)

@@ -178,3 +178,4 @@ def run_baselines(
                     key=f"ratio.e2e_vs_{slug}",
                 )
             )
+        report.alias("ratio.naive", "ratio.e2e_vs_naive", Target(15, True, "≥ 15\u00d7"))

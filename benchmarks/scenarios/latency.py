@@ -346,6 +346,8 @@ def _latency_figures(
                 key=f"{prefix}.websocket_{label}",
             )
         )
+    if headline:
+        report.alias("ws.p99_10k", f"{prefix}.websocket_p99", Target(250, False, "≤ 250 ms"))
     report.details[f"latency runs at {rate:,} entries/s"] = [
         {
             "sent_records": x.sent,

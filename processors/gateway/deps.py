@@ -107,7 +107,7 @@ class Services:
     ) -> Services:
         """Open Redis, catch the config view up, then start the producer and rank feed."""
         loop = asyncio.get_running_loop()
-        client = make_client(settings)
+        client = make_client(settings, wait_for_connection_s=10.0)
         view = ConfigView(settings)
         await loop.run_in_executor(None, view.start)
         await view.sync(10)

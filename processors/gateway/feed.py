@@ -18,6 +18,7 @@ from typing import Any
 import redis.asyncio as aioredis
 from confluent_kafka import KafkaError, TopicPartition
 from opentelemetry.trace import SpanContext, SpanKind
+from redis.exceptions import RedisError
 
 from processors import telemetry
 from processors.bootstrap import get_codec, kafka_consumer
@@ -42,7 +43,7 @@ from streams.events import (
 )
 from streams.settings import Settings
 
-__all__ = ["Board", "DeadLettered", "Listener", "RankFeed", "Subscriber", "now_iso"]
+__all__ = ["Board", "DeadLettered", "Listener", "RankFeed", "Subscriber", "encode", "now_iso"]
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +64,28 @@ class _Traced:
 
     msg: dict[str, Any]
     traces: list[SpanContext]
+
+
+@dataclass(frozen=True, slots=True)
+class _Frame:
+    """A message encoded once for every subscriber of a view: the same text for each."""
+
+    text: str
+    kind: str
+    version: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """A view's delta on its way to the pump, with the members in step when it was cut."""
+
+    item: dict[str, Any] | _Traced
+    members: tuple[Subscriber, ...]
+
+
+def encode(msg: dict[str, Any]) -> str:
+    """A message as compact JSON text (the one encoding of every push)."""
+    return json.dumps(msg, separators=(",", ":"))
 
 
 @dataclass(eq=False)
@@ -95,6 +118,12 @@ class Subscriber:
     #: mode top: how many rows (1..held) the client holds exactly once it has applied
     #: ``pending``; below ``n`` after rows left the top n, so the next delta carries a ``fill``
     held: int = 0
+    #: the shared view this subscriber is a member of (None: it is served on its own)
+    view: _View | None = None
+    #: the view this subscriber leads (the socketless subscriber of a shared view)
+    leads: _View | None = None
+    #: when the oldest ping not answered yet was sent (monotonic; None: none outstanding)
+    ping_sent: float | None = None
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.queue_size)
@@ -140,12 +169,41 @@ class Listener:
 
 
 @dataclass(eq=False)
+class _View:
+    """The top-``n`` subscribers of one board that are in step, served as one.
+
+    ``lead`` is a subscriber without a socket: it follows the records like any subscriber
+    (versions, period, pending delta, resync). Each delta it cuts is enriched and encoded
+    once and the same text is queued to every member; a snapshot it needs is read once for
+    all of them. A subscriber joins when it is at the lead's version (after its own snapshot
+    or resume) and leaves when its queue overflows (it resyncs on its own, then joins again).
+    """
+
+    lead: Subscriber
+    members: set[Subscriber] = field(default_factory=set)
+    task: asyncio.Task[None] | None = None
+    #: new subscribers waiting for the pump to be idle (then they get the cached snapshot)
+    waiting: set[Subscriber] = field(default_factory=set)
+    #: the view's last snapshot and the deltas sent since, as sent: a new subscriber gets
+    #: them and is in step at once, without a Redis read of its own (None: too old, re-read)
+    snapshot: _Frame | None = None
+    since: list[_Frame] = field(default_factory=list)
+    #: the pump is working on an item (its members are fixed; a newcomer must wait)
+    busy: bool = False
+
+
+@dataclass(eq=False)
 class Board:
     """The feed's state for one board: recent records (contiguous versions) and subscribers."""
 
     history: deque[RankChanged]
     last_version: int = 0
+    #: every subscriber of the board (members of views included)
     subscribers: set[Subscriber] = field(default_factory=set)
+    #: the subscribers that follow the records on their own (not in a view)
+    solo: set[Subscriber] = field(default_factory=set)
+    #: shared top-n views by n
+    views: dict[int, _View] = field(default_factory=dict)
 
 
 def _shifted(sub: Subscriber, new: int, c: RankChange) -> None:
@@ -219,6 +277,9 @@ class RankFeed:
         self._consumer: Any = None
         self._ready = threading.Event()
         self._error: str | None = None
+        #: snapshot reads at once: a crowd (re)subscribing queues here, leaving the Redis
+        #: pool to the deltas and the HTTP reads
+        self._reads = asyncio.Semaphore(16)
 
     # ------------------------------------------------------------------ consumer thread
     def start(self) -> None:
@@ -269,6 +330,8 @@ class RankFeed:
         for board in self.boards.values():
             for sub in list(board.subscribers):
                 self._put_control(sub, _CLOSE)
+            for view in board.views.values():
+                self._put_control(view.lead, _CLOSE)
 
     @property
     def running(self) -> bool:
@@ -452,7 +515,8 @@ class RankFeed:
             )
         board.history.append(record)
         board.last_version = record.version_to
-        for sub in list(board.subscribers):
+        leads = [view.lead for view in board.views.values()]
+        for sub in [*leads, *board.solo]:
             if sub.syncing:
                 sub.backlog.append(record)
                 if len(sub.backlog) > self.history_size:
@@ -468,6 +532,16 @@ class RankFeed:
         """Register ``sub``; resume from ``since_version`` if history allows, else snapshot."""
         board = self.board(sub.board)
         board.subscribers.add(sub)
+        if sub.mode == "top" and since_version is None:
+            view = self._view(board, sub.board, sub.n)
+            view.waiting.add(sub)  # served from the view's snapshot: no read of its own
+            sub.view = view
+            if not view.busy and view.lead.queue.empty():
+                self._admit(view)
+            return
+        board.solo.add(sub)
+        if sub.mode == "top":
+            self._view(board, sub.board, sub.n)
         period = self._period_hint(sub.board, board)
         if (
             sub.mode == "top"
@@ -500,13 +574,186 @@ class RankFeed:
         return max(periods) if periods else None
 
     def unsubscribe(self, sub: Subscriber) -> None:
-        """Forget ``sub`` (its connection closed)."""
+        """Forget ``sub`` (its connection closed); a view left without subscribers ends."""
         board = self.boards.get(sub.board)
+        if sub.view is not None:
+            sub.view.members.discard(sub)
+            sub.view.waiting.discard(sub)
+            sub.view = None
         if board is not None:
             board.subscribers.discard(sub)
+            board.solo.discard(sub)
+            view = board.views.get(sub.n) if sub.mode == "top" else None
+            if view is not None and not any(
+                s.mode == "top" and s.n == sub.n for s in board.subscribers
+            ):
+                del board.views[sub.n]
+                self._close_view(view)
         if sub.flush_handle is not None:
             sub.flush_handle.cancel()
             sub.flush_handle = None
+
+    # ------------------------------------------------------------------ shared views
+    def _view(self, board: Board, name: str, n: int) -> _View:
+        """The shared top-``n`` view of ``board`` (started, with its own snapshot, if new)."""
+        view = board.views.get(n)
+        if view is None:
+            lead = Subscriber(name, "top", n=n, queue_size=max(self.queue_size, 1024))
+            view = board.views[n] = _View(lead)
+            lead.leads = view
+            lead.queue.put_nowait(_RESYNC)
+            view.task = asyncio.get_running_loop().create_task(self._pump(view))
+        return view
+
+    def _close_view(self, view: _View) -> None:
+        """Stop a view's pump and cancel its pending flush."""
+        if view.lead.flush_handle is not None:
+            view.lead.flush_handle.cancel()
+            view.lead.flush_handle = None
+        if view.task is not None:
+            view.task.cancel()
+
+    def _join(self, view: _View, board: Board) -> None:
+        """Move the solo top-n subscribers that are in step with ``view``'s lead into it.
+
+        Called right after the lead cut a delta (no await in between): a subscriber at the
+        lead's version and period has seen exactly the same records, so after its own
+        pending changes go out it needs what the lead sends from now on, nothing else.
+        """
+        lead = view.lead
+        for sub in list(board.solo):
+            if (
+                sub.mode == "top"
+                and sub.n == lead.n
+                and not sub.syncing
+                and sub.version == lead.version
+                and sub.period == lead.period
+            ):
+                if sub.flush_handle is not None:
+                    sub.flush_handle.cancel()
+                self._emit(sub)
+                if sub.syncing:
+                    continue  # its queue overflowed: it resyncs on its own first
+                board.solo.discard(sub)
+                view.members.add(sub)
+                sub.view = view
+
+    #: deltas kept after a view's snapshot for newcomers; beyond, they read their own
+    SINCE_MAX = 128
+
+    def _admit(self, view: _View) -> None:
+        """Make the waiting newcomers members: each is queued the view's snapshot and the
+        deltas sent since (the same texts), so it is in step with the lead's next delta.
+        Called only while the pump is idle (nothing cut and not yet sent). Without a cached
+        snapshot (the lead is still reading one, it will include them) they keep waiting;
+        with a stale cache they are served on their own."""
+        if not view.waiting or view.lead.syncing:
+            return
+        board = self.boards.get(view.lead.board)
+        waiting, view.waiting = view.waiting, set()
+        for sub in waiting:
+            if view.snapshot is None or board is None or len(view.since) >= sub.queue.maxsize:
+                sub.view = None
+                if board is not None and sub in board.subscribers:
+                    board.solo.add(sub)
+                    self.resync(sub)
+                continue
+            for frame in (view.snapshot, *view.since):
+                sub.queue.put_nowait(frame)
+                sub.version = frame.version
+            sub.period = view.lead.period
+            sub.syncing = False
+            view.members.add(sub)
+
+    def _leave(self, sub: Subscriber) -> None:
+        """Take a member out of its view (it follows the records on its own again)."""
+        view = sub.view
+        if view is None:
+            return
+        view.members.discard(sub)
+        sub.view = None
+        board = self.boards.get(sub.board)
+        if board is not None and sub in board.subscribers:
+            board.solo.add(sub)
+
+    async def _pump(self, view: _View) -> None:
+        """Encode each of the view's messages once and queue the same text to its members."""
+        lead = view.lead
+        while True:
+            if lead.queue.empty():
+                view.busy = False
+                self._admit(view)
+            item = await lead.queue.get()
+            view.busy = True
+            if item is _CLOSE:
+                return
+            if item is _RESYNC:
+                if not lead.syncing:
+                    continue
+                msg = await self._snapshot_or_retry(lead)
+                if msg is None:
+                    continue
+                for sub in view.waiting:  # newcomers take this snapshot with the members
+                    sub.syncing = False
+                    view.members.add(sub)
+                view.waiting.clear()
+                members: tuple[Subscriber, ...] = tuple(view.members)
+                frame = _Frame(encode(msg), "snapshot", int(msg["version"]))
+                self._deliver(view, members, frame)
+                view.snapshot, view.since = frame, []
+                board = self.boards.get(lead.board)
+                if board is not None and not lead.pending:
+                    self._join(view, board)
+                continue
+            assert isinstance(item, _Outgoing)
+            members = item.members
+            out = item.item
+            msg = out.msg if isinstance(out, _Traced) else out
+            if msg.get("type") == "delta":
+                if lead.syncing:
+                    continue  # superseded by the snapshot queued after it
+                if _FILL_FROM in msg and not await self._filled(lead, msg):
+                    continue  # the rows moved on: a snapshot follows instead
+                if not await self._enriched(lead, msg):
+                    continue
+            frame = _Frame(encode(msg), "delta", int(msg["version"]))
+            if isinstance(out, _Traced):
+                attributes: dict[str, str | int] = {
+                    "leaderboard.id": lead.board,
+                    "leaderboard.mode": lead.mode,
+                    "leaderboard.version": frame.version,
+                    "leaderboard.changes": len(msg["changes"]),
+                    "leaderboard.subscribers": len(members),
+                }
+                links = telemetry.links_of(out.traces)
+                with telemetry.span(
+                    "ws push", kind=SpanKind.PRODUCER, attributes=attributes, links=links
+                ):
+                    self._deliver(view, members, frame)
+            else:
+                self._deliver(view, members, frame)
+            if view.snapshot is not None:
+                view.since.append(frame)
+                if len(view.since) > self.SINCE_MAX:
+                    view.snapshot, view.since = None, []
+
+    def _deliver(self, view: _View, members: tuple[Subscriber, ...], frame: _Frame) -> None:
+        """Queue ``frame`` to each of ``members`` still in ``view``; a full queue (a slow
+        consumer) takes that one out of the view and resyncs it alone, the others go on."""
+        for sub in members:
+            if sub.view is not view:
+                continue  # left meanwhile (closed, or overflowed on an earlier frame)
+            try:
+                sub.queue.put_nowait(frame)
+            except asyncio.QueueFull:
+                sub.overflows += 1
+                log.info("subscriber %s is slow: queue full, resync", sub.describe())
+                self._leave(sub)
+                self._drop_data(sub)
+                self.resync(sub)
+                continue
+            sub.version = frame.version
+            sub.period = view.lead.period
 
     def subscriber_count(self) -> int:
         """Subscribers across every board."""
@@ -735,14 +982,29 @@ class RankFeed:
         item: dict[str, Any] | _Traced = msg
         if sub.traces:
             item, sub.traces = _Traced(msg, sub.traces), []
+        view = sub.leads
         try:
-            sub.queue.put_nowait(item)
+            sub.queue.put_nowait(item if view is None else _Outgoing(item, tuple(view.members)))
         except asyncio.QueueFull:
             sub.overflows += 1
             log.info("subscriber %s is slow: queue full, resync", sub.describe())
-            while not sub.queue.empty():
-                sub.queue.get_nowait()
+            self._drop_data(sub)
             self.resync(sub)
+            if view is not None:  # the pump fell behind: its members missed deltas
+                for member in list(view.members):
+                    self._leave(member)
+                    self._drop_data(member)
+                    self.resync(member)
+            return
+        board = self.boards.get(sub.board)
+        if view is not None and board is not None:
+            self._join(view, board)
+
+    @staticmethod
+    def _drop_data(sub: Subscriber) -> None:
+        """Empty ``sub``'s queue (a snapshot will supersede what was in it)."""
+        while not sub.queue.empty():
+            sub.queue.get_nowait()
 
     async def _enrich(self, board: str, changes: list[dict[str, Any]]) -> None:
         """Attach each changed participant's latest entry ``metadata`` and ``profile`` to the
@@ -764,40 +1026,33 @@ class RankFeed:
             if pid in prof:
                 c["profile"] = prof[pid]
 
-    async def serve(
-        self,
-        sub: Subscriber,
-        send: Callable[[dict[str, Any]], Awaitable[None]],
-        *,
-        send_timeout_s: float = 10.0,
-    ) -> None:
-        """Send ``sub``'s queue until it is closed; a send slower than the limit ends it."""
-        while True:
-            item = await sub.queue.get()
-            if item is _CLOSE:
-                return
-            if item is _RESYNC:
-                if not sub.syncing:
-                    continue  # superseded by a snapshot already sent
-                msg = await self.snapshot(sub)
-            elif isinstance(item, _Traced):
-                if sub.syncing:
-                    continue  # superseded by the snapshot queued after it
-                if _FILL_FROM in item.msg and not await self._fill(sub, item.msg):
-                    continue  # the rows moved on: a snapshot follows instead
-                self.on_push("delta")
-                await self._send_traced(sub, item, send, send_timeout_s)
-                continue
-            else:
-                msg = item
-                if msg.get("type") == "delta":
-                    if sub.syncing:
-                        continue  # superseded by the snapshot queued after it
-                    if _FILL_FROM in msg and not await self._fill(sub, msg):
-                        continue  # the rows moved on: a snapshot follows instead
-                    await self._enrich(sub.board, msg["changes"])
-                self.on_push("delta")
-            await asyncio.wait_for(send(msg), send_timeout_s)
+    async def _snapshot_or_retry(self, sub: Subscriber) -> dict[str, Any] | None:
+        """``sub``'s snapshot; None if Redis failed (busy or away): it is asked again in 1 s.
+
+        A Redis error never ends a subscription: the viewer keeps its connection and gets
+        the snapshot once Redis answers (an unknown board still ends it: LookupError).
+        """
+        try:
+            async with self._reads:
+                return await self.snapshot(sub)
+        except RedisError as exc:
+            log.warning("snapshot of %s failed, retrying in 1 s: %r", sub.describe(), exc)
+            asyncio.get_running_loop().call_later(1.0, self._retry_snapshot, sub)
+            return None
+
+    def _retry_snapshot(self, sub: Subscriber) -> None:
+        """Ask ``sub``'s sender for its snapshot again (unless one was sent meanwhile)."""
+        if sub.syncing:
+            self._put_control(sub, _RESYNC)
+
+    async def _filled(self, sub: Subscriber, msg: dict[str, Any]) -> bool:
+        """``_fill``; if Redis failed, resync ``sub`` instead (False)."""
+        try:
+            return await self._fill(sub, msg)
+        except RedisError as exc:
+            log.warning("fill of %s not read, resync: %r", sub.describe(), exc)
+            self.resync(sub)
+            return False
 
     async def _fill(self, sub: Subscriber, msg: dict[str, Any]) -> bool:
         """Add to a top-mode delta the rows its client lacks (``fill``: rows from
@@ -826,11 +1081,71 @@ class RankFeed:
         msg["fill"] = rows
         return True
 
+    async def _enriched(self, sub: Subscriber, msg: dict[str, Any]) -> bool:
+        """Enrich a delta's changes; if Redis failed, resync ``sub`` instead (False)."""
+        try:
+            await self._enrich(sub.board, msg["changes"])
+        except RedisError as exc:
+            log.warning("delta of %s not enriched, resync: %r", sub.describe(), exc)
+            self.resync(sub)
+            return False
+        return True
+
+    async def serve(
+        self,
+        sub: Subscriber,
+        send: Callable[[str], Awaitable[None]],
+        *,
+        send_timeout_s: float = 30.0,
+    ) -> None:
+        """Send ``sub``'s queue (as JSON text) until it is closed.
+
+        A send blocked longer than ``send_timeout_s`` (the client reads nothing: its socket
+        buffers are full) ends the subscription; a client that reads too slowly for the
+        deltas overflows its queue instead and gets a snapshot when it has caught up.
+        """
+        while True:
+            item = await sub.queue.get()
+            if item is _CLOSE:
+                return
+            if isinstance(item, _Frame):  # encoded once by the view for all its members
+                self.on_push(item.kind)
+                await asyncio.wait_for(send(item.text), send_timeout_s)
+                continue
+            if item is _RESYNC:
+                if not sub.syncing:
+                    continue  # superseded by a snapshot already sent
+                snap = await self._snapshot_or_retry(sub)
+                if snap is None:
+                    continue
+                msg = snap
+            elif isinstance(item, _Traced):
+                if sub.syncing:
+                    continue  # superseded by the snapshot queued after it
+                if _FILL_FROM in item.msg and not await self._filled(sub, item.msg):
+                    continue  # the rows moved on: a snapshot follows instead
+                self.on_push("delta")
+                await self._send_traced(sub, item, send, send_timeout_s)
+                continue
+            else:
+                msg = item
+                if msg.get("type") == "delta":
+                    if sub.syncing:
+                        continue  # superseded by the snapshot queued after it
+                    if _FILL_FROM in msg and not await self._filled(sub, msg):
+                        continue  # the rows moved on: a snapshot follows instead
+                    if not await self._enriched(sub, msg):
+                        continue
+                    self.on_push("delta")
+                elif msg.get("type") == "ping" and sub.ping_sent is None:
+                    sub.ping_sent = time.monotonic()  # sent, not only queued: now it counts
+            await asyncio.wait_for(send(encode(msg)), send_timeout_s)
+
     @staticmethod
     async def _send_traced(
         sub: Subscriber,
         item: _Traced,
-        send: Callable[[dict[str, Any]], Awaitable[None]],
+        send: Callable[[str], Awaitable[None]],
         send_timeout_s: float,
     ) -> None:
         """Send a delta inside a push span linked to the rank-change records it carries."""
@@ -843,7 +1158,7 @@ class RankFeed:
         }
         links = telemetry.links_of(item.traces)
         with telemetry.span("ws push", kind=SpanKind.PRODUCER, attributes=attributes, links=links):
-            await asyncio.wait_for(send(item.msg), send_timeout_s)
+            await asyncio.wait_for(send(encode(item.msg)), send_timeout_s)
 
 
 def now_iso() -> str:

@@ -10,7 +10,7 @@ import re
 import pytest
 
 from benchmarks.analysis import analysis
-from benchmarks.figures import KEY_PATTERN, Figure, Report, Target
+from benchmarks.figures import KEY_DOCS, KEY_PATTERN, Figure, Report, Target, key_doc
 from benchmarks.params import Params
 from benchmarks.report import (
     DEFAULT_JSON,
@@ -168,6 +168,27 @@ def test_report_get_finds_figure_by_key() -> None:
     fig = report.add(Figure("a", "b", "ms", [1.0], key="a.b"))
     assert report.get("a.b") is fig
     assert report.get("a.c") is None
+
+
+def test_report_alias_publishes_a_figure_under_a_second_key() -> None:
+    report = Report(Params.full(), "t", "m")
+    report.add(Figure("1 ingest", "e2e", "entries/s", [3.0, 1.0, 2.0], key="ingest.e2e_rate"))
+    alias = report.alias("ingest.e2e", "ingest.e2e_rate", Target(30, True, "≥ 30"))
+    assert alias is not None and report.get("ingest.e2e") is alias
+    assert report.get("ingest.e2e_rate") is not None  # the old key stays
+    assert alias.runs == [3.0, 1.0, 2.0] and alias.median == 2.0
+    assert alias.name == "e2e (= `ingest.e2e_rate`)" and alias.status() == "❌ ≥ 30"
+    assert report.alias("ratio.naive", "ratio.absent", None) is None
+
+
+def test_every_figure_key_is_documented() -> None:
+    keys = [f["key"] for f in json.loads(DEFAULT_JSON.read_text())["figures"]]
+    keys += ["ingest.e2e", "ratio.naive", "ws.p99_10k", "ws.viewers", "ws.viewers_fanout"]
+    keys += ["ws.viewers_top_p99", "ws.viewers_client_cpu", "ws.viewers_gateway_cpu"]
+    keys += ["ws.viewers_top_fanout_p99", "ws.viewers_top_upstream_p99", "rebuild.all"]
+    assert [k for k in keys if key_doc(k) is None] == []
+    assert key_doc("ratio.e2e_vs_zadd") == KEY_DOCS["ratio.e2e_vs_*"]
+    assert key_doc("nothing.here") is None
 
 
 def test_report_rejects_a_repeated_key() -> None:

@@ -93,21 +93,28 @@ class _Liveness:
     answers_pings: bool = False
 
 
-async def _receive(ws: WebSocket, live: _Liveness) -> None:
+async def _receive(ws: WebSocket, sub: Subscriber, live: _Liveness) -> None:
     """Read the client's messages: any of them shows it is alive, a pong that it answers."""
     while True:
         text = await ws.receive_text()
         live.last_heard = time.monotonic()
+        sub.ping_sent = None
         with contextlib.suppress(ValueError):
             if json.loads(text).get("type") == "pong":
                 live.answers_pings = True
 
 
 async def _heartbeat(sub: Subscriber, live: _Liveness, interval_s: float) -> None:
-    """Queue a ping every ``interval_s``; end when a client that answered pings stops."""
+    """Queue a ping every ``interval_s``; end when a client that answered pings stops.
+
+    Only a ping that was sent counts: one still queued behind deltas, or dropped with them
+    when a slow client's queue overflowed, cannot have been answered (closing a viewer for
+    that would close it for the gateway's own delay).
+    """
     while True:
         await asyncio.sleep(interval_s)
-        if live.answers_pings and time.monotonic() - live.last_heard > 3 * interval_s:
+        sent = sub.ping_sent
+        if live.answers_pings and sent is not None and time.monotonic() - sent > 2 * interval_s:
             log.info("subscriber %s stopped answering pings", sub.describe())
             return
         with contextlib.suppress(asyncio.QueueFull):
@@ -118,14 +125,10 @@ async def _serve(ws: WebSocket, feed: RankFeed, sub: Subscriber, ping_interval_s
     """Push the subscription's messages until the client, the feed or the heartbeat ends it."""
     live = _Liveness()
 
-    async def send(msg: dict[str, Any]) -> None:
-        """One message as compact JSON text."""
-        await ws.send_text(json.dumps(msg, separators=(",", ":")))
-
     closing = _closing(ws.app)
     tasks = [
-        asyncio.create_task(feed.serve(sub, send)),
-        asyncio.create_task(_receive(ws, live)),
+        asyncio.create_task(feed.serve(sub, ws.send_text)),
+        asyncio.create_task(_receive(ws, sub, live)),
         asyncio.create_task(_heartbeat(sub, live, ping_interval_s)),
         asyncio.create_task(closing.wait()),
     ]
@@ -133,7 +136,9 @@ async def _serve(ws: WebSocket, feed: RankFeed, sub: Subscriber, ping_interval_s
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in done:
             err = task.exception()
-            if err is not None and not isinstance(err, WebSocketDisconnect | TimeoutError):
+            if isinstance(err, TimeoutError):
+                log.info("subscriber %s reads nothing: send timed out, closing", sub.describe())
+            elif err is not None and not isinstance(err, WebSocketDisconnect):
                 log.warning("subscriber %s ended: %r", sub.describe(), err)
     finally:
         for task in tasks:
