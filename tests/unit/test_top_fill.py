@@ -33,7 +33,8 @@ def client_apply(rows: list[str], msg: dict[str, Any], n: int) -> list[str]:
 def flush(sub: Subscriber, order: list[str]) -> dict[str, Any] | None:
     """Emit ``sub``'s pending delta as the feed does; fill it from the true order (as the
     sender's read of Redis at the delta's version does)."""
-    feed = RankFeed.__new__(RankFeed)  # _emit touches the subscriber only
+    feed = RankFeed.__new__(RankFeed)  # _emit touches the subscriber and the board map only
+    feed.boards = {}  # a subscriber on its own (no shared view)
     feed._emit(sub)
     if sub.queue.empty():
         return None
