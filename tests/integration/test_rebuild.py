@@ -140,7 +140,10 @@ def test_fast_and_lua_rebuilds_equal_live_on_every_board_and_period(
     worker = p.start_worker()
     produce(p, cfgs, 700, 5)
     topic = p.settings.topic("scores")
-    time.sleep(6)  # the window's end and the closing pass, marks end their periods
+    # the window's end and the closing pass (plus the grace): the worker's clock marks end
+    # both periods, however slow it was to start
+    ending = [c.leaderboard_id for c in cfgs[4:6]]
+    wait_until(lambda: all(asyncio.run(live_dump(p, b)).get(":pe") for b in ending), timeout=120)
     p.kill(worker, signal.SIGTERM)
     # a projector that writes no marks catches up with the whole log, marks included
     worker = p.start_worker(LEADERBOARD_CLOCK_MARK_S="0")
