@@ -223,7 +223,8 @@ class ShardedStore(Neighbours):
             )
         lo = str(layout.bounds[shard - 1]) if shard > 0 else ""
         hi = str(layout.bounds[shard]) if shard < len(layout.bounds) else ""
-        # range_apply.lua: every entry, the band's bounds, no projection marker check
+        # range_apply.lua: every entry, the band's bounds; the projection marker is checked
+        # as for hash shards (an emptied Redis would restart the shard's versions)
         return apply_call(
             keys,
             cfg,
@@ -231,7 +232,7 @@ class ShardedStore(Neighbours):
             periods,
             prepared,
             grace,
-            None,
+            self.base.guard_key,
             dedup=self.base.dedup,
             directory=True,
         )

@@ -4,7 +4,9 @@
 -- Every shard receives every record with all its entries; a shard keeps in its sorted set only
 -- the participants whose score lies in its band [lo, hi) and remembers every participant's
 -- score and member (hash `all`) to compute the next.
--- Board ARGV (3, 4): lo ('' = unbounded), hi ('' = unbounded); the guard is '' (no check).
+-- Board ARGV (3, 4): lo ('' = unbounded), hi ('' = unbounded); the projection marker is
+-- checked as for every board (rules.lua), so a shard never restarts its versions on an emptied
+-- Redis.
 -- KEYS per period: sorted set (band members only), participant->member hash (band members
 -- only), participant->"score\tmember" hash (all).
 -- Changes carry local ranks (false when the old/new score is outside this band) and the band's

@@ -211,17 +211,22 @@ async def test_projector_routes_sharded_boards(
         await scrub(redis_backend, f"{prefix}:*")
 
 
-async def test_missing_marker_stops_plain_and_hash_boards(
+async def test_missing_marker_stops_plain_hash_and_range_boards(
     redis_backend: RedisClient,  # noqa: F811
 ) -> None:
-    """Without its projection marker the apply raises ProjectionLost, plain or hash-sharded."""
+    """Without its projection marker the apply raises ProjectionLost, plain or sharded (a range
+    shard applied onto an emptied Redis would restart its versions)."""
     if is_cluster(redis_backend):
         pytest.skip("the projection marker guards the single node only")
     prefix = f"t{uuid.uuid4().hex[:8]}"
     marker = f"{prefix}:marker"
     store = ShardedStore(RankingStore(redis_backend, prefix=prefix, grace_ms=DAY, guard_key=marker))
     try:
-        for cfg in [LeaderboardConfigured("p"), sharded(LeaderboardConfigured("h"), "hash:2", "h")]:
+        for cfg in [
+            LeaderboardConfigured("p"),
+            sharded(LeaderboardConfigured("h"), "hash:2", "h"),
+            sharded(LeaderboardConfigured("r"), "range:0,100", "r"),
+        ]:
             recs = scripted(cfg.leaderboard_id, 5)
             with pytest.raises(ProjectionLost):
                 await store.apply([(cfg, recs)])
