@@ -155,11 +155,10 @@ async def load(
                 await out.send(
                     "ZADD", keys.zset(period), *chain.from_iterable(order[i : i + chunk])
                 )
-            pairs = [(pid, row[1]) for pid, row in table.members.items()]
-            for i in range(0, len(pairs), chunk):
-                await out.send(
-                    "HSET", keys.members(period), *chain.from_iterable(pairs[i : i + chunk])
-                )
+            index = keys.index_fields(period, ((p, r[1]) for p, r in table.members.items()))
+            for key, flat in sorted(index.items()):
+                for i in range(0, len(flat), 2 * chunk):
+                    await out.send("HSET", key, *flat[i : i + 2 * chunk])
             members += len(table)
             checksums[period] = (_model_digest(order, sign), len(table))
         ids = [(at, eid) for eid, at in model.seen_events.items()]

@@ -2,7 +2,32 @@
 
 from __future__ import annotations
 
+import hashlib
+from collections.abc import Iterable
 from dataclasses import dataclass
+
+from streams.rules import TIEBREAK_WIDTH
+
+#: Hex digits of SHA-1(participant id) naming its bucket of a period's participant index.
+INDEX_DIGITS = 3
+#: Buckets of one period's participant index (16^INDEX_DIGITS). Redis keeps a hash in one
+#: compact listpack up to ``hash-max-listpack-entries`` fields (the local stack sets 1024), so
+#: boards up to ~2,000,000 participants keep every bucket compact (~30 B per participant
+#: instead of ~80 B in one big hash).
+INDEX_BUCKETS = 16**INDEX_DIGITS
+
+
+def index_bucket(participant_id: str) -> str:
+    """Bucket of a participant in a period's index (lua/rules.lua ``index_key`` agrees)."""
+    return hashlib.sha1(participant_id.encode(), usedforsecurity=False).hexdigest()[:INDEX_DIGITS]
+
+
+def index_member(prefix: bytes | str | None, participant_id: str) -> str | None:
+    """The sorted-set member of a participant from its index value (its tie-break prefix)."""
+    if prefix is None:
+        return None
+    text = prefix.decode() if isinstance(prefix, bytes) else prefix
+    return text + participant_id
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,8 +81,35 @@ class BoardKeys:
         return f"{self.base}:z:{period}"
 
     def members(self, period: str) -> str:
-        """Hash: participant → sorted-set member of one period."""
+        """Name stem of one period's participant index: ``<stem>:<bucket>`` (``index``)."""
         return f"{self.base}:m:{period}"
+
+    def index(self, period: str, participant_id: str) -> str:
+        """Hash (listpack-sized bucket): participant → tie-break prefix of its member.
+
+        The member is the prefix then the participant id (``index_member``): the index stores
+        only what it cannot rebuild.
+        """
+        return f"{self.base}:m:{period}:{index_bucket(participant_id)}"
+
+    def index_fields(self, period: str, members: Iterable[tuple[str, str]]) -> dict[str, list[str]]:
+        """(participant, member) pairs as the index buckets' HSET arguments: bucket name →
+        participant, prefix, participant, prefix, ..."""
+        stem = f"{self.base}:m:{period}:"
+        out: dict[str, list[str]] = {}
+        sha1, n, w = hashlib.sha1, INDEX_DIGITS, TIEBREAK_WIDTH
+        for pid, mem in members:
+            key = stem + sha1(pid.encode(), usedforsecurity=False).hexdigest()[:n]
+            fields = out.get(key)
+            if fields is None:
+                fields = out[key] = []
+            fields += (pid, mem[:w])
+        return out
+
+    def index_keys(self, period: str) -> list[str]:
+        """Every bucket name of one period's participant index (most may not exist)."""
+        stem = self.members(period)
+        return [f"{stem}:{b:0{INDEX_DIGITS}x}" for b in range(INDEX_BUCKETS)]
 
     def directory(self, period: str) -> str:
         """Hash of a range shard: participant → ``score<TAB>member`` for every participant."""

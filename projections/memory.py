@@ -168,7 +168,10 @@ class MemoryStore(Neighbours):
         names += [name for name, part in parts if part]
         for period, table in m.periods.items():
             if table:
-                names += [keys.zset(period), keys.members(period)]
+                names += [
+                    keys.zset(period),
+                    *keys.index_fields(period, ((p, "") for p in table.members)),
+                ]
         return sorted(names)
 
     async def clear(self, board: str) -> int:

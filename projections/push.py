@@ -46,7 +46,8 @@ local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
 local n = redis.call('ZCARD', KEYS[2])
 local rows = {}
 for i, pid in ipairs(ARGV) do
-  local m = redis.call('HGET', KEYS[3], pid)
+  local pre = redis.call('HGET', KEYS[3] .. ':' .. string.sub(redis.sha1hex(pid), 1, 3), pid)
+  local m = pre and pre .. pid
   local r = m and redis.call('ZRANK', KEYS[2], m)
   if r then
     rows[#rows + 1] = i

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.keys import BoardKeys
+from projections.keys import BoardKeys, index_member
 from projections.layout import ShardLayout
 from projections.redis_client import RedisClient
 from projections.store import Prepared
@@ -126,11 +126,13 @@ async def _scores(
     homes = [BoardKeys(ids[layout.home(pid)], prefix) for _, pid in wanted]
     pipe: Any = client.pipeline(transaction=False)
     for (period, pid), keys in zip(wanted, homes, strict=True):
-        pipe.hget(keys.members(period), pid)
-    members = await pipe.execute()
+        pipe.hget(keys.index(period, pid), pid)
+    members = [
+        index_member(pre, pid) for pre, (_, pid) in zip(await pipe.execute(), wanted, strict=True)
+    ]
     pipe = client.pipeline(transaction=False)
     for (period, _), keys, m in zip(wanted, homes, members, strict=True):
-        pipe.zscore(keys.zset(period), m if m is not None else b"")
+        pipe.zscore(keys.zset(period), m if m is not None else "")
     raw = await pipe.execute()
     out: dict[tuple[str, str], int | None] = {}
     for key, m, z in zip(wanted, members, raw, strict=True):

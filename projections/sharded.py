@@ -25,7 +25,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from projections.keys import BoardKeys
+from projections.keys import BoardKeys, index_member
 from projections.layout import SHARDS_KEY, ShardLayout, directory_key, layout_of
 from projections.redis_client import is_cluster
 from projections.results import decode
@@ -365,15 +365,17 @@ class ShardedStore(Neighbours):
         pipe: Any = self.client.pipeline(transaction=False)
         order: list[tuple[int, list[str]]] = sorted(homes.items())
         for s, plist in order:
-            pipe.hmget(BoardKeys(ids[s], self.prefix).members(period), plist)
-        mems = await pipe.execute()
+            for pid in plist:
+                pipe.hget(BoardKeys(ids[s], self.prefix).index(period, pid), pid)
+        flat = iter(await pipe.execute())
+        mems = [[index_member(next(flat), pid) for pid in plist] for _, plist in order]
         pipe = self.client.pipeline(transaction=False)
         asked: list[tuple[str, bytes]] = []
         for (s, plist), ms in zip(order, mems, strict=True):
-            for pid, m in zip(plist, ms, strict=True):
-                if m is not None:
-                    pipe.zscore(BoardKeys(ids[s], self.prefix).zset(period), m)
-                    asked.append((pid, _bytes(m)))
+            for pid, mem in zip(plist, ms, strict=True):
+                if mem is not None:
+                    pipe.zscore(BoardKeys(ids[s], self.prefix).zset(period), mem)
+                    asked.append((pid, mem.encode()))
         scores = await pipe.execute() if asked else []
         for (pid, m), sc in zip(asked, scores, strict=True):
             if sc is not None:

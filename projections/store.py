@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from projections.keys import BoardKeys
+from projections.keys import BoardKeys, index_member
 from projections.redis_client import RedisClient
 from projections.results import RecordResult, decode, to_change, to_notice
 from projections.scripts import APPLY, SWAP_LUA, Call, ProjectionLost
@@ -267,12 +267,15 @@ class RankingStore(Neighbours):
         keys = self.keys(board)
         if not pids:
             return []
-        mems: list[Any] = await self.client.hmget(keys.members(period), list(pids))
+        pipe = self.client.pipeline(transaction=False)
+        for pid in pids:
+            pipe.hget(keys.index(period, pid), pid)
+        mems = [index_member(pre, pid) for pre, pid in zip(await pipe.execute(), pids, strict=True)]
         pipe = self.client.pipeline(transaction=False)
         present = [m for m in mems if m is not None]
-        for m in present:
-            pipe.zrank(keys.zset(period), m)
-            pipe.zscore(keys.zset(period), m)
+        for mem in present:
+            pipe.zrank(keys.zset(period), mem)
+            pipe.zscore(keys.zset(period), mem)
         res = await pipe.execute() if present else []
         out: list[Entry | None] = []
         i = 0

@@ -29,6 +29,11 @@ from processors.bootstrap import sync_redis
 from streams.errors import ServiceUnavailable
 
 
+#: Hash fields Redis keeps in one listpack (the default is 128): the participant index's
+#: buckets stay compact up to 4,096 x 1,024 participants per period.
+HASH_MAX_LISTPACK_ENTRIES = 1024
+
+
 def _redis_server(
     port: int, data: Path, pid_file: Path, log_file: Path, *extra: str
 ) -> subprocess.CompletedProcess[str]:
@@ -58,6 +63,10 @@ def _redis_server(
             "yes",
             "--appendfsync",
             "everysec",
+            # a board's participant index is 4,096 bucket hashes (projections/keys.py): each
+            # stays one compact listpack up to this many participants
+            "--hash-max-listpack-entries",
+            str(HASH_MAX_LISTPACK_ENTRIES),
         ],
         stdin=subprocess.DEVNULL,
         capture_output=True,

@@ -49,6 +49,7 @@ dir {data}
 save ""
 appendonly yes
 appendfsync everysec
+hash-max-listpack-entries 1024
 replica-read-only yes
 {replicaof}"""
 

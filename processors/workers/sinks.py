@@ -306,7 +306,8 @@ class SinkProcessor:
         async def expire() -> None:
             pipe = self.store.client.pipeline(transaction=False)
             pipe.expire(keys.zset(period), ttl)
-            pipe.expire(keys.members(period), ttl)
+            for key in keys.index_keys(period):
+                pipe.expire(key, ttl)
             pipe.expire(keys.attempts(period), ttl)  # (no-ops where the board has none)
             pipe.expire(keys.history(period), ttl)
             await pipe.execute()

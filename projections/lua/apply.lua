@@ -2,14 +2,14 @@
 -- plain board, whose sorted set holds every participant.
 --
 -- Board ARGV (3, 4): watch_top_n, overtaken_limit. KEYS per period: sorted set,
--- participant->member hash. Changes carry global ranks; notifications: overtaken (up to
+-- stem of the participant index (rules.lua index_key). Changes carry global ranks; notifications: overtaken (up to
 -- overtaken_limit passed participants, the rest counted in `omitted`), entered/left top N.
 local watch, olimit
 local board = {keys_per_period = 2}
 function board.init(top_n, limit) watch, olimit = top_n, limit end
 
 function board.lookup(P, pid)
-  local oldm = redis.call('HGET', P.m, pid)
+  local oldm = index_get(P, pid)
   if not oldm then return nil, nil end
   local k = tonumber(redis.call('ZSCORE', P.z, oldm))
   return zscore(k), oldm
@@ -21,7 +21,7 @@ function board.place(P, pid, _, oldm, new, mem, moved)
   if moved then
     if oldm then redis.call('ZREM', P.z, oldm) end
     redis.call('ZADD', P.z, zscore(new), mem)
-    redis.call('HSET', P.m, pid, mem)
+    index_set(P, pid, mem)
   end
   local newr = oldr
   if mem ~= oldm then newr = redis.call('ZRANK', P.z, mem) + 1 end

@@ -7,8 +7,8 @@
 -- Board ARGV (3, 4): lo ('' = unbounded), hi ('' = unbounded); the projection marker is
 -- checked as for every board (rules.lua), so a shard never restarts its versions on an emptied
 -- Redis.
--- KEYS per period: sorted set (band members only), participant->member hash (band members
--- only), participant->"score\tmember" hash (all).
+-- KEYS per period: sorted set (band members only), participant index stem (band members
+-- only, rules.lua index_key), participant->"score\tmember" hash (all).
 -- Changes carry local ranks (false when the old/new score is outside this band) and the band's
 -- size before and after the change. No notifications: they need global ranks, which the
 -- caller derives from the band sizes.
@@ -32,14 +32,14 @@ function board.place(P, pid, olds, oldm, new, mem, moved)
   if olds ~= nil and inband(olds) then
     oldr = redis.call('ZRANK', P.z, oldm) + 1
     if mem ~= oldm or not inband(new) then
-      redis.call('ZREM', P.z, oldm); redis.call('HDEL', P.m, pid)
+      redis.call('ZREM', P.z, oldm); index_del(P, pid)
     end
   end
   local newr = nil
   if inband(new) then
     if mem ~= oldm or oldr == nil then
       redis.call('ZADD', P.z, zscore(new), mem)
-      redis.call('HSET', P.m, pid, mem)
+      index_set(P, pid, mem)
     end
     newr = redis.call('ZRANK', P.z, mem) + 1
   end

@@ -6,7 +6,8 @@
 --       3 event ids (sorted set scored by event time: the bounded duplicate window),
 --       4 open periods hash (period -> closes_at), 5 ended periods hash,
 --       6 participant metadata hash, then board.keys_per_period keys per period i:
---       sorted set, participant->member hash[, participant->"score\tmember" hash].
+--       sorted set, stem of the bucketed participant index (index_key)[, participant->
+--       "score\tmember" hash].
 -- ARGV: partition, sort (desc|asc), two numeric board arguments (board.init), dedup window
 --       (ms of event time), dedup max ids, cut (board time at which a closed board's periods
 --       all end: its closing plus the grace; -1 if open), max_attempts (-1: none),
@@ -73,6 +74,21 @@ local function tiebreak(at, offset, idx)
 end
 
 local function fmt(x) return string.format('%.0f', x) end
+
+-- A period's participant index is bucketed (projections/keys.py ``index_bucket``): the bucket
+-- of a participant is the first 3 hex digits of SHA-1(id), under the same hash tag as P.m
+-- (the stem of the bucket names), and it stores only the member's tie-break prefix.
+local function index_key(P, pid) return P.m .. ':' .. string.sub(redis.sha1hex(pid), 1, 3) end
+-- The participant's member (prefix then id), or nil.
+local function index_get(P, pid)
+  local pre = redis.call('HGET', index_key(P, pid), pid)
+  if pre then return pre .. pid end
+  return nil
+end
+local function index_set(P, pid, mem)
+  redis.call('HSET', index_key(P, pid), pid, string.sub(mem, 1, W))
+end
+local function index_del(P, pid) redis.call('HDEL', index_key(P, pid), pid) end
 
 -- The participant's next score, from the old one (nil: first entry) and the entry's operator.
 local function next_score(olds, op, sub)
@@ -217,12 +233,12 @@ end
 
 -- Take a participant off period Q: returns its old rank and score (nil if absent).
 local function take_off(Q, pid)
-  local oldm = redis.call('HGET', Q.m, pid)
+  local oldm = index_get(Q, pid)
   if not oldm then return nil, nil end
   local oldr = redis.call('ZRANK', Q.z, oldm) + 1
   local olds = zscore(tonumber(redis.call('ZSCORE', Q.z, oldm)))
   redis.call('ZREM', Q.z, oldm)
-  redis.call('HDEL', Q.m, pid)
+  index_del(Q, pid)
   return oldr, olds
 end
 
@@ -272,7 +288,7 @@ local function moderate(rec, P, ver, changes, lim)
     for _, row in ipairs(split_rows(redis.call('HGET', H, pid))) do
       if not drop[pid][row.pre] then keep[#keep + 1] = row; text[#text + 1] = row.line end
     end
-    local oldm = redis.call('HGET', Q.m, pid)
+    local oldm = index_get(Q, pid)
     local oldr, olds = nil, nil
     if oldm then
       oldr = redis.call('ZRANK', Q.z, oldm) + 1
@@ -281,7 +297,7 @@ local function moderate(rec, P, ver, changes, lim)
     local new, pre = refold(keep)
     local newr = false
     if new == nil then
-      if oldm then redis.call('ZREM', Q.z, oldm); redis.call('HDEL', Q.m, pid) end
+      if oldm then redis.call('ZREM', Q.z, oldm); index_del(Q, pid) end
       redis.call('HDEL', H, pid)
       new = 0
     else
@@ -289,7 +305,7 @@ local function moderate(rec, P, ver, changes, lim)
       if mem ~= oldm or new ~= olds then
         if oldm then redis.call('ZREM', Q.z, oldm) end
         redis.call('ZADD', Q.z, zscore(new), mem)
-        redis.call('HSET', Q.m, pid, mem)
+        index_set(Q, pid, mem)
       end
       newr = redis.call('ZRANK', Q.z, mem) + 1
       redis.call('HSET', H, pid, table.concat(text, '\n'))
