@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -12,14 +13,30 @@ from streams.rules import TIEBREAK_WIDTH
 INDEX_DIGITS = 3
 #: Buckets of one period's participant index (16^INDEX_DIGITS). Redis keeps a hash in one
 #: compact listpack up to ``hash-max-listpack-entries`` fields (the local stack sets 1024), so
-#: boards up to ~2,000,000 participants keep every bucket compact (~30 B per participant
-#: instead of ~80 B in one big hash).
+#: periods up to ~3,500,000 participants keep every bucket compact (~30 B per participant
+#: instead of ~80 B in one big hash; docs/operations.md "The participant index").
 INDEX_BUCKETS = 16**INDEX_DIGITS
 
 
 def index_bucket(participant_id: str) -> str:
     """Bucket of a participant in a period's index (lua/rules.lua ``index_key`` agrees)."""
     return hashlib.sha1(participant_id.encode(), usedforsecurity=False).hexdigest()[:INDEX_DIGITS]
+
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+def event_key(event_id: str) -> bytes:
+    """How the event-id set stores an id (lua/rules.lua ``event_key`` agrees).
+
+    A lowercase canonical UUID (what the SDK and the gateway generate) is stored as its 16
+    bytes; any other id as its UTF-8 bytes, followed by a NUL when 16 bytes or longer, so no
+    two ids share a stored form (duplicate detection stays exact).
+    """
+    if len(event_id) == 36 and _UUID.match(event_id):
+        return bytes.fromhex(event_id.replace("-", ""))
+    raw = event_id.encode()
+    return raw + b"\0" if len(raw) >= 16 else raw
 
 
 def index_member(prefix: bytes | str | None, participant_id: str) -> str | None:

@@ -13,6 +13,7 @@ import logging
 import random
 import time
 import uuid
+from collections import defaultdict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -126,18 +127,25 @@ async def direct_queries(
 
 
 async def board_memory(settings: Settings, board: str) -> dict[str, int]:
-    """MEMORY USAGE (SAMPLES 0) of every key of ``board``, by key suffix."""
+    """MEMORY USAGE (SAMPLES 0) of every key of ``board``, by key suffix (the buckets of a
+    participant index summed as ``m:<period>:*``)."""
     client = redis_at(settings.redis_url)
     keys = BoardKeys(board)
     try:
-        out: dict[str, int] = {}
+        out: dict[str, int] = defaultdict(int)
         async for raw in client.scan_iter(match=keys.pattern, count=1000):
             name = raw.decode() if isinstance(raw, bytes) else str(raw)
             used = await client.execute_command("MEMORY", "USAGE", name, "SAMPLES", "0")
-            out[name[len(keys.base) + 1 :]] = int(used or 0)
-        return out
+            out[_kind(name[len(keys.base) + 1 :])] += int(used or 0)
+        return dict(out)
     finally:
         await client.aclose()
+
+
+def _kind(suffix: str) -> str:
+    """A key suffix with a participant-index bucket replaced by ``*``."""
+    parts = suffix.split(":")
+    return f"m:{parts[1]}:*" if parts[0] == "m" and len(parts) == 3 else suffix
 
 
 async def _info_used(settings: Settings) -> int:

@@ -28,7 +28,6 @@ from infra.stack.base import (
 from processors.bootstrap import sync_redis
 from streams.errors import ServiceUnavailable
 
-
 #: Hash fields Redis keeps in one listpack (the default is 128): the participant index's
 #: buckets stay compact up to 4,096 x 1,024 participants per period.
 HASH_MAX_LISTPACK_ENTRIES = 1024

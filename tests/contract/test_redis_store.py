@@ -111,3 +111,33 @@ async def test_the_apply_script_writes_the_members_rules_member_writes(
         assert stored == want
     finally:
         await scrub(redis_backend, f"{prefix}*")
+
+
+async def test_the_participant_index_holds_each_prefix_in_the_bucket_python_names(
+    redis_backend: RedisClient,  # noqa: F811
+) -> None:
+    """apply.lua files each participant under BoardKeys.index (SHA-1 of the UTF-8 id, as
+    Python computes it), storing only the member's tie-break prefix, in compact buckets."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    store = RankingStore(redis_backend, prefix=prefix)
+    cfg = LeaderboardConfigured("bkt")
+    keys = BoardKeys("bkt", prefix)
+    pids = ["a", "zoë", "玩家", *[f"u{i:07d}" for i in range(300)]]
+    recs = [rec(i, f"e{i}", rules.MIN_EVENT_MS + i, (pid, i)) for i, pid in enumerate(pids)]
+    try:
+        await store.apply([(cfg, recs)])
+        found = {
+            k.decode() if isinstance(k, bytes) else str(k)
+            async for k in redis_backend.scan_iter(match=f"{keys.members('all')}:*")
+        }
+        assert found == {keys.index("all", pid) for pid in pids}
+        for r, pid in zip(recs, pids, strict=True):
+            stored = await redis_backend.hget(keys.index("all", pid), pid)
+            want = rules.member(r.event.occurred_at, r.offset, 0, pid)
+            assert stored in (want[: rules.TIEBREAK_WIDTH], want[: rules.TIEBREAK_WIDTH].encode())
+        encodings = {await redis_backend.object("encoding", k) for k in found}
+        assert encodings <= {"listpack", b"listpack"}
+        ranks = await store.ranks("bkt", "all", cfg.sort_order, ["玩家", "nobody"])
+        assert ranks[0] is not None and ranks[0].rank == len(pids) - 2 and ranks[1] is None
+    finally:
+        await scrub(redis_backend, f"{prefix}*")
