@@ -20,7 +20,7 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 
-from projections.keys import BoardKeys
+from projections.keys import BoardKeys, event_key
 from projections.redis_client import RedisClient
 from streams import rules
 from streams.errors import LeaderboardError
@@ -161,7 +161,7 @@ async def load(
                     await out.send("HSET", key, *flat[i : i + 2 * chunk])
             members += len(table)
             checksums[period] = (_model_digest(order, sign), len(table))
-        ids = [(at, eid) for eid, at in model.seen_events.items()]
+        ids = [(at, event_key(eid)) for eid, at in model.seen_events.items()]
         for i in range(0, len(ids), chunk):
             await out.send("ZADD", keys.events, *chain.from_iterable(ids[i : i + chunk]))
         hashes = [

@@ -75,7 +75,7 @@ class BoardKeys:
 
     @property
     def events(self) -> str:
-        """Set of applied event ids (duplicate detection)."""
+        """Sorted set of applied event ids (``event_key`` forms) by event time (duplicates)."""
         return f"{self.base}:ev"
 
     @property

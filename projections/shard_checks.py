@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.keys import BoardKeys, index_member
+from projections.keys import BoardKeys, event_key, index_member
 from projections.layout import ShardLayout
 from projections.redis_client import RedisClient
 from projections.store import Prepared
@@ -98,7 +98,7 @@ async def _state(
     pipe.hmget(keys.state, f"wm:{partition}", "maxt", "hz")
     pipe.hgetall(keys.open_periods)
     pipe.hkeys(keys.ended_periods)
-    pipe.zmscore(keys.events, ids)
+    pipe.zmscore(keys.events, [event_key(i) for i in ids])
     pipe.zcard(keys.events)
     (wm, maxt, hz), open_raw, ended_raw, known, total = await pipe.execute()
     return _Board(

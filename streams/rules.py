@@ -53,9 +53,10 @@ NEVER = -1
 #: characters fits a 32-byte allocation in Redis; still text, so every reader decodes it.
 TIEBREAK_WIDTH = 18
 #: Names the member layout above, the time rule (``ranking_time``) and the key layout (``b``:
-#: the participant index in 4,096 bucket hashes holding the tie-break prefix,
-#: projections/keys.py); state written under another must be rebuilt from the log (the
-#: projector's marker key carries it, so an upgrade waits for `rebuild --all`).
+#: the participant index in 4,096 bucket hashes holding the tie-break prefix, event ids in
+#: their ``event_key`` form, projections/keys.py); state written under another must be
+#: rebuilt from the log (the projector's marker key carries it, so an upgrade waits for
+#: `rebuild --all`).
 STATE_LAYOUT = "m18b"
 #: The digits of the tie-break prefix, in ascending byte order (so text order = number order).
 TIEBREAK_DIGITS = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"

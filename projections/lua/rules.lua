@@ -3,7 +3,8 @@
 -- Applies one batch of ONE board (or board shard) atomically and idempotently.
 --
 -- KEYS: 1 state hash (ver, maxt, hz = dedup horizon, wm:<partition>), 2 outbox hash (offset -> packed result),
---       3 event ids (sorted set scored by event time: the bounded duplicate window),
+--       3 event ids (sorted set of event_key forms scored by event time: the bounded
+--       duplicate window),
 --       4 open periods hash (period -> closes_at), 5 ended periods hash,
 --       6 participant metadata hash, then board.keys_per_period keys per period i:
 --       sorted set, stem of the bucketed participant index (index_key)[, participant->
@@ -89,6 +90,19 @@ local function index_set(P, pid, mem)
   redis.call('HSET', index_key(P, pid), pid, string.sub(mem, 1, W))
 end
 local function index_del(P, pid) redis.call('HDEL', index_key(P, pid), pid) end
+
+-- How the event-id set stores an id (projections/keys.py ``event_key``): a lowercase canonical
+-- UUID as its 16 bytes, any other id as is, followed by a NUL when 16 bytes or longer.
+local UUID = '^' .. string.rep('%x', 8) .. '%-' .. string.rep('%x', 4) .. '%-' ..
+  string.rep('%x', 4) .. '%-' .. string.rep('%x', 4) .. '%-' .. string.rep('%x', 12) .. '$'
+local function hexbyte(h) return string.char(tonumber(h, 16)) end
+local function event_key(id)
+  if #id == 36 and string.find(id, UUID) and not string.find(id, '%u') then
+    return (string.gsub(string.gsub(id, '%-', ''), '%x%x', hexbyte))
+  end
+  if #id >= 16 then return id .. '\0' end
+  return id
+end
 
 -- The participant's next score, from the old one (nil: first entry) and the entry's operator.
 local function next_score(olds, op, sub)
@@ -409,18 +423,18 @@ local function apply_batch(board)
       elseif at < hz then
         refused = 'event time is older than the deduplication horizon ' .. fmt(hz) ..
           ': a duplicate of it could no longer be detected'
-      elseif redis.call('ZADD', EV, 'NX', at, event_id) == 0 then
+      elseif redis.call('ZADD', EV, 'NX', at, event_key(event_id)) == 0 then
         refused = 'duplicate event id ' .. event_id
       elseif moderation then
         ver, refused = moderate(rec, P, ver, changes, lim)
-        if refused then redis.call('ZREM', EV, event_id) end
+        if refused then redis.call('ZREM', EV, event_key(event_id)) end
       else
         -- a refusal decided before the script (invalid entries, a hash-sharded overflow), else
         -- this script's own check: either way the match applies whole or not at all; then the
         -- board's bans and tournament limits
         if pre ~= '' then refused = pre else refused = refuse_entries(board, P, rec) or false end
         if not refused then refused = refuse_limits(rec, P, lim) or false end
-        if refused then redis.call('ZREM', EV, event_id) end
+        if refused then redis.call('ZREM', EV, event_key(event_id)) end
       end
       if not refused then
         if mark or moderation then

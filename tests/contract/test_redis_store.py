@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from projections.keys import BoardKeys
+from projections.keys import BoardKeys, event_key
 from projections.redis_client import RedisClient, is_cluster
 from projections.sharded import ShardedStore
 from projections.store import RankingStore
@@ -139,5 +139,28 @@ async def test_the_participant_index_holds_each_prefix_in_the_bucket_python_name
         assert encodings <= {"listpack", b"listpack"}
         ranks = await store.ranks("bkt", "all", cfg.sort_order, ["玩家", "nobody"])
         assert ranks[0] is not None and ranks[0].rank == len(pids) - 2 and ranks[1] is None
+    finally:
+        await scrub(redis_backend, f"{prefix}*")
+
+
+async def test_the_event_id_set_keeps_uuids_as_16_bytes_and_tells_every_id_apart(
+    redis_backend: RedisClient,  # noqa: F811
+) -> None:
+    """apply.lua stores event ids in their ``event_key`` form: a lowercase UUID as 16 bytes,
+    other ids as text; ids whose forms could meet (a 16-character id spelling a UUID's bytes,
+    the same UUID in capitals) stay distinct, and a true duplicate is still refused."""
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    store = RankingStore(redis_backend, prefix=prefix)
+    cfg = LeaderboardConfigured("evk")
+    u = "6a6a6a6a-6a6a-6a6a-6a6a-6a6a6a6a6a6a"  # its 16 bytes spell "j" x 16
+    ids = [u, "j" * 16, u.upper(), "j" * 15 + "\0", "short", "mod-" + str(uuid.uuid4())]
+    recs = [rec(i, eid, rules.MIN_EVENT_MS + i, (f"p{i}", i)) for i, eid in enumerate(ids)]
+    recs.append(rec(len(ids), u, rules.MIN_EVENT_MS + 99, ("late", 1)))
+    try:
+        (out,) = await store.apply([(cfg, recs)])
+        assert [r.reason for r in out.rejections] == [f"duplicate event id {u}"]
+        stored = set(await redis_backend.zrange(BoardKeys("evk", prefix).events, 0, -1))
+        assert stored == {event_key(e) for e in ids}
+        assert event_key(u) == b"j" * 16 and len(stored) == len(ids)
     finally:
         await scrub(redis_backend, f"{prefix}*")
