@@ -591,8 +591,6 @@ class _Fold:
         self.board = cfg.leaderboard_id
         self.cfg = cfg
         self.shadow = shadow
-        #: participant ids already found valid (``rules.participant_reason``)
-        self.valid_ids: set[str] = set()
         self.store = MemoryStore(
             overtaken_limit=0,
             grace_ms=settings.period_grace_ms,
@@ -654,32 +652,40 @@ class _Fold:
     def _apply_run(self, run: list[SourceRecord]) -> None:
         """Apply consecutive matches of the board to the model, as ``MemoryStore.apply``
         does (entry checks, then ``ModelBoard.apply_valid``; the watermark moves) without
-        keeping results nobody reads. A participant id once found valid is not checked
-        again (the rule depends on the id alone); an entry that fails gets its reason from
-        ``rules.entry_reject_reason``, so a refused match reads as it does live."""
+        keeping results nobody reads. A printable ASCII id of 1 to 128 characters, not
+        blank, with a score in the exact range is valid at once (``rules.participant_reason``
+        decides the same); any other entry gets its verdict from ``rules.entry_reject_reason``,
+        so a refused match reads as it does live."""
         model, watermarks = self.store.state(self.cfg)
-        ok = self.valid_ids
-        in_range = rules.in_exact_range
+        apply_valid = model.apply_valid
+        reject = rules.entry_reject_reason
+        top = rules.MAX_EXACT
         for rec in run:
-            wm = watermarks.get(rec.partition, -1)
-            if rec.offset <= wm:
+            part = rec.partition
+            if rec.offset <= watermarks.get(part, -1):
                 continue
             ev = rec.event
             valid: list[tuple[int, ScoreEntry]] = []
             bad: list[str] = []
             for idx, entry in enumerate(ev.entries):
                 pid = entry.participant_id
-                if pid in ok and in_range(entry.score):
+                if (
+                    -top <= entry.score <= top
+                    and len(pid) <= 128
+                    and pid.isascii()
+                    and pid.isprintable()
+                    and pid
+                    and not pid.isspace()
+                ):
                     valid.append((idx, entry))
                     continue
-                reason = rules.entry_reject_reason(entry.score, pid)
+                reason = reject(entry.score, pid)
                 if reason is None:
-                    ok.add(pid)
                     valid.append((idx, entry))
                 else:
                     bad.append(f"entries[{idx}]: {reason}")
-            model.apply_valid(rec.partition, rec.offset, ev, valid, "; ".join(bad), at=rec.at)
-            watermarks[rec.partition] = rec.offset
+            apply_valid(part, rec.offset, ev, valid, "; ".join(bad), at=rec.at)
+            watermarks[part] = rec.offset
 
     async def load(self, report: ReplayReport) -> None:
         """Bulk-load the folded state into the shadow keys and check it by checksum."""
