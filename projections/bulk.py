@@ -57,6 +57,8 @@ class Sender:
         self.packed: list[bytes] = []
         self.keys: set[str] = set()
         self.conn: Any = None
+        #: replies still to read, per round trip sent
+        self.unread: list[int] = []
 
     async def send(self, *args: Any) -> None:
         """Queue one command (name, key, arguments); flush a full round trip."""
@@ -68,7 +70,7 @@ class Sender:
             self.pipe.execute_command(*args)
             full = len(self.pipe) >= PIPELINE
         if full:
-            await self.flush()
+            await self.flush(wait=False)
 
     async def call(self, *args: Any) -> Any:
         """Send one command now and return its reply as hiredis parsed it (single node)."""
@@ -79,26 +81,35 @@ class Sender:
         await self.conn.send_packed_command(hiredis.pack_command(args))
         return await self.conn.read_response()
 
-    async def flush(self) -> None:
-        """Send what is queued and check every reply."""
+    async def flush(self, *, wait: bool = True) -> None:
+        """Send what is queued and check the replies: all of them, or with ``wait=False``
+        those of the round trips before this one (single node), so that Redis runs one
+        round trip's commands while the next one is packed."""
         if not self.raw:
             if len(self.pipe):
                 await self.pipe.execute()
             return
-        if not self.packed:
-            return
-        client: Any = self.client
-        if self.conn is None:
-            self.conn = await client.connection_pool.get_connection()
-        data, n, self.packed = b"".join(self.packed), len(self.packed), []
-        await self.conn.send_packed_command(data)
-        for _ in range(n):
-            await self.conn.read_response()  # raises on an error reply
+        if self.packed:
+            client: Any = self.client
+            if self.conn is None:
+                self.conn = await client.connection_pool.get_connection()
+            data, n, self.packed = b"".join(self.packed), len(self.packed), []
+            await self.conn.send_packed_command(data)
+            self.unread.append(n)
+        while self.unread and (wait or len(self.unread) > 1):
+            while self.unread[0]:
+                self.unread[0] -= 1
+                await self.conn.read_response()  # raises on an error reply
+            self.unread.pop(0)
 
     async def close(self) -> None:
-        """Give the connection back to the pool."""
+        """Give the connection back to the pool (closed first if replies are left unread,
+        after an error: the next user would read them)."""
         if self.conn is not None:
             client: Any = self.client
+            if self.unread:
+                self.unread = []
+                await self.conn.disconnect()
             await client.connection_pool.release(self.conn)
             self.conn = None
 

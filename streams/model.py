@@ -270,8 +270,11 @@ class ModelBoard:
         if closes != rules.NEVER and period not in self.open_periods:
             self.open_periods[period] = closes
         table = self.periods.setdefault(period, table)
-        for idx, entry in entries:
-            self._apply_entry(partition, offset, record, at, period, table, idx, entry, out)
+        if self.fold:
+            self._fold_entries(offset, at, table, entries)
+        else:
+            for idx, entry in entries:
+                self._apply_entry(partition, offset, record, at, period, table, idx, entry, out)
         if cfg.retain_entries:
             self._retain(offset, record, at, period, entries)
         self._advance(at, out)
@@ -435,6 +438,37 @@ class ModelBoard:
         if self.fold:
             for table in self.periods.values():
                 table.settle()
+
+    def _fold_entries(
+        self, offset: int, at: int, table: Standings, entries: Sequence[tuple[int, ScoreEntry]]
+    ) -> None:
+        """``_apply_entry`` of a fold for one record's entries: the same state, without ranks,
+        order or results, and with the record's tie-break prefix computed once."""
+        desc = self.config.sort_order is SortOrder.DESC
+        sort = self.config.sort_order
+        default = self.config.operator
+        members = table.members
+        base = rules.tiebreak_base(at, offset)
+        pairs = rules.TIEBREAK_PAIRS
+        combine = rules.combine
+        for idx, entry in entries:
+            pid = entry.participant_id
+            op = entry.operator or default
+            old = members.get(pid)
+            if old is None:
+                new = -entry.score if op is Operator.DECR else entry.score
+            else:
+                old_score = -old[0] if desc else old[0]
+                new = combine(op, old_score, entry.score, sort)
+                if new == old_score:  # unchanged: the member keeps its time of reaching it
+                    if entry.metadata:
+                        self.metadata[pid] = dict(entry.metadata)
+                    continue
+            mem = base + pairs[idx] + pid if idx < 4096 else rules.member(at, offset, idx, pid)
+            members[pid] = (-new if desc else new, mem)
+            if entry.metadata:
+                self.metadata[pid] = dict(entry.metadata)
+        self.version += len(entries)
 
     def _apply_entry(
         self,

@@ -126,6 +126,17 @@ def member(occurred_at: int, offset: int, entry_index: int, participant_id: str)
     )
 
 
+#: Two tie-break digits for each value below 4096 (the last two digits of a member).
+TIEBREAK_PAIRS = _PAIRS
+
+
+def tiebreak_base(occurred_at: int, offset: int) -> str:
+    """The tie-break prefix of ``member(occurred_at, offset, i, pid)`` without its last two
+    digits, which are ``TIEBREAK_PAIRS[i]`` for every entry index ``i`` below 4096: one
+    record's members share it, so a fold computes it once per record."""
+    return member(occurred_at, offset, 0, "")[:-2]
+
+
 def participant_of(member_value: str) -> str:
     """The participant id inside a sorted-set member."""
     return member_value[TIEBREAK_WIDTH:]

@@ -16,6 +16,8 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from processors.bootstrap import make_client
 from projections import bulk
@@ -245,3 +247,25 @@ async def test_the_replay_fold_leaves_the_keys_of_the_projector_and_script(
     finally:
         await scrub(client, f"{lua_prefix}*")
         await scrub(client, f"{fold_prefix}*")
+
+
+async def test_a_failed_round_trip_leaves_no_reply_for_the_next_user(client: RedisClient) -> None:
+    """Round trips overlap (replies read one round trip late): a command refused in one of
+    them raises, and the connection goes back to the pool without replies left unread."""
+    key = f"bulkerr{uuid.uuid4().hex[:6]}"
+    if not isinstance(client, aioredis.Redis):
+        pytest.skip("the overlapped round trips are the single-node path")
+    out = bulk.Sender(client)
+    with pytest.raises(ResponseError):
+        try:
+            for i in range(bulk.PIPELINE):  # one round trip with a refused command in it
+                await out.send("ZADD", key, "not-a-score" if i == 2 else i, f"m{i}")
+            for i in range(bulk.PIPELINE * 2):  # later round trips, sent before it is read
+                await out.send("ZADD", key, i, f"n{i}")
+            await out.flush()
+        finally:
+            await out.close()
+    for _ in range(3 * bulk.PIPELINE):  # every pooled connection answers its own command
+        assert await client.execute_command("ECHO", "mine") in (b"mine", "mine")
+    assert await client.zcard(key) >= bulk.PIPELINE - 1
+    await client.unlink(key)

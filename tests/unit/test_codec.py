@@ -22,6 +22,7 @@ from streams.codec import (
     SchemaStore,
     SingleObjectCodec,
     crc64_fingerprint,
+    match_from_avro,
 )
 from streams.errors import DecodeError
 from streams.events import (
@@ -317,3 +318,28 @@ def test_faust_codec_wraps_the_codec(codec: SingleObjectCodec) -> None:
     fc = faust_codec(codec)
     data = fc.dumps(match())
     assert fc.loads(data) == match()
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(max_size=8),
+            LONG,
+            st.sampled_from([None, *Operator]),
+            st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_lean_match_decode_equals_from_avro(rows: list[Any]) -> None:
+    """The positional build of a decoded match equals ``from_avro``, with fresh metadata."""
+    event = match(entries=tuple(ScoreEntry(*r) for r in rows))
+    codec = SingleObjectCodec()
+    data = codec.encode(event)
+    decoded = codec.decode(data)
+    assert decoded == event == MatchResultSubmitted.from_avro(event.to_avro())
+    record = event.to_avro()
+    lean = match_from_avro(record)
+    assert lean == event
+    assert all(a.metadata is not b for a, b in zip(lean.entries, decoded.entries, strict=True))

@@ -100,6 +100,13 @@ def test_member_order_is_reach_order(t1: int, o1: int, i1: int, t2: int, o2: int
     assert set(a[: rules.TIEBREAK_WIDTH]) <= set(rules.TIEBREAK_DIGITS)
 
 
+@given(st.integers(0, 2**43 - 1), st.integers(0, 2**50 - 1), st.integers(0, 4095), st.text())
+def test_tiebreak_base_and_pair_make_the_member(t: int, o: int, i: int, pid: str) -> None:
+    """The fold's per-record prefix plus the entry's two digits is ``member`` exactly."""
+    base = rules.tiebreak_base(t, o)
+    assert base + rules.TIEBREAK_PAIRS[i] + pid == rules.member(t, o, i, pid)
+
+
 def test_tiebreak_digits_ascend_and_out_of_range_parts_are_refused() -> None:
     assert list(rules.TIEBREAK_DIGITS) == sorted(set(rules.TIEBREAK_DIGITS))
     assert len(rules.TIEBREAK_DIGITS) == 64
