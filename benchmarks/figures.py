@@ -194,6 +194,8 @@ KEY_DOCS: Final[dict[str, str]] = {
     "(fanout_p99) and produce → rank change published (upstream_p99), ms",
     "ws.viewers_client_cpu": "the Node viewers' client CPU at the last step, % of the machine",
     "ws.viewers_gateway_cpu": "the gateway's CPU at the last step, % of the machine",
+    "ws.viewers_gateway_us_per_push": "the gateway's CPU per message a viewer received at the "
+    "last step, µs (less distorted by a busy machine than the latencies)",
     "baseline.naive_entries_per_s": "naive synchronous design: ZINCRBY + ZREVRANK + INSERT "
     "committed per entry, one client",
     "baseline.zadd_ops_per_s": "hardware limit: redis-benchmark pipelined ZADD",

@@ -80,6 +80,14 @@ class Step:
     seconds: float = 0.0
     client_cpu_s: float = 0.0
     gateway_cpu_s: float = 0.0
+    #: messages the viewers received from the start of the measure to its end (+ 2 s)
+    messages: int = 0
+
+    @property
+    def us_per_push(self) -> float:
+        """Gateway CPU (µs) per message a viewer received: less distorted by a busy machine
+        than the latencies (the viewers count 2 s more than the CPU window: a lower bound)."""
+        return 1e6 * self.gateway_cpu_s / self.messages if self.messages else float("nan")
 
     @property
     def p99(self) -> float:
@@ -116,7 +124,8 @@ class Step:
             f"p99 {_p(self.fanout, 99):.0f}), {self.delivered:.1%} of {self.probes} probes "
             "delivered, "
             f"{self.closed} closed; client CPU {self.share(self.client_cpu_s):.0f}%, gateway "
-            f"{self.share(self.gateway_cpu_s):.0f}% of the machine"
+            f"{self.share(self.gateway_cpu_s):.0f}% of the machine, {self.us_per_push:.0f} µs "
+            "per push"
         )
 
 
@@ -288,6 +297,7 @@ def _step(
                     step.fanout.append(float(at - published.at[score]))
     step.upstream = [float(published.at[s] - s) for s in sent if s in published.at]
     step.delivered = got / (len(sent) * viewers) if sent else 0.0
+    step.messages = int(data.get("messages", 0))
     step.closed = len(data["closes"])
     for c in data["closes"]:
         key = str(c["code"])
@@ -429,6 +439,12 @@ def run_ws(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> N
             "% of machine",
             [s.share(s.gateway_cpu_s) for s in tops],
         ),
+        (
+            "ws.viewers_gateway_us_per_push",
+            "gateway CPU per message a viewer received, at the last step tried",
+            "µs",
+            [s.us_per_push for s in tops],
+        ),
     ):
         report.add(Figure("ws fan-out", name, unit, values, params, None, note, key=key))
     report.details["ws viewer steps"] = [
@@ -448,6 +464,7 @@ def run_ws(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> N
                 "close_codes": s.close_codes,
                 "client_cpu_pct": round(s.share(s.client_cpu_s), 1),
                 "gateway_cpu_pct": round(s.share(s.gateway_cpu_s), 1),
+                "gateway_us_per_push": round(s.us_per_push, 1) if s.messages else None,
                 "errors": s.errors,
             }
             for s in r

@@ -8,7 +8,7 @@
 // the probes from the score a line "from MS" names until a line "stop" arrives on stdin. The probe participant's score is its send time in
 // milliseconds, so a viewer's push latency is its receive time minus the score. OUT.json
 // gets, per viewer, the [probe score, receive time in ms] pairs it saw, the closes the client
-// did not ask for and the errors.
+// did not ask for, the errors and the messages all viewers received since "from".
 "use strict";
 
 const fs = require("fs");
@@ -34,6 +34,8 @@ let next = 0;
 let announced = false;
 
 let from = Infinity; // probes below this score are not recorded (set by "from MS")
+let fromAt = Infinity; // receive time (ms) of "from": messages counted from then on
+let messages = 0;
 const last = new Array(viewers).fill(0);
 
 function onProbe(i, score, now) {
@@ -52,6 +54,7 @@ function open(i) {
   });
   ws.on("message", (data) => {
     const now = Date.now();
+    if (now >= fromAt) messages += 1;
     const msg = JSON.parse(data.toString());
     if (first) {
       first = false;
@@ -92,10 +95,13 @@ function pump() {
 
 readline.createInterface({ input: process.stdin }).on("line", (line) => {
   const words = line.trim().split(" ");
-  if (words[0] === "from") from = Number(words[1]);
+  if (words[0] === "from") {
+    from = Number(words[1]);
+    fromAt = Date.now();
+  }
   if (words[0] !== "stop") return;
   stopping = true;
-  fs.writeFileSync(out, JSON.stringify({ seen, closes, errors }));
+  fs.writeFileSync(out, JSON.stringify({ seen, closes, errors, messages }));
   for (const ws of sockets) if (ws) ws.terminate();
   process.stdout.write("done\n");
   process.exit(0);

@@ -247,6 +247,10 @@ def serve(
         log_config=logs.dict_config(settings, log_level),
         ws_ping_interval=20.0,
         ws_ping_timeout=20.0,
+        # permessage-deflate (offered by browsers and most clients) compresses every push
+        # once per connection, each with its own zlib context: the fan-out's main CPU cost
+        # for deltas of a few hundred bytes. Off: a view's frame costs a socket write each.
+        ws_per_message_deflate=False,
         access_log=False,  # ours (--access-log) carries the request id
         # SIGTERM: open WebSocket subscriptions must not hold the process for long (viewers
         # reconnect to another instance and resume with since_version)

@@ -75,6 +75,9 @@ class _Frame:
     version: int
 
 
+_TopRead = tuple[Snapshot, list[dict[str, Any]]]
+
+
 @dataclass(frozen=True, slots=True)
 class _Outgoing:
     """A view's delta on its way to the pump, with the members in step when it was cut."""
@@ -190,6 +193,9 @@ class _View:
     since: list[_Frame] = field(default_factory=list)
     #: the pump is working on an item (its members are fixed; a newcomer must wait)
     busy: bool = False
+    #: the lead's delta waits for the pump: it is cut when the pump is idle, with every
+    #: change that arrived meanwhile (one frame per pump cycle under load, not a queue)
+    deferred: bool = False
 
 
 @dataclass(eq=False)
@@ -268,6 +274,9 @@ class RankFeed:
         self.waiters: dict[str, list[asyncio.Future[RankChange]]] = {}
         #: top-mode fills being read, per (board, n, period): (version, first rank, read)
         self._fills: dict[tuple[str, int, str], tuple[int, int, asyncio.Future[Snapshot]]] = {}
+        #: top-n snapshots being read, per (board, n, period): every subscriber that needs
+        #: one while it is in flight takes the same read (a crowd resyncing reads it once)
+        self._tops: dict[tuple[str, int, str], asyncio.Future[_TopRead]] = {}
         self.records = 0
         self.lag = 0
         self.delay_s = 0.0
@@ -638,8 +647,9 @@ class RankFeed:
                 view.members.add(sub)
                 sub.view = view
 
-    #: deltas kept after a view's snapshot for newcomers; beyond, they read their own
-    SINCE_MAX = 128
+    #: deltas kept after a view's snapshot for newcomers (each is sent to each newcomer);
+    #: beyond, newcomers take a shared snapshot read and catch up from the board's history
+    SINCE_MAX = 32
 
     def _admit(self, view: _View) -> None:
         """Make the waiting newcomers members: each is queued the view's snapshot and the
@@ -683,6 +693,11 @@ class RankFeed:
             if lead.queue.empty():
                 view.busy = False
                 self._admit(view)
+                if view.deferred:
+                    view.deferred = False
+                    if lead.flush_handle is not None:
+                        lead.flush_handle.cancel()
+                    self._emit(lead)  # the changes that arrived while it was busy
             item = await lead.queue.get()
             view.busy = True
             if item is _CLOSE:
@@ -784,8 +799,9 @@ class RankFeed:
         if cfg is None:
             raise LookupError(sub.board)
         period = await current_period(self.client, cfg)
+        shared: list[dict[str, Any]] | None = None
         if sub.mode == "top":
-            snap = await read_top(self.client, cfg, period, 0, sub.n)
+            snap, shared = await self._top_read(cfg, period, sub.n)
         elif sub.mode == "around":
             assert sub.participant_id is not None
             me = await read_participant(self.client, cfg, period, sub.participant_id)
@@ -806,14 +822,23 @@ class RankFeed:
             snap = await read_participant(self.client, cfg, period, sub.participant_id)
             sub.rank = snap.entries[0]["rank"] if snap.entries else None
             sub.score = snap.entries[0]["score"] if snap.entries else None
-        entries = [dict(e) for e in snap.entries]
-        await attach_profiles(self.client, entries, key=self.profiles_key)
+        if shared is None:
+            entries = [dict(e) for e in snap.entries]
+            await attach_profiles(self.client, entries, key=self.profiles_key)
+        else:
+            entries = [dict(e) for e in shared]
         # No await from here on: the backlog replay and the switch to live are atomic.
         sub.version = snap.version
         sub.period = period
         sub.syncing = False
         sub.held = sub.n
         backlog, sub.backlog = sub.backlog, []
+        board = self.boards.get(sub.board)
+        if shared is not None and board is not None:
+            # A shared read may have started before this subscriber began collecting its
+            # backlog: the board's history holds every record since (contiguous; a gap is
+            # caught by ``_apply``, which resyncs)
+            backlog = list(board.history)
         self._apply(sub, backlog)
         self.on_push("snapshot")
         return {
@@ -824,6 +849,28 @@ class RankFeed:
             "count": snap.count,
             "entries": entries,
         }
+
+    async def _top_read(
+        self, cfg: LeaderboardConfigured, period: str, n: int
+    ) -> tuple[Snapshot, list[dict[str, Any]]]:
+        """The top ``n`` of ``period`` with profiles attached, read once for every caller
+        that asks while the read is in flight."""
+        key = (cfg.leaderboard_id, n, period)
+        fut = self._tops.get(key)
+        if fut is None:
+            fut = self._tops[key] = asyncio.ensure_future(self._read_top(cfg, period, n))
+            fut.add_done_callback(
+                lambda f: self._tops.pop(key, None) if self._tops.get(key) is f else None
+            )
+        return await asyncio.shield(fut)
+
+    async def _read_top(
+        self, cfg: LeaderboardConfigured, period: str, n: int
+    ) -> tuple[Snapshot, list[dict[str, Any]]]:
+        snap = await read_top(self.client, cfg, period, 0, n)
+        entries = [dict(e) for e in snap.entries]
+        await attach_profiles(self.client, entries, key=self.profiles_key)
+        return snap, entries
 
     def _apply(self, sub: Subscriber, records: Iterable[RankChanged]) -> None:
         """Filter records into ``sub``'s pending delta (or resync it) and schedule a flush."""
@@ -969,6 +1016,13 @@ class RankFeed:
         sub.flush_handle = None
         if sub.syncing or (not sub.pending and not force):
             return
+        view = sub.leads
+        if view is not None and (view.busy or not sub.queue.empty()):
+            # The pump is still sending the previous frame (awaiting Redis, the loop busy
+            # with sends): keep the changes and cut them when it is idle, as one delta. A
+            # queue of deltas would only add latency and hold newcomers out (``_admit``).
+            view.deferred = True
+            return
         msg = {
             "type": "delta",
             "version": sub.version,
@@ -982,7 +1036,6 @@ class RankFeed:
         item: dict[str, Any] | _Traced = msg
         if sub.traces:
             item, sub.traces = _Traced(msg, sub.traces), []
-        view = sub.leads
         try:
             sub.queue.put_nowait(item if view is None else _Outgoing(item, tuple(view.members)))
         except asyncio.QueueFull:
@@ -1110,7 +1163,8 @@ class RankFeed:
                 return
             if isinstance(item, _Frame):  # encoded once by the view for all its members
                 self.on_push(item.kind)
-                await asyncio.wait_for(send(item.text), send_timeout_s)
+                async with asyncio.timeout(send_timeout_s):  # no task per send
+                    await send(item.text)
                 continue
             if item is _RESYNC:
                 if not sub.syncing:
@@ -1139,7 +1193,8 @@ class RankFeed:
                     self.on_push("delta")
                 elif msg.get("type") == "ping" and sub.ping_sent is None:
                     sub.ping_sent = time.monotonic()  # sent, not only queued: now it counts
-            await asyncio.wait_for(send(encode(msg)), send_timeout_s)
+            async with asyncio.timeout(send_timeout_s):
+                await send(encode(msg))
 
     @staticmethod
     async def _send_traced(
@@ -1158,7 +1213,8 @@ class RankFeed:
         }
         links = telemetry.links_of(item.traces)
         with telemetry.span("ws push", kind=SpanKind.PRODUCER, attributes=attributes, links=links):
-            await asyncio.wait_for(send(encode(item.msg)), send_timeout_s)
+            async with asyncio.timeout(send_timeout_s):
+                await send(encode(item.msg))
 
 
 def now_iso() -> str:

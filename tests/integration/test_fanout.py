@@ -196,3 +196,58 @@ async def test_a_busy_redis_pool_never_closes_a_viewer(pipeline: Pipeline) -> No
     finally:
         feed.stop()
         prod.close()
+
+
+def _evals(r: Any) -> int:
+    """EVAL commands Redis has run so far (the snapshot reads are read-only scripts)."""
+    return int(r.info("commandstats").get("cmdstat_eval", {}).get("calls", 0))
+
+
+async def test_a_crowd_joining_a_view_whose_cache_expired_reads_the_top_once(
+    pipeline: Pipeline,
+) -> None:
+    """Newcomers that cannot take the view's cached snapshot (too many deltas since) share
+    one top-n read between them instead of one each, catch up from the board's history,
+    and join the view: their rows rebuilt from snapshot and deltas equal Redis's top."""
+    board, prod, feed, submit = await start(pipeline)
+    feed.SINCE_MAX = 0  # the view's cached snapshot is dropped after its first delta
+    r = sync_redis(pipeline.settings)
+    try:
+        for i in range(6):
+            await submit(f"s{i}", 100 + i)
+        first = Viewer(feed, board, 5)
+        await until(lambda: first.has("snapshot"))
+        await submit("ann", 500)
+        await until(lambda: first.has("delta", "ann"))
+        assert feed.boards[board].views[5].snapshot is None
+        before = _evals(r)
+        crowd = [Viewer(feed, board, 5) for _ in range(30)]
+        await until(lambda: all(v.has("snapshot") for v in crowd))
+        reads = _evals(r) - before
+        assert reads < 10, f"{reads} top reads for 30 newcomers"
+        await submit("bob", 400)
+        everyone = [first, *crowd]
+        await until(lambda: all(v.has("delta", "bob") for v in everyone))
+        want = ["ann", "bob", "s5", "s4", "s3"]
+        for v in everyone:
+            rows: list[str] = []
+            for m in v.messages():
+                if m["type"] == "snapshot":
+                    rows = [e["participant_id"] for e in m["entries"]]
+                    continue
+                for c in m["changes"]:
+                    if c["participant_id"] in rows:
+                        rows.remove(c["participant_id"])
+                    if c["new_rank"] <= 5 and c["new_rank"] <= len(rows) + 1:
+                        rows.insert(c["new_rank"] - 1, c["participant_id"])
+                    del rows[5:]
+                rows += [e["participant_id"] for e in m.get("fill", [])]
+            assert rows == want
+        await submit("cat", 300)
+        await until(lambda: all(v.has("delta", "cat") for v in everyone))
+        assert {v.sub for v in everyone} <= feed.boards[board].views[5].members
+        assert not any(v.task.done() for v in everyone)
+    finally:
+        r.close()
+        feed.stop()
+        prod.close()

@@ -185,6 +185,7 @@ def test_every_figure_key_is_documented() -> None:
     keys = [f["key"] for f in json.loads(DEFAULT_JSON.read_text())["figures"]]
     keys += ["ingest.e2e", "ratio.naive", "ws.p99_10k", "ws.viewers", "ws.viewers_fanout"]
     keys += ["ws.viewers_top_p99", "ws.viewers_client_cpu", "ws.viewers_gateway_cpu"]
+    keys += ["ws.viewers_gateway_us_per_push"]
     keys += ["ws.viewers_top_fanout_p99", "ws.viewers_top_upstream_p99", "rebuild.all"]
     assert [k for k in keys if key_doc(k) is None] == []
     assert key_doc("ratio.e2e_vs_zadd") == KEY_DOCS["ratio.e2e_vs_*"]

@@ -8,7 +8,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.gateway.feed import _FILL_FROM, RankFeed, Subscriber
+from processors.gateway.feed import _FILL_FROM, RankFeed, Subscriber, _View
 from streams.events import RankChange
 
 
@@ -107,3 +107,36 @@ def test_moves_inside_the_top_need_no_fill() -> None:
     msg = flush(sub, ["c", "x", "a", "b"])
     assert msg is not None and "fill" not in msg
     assert client_apply(["a", "b", "c"], msg, 3) == ["c", "x", "a"]
+
+
+def test_a_view_busy_sending_cuts_the_changes_of_its_wait_as_one_delta() -> None:
+    """While a view's pump sends a frame, its lead keeps what arrives; once the pump is idle
+    it cuts one delta with all of it (with a fill when rows left), not a queue of deltas."""
+    feed = RankFeed.__new__(RankFeed)
+    feed.boards = {}
+    lead = Subscriber("b", "top", n=2, queue_size=8)
+    lead.held, lead.syncing = 2, False
+    view = _View(lead)
+    lead.leads = view
+    view.busy = True  # the pump is sending a frame
+    assert RankFeed._top_change(lead, change("a", None, 1, 1))  # a enters: x drops out
+    lead.version = 1
+    feed._emit(lead)
+    assert lead.queue.empty() and view.deferred
+    assert RankFeed._top_change(lead, change("b", 1, 4, 2))  # b falls out: a row is missing
+    lead.version = 2
+    feed._emit(lead)
+    assert lead.queue.empty()
+    view.busy = False  # what the pump does once its queue is empty
+    feed._emit(lead)
+    out = lead.queue.get_nowait()
+    assert lead.queue.empty()
+    msg = dict(out.item)
+    assert msg["version"] == 2
+    assert [c["participant_id"] for c in msg["changes"]] == ["a", "b"]
+    order = ["a", "x", "y", "b"]
+    start = msg.pop(_FILL_FROM)
+    msg["fill"] = [
+        {"rank": r, "participant_id": p} for r, p in enumerate(order[start - 1 : 2], start)
+    ]
+    assert client_apply(["b", "x"], msg, 2) == order[:2]
