@@ -20,11 +20,11 @@ from processors.gateway.feed import DeadLettered, RankFeed
 from processors.gateway.guards import ApiKey, BearerToken, bearer_challenge, retry_after
 from processors.gateway.models import BoardId, ScoreIn
 from processors.gateway.responses import AppliedOut, SubmittedOut
-from processors.kafka.producer import LeaderboardProducer, delivery_future, one_score
+from processors.kafka.producer import LeaderboardProducer, delivery_future, fresh_uuid
 from projections.sharded import layout_of
 from streams import rules
 from streams.errors import LeaderboardError
-from streams.events import BoardStatus, RankChange, TimeSource
+from streams.events import BoardStatus, MatchResultSubmitted, RankChange, TimeSource
 
 __all__ = ["applied_json", "router", "submit_once"]
 
@@ -145,16 +145,16 @@ async def _submit(
             f"too many scores for {body.participant_id!r}: at most {state.options.submit_rate:g}/s",
             headers=retry_after(retry),
         )
-    match = one_score(
-        board,
-        body.participant_id,
-        body.score,
-        at=body.timestamp,
-        operator=body.operator,
-        match_id=body.match_id,
-        metadata=body.metadata or None,
+    event_id = fresh_uuid()
+    # the body was validated by its model (the entry's rules are the SDK's: ScoreEntryIn) and
+    # the board id by its pattern; the coalescer (or the producer) checks the event's contract
+    match = MatchResultSubmitted(
+        event_id=event_id,
+        match_id=body.match_id or event_id,
+        leaderboard_id=board,
+        occurred_at=body.timestamp if body.timestamp is not None else now,
+        entries=(body.to_event(),),
     )
-    event_id = match.event_id
     if layout_of(cfg) is None:
         # Concurrent submissions to the board share one record (gateway/coalescer.py); the
         # future ends when Kafka acknowledged that record.
