@@ -15,7 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
-from starlette.types import ASGIApp
+from starlette.types import Receive, Scope, Send
 
 from processors.gateway.deps import (
     GatewayOptions,
@@ -38,16 +38,24 @@ __all__ = ["ApiError", "HistoryReader", "PlacementsReader", "RateLimiter", "crea
 
 
 class _Gateway(FastAPI):
-    """FastAPI with the hot calls' ASGI app (fastpath.py) outside its whole middleware stack."""
+    """FastAPI with the hot calls' ASGI app (fastpath.py) in front of everything else: the
+    framework's own per-request work (its telemetry check, error handler, body limit) and
+    every middleware run only for the requests it passes on."""
 
-    fast_paths: dict[str, Any] | None = None
+    fast_paths: FastPaths | None = None
 
-    def build_middleware_stack(self) -> ASGIApp:
-        """The framework's stack, wrapped in :class:`FastPaths` when configured."""
-        stack = super().build_middleware_stack()
-        if not self.fast_paths:
-            return stack
-        return FastPaths(stack, **self.fast_paths)
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve HTTP through the fast paths when configured; everything else as FastAPI."""
+        fast = self.fast_paths
+        if fast is not None and scope["type"] == "http":
+            scope["app"] = self
+            await fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app without its fast paths (what they pass requests on to)."""
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -125,18 +133,19 @@ def create_app(
         redoc_url=None,
     )
     app.state.gateway = state
-    # outermost: the hot calls served directly (fastpath.py), then the framework's error
-    # handler, then ours (the last added is the outermost): request id → measure → client
-    # limit → body limit → CORS → the routes
+    # in front: the hot calls served directly (fastpath.py), then the framework's error
+    # handler and telemetry, then ours (the last added is the outermost): request id →
+    # measure → client limit → body limit → CORS → the routes
     routes: dict[str, Any] = {}
     client_limit = RateLimiter(client_rate, client_burst) if client_rate > 0 else None
-    app.fast_paths = {
-        "state": state,
-        "routes": routes,
-        "client_limit": client_limit,
-        "max_body": options.max_body,
-        "access_log": access_log,
-    }
+    app.fast_paths = FastPaths(
+        app.framework,
+        state,
+        routes,
+        client_limit=client_limit,
+        max_body=options.max_body,
+        access_log=access_log,
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(options.cors_origins),

@@ -4,9 +4,9 @@ A score submission and a top-N page already rendered (gateway/cache.py) spent mo
 gateway CPU outside their own work: matching the path against every route, solving the typed
 dependencies, and passing every message through seven middleware layers (the server's error
 handler, FastAPI's body limit and telemetry, request id, metrics, client limit, body limit,
-CORS), each wrapping ``send`` once more. This ASGI app sits outside all of them (the gateway's
-``build_middleware_stack``, app.py) and answers these two shapes itself, doing what those
-layers would do for them in one place:
+CORS), each wrapping ``send`` once more. This ASGI app sits in front of all of them (app.py)
+and, while tracing is off, answers these two shapes itself, doing what those layers would do
+for them in one place:
 
 - ``POST /v1/leaderboards/{board}/scores`` (optionally ``?wait=true``) with a JSON body of at
   most the body limit, no ``Authorization`` and no ``Origin`` header: the body is validated by
@@ -91,7 +91,7 @@ class FastPaths:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Serve a hot call, or pass the request on."""
-        if scope["type"] == "http" and self.state.services is not None:
+        if scope["type"] == "http" and self.state.services is not None and not telemetry.enabled():
             path: str = scope["path"]
             if path.startswith(_PREFIX):
                 board, _, tail = path[len(_PREFIX) :].partition("/")
@@ -120,7 +120,6 @@ class FastPaths:
             not more
             and len(body) <= self.max_body
             and wait is not None
-            and not telemetry.enabled()
             and b"authorization" not in headers
             and b"origin" not in headers
             and headers.get(b"content-type", b"").startswith(b"application/json")
@@ -184,10 +183,13 @@ class FastPaths:
         cfg = services.view.get(board)
         if cfg is None or layout_of(cfg) is not None:
             return False
-        period = await current_period(services.redis, cfg)
-        stamp = await page_stamp(
-            services.redis, board, profiles_key(self.state.settings.topic_prefix)
-        )
+        try:
+            period = await current_period(services.redis, cfg)
+            stamp = await page_stamp(
+                services.redis, board, profiles_key(self.state.settings.topic_prefix)
+            )
+        except Exception:  # Redis failing: the route answers with the error's own status
+            return False
         cached = self.state.pages.get((board, period, limit, offset), stamp)
         if cached is None:
             return False
