@@ -13,7 +13,7 @@ from opentelemetry.trace import SpanKind
 
 from processors import telemetry
 from processors.gateway.cache import json_response
-from processors.gateway.coalescer import SubmitCoalescer
+from processors.gateway.coalescer import PUBLISH_TIMEOUT_S, SubmitCoalescer
 from processors.gateway.deps import CoalescerDep, FeedDep, GatewayState, ProducerDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.feed import DeadLettered, RankFeed
@@ -29,9 +29,6 @@ from streams.events import BoardStatus, MatchResultSubmitted, RankChange, TimeSo
 __all__ = ["applied_json", "router", "submit_once"]
 
 router = APIRouter(tags=["scores"])
-
-#: How long a submission waits for Kafka's acknowledgement before answering 503.
-PUBLISH_TIMEOUT_S = 10.0
 
 
 def applied_json(event_id: str, change: RankChange) -> dict[str, Any]:
@@ -155,16 +152,18 @@ async def _submit(
         occurred_at=body.timestamp if body.timestamp is not None else now,
         entries=(body.to_event(),),
     )
+    loop = asyncio.get_running_loop()
     if layout_of(cfg) is None:
         # Concurrent submissions to the board share one record (gateway/coalescer.py); the
-        # future ends when Kafka acknowledged that record.
+        # future ends when Kafka acknowledged that record, or fails after PUBLISH_TIMEOUT_S.
         delivered = coalescer.submit(match)
     else:  # sharded boards apply one record per submission
-        delivered, on_delivery = delivery_future(asyncio.get_running_loop())
+        delivered, on_delivery = delivery_future(loop)
         producer.submit(match, on_delivery=on_delivery)
+        delivered = asyncio.ensure_future(asyncio.wait_for(delivered, PUBLISH_TIMEOUT_S))
     fut = feed.wait_for(event_id) if wait else None
     try:
-        await asyncio.wait_for(delivered, PUBLISH_TIMEOUT_S)
+        await delivered
     except (LeaderboardError, TimeoutError) as exc:
         if fut is not None:
             feed.forget(event_id, fut)
@@ -175,8 +174,10 @@ async def _submit(
         # event ids are UUIDs: the answer is built without an encoder
         return json_response(b'{"event_id":"' + event_id.encode() + b'","status":"accepted"}', 202)
     timeout = state.options.wait_timeout_s
+    # one timer, not asyncio.wait_for's task and callbacks: the feed resolves the future
+    expiry = loop.call_later(timeout, _expire, fut)
     try:
-        change = await asyncio.wait_for(fut, timeout)
+        change = await fut
     except DeadLettered as exc:
         status = 409 if str(exc).startswith("duplicate event id") else 422
         raise ApiError(status, f"score {event_id} was refused: {exc}") from None
@@ -187,5 +188,12 @@ async def _submit(
             "(it may still be applied, or was rejected to the dead-letter topic)",
         ) from None
     finally:
+        expiry.cancel()
         feed.forget(event_id, fut)
     return json_response(applied_json(event_id, change))
+
+
+def _expire(fut: asyncio.Future[RankChange]) -> None:
+    """End a ``wait=true`` submission's wait (its result did not come in time)."""
+    if not fut.done():
+        fut.set_exception(TimeoutError())
