@@ -215,7 +215,7 @@ async def test_a_record_never_acknowledged_fails_its_submissions_after_the_timeo
     await _turn()
     assert not lost.done()
     await asyncio.sleep(0.1)  # no delivery report: the record's one timer fails it
-    with pytest.raises(DeliveryFailed, match="not acknowledged by Kafka within 0.05s"):
+    with pytest.raises(DeliveryFailed, match=r"not acknowledged by Kafka within 0\.05s"):
         lost.result()
     fake.ack(0)  # the report that comes late changes nothing, and frees the board
     await _turn()
