@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from fastapi.routing import APIRoute
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Receive, Scope, Send
 
 from processors.gateway.deps import (
     GatewayOptions,
@@ -34,6 +35,27 @@ from processors.gateway.tracing import RequestId
 from streams.settings import Settings
 
 __all__ = ["ApiError", "HistoryReader", "PlacementsReader", "RateLimiter", "create_app"]
+
+
+class _Gateway(FastAPI):
+    """FastAPI with the hot calls' ASGI app (fastpath.py) in front of everything else: the
+    framework's own per-request work (its telemetry check, error handler, body limit) and
+    every middleware run only for the requests it passes on."""
+
+    fast_paths: FastPaths | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve HTTP through the fast paths when configured; everything else as FastAPI."""
+        fast = self.fast_paths
+        if fast is not None and scope["type"] == "http":
+            scope["app"] = self
+            await fast(scope, receive, send)
+            return
+        await super().__call__(scope, receive, send)
+
+    async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The app without its fast paths (what they pass requests on to)."""
+        await super().__call__(scope, receive, send)
 
 
 def create_app(
@@ -102,7 +124,7 @@ def create_app(
         finally:
             await state.stop()
 
-    app = FastAPI(
+    app = _Gateway(
         title="Leaderboard gateway",
         version="1",
         description="Rankings, score submission, live push (WebSocket) and admin of leaderboards.",
@@ -111,10 +133,19 @@ def create_app(
         redoc_url=None,
     )
     app.state.gateway = state
-    # the last added is the outermost: request id → measure → client limit → body limit → CORS
-    # → the hot calls served directly (fastpath.py) → the routes
+    # in front: the hot calls served directly (fastpath.py), then the framework's error
+    # handler and telemetry, then ours (the last added is the outermost): request id →
+    # measure → client limit → body limit → CORS → the routes
     routes: dict[str, Any] = {}
-    app.add_middleware(FastPaths, state=state, routes=routes)
+    client_limit = RateLimiter(client_rate, client_burst) if client_rate > 0 else None
+    app.fast_paths = FastPaths(
+        app.framework,
+        state,
+        routes,
+        client_limit=client_limit,
+        max_body=options.max_body,
+        access_log=access_log,
+    )
     app.add_middleware(
         CORSMiddleware,
         allow_origins=list(options.cors_origins),
@@ -124,8 +155,8 @@ def create_app(
         max_age=600,
     )
     app.add_middleware(BodyLimit, limit=options.max_body)
-    if client_rate > 0:
-        app.add_middleware(ClientLimit, rate=client_rate, burst=client_burst)
+    if client_limit is not None:
+        app.add_middleware(ClientLimit, rate=client_rate, burst=client_burst, limiter=client_limit)
     app.add_middleware(MeasureRequests, metrics=state.metrics)
     app.add_middleware(RequestId, access_log=access_log)
     app.mount(DOCS_STATIC, StaticFiles(directory=DOCS_ASSETS), name="docs-assets")

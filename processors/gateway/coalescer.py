@@ -14,6 +14,9 @@ When to send, per board (Nagle-like, no fixed delay when idle):
   ``window_s`` old, whichever is first;
 - ``max_submissions`` buffered: at once.
 
+A record not acknowledged within ``timeout_s`` fails its submissions (one timer per record,
+not one per submission).
+
 A record with one submission is sent as an ordinary one-entry ``MatchResultSubmitted``, so an
 idle gateway writes exactly what it wrote before coalescing existed.
 """
@@ -31,7 +34,11 @@ from streams.errors import LeaderboardError
 from streams.events import MAX_SUBMISSIONS, MatchResultSubmitted
 from streams.validation import check_match
 
-__all__ = ["SubmitCoalescer"]
+__all__ = ["PUBLISH_TIMEOUT_S", "SubmitCoalescer"]
+
+#: How long a submission waits for Kafka's acknowledgement before it fails (the gateway
+#: answers 503).
+PUBLISH_TIMEOUT_S = 10.0
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +62,11 @@ class SubmitCoalescer:
         max_submissions: int = 64,
         window_s: float = 0.002,
         max_in_flight: int = 1,
+        timeout_s: float = PUBLISH_TIMEOUT_S,
     ) -> None:
         """``max_submissions`` per record (1 = no coalescing); ``window_s`` the longest a
-        submission waits while ``max_in_flight`` records of its board await Kafka."""
+        submission waits while ``max_in_flight`` records of its board await Kafka;
+        ``timeout_s`` the longest a record may wait for Kafka's acknowledgement."""
         if not 1 <= max_submissions <= MAX_SUBMISSIONS:
             raise LeaderboardError(
                 f"coalesce max must be 1 to {MAX_SUBMISSIONS} (got {max_submissions})"
@@ -66,13 +75,15 @@ class SubmitCoalescer:
         self.max_submissions = max_submissions
         self.window_s = window_s
         self.max_in_flight = max(1, max_in_flight)
+        self.timeout_s = timeout_s
         self._boards: dict[str, _Board] = {}
         #: records sent and submissions they carried (for metrics and tests)
         self.records = 0
         self.submissions = 0
 
     def submit(self, match: MatchResultSubmitted) -> asyncio.Future[None]:
-        """Queue one one-entry match; the future ends when Kafka has its record.
+        """Queue one one-entry match; the future ends when Kafka has its record (or fails
+        with DeliveryFailed: refused, or not acknowledged within ``timeout_s``).
 
         The match is checked here (ValidationError), so that a bad one never joins a record.
         """
@@ -105,7 +116,17 @@ class SubmitCoalescer:
         loop = asyncio.get_running_loop()
         futs = [f for _, f in items]
 
+        def expire() -> None:
+            for f in futs:
+                if not f.done():
+                    f.set_exception(
+                        DeliveryFailed(f"not acknowledged by Kafka within {self.timeout_s:g}s")
+                    )
+
+        expiry = loop.call_later(self.timeout_s, expire)
+
         def settle(error: str | None) -> None:
+            expiry.cancel()
             board.in_flight -= 1
             for f in futs:
                 if f.done():
@@ -132,6 +153,7 @@ class SubmitCoalescer:
                 self.producer.submit_scores(board_id, matches, on_delivery=tell)
         except LeaderboardError as exc:
             log.warning("coalesced submissions to %s not produced: %s", board_id, exc)
+            expiry.cancel()
             board.in_flight -= 1
             for f in futs:
                 if not f.done():

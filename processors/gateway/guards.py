@@ -195,10 +195,14 @@ class ClientLimit:
     ``--forwarded-allow-ips``). Cost on the write path: one dictionary move and a clock read.
     """
 
-    def __init__(self, app: ASGIApp, rate: float, burst: int) -> None:
+    def __init__(
+        self, app: ASGIApp, rate: float, burst: int, limiter: RateLimiter | None = None
+    ) -> None:
+        """``limiter``: the budgets to take from, when shared (the gateway's fast path takes
+        from the same); a new one of ``rate`` and ``burst`` else."""
         self.app = app
         self.rate = rate
-        self.limiter = RateLimiter(rate, burst)
+        self.limiter = limiter or RateLimiter(rate, burst)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Refuse a write over its address's budget; pass everything else through."""

@@ -11,13 +11,13 @@ from __future__ import annotations
 import logging
 import re
 import time
-import uuid
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from processors.kafka.producer import fresh_uuid
 from processors.logs import request_id
 
-__all__ = ["HEADER", "RequestId", "accept_id"]
+__all__ = ["HEADER", "RequestId", "accept_id", "log_access"]
 
 log = logging.getLogger("processors.gateway.access")
 
@@ -31,7 +31,7 @@ def accept_id(given: bytes | None) -> str:
     """The client's request id if it is plain and at most 128 characters, else a new one."""
     if given is not None and _PLAIN_ID.fullmatch(given):
         return given.decode()
-    return uuid.uuid4().hex
+    return fresh_uuid().replace("-", "")
 
 
 class RequestId:
@@ -70,22 +70,27 @@ class RequestId:
             await self.app(scope, receive, send_with_id)
         finally:
             if self.access_log and scope["type"] == "http":
-                ms = round((time.perf_counter() - start) * 1000, 2)
-                client = (scope.get("client") or ("-",))[0]
-                path = scope.get("path", "")
-                method = scope.get("method", "")
-                log.info(
-                    "%s %s %d %.2fms %s",
-                    method,
-                    path,
-                    status or 500,
-                    ms,
-                    client,
-                    extra={
-                        "method": method,
-                        "path": path,
-                        "status": status or 500,
-                        "duration_ms": ms,
-                        "client": client,
-                    },
-                )
+                log_access(scope, status, start)
+
+
+def log_access(scope: Scope, status: int, start: float) -> None:
+    """The access line of one HTTP request (``start``: its ``time.perf_counter()``)."""
+    ms = round((time.perf_counter() - start) * 1000, 2)
+    client = (scope.get("client") or ("-",))[0]
+    path = scope.get("path", "")
+    method = scope.get("method", "")
+    log.info(
+        "%s %s %d %.2fms %s",
+        method,
+        path,
+        status or 500,
+        ms,
+        client,
+        extra={
+            "method": method,
+            "path": path,
+            "status": status or 500,
+            "duration_ms": ms,
+            "client": client,
+        },
+    )

@@ -187,6 +187,67 @@ def test_ops_endpoints(gateway: Gateway) -> None:
         assert pre.headers.get("access-control-allow-origin") == "http://example.test"
 
 
+def _requests_total(metrics: str, method: str, route: str, status: int) -> float:
+    """``gateway_http_requests_total`` of one method, route and status (0 if absent)."""
+    want = f'gateway_http_requests_total{{method="{method}",route="{route}",status="{status}"}}'
+    for line in metrics.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == want:
+            return float(value)
+    return 0.0
+
+
+def test_fast_path_answers_keep_request_id_cors_and_metrics(gateway: Gateway) -> None:
+    """Plain submissions and cached pages are answered in front of the middleware stack
+    (gateway/fastpath.py): they still carry the request id and ``Vary: Origin``, count under
+    their route, and a request with an ``Origin`` still gets the CORS answer."""
+    board = gateway.create_board()
+    scores, rankings = "/v1/leaderboards/{board}/scores", "/v1/leaderboards/{board}/rankings"
+    with gateway.client() as c:
+        before = c.get("/metrics").text
+        r = c.post(
+            f"/v1/leaderboards/{board}/scores",
+            json={"participant_id": "fp-1", "score": 5},
+            headers={**W, "X-Request-ID": "given-id-1"},
+        )
+        assert r.status_code == 202, r.text
+        assert r.headers["x-request-id"] == "given-id-1"
+        assert "Origin" in r.headers["vary"]
+        r = c.post(
+            f"/v1/leaderboards/{board}/scores?wait=true",
+            json={"participant_id": "fp-2", "score": 7},
+            headers=W,
+        )
+        assert r.status_code == 200 and r.json()["rank"] == 1, r.text
+        assert len(r.headers["x-request-id"]) == 32  # a fresh one
+        r = c.post(
+            f"/v1/leaderboards/{board}/scores",
+            json={"participant_id": "fp-3", "score": 1},
+            headers={**W, "Origin": "http://example.test"},
+        )
+        assert r.status_code == 202, r.text
+        assert r.headers["access-control-allow-origin"] == "http://example.test"
+        assert r.headers["access-control-expose-headers"]
+        pages = [c.get(f"/v1/leaderboards/{board}/rankings?limit=10") for _ in range(3)]
+        assert [p.status_code for p in pages] == [200, 200, 200]
+        assert pages[1].content == pages[2].content  # the cached one
+        assert len({p.headers["x-request-id"] for p in pages}) == 3
+        assert all("Origin" in p.headers["vary"] for p in pages)
+        after = c.get("/metrics").text
+    assert (
+        _requests_total(after, "POST", scores, 202) - _requests_total(before, "POST", scores, 202)
+        == 2
+    )
+    assert (
+        _requests_total(after, "POST", scores, 200) - _requests_total(before, "POST", scores, 200)
+        == 1
+    )
+    assert (
+        _requests_total(after, "GET", rankings, 200) - _requests_total(before, "GET", rankings, 200)
+        == 3
+    )
+
+
 def test_admin_endpoints_and_their_errors(gateway: Gateway) -> None:
     board = f"adm-{uuid.uuid4().hex[:8]}"
     body = {"leaderboard_id": board, "sort_order": "asc", "reset_period": "none"}

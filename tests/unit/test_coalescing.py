@@ -206,3 +206,21 @@ async def test_more_records_in_flight_send_at_once_until_the_limit() -> None:
     await _turn()
     assert [pids for _, pids, _ in fake.sent] == [["a"], ["b"], ["c", "d"]]
     assert not any(f.done() for f in waiting)
+
+
+async def test_a_record_never_acknowledged_fails_its_submissions_after_the_timeout() -> None:
+    fake = FakeProducer()
+    co = SubmitCoalescer(fake, max_submissions=64, window_s=10.0, timeout_s=0.05)  # type: ignore[arg-type]
+    lost = co.submit(_match("a"))
+    await _turn()
+    assert not lost.done()
+    await asyncio.sleep(0.1)  # no delivery report: the record's one timer fails it
+    with pytest.raises(DeliveryFailed, match=r"not acknowledged by Kafka within 0\.05s"):
+        lost.result()
+    fake.ack(0)  # the report that comes late changes nothing, and frees the board
+    await _turn()
+    kept = co.submit(_match("b"))
+    await _turn()
+    fake.ack(1)
+    await _turn()
+    assert kept.result() is None

@@ -13,25 +13,22 @@ from opentelemetry.trace import SpanKind
 
 from processors import telemetry
 from processors.gateway.cache import json_response
-from processors.gateway.coalescer import SubmitCoalescer
+from processors.gateway.coalescer import PUBLISH_TIMEOUT_S, SubmitCoalescer
 from processors.gateway.deps import CoalescerDep, FeedDep, GatewayState, ProducerDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.feed import DeadLettered, RankFeed
 from processors.gateway.guards import ApiKey, BearerToken, bearer_challenge, retry_after
 from processors.gateway.models import BoardId, ScoreIn
 from processors.gateway.responses import AppliedOut, SubmittedOut
-from processors.kafka.producer import LeaderboardProducer, delivery_future, one_score
+from processors.kafka.producer import LeaderboardProducer, delivery_future, fresh_uuid
 from projections.sharded import layout_of
 from streams import rules
 from streams.errors import LeaderboardError
-from streams.events import BoardStatus, RankChange, TimeSource
+from streams.events import BoardStatus, MatchResultSubmitted, RankChange, TimeSource
 
 __all__ = ["applied_json", "router", "submit_once"]
 
 router = APIRouter(tags=["scores"])
-
-#: How long a submission waits for Kafka's acknowledgement before answering 503.
-PUBLISH_TIMEOUT_S = 10.0
 
 
 def applied_json(event_id: str, change: RankChange) -> dict[str, Any]:
@@ -145,26 +142,28 @@ async def _submit(
             f"too many scores for {body.participant_id!r}: at most {state.options.submit_rate:g}/s",
             headers=retry_after(retry),
         )
-    match = one_score(
-        board,
-        body.participant_id,
-        body.score,
-        at=body.timestamp,
-        operator=body.operator,
-        match_id=body.match_id,
-        metadata=body.metadata or None,
+    event_id = fresh_uuid()
+    # the body was validated by its model (the entry's rules are the SDK's: ScoreEntryIn) and
+    # the board id by its pattern; the coalescer (or the producer) checks the event's contract
+    match = MatchResultSubmitted(
+        event_id=event_id,
+        match_id=body.match_id or event_id,
+        leaderboard_id=board,
+        occurred_at=body.timestamp if body.timestamp is not None else now,
+        entries=(body.to_event(),),
     )
-    event_id = match.event_id
+    loop = asyncio.get_running_loop()
     if layout_of(cfg) is None:
         # Concurrent submissions to the board share one record (gateway/coalescer.py); the
-        # future ends when Kafka acknowledged that record.
+        # future ends when Kafka acknowledged that record, or fails after PUBLISH_TIMEOUT_S.
         delivered = coalescer.submit(match)
     else:  # sharded boards apply one record per submission
-        delivered, on_delivery = delivery_future(asyncio.get_running_loop())
+        delivered, on_delivery = delivery_future(loop)
         producer.submit(match, on_delivery=on_delivery)
+        delivered = asyncio.ensure_future(asyncio.wait_for(delivered, PUBLISH_TIMEOUT_S))
     fut = feed.wait_for(event_id) if wait else None
     try:
-        await asyncio.wait_for(delivered, PUBLISH_TIMEOUT_S)
+        await delivered
     except (LeaderboardError, TimeoutError) as exc:
         if fut is not None:
             feed.forget(event_id, fut)
@@ -175,8 +174,10 @@ async def _submit(
         # event ids are UUIDs: the answer is built without an encoder
         return json_response(b'{"event_id":"' + event_id.encode() + b'","status":"accepted"}', 202)
     timeout = state.options.wait_timeout_s
+    # one timer, not asyncio.wait_for's task and callbacks: the feed resolves the future
+    expiry = loop.call_later(timeout, _expire, fut)
     try:
-        change = await asyncio.wait_for(fut, timeout)
+        change = await fut
     except DeadLettered as exc:
         status = 409 if str(exc).startswith("duplicate event id") else 422
         raise ApiError(status, f"score {event_id} was refused: {exc}") from None
@@ -187,5 +188,12 @@ async def _submit(
             "(it may still be applied, or was rejected to the dead-letter topic)",
         ) from None
     finally:
+        expiry.cancel()
         feed.forget(event_id, fut)
     return json_response(applied_json(event_id, change))
+
+
+def _expire(fut: asyncio.Future[RankChange]) -> None:
+    """End a ``wait=true`` submission's wait (its result did not come in time)."""
+    if not fut.done():
+        fut.set_exception(TimeoutError())
