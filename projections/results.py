@@ -156,14 +156,14 @@ _KINDS: dict[str, NotificationKind] = {k.value: k for k in NotificationKind}
 def to_notice(board: str, row: NoticeRow) -> ParticipantNotified:
     """The ParticipantNotified of one notice row."""
     kind = _KINDS.get(row.kind)
-    return ParticipantNotified(
-        leaderboard_id=board,
-        period=row.period,
-        participant_id=row.participant_id,
-        kind=kind if kind is not None else NotificationKind(row.kind),
-        rank=row.rank,
-        by_participant_id=row.by_participant_id,
-        version=row.version,
-        top_n=row.top_n,
-        omitted=row.omitted,
+    return ParticipantNotified(  # positional, in field order (several notices per entry)
+        board,
+        row.period,
+        row.participant_id,
+        kind if kind is not None else NotificationKind(row.kind),
+        row.rank,
+        row.version,
+        row.by_participant_id,
+        row.top_n,
+        row.omitted,
     )
