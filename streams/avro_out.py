@@ -38,6 +38,8 @@ def _long(n: int) -> bytes:
     z = (n << 1) ^ (n >> 63)
     if 0 <= z < 0x4000:
         return _SMALL[z]
+    if 0 <= z < 0x200000:  # ranks and versions of big boards: three bytes, no loop
+        return bytes(((z & 0x7F) | 0x80, ((z >> 7) & 0x7F) | 0x80, z >> 14))
     if not -(1 << 63) <= n < (1 << 63):
         raise ValueError(f"{n} does not fit an Avro long")
     out = bytearray()
@@ -52,11 +54,6 @@ def _str(text: str) -> bytes:
     """An Avro string: its UTF-8 length, then the bytes."""
     data = text.encode()
     return _long(len(data)) + data
-
-
-def _opt_str(text: str | None) -> bytes:
-    """A ["null", "string"] union."""
-    return _NULL if text is None else _SOME + _str(text)
 
 
 def encode_rank_changed(event: RankChanged) -> bytes:
@@ -120,19 +117,34 @@ def encode_participants_notified(event: ParticipantsNotified) -> bytes:
     notices = event.notices
     if notices:
         add(_long(len(notices)))
+        # a change's overtaken notices share its period, mover and version: bytes reused
         last_period: Any = None
         period_b = b""
+        last_by: Any = None
+        by_b = _NULL
+        last_version: Any = None
+        version_b = b""
+        small = _SMALL
         for n in notices:
             if n.period is not last_period:
                 last_period, period_b = n.period, _str(n.period)
+            if n.by_participant_id is not last_by:
+                last_by = n.by_participant_id
+                by_b = _NULL if last_by is None else _SOME + _str(last_by)
+            if n.version != last_version:
+                last_version, version_b = n.version, _long(n.version)
+            pid = n.participant_id.encode()
+            size = len(pid)
             add(period_b)
-            add(_str(n.participant_id))
+            add(small[size << 1] if size < 0x2000 else _long(size))
+            add(pid)
             add(_KIND[n.kind])
             add(_long(n.rank))
-            add(_opt_str(n.by_participant_id))
-            add(_long(n.top_n))
-            add(_long(n.omitted))
-            add(_long(n.version))
+            add(by_b)
+            top_n, omitted = n.top_n, n.omitted
+            add(small[top_n << 1] if 0 <= top_n < 0x2000 else _long(top_n))
+            add(small[omitted << 1] if 0 <= omitted < 0x2000 else _long(omitted))
+            add(version_b)
     add(_NULL)
     return b"".join(parts)
 

@@ -23,16 +23,17 @@ from streams.events import (
     RankChanged,
 )
 
-INT = st.integers(-(2**31), 2**31 - 1)
 TEXT = st.text(st.characters(exclude_categories=("Cs",)), max_size=40)
 # a few shared strings, so that the encoders' reuse of consecutive bytes is exercised
 SHARED = st.sampled_from(["all", "2026-11", "2026-W48", "best", "e-1", "ü-€-𝄞", ""])
 # both sides of the varint table (zig-zag values below 2^14) and of every varint length
 BOUNDS = st.sampled_from(
-    [0, -1, 63, -64, 64, -65, 8191, -8192, 8192, -8193, 2**62, -(2**62), 2**63 - 1, -(2**63)]
+    [0, -1, 63, -64, 64, -65, 8191, -8192, 8192, -8193, 2**20 - 1, 2**20, -(2**20), -(2**20) - 1]
 )
-SMALL = st.integers(-20_000, 20_000) | BOUNDS
-LONG = st.integers(-(2**63), 2**63 - 1) | BOUNDS
+EXTREMES = st.sampled_from([2**62, -(2**62), 2**63 - 1, -(2**63)])
+SMALL = st.integers(-20_000, 20_000) | BOUNDS | EXTREMES
+LONG = st.integers(-(2**63), 2**63 - 1) | BOUNDS | EXTREMES
+INT = st.integers(-(2**31), 2**31 - 1) | BOUNDS
 
 
 def _fastavro(event: RankChanged | ParticipantsNotified) -> bytes:
