@@ -31,7 +31,7 @@ SENTINEL_TIMEOUT_S = 1.0
 FAST_PACK_ARGS = 64
 
 #: Argument types hiredis packs exactly as redis-py's encoder does (no bool, float or None).
-_PLAIN = (bytes, str, int)
+_PLAIN = frozenset((bytes, str, int))
 
 
 class FastPackConnection(aioredis.Connection):
@@ -46,7 +46,8 @@ class FastPackConnection(aioredis.Connection):
 
     def pack_command(self, *args: Any) -> list[bytes]:
         """The RESP bytes of one command (see ``redis.asyncio.Connection.pack_command``)."""
-        if len(args) < FAST_PACK_ARGS or not all(type(a) in _PLAIN for a in args):
+        # the types checked in C (a generator over 26,000 arguments cost as much as packing)
+        if len(args) < FAST_PACK_ARGS or not _PLAIN.issuperset(map(type, args)):
             return super().pack_command(*args)
         head = args[0]
         # like redis-py: a command name with spaces ("CONFIG GET") is several arguments

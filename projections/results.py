@@ -8,6 +8,7 @@ into events.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 import msgpack
@@ -75,29 +76,36 @@ def _opt(value: Any) -> Any:
     return None if value is False else value
 
 
+#: A plain board's change row has no band sizes: these two zeros complete it.
+_NO_BAND = [0, 0]
+
+#: Builds a NamedTuple from a list without its ``__new__`` (keyword parsing, one call per
+#: field): the rows of one apply call are thousands, decoded on the projector's hot path.
+_tuple_new = tuple.__new__
+
+
 def _record(res: list[Any]) -> RecordResult:
     offset, changes, notices, rejected, refused, ended = res[:6]
     # results stored before positions existed have six fields: their position is the offset
     position = res[6] if len(res) > 6 else str(offset)
+    rows: list[ChangeRow] = []
+    for c in changes:  # lists fresh from msgpack: completed in place
+        if c[3] is False:
+            c[3] = None
+        if c[4] is False:
+            c[4] = None
+        if c[5] is False:
+            c[5] = None
+        if len(c) == 10:
+            c += _NO_BAND
+        rows.append(_tuple_new(ChangeRow, c))
+    for n in notices:
+        if n[4] is False:
+            n[4] = None
     return RecordResult(
         offset,
-        [
-            ChangeRow(
-                c[0],
-                c[1],
-                c[2],
-                _opt(c[3]),
-                _opt(c[4]),
-                _opt(c[5]),
-                c[6],
-                c[7],
-                c[8],
-                c[9],
-                *c[10:],
-            )
-            for c in changes
-        ],
-        [NoticeRow(n[0], n[1], n[2], n[3], _opt(n[4]), n[5], n[6], n[7]) for n in notices],
+        rows,
+        [_tuple_new(NoticeRow, n) for n in notices],
         [(r[0], r[1]) for r in rejected],
         _opt(refused),
         [(e[0], e[1]) for e in ended],
@@ -107,25 +115,37 @@ def _record(res: list[Any]) -> RecordResult:
 
 def to_change(rec: SourceRecord, row: ChangeRow) -> RankChange:
     """The RankChange of one change row (its ranks global: a new rank of None reads as 0)."""
+    return to_changes(rec, (row,))[0]
+
+
+def to_changes(rec: SourceRecord, rows: Sequence[ChangeRow]) -> list[RankChange]:
+    """The RankChanges of one record's change rows (see ``to_change``)."""
     ev = rec.event
-    return RankChange(
-        version=row.version,
-        period=row.period,
-        participant_id=row.participant_id,
-        old_rank=row.old_rank,
-        new_rank=row.new_rank or 0,
-        old_score=row.old_score,
-        new_score=row.new_score,
-        submitted_score=row.submitted,
-        operator=row.operator,
-        event_id=ev.event_id,
-        match_id=ev.match_id,
-        entry_index=row.entry_index,
-        occurred_at=rec.time,
-        claimed_at=None if ev.occurred_at == rec.time else ev.occurred_at,
-        source_partition=rec.partition,
-        source_offset=rec.offset,
-    )
+    event_id, match_id, at = ev.event_id, ev.match_id, rec.time
+    claimed = None if ev.occurred_at == at else ev.occurred_at
+    partition, offset = rec.partition, rec.offset
+    # positional arguments in field order: the dataclass's keyword parsing is measurable here
+    return [
+        RankChange(
+            row[7],  # version
+            row[1],  # period
+            row[2],  # participant_id
+            row[3],  # old_rank
+            row[4] or 0,  # new_rank
+            row[5],  # old_score
+            row[6],  # new_score
+            row[9],  # submitted_score
+            row[8],  # operator
+            event_id,
+            match_id,
+            row[0],  # entry_index
+            at,
+            partition,
+            offset,
+            claimed,
+        )
+        for row in rows
+    ]
 
 
 #: Notice kinds by their wire value: a dict lookup, not ``NotificationKind(value)`` (Enum's
@@ -136,14 +156,14 @@ _KINDS: dict[str, NotificationKind] = {k.value: k for k in NotificationKind}
 def to_notice(board: str, row: NoticeRow) -> ParticipantNotified:
     """The ParticipantNotified of one notice row."""
     kind = _KINDS.get(row.kind)
-    return ParticipantNotified(
-        leaderboard_id=board,
-        period=row.period,
-        participant_id=row.participant_id,
-        kind=kind if kind is not None else NotificationKind(row.kind),
-        rank=row.rank,
-        by_participant_id=row.by_participant_id,
-        version=row.version,
-        top_n=row.top_n,
-        omitted=row.omitted,
+    return ParticipantNotified(  # positional, in field order (several notices per entry)
+        board,
+        row.period,
+        row.participant_id,
+        kind if kind is not None else NotificationKind(row.kind),
+        row.rank,
+        row.version,
+        row.by_participant_id,
+        row.top_n,
+        row.omitted,
     )

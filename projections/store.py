@@ -10,7 +10,7 @@ from typing import Any
 
 from projections.keys import BoardKeys, index_member
 from projections.redis_client import RedisClient
-from projections.results import RecordResult, decode, to_change, to_notice
+from projections.results import RecordResult, decode, to_changes, to_notice
 from projections.scripts import APPLY, SWAP_LUA, Call, ProjectionLost
 from streams import rules
 from streams.events import (
@@ -438,7 +438,7 @@ def moderation_carrier(mod: LeaderboardModerated) -> MatchResultSubmitted:
 
 def add_result(outcome: BoardOutcome, rec: SourceRecord, res: RecordResult) -> None:
     """Add what the apply script did to one record of a plain board to ``outcome``."""
-    outcome.changes += [to_change(rec, row) for row in res.changes]
+    outcome.changes += to_changes(rec, res.changes)
     outcome.notifications += [to_notice(outcome.board, row) for row in res.notices]
     outcome.rejections += [
         Rejection(rec.partition, rec.offset, r, i, rec.index) for i, r in res.rejected

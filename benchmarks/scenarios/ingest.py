@@ -7,9 +7,10 @@ here too and reported as a baseline.
 
 from __future__ import annotations
 
+import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from benchmarks.figures import Figure, Report, Target
@@ -45,6 +46,9 @@ class IngestRun:
     kafka_raw_rate: float
     kafka_decode_rate: float
     complete: bool
+    #: process CPU (user + system) per entry while draining: projector, sinks worker (µs)
+    projector_cpu_us: float = float("nan")
+    sinks_cpu_us: float = float("nan")
 
 
 @dataclass(slots=True)
@@ -55,6 +59,9 @@ class _Drain:
     first_g: _First | None = None
     done_a: float | None = None
     done_g: float | None = None
+    #: CPU seconds of each worker process at its first progress and at its completion
+    cpu_first: dict[str, float] = field(default_factory=dict)
+    cpu_done: dict[str, float] = field(default_factory=dict)
 
 
 def ingest_once(base: Settings, p: Params, logs: Path, say: Say) -> IngestRun:
@@ -81,13 +88,16 @@ def ingest_once(base: Settings, p: Params, logs: Path, say: Say) -> IngestRun:
             raw_n * p.entries_per_record / raw_s if raw_s else float("nan"),
             dec_n * p.entries_per_record / dec_s if dec_s else float("nan"),
             drain.done_a is not None and drain.done_g is not None,
+            _cpu_us(drain, "projector", total, drain.first_a),
+            _cpu_us(drain, "sinks", total, drain.first_g),
         )
         if not run.complete:
             raise RuntimeError("the drain did not complete (a worker failed or timed out)")
         say(
             f"  redis {run.redis_rate:,.0f}/s, audit {run.pg_rate:,.0f}/s, e2e "
             f"{run.e2e_rate:,.0f}/s, {rank_records:,} rank-change records; kafka raw "
-            f"{run.kafka_raw_rate:,.0f} entries/s"
+            f"{run.kafka_raw_rate:,.0f} entries/s; CPU/entry projector "
+            f"{run.projector_cpu_us:.1f} µs, sinks {run.sinks_cpu_us:.1f} µs"
         )
         return run
     finally:
@@ -130,15 +140,19 @@ def _watch_drain(ns: Namespace, total: int, logs: Path, say: Say) -> _Drain:
             a = board_versions(r, ns.boards)
             if a and drain.first_a is None:
                 drain.first_a = (now, a)
+                _cpu_mark(drain.cpu_first, "projector", ns.procs[0].pid)
             if a >= total and drain.done_a is None:
                 drain.done_a = now
+                _cpu_mark(drain.cpu_done, "projector", ns.procs[0].pid)
             if now - last_pg >= 0.5 or drain.done_a is not None:
                 last_pg = now
                 g = audit_rows(conn, ns.boards)
                 if g and drain.first_g is None:
                     drain.first_g = (now, g)
+                    _cpu_mark(drain.cpu_first, "sinks", ns.procs[1].pid)
                 if g >= total and drain.done_g is None:
                     drain.done_g = now
+                    _cpu_mark(drain.cpu_done, "sinks", ns.procs[1].pid)
             if any(proc.poll() is not None for proc in ns.procs):
                 say("  a worker exited early: see its log under " + str(logs))
                 break
@@ -147,6 +161,31 @@ def _watch_drain(ns: Namespace, total: int, logs: Path, say: Say) -> _Drain:
         r.close()
         conn.close()
     return drain
+
+
+def process_cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a live process used so far, from /proc (None if unknown)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+    # after the command: state is field 3, utime and stime are fields 14 and 15 (man proc)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_mark(marks: dict[str, float], name: str, pid: int) -> None:
+    cpu = process_cpu_s(pid)
+    if cpu is not None:
+        marks[name] = cpu
+
+
+def _cpu_us(drain: _Drain, name: str, total: int, first: _First | None) -> float:
+    """µs of a worker's CPU per entry from its first progress to completion (NaN if unseen)."""
+    if name not in drain.cpu_first or name not in drain.cpu_done or first is None:
+        return float("nan")
+    done = total - first[1]
+    return 1e6 * (drain.cpu_done[name] - drain.cpu_first[name]) / done if done else float("nan")
 
 
 def _rate(total: int, first: _First | None, done: float | None) -> float:
@@ -204,6 +243,20 @@ def run_ingest(base: Settings, p: Params, report: Report, logs: Path, say: Say) 
             key="ingest.audit_rows_per_s",
         )
     )
+    for who, values in (
+        ("projector", [x.projector_cpu_us for x in runs]),
+        ("sinks", [x.sinks_cpu_us for x in runs]),
+    ):
+        report.add(
+            Figure(
+                "1 ingest",
+                f"{who} process CPU per entry while draining, µs",
+                "µs",
+                values,
+                params + "; user + system CPU from first progress to completion",
+                key=f"ingest.{who}_cpu_us_per_entry",
+            )
+        )
     report.alias(
         "ingest.e2e", "ingest.e2e_entries_per_s", Target(30_000, True, "≥ 30,000 entries/s")
     )

@@ -4,9 +4,23 @@ from __future__ import annotations
 
 import msgpack
 
-from projections.results import ChangeRow, NoticeRow, RecordResult, decode, to_change, to_notice
+from projections.results import (
+    ChangeRow,
+    NoticeRow,
+    RecordResult,
+    decode,
+    to_change,
+    to_changes,
+    to_notice,
+)
 from projections.store import SourceRecord
-from streams.events import MatchResultSubmitted, NotificationKind, ScoreEntry
+from streams.events import (
+    MatchResultSubmitted,
+    NotificationKind,
+    ParticipantNotified,
+    RankChange,
+    ScoreEntry,
+)
 
 #: One call's reply as the script packs it: one msgpack blob per record, ``false`` for none.
 RECORDS = [
@@ -54,3 +68,43 @@ def test_rows_to_events() -> None:
     assert (change.event_id, change.source_partition, change.source_offset) == ("e1", 2, 7)
     note = to_notice("b", res.notices[0])
     assert note.kind is NotificationKind.ENTERED_TOP_N and note.by_participant_id is None
+
+
+def test_rows_to_events_field_by_field() -> None:
+    """Every field lands where it belongs (the rows are turned into events positionally)."""
+    ev = MatchResultSubmitted("e1", "m1", "b", 900, (ScoreEntry("p1", 10),))
+    rec = SourceRecord(2, 7, ev, 1_000)
+    row = ChangeRow(4, "2026-11", "p1", 6, 3, 8, 12, 41, "incr", 9)
+    assert to_changes(rec, [row, row._replace(new_rank=None)]) == [
+        RankChange(
+            version=41,
+            period="2026-11",
+            participant_id="p1",
+            old_rank=6,
+            new_rank=3,
+            old_score=8,
+            new_score=12,
+            submitted_score=9,
+            operator="incr",
+            event_id="e1",
+            match_id="m1",
+            entry_index=4,
+            occurred_at=1_000,
+            source_partition=2,
+            source_offset=7,
+            claimed_at=900,
+        ),
+        RankChange(41, "2026-11", "p1", 6, 0, 8, 12, 9, "incr", "e1", "m1", 4, 1_000, 2, 7, 900),
+    ]
+    notice = NoticeRow("overtaken", "all", "p2", 3, "p1", 17, 5, 2)
+    assert to_notice("b", notice) == ParticipantNotified(
+        leaderboard_id="b",
+        period="all",
+        participant_id="p2",
+        kind=NotificationKind.OVERTAKEN,
+        rank=3,
+        by_participant_id="p1",
+        version=17,
+        top_n=5,
+        omitted=2,
+    )
