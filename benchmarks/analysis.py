@@ -6,6 +6,8 @@ results.json reproduces it exactly.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from benchmarks.audit_notes import audit_text
 from benchmarks.figures import Report
 from benchmarks.stats import fmt_value
@@ -47,6 +49,15 @@ EXPERIMENTS = """\
    1.24 us per entry; the same data as one joined argument takes 0.36 us per entry: a saving of
    about 0.9 us of the ~50 us an entry costs in `Projector.process`, not the lever either.
 """
+
+
+#: Hand-kept A/B measurements of each change (benchmarks/notes.md), appended to every render.
+NOTES = Path(__file__).with_name("notes.md")
+
+
+def hand_notes() -> str:
+    """The hand-kept notes, or nothing when the file is absent (an installed package)."""
+    return "\n" + NOTES.read_text() if NOTES.is_file() else ""
 
 
 def p_rate(report: Report) -> float:
@@ -91,6 +102,7 @@ def analysis(report: Report) -> str:
         + _findings_text(report)
         + _next_steps_text(report)
         + audit_text(report)
+        + hand_notes()
     )
 
 
@@ -161,14 +173,14 @@ client itself used {_fig(report, "http.submit_client_cpu")} % of the machine). O
 p50 {_fig(report, "http.wait_p50")} ms and p99 {_fig(report, "http.wait_p99")} ms measure a queue,
 not the path; at 100/s the path itself answers in {_fig(report, "http.wait_low_p50")} ms (p50)
 and {_fig(report, "http.wait_low_p99")} ms (p99). The SDK drain of single scores reaches
-{_fig(report, "ingest.hot_single")} entries/s{_uncoalesced(report)}. The gateway is
-CPU-bound: about 1.1 ms of CPU per
-submission in one uvicorn process, half of it in the middleware stack (two `BaseHTTPMiddleware`
-layers, CORS, the body limit), so one process tops out near 900 submits/s on a free core. The
-projector spends about 180 us of CPU per single-entry record (Faust's per-event path, decode,
-one result and one outbox entry per record) but about 30 us per single score coalesced 100 to a
-record (`python -m benchmarks.cpu_per_score`); the gateway coalesces concurrent submissions to
-one board the same way. docs/scaling.md carries the arithmetic and the measurements.
+{_fig(report, "ingest.hot_single")} entries/s{_uncoalesced(report)}. Submissions and
+cached pages are answered in front of FastAPI and its middleware (the fast path, about 150 us
+of gateway CPU per submission, "Changes measured by hand" below), so the applied rate is bound
+by the projector and the sinks worker sharing the two cores: the projector spends about
+180 us of CPU per single-entry record (Faust's per-event path, decode, one result and one
+outbox entry per record) but about 30 us per single score coalesced 100 to a record
+(`python -m benchmarks.cpu_per_score`); the gateway coalesces concurrent submissions to one
+board the same way. docs/scaling.md carries the arithmetic and the measurements.
 """
 
 
@@ -193,13 +205,16 @@ boards").{_rebuild_text(report)} The replay profile above splits between the Kaf
 Avro decode, the fold's per-entry rules, the load's packing and the read-back check.
 
 **Memory** (target 150 B/entry; measured {_fig(report, "memory.per_entry")} B): the sorted
-set and the participant->member hash both hold the member (an 18-character base-64 tie-break
-prefix + the participant id, 26 characters here: a 32-byte allocation); the hash alone is
-about 80 B/entry (see "memory by key").
+set holds the member (an 18-character base-64 tie-break prefix + the participant id, 26
+characters here: a 32-byte allocation, about 118 B/entry with the skip list and the dict);
+the participant index is 4,096 listpack-encoded bucket hashes holding only the prefix (about
+33 B/entry, layout `m18b`); the event-id set of duplicate detection the rest (one id per
+record, UUIDs stored as 16 bytes).
 
 **Queries**: Redis answers top 100 / rank with neighbours / a deep page in well under a
-millisecond at the median. The HTTP gateway figures are bounded by one uvicorn process sharing
-the 2 cores with the httpx clients of the benchmark itself.
+millisecond at the median. The HTTP figures come from `wrk` against one and two gateway
+processes; a top-100 page is rendered once per (board, profiles) version and served from the
+fast path, so they measure the gateway's per-request cost on the cores it shares with `wrk`.
 
 ## Side experiments
 
@@ -213,25 +228,23 @@ def _next_steps_text(report: Report) -> str:
     return f"""\
 ## Proposed next steps
 
-1. Keep the `asdict`-free `to_avro` (experiment 1, +53 % in-process); it is in the code measured
-   here.
-2. Ingest: make the apply script return compact numeric fields (old/new rank and score,
-   version) instead of tab-separated text, and build the RankChanged Avro dicts straight from
-   them, skipping the intermediate `RankChange` objects on the hot path; then profile again.
-   Beyond that, throughput scales by partitions: 2+ projector workers on a machine with more
-   than 2 cores (the score topic has 6 partitions).
-3. Latency: time the worker's per-batch stages (decode, apply, publish + flush, acknowledge) in
-   its throughput log line to see how much of the tail is the serial `producer.flush`; if it
-   dominates, let the next batch's apply start while the previous batch's rank changes are
-   being acknowledged (the outbox already makes a re-publish after a crash safe).
-4. Replay: the fold + bulk load path is 2-3 times the apply-script path and costs Redis a sixth of
-   the CPU, but one board stays bounded by one Python process (~14 us of CPU per entry). Next:
-   decode in a second process pipelined with the fold, check the load with a server-side digest
-   instead of reading the standings back, and a leaner record body to decode (the raw one-member
-   ZADD limit is {zadd} ops/s here; the bulk ZADD is not the bound).
-5. Memory: the 18-character tie-break prefix is in (-32 B/entry). Next, bucket the
-   participant->member hash into listpack-encoded hashes of ~1,000 fields holding only the
-   prefix (measured alone at 1,000,000: hash 80.4 -> 32.6 B/entry, 28.9 with a 14-byte binary
-   prefix); with the event-id set (13.6 B/entry) that still leaves ~164 B, so the id set
-   needs a compact form or a tighter bound too (16-byte binary UUIDs: only -1.6 B/entry).
+1. Ingest: Faust's per-event path costs the worker about 100 us per record beyond the in-process
+   `Projector.process`, the largest cost left for 10-entry records: take records from the
+   consumer's fetched batches instead of Faust's per-event stream, keeping the offset commit
+   and the outbox exact. On a hot board the ~9 `overtaken` notices per entry are the
+   projector's largest output cost: bound them per batch. The sinks worker writes each audit
+   row with its own `write_row` call: build the COPY buffer in bulk.
+2. Beyond one core per board, throughput scales by partitions: 2+ projector workers on a
+   machine with more than 2 cores (the score topic has 6 partitions; docs/scaling.md).
+3. Replay: one board is bounded by one Python process (~11-14 us of CPU per entry: decode,
+   fold, sort, packing, checksums). Next: the fold on plain tuples with the decode in a second
+   process, one board's participants split across fold processes, the same fold for sharded
+   boards (today they rebuild through the apply script), and a raw binary COPY read from
+   PostgreSQL (the raw one-member ZADD limit is {zadd} ops/s here; the bulk ZADD is not the
+   bound).
+4. Memory: a 14-byte binary tie-break prefix (about -12 B/entry in the sorted set and the
+   index, but members stop being text for every reader) and event ids in bucketed listpack
+   hashes with a dedup horizon the model, the script and the fold share (about -10 B/entry).
+5. WebSocket fan-out: encode each view's frame once as WebSocket bytes and write the same
+   bytes to every member's socket, without a per-member wake-up, framing or metrics call.
 """
