@@ -180,8 +180,10 @@ KEY_DOCS: Final[dict[str, str]] = {
     "ingest.e2e": "the same figure under the issue's name (target ≥ 30,000)",
     "ingest.redis_entries_per_s": "the same run, entries/s applied to Redis",
     "ingest.audit_rows_per_s": "the same run, audit rows/s written to PostgreSQL",
-    "ingest.*_cpu_us_per_entry": "the same run, CPU (user + system) per entry of the projector "
-    "and of the sinks worker while draining, µs: what load on the shared cores distorts least",
+    "ingest.projector_cpu_us_per_entry": "the same run, CPU (user + system) per entry of the "
+    "projector while draining, µs: what load on the shared cores distorts least",
+    "ingest.sinks_cpu_us_per_entry": "the same run, CPU (user + system) per entry of the sinks "
+    "worker while draining, µs",
     "ingest.hot_single*": "single-entry SDK records to ONE board, end to end, entries/s "
     "(coalesced by the SDK; _uncoalesced: one record each)",
     "latency.headline.*": "at the headline rate (10,000 entries/s): produce → visible in Redis "
