@@ -31,13 +31,13 @@ from typing import Any
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from processors import telemetry
 from processors.gateway.cache import json_response, page_etag, page_stamp
 from processors.gateway.deps import GatewayState
 from processors.gateway.errors import ApiError, error_response, internal
-from processors.gateway.guards import RateLimiter, retry_after
+from processors.gateway.guards import RateLimiter, replayed_receive, retry_after
 from processors.gateway.models import ScoreIn
 from processors.gateway.routes.scores import submit_once
 from processors.gateway.tracing import accept_id, log_access
@@ -130,7 +130,7 @@ class FastPaths:
             except (ValueError, TypeError):
                 parsed = None  # the route answers with its own message
         if parsed is None or wait is None:
-            await self.app(scope, _replay(body, more, receive), send)
+            await self.app(scope, replayed_receive(body, more, receive), send)
             return
         rid = accept_id(headers.get(_REQUEST_ID))
         request_id.set(rid)
@@ -227,17 +227,3 @@ class FastPaths:
             counter = metrics.requests.labels(method, route, str(status))
             self._counters[(method, route, status)] = counter
         counter.inc()
-
-
-def _replay(body: bytes, more: bool, receive: Receive) -> Receive:
-    """The receive channel of a request whose first ``body`` bytes were read already."""
-    sent = False
-
-    async def replay() -> Message:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return replay

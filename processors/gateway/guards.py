@@ -255,13 +255,18 @@ class BodyLimit:
             )
             await response(scope, receive, send)
             return
-        sent = False
+        await self.app(scope, replayed_receive(body, False, receive), send)
 
-        async def replay() -> Message:
-            nonlocal sent
-            if not sent:
-                sent = True
-                return {"type": "http.request", "body": body, "more_body": False}
-            return await receive()
 
-        await self.app(scope, replay, send)
+def replayed_receive(body: bytes, more: bool, receive: Receive) -> Receive:
+    """The receive channel of a request whose first ``body`` bytes were read already."""
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": more}
+        return await receive()
+
+    return replay
