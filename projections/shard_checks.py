@@ -145,7 +145,7 @@ def _overflow(
 ) -> tuple[str, dict[tuple[str, str], int]]:
     """The refusal of one record ("" if none) and the tracked scores it would leave."""
     local: dict[tuple[str, str], int] = {}
-    for idx, pid, score, op, _ in item.entries:
+    for idx, pid, score, op, *_ in item.entries:
         key = (item.period, pid)
         if key not in sim:
             continue  # only best/set entries for this participant: always in range

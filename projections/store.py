@@ -8,7 +8,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from projections.keys import BoardKeys, index_member
+from projections.keys import BoardKeys, event_key, index_bucket, index_member
 from projections.redis_client import RedisClient
 from projections.results import RecordResult, decode, to_changes, to_notice
 from projections.scripts import APPLY, SWAP_LUA, Call, ProjectionLost
@@ -336,7 +336,9 @@ class Prepared:
 
     rec: SourceRecord
     period: str
-    entries: list[tuple[int, str, int, str, str]] = field(default_factory=list)
+    #: (entry index, participant, score, operator, metadata JSON, tie-break prefix, index
+    #: bucket): the script's arguments of one entry (lua/rules.lua)
+    entries: list[tuple[int, str, int, str, str, str, str]] = field(default_factory=list)
     refusal: str = ""
     #: a moderation's action and target ("" for a match)
     action: str = ""
@@ -369,10 +371,17 @@ def prepare_batch(
             prepared.append(item)
             continue
         first = 0 if rec.index is None else rec.index  # a submission has one entry
+        # each entry's tie-break prefix and index bucket, computed here once by the functions
+        # the model and the fold use, so the script computes neither
+        at, offset = rec.time, rec.offset
+        base = rules.tiebreak_base(at, offset) if ev.entries else ""
+        pairs = rules.TIEBREAK_PAIRS
         for idx, entry in enumerate(ev.entries, first):
             op = entry.operator or config.operator
             meta = json.dumps(entry.metadata, sort_keys=True) if entry.metadata else ""
-            item.entries.append((idx, entry.participant_id, entry.score, str(op), meta))
+            pid = entry.participant_id
+            pre = base + pairs[idx] if idx < 4096 else rules.member(at, offset, idx, "")
+            item.entries.append((idx, pid, entry.score, str(op), meta, pre, index_bucket(pid)))
         prepared.append(item)
     return periods, prepared
 
@@ -417,7 +426,8 @@ def apply_call(
     for item in prepared:
         ev = item.rec.event
         entries = item.entries if mine is None else [e for e in item.entries if mine(e[1])]
-        body += [item.rec.position, ev.event_id, item.rec.time, periods[item.period]]
+        body += [item.rec.position, ev.event_id, event_key(ev.event_id), item.rec.time]
+        body += [periods[item.period]]
         body += [item.refusal, item.action, item.target, len(entries)]
         for entry in entries:
             body += entry

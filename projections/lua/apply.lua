@@ -8,20 +8,20 @@ local watch, olimit
 local board = {keys_per_period = 2}
 function board.init(top_n, limit) watch, olimit = top_n, limit end
 
-function board.lookup(P, pid)
-  local oldm = index_get(P, pid)
+function board.lookup(P, pid, bk)
+  local oldm = index_get(P, pid, bk)
   if not oldm then return nil, nil end
   local k = tonumber(redis.call('ZSCORE', P.z, oldm))
   return zscore(k), oldm
 end
 
-function board.place(P, pid, _, oldm, new, mem, moved)
+function board.place(P, pid, _, oldm, new, mem, moved, bk)
   local oldr = nil
   if oldm then oldr = redis.call('ZRANK', P.z, oldm) + 1 end
   if moved then
     if oldm then redis.call('ZREM', P.z, oldm) end
     redis.call('ZADD', P.z, zscore(new), mem)
-    index_set(P, pid, mem)
+    index_set(P, pid, mem, bk)
   end
   local newr = oldr
   if mem ~= oldm then newr = redis.call('ZRANK', P.z, mem) + 1 end

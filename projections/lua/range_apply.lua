@@ -25,21 +25,21 @@ function board.lookup(P, pid)
   return tonumber(string.sub(rec, 1, tab - 1)), string.sub(rec, tab + 1)
 end
 
-function board.place(P, pid, olds, oldm, new, mem, moved)
+function board.place(P, pid, olds, oldm, new, mem, moved, bk)
   if moved then redis.call('HSET', P.all, pid, fmt(new) .. '\t' .. mem) end
   local zbefore = redis.call('ZCARD', P.z)
   local oldr = nil
   if olds ~= nil and inband(olds) then
     oldr = redis.call('ZRANK', P.z, oldm) + 1
     if mem ~= oldm or not inband(new) then
-      redis.call('ZREM', P.z, oldm); index_del(P, pid)
+      redis.call('ZREM', P.z, oldm); index_del(P, pid, bk)
     end
   end
   local newr = nil
   if inband(new) then
     if mem ~= oldm or oldr == nil then
       redis.call('ZADD', P.z, zscore(new), mem)
-      index_set(P, pid, mem)
+      index_set(P, pid, mem, bk)
     end
     newr = redis.call('ZRANK', P.z, mem) + 1
   end

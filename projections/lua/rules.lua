@@ -15,9 +15,12 @@
 --       max_participants (-1: none), retain (1: keep every entry, for exact voids), key base
 --       (the board's key prefix, ending in ':'), nperiods,
 --       nperiods x (period, closes_at), nrecords,
---       nrecords x (position, event_id, at = ranking time, period_index, refusal, action, target,
---                   nentries,
---                   nentries x (entry_index, participant_id, score, operator, metadata_json)),
+--       nrecords x (position, event_id, event key (projections/keys.py event_key: the form the
+--                   event-id set stores), at = ranking time, period_index, refusal, action,
+--                   target, nentries,
+--                   nentries x (entry_index, participant_id, score, operator, metadata_json,
+--                               tie-break prefix (rules.member of at, offset, entry_index),
+--                               index bucket (projections/keys.py index_bucket))),
 --       guard key (or ''). A record with an empty event_id and no entries is a clock mark: it
 --       only moves the board's time to `at`, ending the periods it passes. A position is the
 --       record's offset, or 'offset:index' for submission `index` of a coalesced record: the
@@ -50,59 +53,31 @@ local partition = ARGV[1]
 local desc = ARGV[2] == 'desc'
 local MAX = 9007199254740991
 -- Length of a member's tie-break prefix (event time, offset, entry index); the pid follows.
+-- The client sends each entry's prefix (rules.member) and index bucket, computed once in
+-- Python by the functions the model and the fold use: the script computes neither.
 local W = 18
--- The prefix's digits, in ascending byte order (rules.TIEBREAK_DIGITS).
-local DIGITS = '-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz'
-
--- Six base-64 digits of n (0 <= n < 2^36).
-local function digits6(n)
-  local out = {}
-  for k = 6, 1, -1 do
-    local r = n % 64
-    out[k] = string.sub(DIGITS, r + 1, r + 1)
-    n = (n - r) / 64
-  end
-  return table.concat(out)
-end
-
--- The tie-break prefix (rules.member): time * 2^64 + offset * 2^14 + index as 18 base-64
--- digits, computed in three 36-bit groups (each exact in a Lua number).
-local function tiebreak(at, offset, idx)
-  local t8 = at % 256
-  local o22 = offset % 4194304
-  return digits6((at - t8) / 256) .. digits6(t8 * 268435456 + (offset - o22) / 4194304) ..
-    digits6(o22 * 16384 + idx)
-end
+-- ARGV per entry: index, participant, score, operator, metadata, prefix, bucket.
+local EW = 7
 
 local function fmt(x) return string.format('%.0f', x) end
 
 -- A period's participant index is bucketed (projections/keys.py ``index_bucket``): the bucket
 -- of a participant is the first 3 hex digits of SHA-1(id), under the same hash tag as P.m
--- (the stem of the bucket names), and it stores only the member's tie-break prefix.
-local function index_key(P, pid) return P.m .. ':' .. string.sub(redis.sha1hex(pid), 1, 3) end
+-- (the stem of the bucket names), and it stores only the member's tie-break prefix. An entry
+-- brings its bucket (bk); only moderation targets, rare, have theirs computed here.
+local function index_key(P, pid, bk)
+  return P.m .. ':' .. (bk or string.sub(redis.sha1hex(pid), 1, 3))
+end
 -- The participant's member (prefix then id), or nil.
-local function index_get(P, pid)
-  local pre = redis.call('HGET', index_key(P, pid), pid)
+local function index_get(P, pid, bk)
+  local pre = redis.call('HGET', index_key(P, pid, bk), pid)
   if pre then return pre .. pid end
   return nil
 end
-local function index_set(P, pid, mem)
-  redis.call('HSET', index_key(P, pid), pid, string.sub(mem, 1, W))
+local function index_set(P, pid, mem, bk)
+  redis.call('HSET', index_key(P, pid, bk), pid, string.sub(mem, 1, W))
 end
-local function index_del(P, pid) redis.call('HDEL', index_key(P, pid), pid) end
-
--- How the event-id set stores an id (projections/keys.py ``event_key``): a lowercase canonical
--- UUID as its 16 bytes, any other id as is, followed by a NUL when 16 bytes or longer.
-local UUID = '^' .. string.rep('%x', 8) .. '%-' .. string.rep('%x', 4) .. '%-' ..
-  string.rep('%x', 4) .. '%-' .. string.rep('%x', 4) .. '%-' .. string.rep('%x', 12) .. '$'
-local function hexbyte(h) return string.char(tonumber(h, 16)) end
-local function event_key(id)
-  if #id == 36 and string.find(id, UUID) and not string.find(id, '%u') then
-    return (string.gsub(string.gsub(id, '%-', ''), '%x%x', hexbyte))
-  end
-  if #id >= 16 then return id .. '\0' end
-  return id
-end
+local function index_del(P, pid, bk) redis.call('HDEL', index_key(P, pid, bk), pid) end
 
 -- The participant's next score, from the old one (nil: first entry) and the entry's operator.
 local function next_score(olds, op, sub)
@@ -142,16 +117,16 @@ local function refuse_entries(board, P, rec)
   -- can leave it, so a match without them needs no look-up
   local arith = false
   for e = 0, rec.ne - 1 do
-    local op = ARGV[rec.estart + e * 5 + 3]
+    local op = ARGV[rec.estart + e * EW + 3]
     if op == 'incr' or op == 'decr' then arith = true; break end
   end
   if not arith then return nil end
   local sim = {}
   for e = 0, rec.ne - 1 do
-    local b = rec.estart + e * 5
+    local b = rec.estart + e * EW
     local pid = ARGV[b + 1]
     local olds = sim[pid]
-    if olds == nil then olds = board.lookup(P, pid) end
+    if olds == nil then olds = board.lookup(P, pid, ARGV[b + 6]) end
     local new = next_score(olds, ARGV[b + 3], tonumber(ARGV[b + 2]))
     if new > MAX or new < -MAX then
       return 'entries[' .. ARGV[b] .. ']: score ' .. fmt(new) ..
@@ -165,15 +140,15 @@ end
 -- Apply one record's valid entries (ARGV[estart ..]) to period P; returns the new version.
 local function apply_entries(board, P, rec, ver, changes, notices, rejected)
   for e = 0, rec.ne - 1 do
-    local b = rec.estart + e * 5
+    local b = rec.estart + e * EW
     local idx = tonumber(ARGV[b]); local pid = ARGV[b + 1]; local sub = tonumber(ARGV[b + 2])
-    local op = ARGV[b + 3]; local meta = ARGV[b + 4]
-    local olds, oldm = board.lookup(P, pid)
+    local op = ARGV[b + 3]; local meta = ARGV[b + 4]; local bk = ARGV[b + 6]
+    local olds, oldm = board.lookup(P, pid, bk)
     local new = next_score(olds, op, sub)
     local mem = oldm
     local moved = olds == nil or new ~= olds
-    if moved then mem = tiebreak(rec.at, rec.offset, idx) .. pid end
-    local oldr, newr, zbefore, zafter = board.place(P, pid, olds, oldm, new, mem, moved)
+    if moved then mem = ARGV[b + 5] .. pid end
+    local oldr, newr, zbefore, zafter = board.place(P, pid, olds, oldm, new, mem, moved, bk)
     if meta ~= '' then redis.call('HSET', PM, pid, meta) end
     ver = ver + 1
     changes[#changes + 1] = {idx, P.name, pid, oldr or false, newr or false, olds or false, new,
@@ -213,7 +188,7 @@ end
 -- rules.limit_reason), or nil; counts its attempts when it can. Runs after every other check.
 local function refuse_limits(rec, P, lim)
   for e = 0, rec.ne - 1 do
-    local pid = ARGV[rec.estart + e * 5 + 1]
+    local pid = ARGV[rec.estart + e * EW + 1]
     if redis.call('HEXISTS', lim.bn, pid) == 1 then
       return 'banned: participant ' .. pid .. ' is banned from this board'
     end
@@ -223,7 +198,7 @@ local function refuse_limits(rec, P, lim)
   local admitted = redis.call('HLEN', at)
   local seen, order = {}, {}
   for e = 0, rec.ne - 1 do
-    local pid = ARGV[rec.estart + e * 5 + 1]
+    local pid = ARGV[rec.estart + e * EW + 1]
     if not seen[pid] then
       seen[pid] = true
       order[#order + 1] = pid
@@ -339,9 +314,9 @@ local function retain(rec, P, event_id, lim)
   local H = lim.kb .. 'h:' .. P.name
   local idx = {P.name}
   for e = 0, rec.ne - 1 do
-    local b = rec.estart + e * 5
+    local b = rec.estart + e * EW
     local pid = ARGV[b + 1]
-    local pre = tiebreak(rec.at, rec.offset, tonumber(ARGV[b]))
+    local pre = ARGV[b + 5]
     local line = pre .. '\t' .. ARGV[b + 3] .. '\t' .. ARGV[b + 2]
     local old = redis.call('HGET', H, pid)
     if old then line = old .. '\n' .. line end
@@ -389,12 +364,12 @@ local function apply_batch(board)
   local newwm = wm
   for _ = 1, nrec do
     local pos = ARGV[a]; local offset = tonumber(string.match(pos, '^%-?%d+'))
-    local event_id = ARGV[a + 1]; local at = tonumber(ARGV[a + 2])
-    local P = periods[tonumber(ARGV[a + 3])]; local pre = ARGV[a + 4]
-    local action, target = ARGV[a + 5], ARGV[a + 6]
-    local ne = tonumber(ARGV[a + 7])
-    local estart = a + 8
-    a = estart + ne * 5
+    local event_id = ARGV[a + 1]; local ek = ARGV[a + 2]; local at = tonumber(ARGV[a + 3])
+    local P = periods[tonumber(ARGV[a + 4])]; local pre = ARGV[a + 5]
+    local action, target = ARGV[a + 6], ARGV[a + 7]
+    local ne = tonumber(ARGV[a + 8])
+    local estart = a + 9
+    a = estart + ne * EW
     if offset <= wm then
       local prev = redis.call('HGET', OB, pos)
       if prev then out[#out + 1] = prev end
@@ -423,18 +398,18 @@ local function apply_batch(board)
       elseif at < hz then
         refused = 'event time is older than the deduplication horizon ' .. fmt(hz) ..
           ': a duplicate of it could no longer be detected'
-      elseif redis.call('ZADD', EV, 'NX', at, event_key(event_id)) == 0 then
+      elseif redis.call('ZADD', EV, 'NX', at, ek) == 0 then
         refused = 'duplicate event id ' .. event_id
       elseif moderation then
         ver, refused = moderate(rec, P, ver, changes, lim)
-        if refused then redis.call('ZREM', EV, event_key(event_id)) end
+        if refused then redis.call('ZREM', EV, ek) end
       else
         -- a refusal decided before the script (invalid entries, a hash-sharded overflow), else
         -- this script's own check: either way the match applies whole or not at all; then the
         -- board's bans and tournament limits
         if pre ~= '' then refused = pre else refused = refuse_entries(board, P, rec) or false end
         if not refused then refused = refuse_limits(rec, P, lim) or false end
-        if refused then redis.call('ZREM', EV, event_key(event_id)) end
+        if refused then redis.call('ZREM', EV, ek) end
       end
       if not refused then
         if mark or moderation then
