@@ -1,8 +1,9 @@
 """Profiles: ``Projector.process`` in-process (no Faust) under pyinstrument, and its Lua cost.
 
-Figures: in-process entries/s and the Redis time inside the apply script per entry (INFO
-commandstats); the profile text goes into BENCHMARKS.md. pyinstrument is a dev extra: without
-it the scenario is reported as not run.
+Figures: in-process entries/s, the Redis time inside the apply script per entry (INFO
+commandstats: wall time, which a loaded machine inflates) and the Redis main thread's CPU per
+entry (INFO cpu, which load distorts far less); the profile text goes into BENCHMARKS.md.
+pyinstrument is a dev extra: without it the scenario is reported as not run.
 """
 
 from __future__ import annotations
@@ -52,6 +53,14 @@ def _evalsha_usec(r: redis.Redis) -> tuple[int, int]:
     return int(s.get("calls", 0)), int(s.get("usec", 0))
 
 
+def _redis_cpu_s(r: redis.Redis) -> float:
+    """CPU seconds (user + system) of the Redis main thread so far, from INFO cpu."""
+    cpu: dict[str, Any] = r.info("cpu")
+    return float(cpu.get("used_cpu_user_main_thread", 0.0)) + float(
+        cpu.get("used_cpu_sys_main_thread", 0.0)
+    )
+
+
 def _produce_halves(
     ns: Namespace, p: Params
 ) -> tuple[dict[str, LeaderboardConfigured], list[list[str]]]:
@@ -88,10 +97,13 @@ def _read_raw(settings: Settings) -> list[RawRecord]:
     return raws
 
 
-async def profile_projector(ns: Namespace, p: Params, say: Say) -> tuple[float, float, float, str]:
+async def profile_projector(
+    ns: Namespace, p: Params, say: Say
+) -> tuple[float, float, float, float, str]:
     """Projector.process on batches of 500 raw records read back from Kafka.
 
-    Returns (entries/s unprofiled, Redis Lua µs per entry, profiled entries/s, profile text).
+    Returns (entries/s unprofiled, Redis Lua µs per entry, Redis main-thread CPU µs per entry,
+    profiled entries/s, profile text).
     """
     from pyinstrument import Profiler
 
@@ -104,12 +116,13 @@ async def profile_projector(ns: Namespace, p: Params, say: Say) -> tuple[float, 
     producer = LeaderboardProducer(settings)
     proj = Projector(settings, RankingStore(client), cfgs.get, get_codec(settings), producer)
     results: list[float] = []
-    lua = 0.0
+    lua = cpu = 0.0
     text = ""
     try:
         for i, recs in enumerate(sets):
             profiler = Profiler(async_mode="enabled") if i == 1 else None
             _, usec0 = _evalsha_usec(sync)
+            cpu0 = _redis_cpu_s(sync)
             entries = 0
             if profiler is not None:
                 profiler.start()
@@ -124,16 +137,18 @@ async def profile_projector(ns: Namespace, p: Params, say: Say) -> tuple[float, 
             _, usec1 = _evalsha_usec(sync)
             if i == 0:
                 lua = (usec1 - usec0) / max(entries, 1)
+                cpu = (_redis_cpu_s(sync) - cpu0) * 1e6 / max(entries, 1)
             results.append(entries / dt)
         say(
             f"  Projector.process {results[0]:,.0f} entries/s in-process; Lua "
-            f"{lua:.1f} µs/entry; profiled {results[1]:,.0f} entries/s"
+            f"{lua:.1f} µs/entry (Redis CPU {cpu:.1f} µs/entry); profiled {results[1]:,.0f} "
+            "entries/s"
         )
     finally:
         producer.close(10)
         await client.aclose()
         sync.close()
-    return results[0], lua, results[1], text
+    return results[0], lua, cpu, results[1], text
 
 
 def run_profile(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> None:
@@ -146,7 +161,7 @@ def run_profile(base: Settings, p: Params, report: Report, logs: Path, say: Say)
     say("[profile] Projector.process")
     ns = Namespace(base, "prof", logs)
     try:
-        proc_rate, lua, prate, text = asyncio.run(profile_projector(ns, p, say))
+        proc_rate, lua, cpu, prate, text = asyncio.run(profile_projector(ns, p, say))
     finally:
         ns.cleanup()
     report.add(
@@ -168,6 +183,17 @@ def run_profile(base: Settings, p: Params, report: Report, logs: Path, say: Say)
             [lua],
             "INFO commandstats cmdstat_evalsha usec delta / entries",
             key="profile.lua_us_per_entry",
+        )
+    )
+    report.add(
+        Figure(
+            "profile",
+            "Redis main-thread CPU while Projector.process applies, µs per entry",
+            "µs",
+            [cpu],
+            "INFO cpu used_cpu_user/sys_main_thread delta / entries (the apply script and the "
+            "outbox acknowledgements; CPU time, which a loaded machine distorts less)",
+            key="profile.redis_cpu_us_per_entry",
         )
     )
     report.profiles[
