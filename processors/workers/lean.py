@@ -129,6 +129,7 @@ async def take_batches(
     arrived while the previous one was handled. ``within`` bounds how long an idle loop waits
     before it checks for shutdown. Events read while flow control is suspended (a rebalance)
     or fetched in an older consumer generation are skipped, as Faust's stream skips them.
+    The batches end when the agent stops.
     """
     app = stream.app
     queue = stream.channel.queue
@@ -176,6 +177,10 @@ async def take_batches(
             yielded_at = loop.time()
             yield taken
             carry = yielded_at  # what is queued now arrived while ``taken`` was handled
+    except StopAsyncIteration:
+        # the agent stops (Faust's actor throws this into its channel): what was taken but
+        # not handled stays uncommitted, so it is redelivered; nobody need wait for it
+        unacked.difference_update(event.message for event in batch)
     finally:
         if getter is not None:
             getter.cancel()
