@@ -2,8 +2,8 @@
 
 ``Stream.take_events`` acknowledges a batch in a ``finally`` block, so a batch whose processing
 raised (or was cancelled at shutdown) is acknowledged anyway and its offsets get committed:
-those records would never be seen again. Here batches come from ``noack_take`` and are
-acknowledged only after the handler returned; a failing batch is retried in place (with backoff)
+those records would never be seen again. Here batches come from ``lean.take_batches`` and
+are acknowledged only after the handler returned; a failing batch is retried in place (with backoff)
 instead of crashing the agent, and one interrupted by shutdown stays unacknowledged, so Kafka
 redelivers it to the next worker. Only outages are retried: a record whose processing fails the
 same way every time (a value, decode or rule error) is isolated and dead-lettered, so one record
