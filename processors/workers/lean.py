@@ -139,7 +139,7 @@ async def take_batches(
     batch: list[Any] = []
     first_at = 0.0  # when the oldest event of ``batch`` arrived (at the latest)
     carry: float | None = None  # events queued now arrived after this time (a batch's yield)
-    getter: asyncio.Future[Any] | None = None
+    getter: asyncio.Future[Any] | None = None  # only while an idle loop waits for an event
 
     def admit(event: Any) -> None:
         nonlocal first_at
@@ -162,11 +162,17 @@ async def take_batches(
                 admit(queue.get_nowait())
             carry = None
             if not batch:
-                if getter is None:
-                    getter = asyncio.ensure_future(queue.get())
-                await asyncio.wait((getter,), timeout=within)
-                if getter.done():
-                    got, getter = getter, None
+                # a getter must not outlive this wait: left pending, it could take an event
+                # while later ones are drained above, and hand it over out of order
+                getter = asyncio.ensure_future(queue.get())
+                try:
+                    await asyncio.wait((getter,), timeout=within)
+                finally:
+                    if not getter.done():
+                        getter.cancel()  # Queue.get leaves its event queued when cancelled
+                        await asyncio.wait((getter,))
+                got, getter = getter, None
+                if not got.cancelled():
                     admit(got.result())
                 continue
             young = first_at + linger - loop.time()

@@ -154,3 +154,33 @@ async def test_an_idle_take_ends_when_the_agent_stops() -> None:
         pass
     else:
         raise AssertionError("the batches did not end")
+
+
+async def test_events_are_taken_in_queue_order_whatever_the_timing() -> None:
+    """No event may overtake another: the projector skips a record at or below its board's
+    watermark as already applied, so an event taken late would be lost."""
+    stream = FakeStream()
+    queue = stream.channel.queue
+    take = take_batches(stream, 7, within=0.0005, linger=0.001)
+    got: list[int] = []
+
+    async def consume() -> None:
+        async for batch in take:
+            got.extend(e.message.offset for e in batch)
+            ack(batch)
+            if got and got[-1] == 1999:
+                return
+
+    task = asyncio.ensure_future(consume())
+    offset = 0
+    for step in range(600):  # bursts and pauses of varying length, around the time-outs
+        for _ in range(step % 5):
+            if offset < 2000:
+                queue.put_nowait(event(offset))
+                offset += 1
+        await asyncio.sleep(0.0002 * (step % 4))
+    while offset < 2000:
+        queue.put_nowait(event(offset))
+        offset += 1
+    await asyncio.wait_for(task, 30)
+    assert got == list(range(2000))
