@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
+from time import monotonic
 from typing import Any, cast
 
 import faust
@@ -136,6 +137,10 @@ async def take_batches(
     flow = app.flow_control
     unacked = app.consumer._unacked_messages
     loop = asyncio.get_running_loop()
+    monitor = getattr(app, "monitor", None)
+    # when each partition last fed the stream (``Monitor.on_stream_event_in`` sets it per event
+    # in Faust's stream): without it Faust would report a stalled stream after its time-out
+    inbound = monitor.stream_inbound_time if monitor is not None else None
     batch: list[Any] = []
     first_at = 0.0  # when the oldest event of ``batch`` arrived (at the latest)
     carry: float | None = None  # events queued now arrived after this time (a batch's yield)
@@ -181,6 +186,10 @@ async def take_batches(
                 continue
             taken, batch = batch, []
             yielded_at = loop.time()
+            if inbound is not None:  # Faust's check that streams keep up reads this
+                now = monotonic()
+                for tp in {event.message.tp for event in taken}:
+                    inbound[tp] = now
             yield taken
             carry = yielded_at  # what is queued now arrived while ``taken`` was handled
     except StopAsyncIteration:
