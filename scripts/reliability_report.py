@@ -72,9 +72,9 @@ Found by these scenarios and fixed (the tests that showed them now pass):
    acknowledging nothing, until the rebuild sets it again (`processors/workers/epoch.py`).
 2. **A failed batch was acknowledged anyway.** Faust's `take_events` acknowledges a batch in a
    `finally` block, so a batch whose processing raised (Redis gone mid-batch) had its offsets
-   committed and was never redelivered. Fix: batches come from `noack_take` and are acknowledged
-   only after they succeeded; a failing batch is retried in place
-   (`processors/workers/batching.py`).
+   committed and was never redelivered. Fix: batches are read from the agent's channel without
+   acknowledging (`processors/workers/lean.py`) and are acknowledged only after they succeeded; a
+   failing batch is retried in place (`processors/workers/batching.py`).
 3. **`replay --swap` / `rebuild --all` livelock under sustained traffic**
    (`test_rebuild_swaps_under_sustained_traffic`): each catch-up round was slower than the next
    record of a busy board. Fix: catch up exactly to the live watermark, ask the consumer for no

@@ -378,6 +378,18 @@ def entry_reject_reason(score: int, participant_id: str) -> str | None:
 def entries_refusal(entries: Sequence[ScoreEntry]) -> str:
     """Why a match cannot apply judged on its entries alone ("" if it can): every invalid
     entry as ``entries[i]: reason``, joined by "; " (a match applies whole or not at all)."""
+    for entry in entries:  # the common case first: every entry valid (checked per entry once)
+        pid = entry.participant_id
+        if not (
+            0 < len(pid) <= 128
+            and pid.isascii()
+            and pid.isprintable()
+            and -MAX_EXACT <= entry.score <= MAX_EXACT
+            and not pid.isspace()
+        ):
+            break
+    else:
+        return ""
     return "; ".join(
         f"entries[{idx}]: {reason}"
         for idx, entry in enumerate(entries)

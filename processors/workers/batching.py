@@ -2,8 +2,8 @@
 
 ``Stream.take_events`` acknowledges a batch in a ``finally`` block, so a batch whose processing
 raised (or was cancelled at shutdown) is acknowledged anyway and its offsets get committed:
-those records would never be seen again. Here batches come from ``noack_take`` and are
-acknowledged only after the handler returned; a failing batch is retried in place (with backoff)
+those records would never be seen again. Here batches come from ``lean.take_batches`` and
+are acknowledged only after the handler returned; a failing batch is retried in place (with backoff)
 instead of crashing the agent, and one interrupted by shutdown stays unacknowledged, so Kafka
 redelivers it to the next worker. Only outages are retried: a record whose processing fails the
 same way every time (a value, decode or rule error) is isolated and dead-lettered, so one record
@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -24,6 +24,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ResponseError as RedisResponseError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from processors.workers.lean import LINGER_S, ack, take_batches
 from streams.errors import DecodeError, ServiceUnavailable, ValidationError
 
 log = logging.getLogger(__name__)
@@ -237,13 +238,12 @@ async def consume_batches(
 
     On shutdown a batch in progress finishes; one that still fails with an outage is left
     unacknowledged (its offsets are not committed, so it is redelivered) and the worker exits.
-    ``adaptive`` takes batches with ``adaptive_take`` (sized by the load) instead of Faust's
-    ``noack_take`` (a full batch or the ``within`` window).
+    Batches come from ``lean.take_batches`` (the channel's queue read in bulk): ``adaptive``
+    takes one once its oldest record is ``LINGER_S`` old (a lone score is applied at once,
+    batches grow with the load), otherwise once it is ``within`` old or full.
     """
     _stopping.set(lambda: bool(stream.app.should_stop))
-    take = (
-        adaptive_take(stream, size, within) if adaptive else stream.noack_take(size, within=within)
-    )
+    take = take_batches(stream, size, within, LINGER_S if adaptive else within)
     async for events in take:
         try:
             await run_isolating(raw_records(events), handle, what=what, poison=poison, done=done)
@@ -252,75 +252,4 @@ async def consume_batches(
             # the stopping consumer waits for in-flight records: it need not wait for these
             stream.app.consumer._unacked_messages.difference_update(e.message for e in events)
             return
-        for event in events:
-            await stream.ack(event)
-
-
-#: The youngest a batch's oldest record may be when the batch is taken (unless it is full):
-#: a bound on batches per second when records trickle in faster than a batch is applied.
-LINGER_S = 0.005
-
-
-async def adaptive_take(
-    stream: Any, max_: int, within: float, linger: float = LINGER_S
-) -> AsyncIterator[list[Any]]:
-    """Batches of ``stream``'s events, unacknowledged, sized by the load (natural batching).
-
-    Records are buffered while the previous batch is being handled; the next batch is what
-    arrived meanwhile (at most ``max_``), taken as soon as its oldest record is ``linger`` old
-    (at once if that passed while the previous batch was handled). Idle, a lone record is
-    applied within ``linger`` instead of waiting out a window; under load a batch is whatever
-    arrived during the previous one, so batches grow with the rate, up to ``max_``. ``within``
-    only bounds how long an idle loop sleeps between checks for shutdown. (Faust's
-    ``noack_take`` waits for a full batch or the window, and buffers nothing while a batch is
-    handled.) Measured on the 2-core dev machine, single-entry records at 1,000/s: the last
-    record applied 3 ms after it was sent instead of 78 ms, for about 70 % of a core instead of
-    50 % (smaller batches: the per-batch work is paid more often).
-    """
-    loop = asyncio.get_running_loop()
-    buffer: list[Any] = []
-    room = asyncio.Event()
-    room.set()
-    arrived = asyncio.Event()
-    first_at = 0.0  # when the oldest buffered record arrived
-
-    async def add_to_buffer(value: Any) -> Any:
-        nonlocal first_at
-        try:
-            while len(buffer) >= max_ and not stream.should_stop:
-                room.clear()  # full: hold the stream until a batch is taken
-                await stream.wait(room)
-            event = stream.current_event
-            if event is None:
-                raise RuntimeError("take buffer found current_event is None")
-            if not buffer:
-                first_at = loop.time()
-            buffer.append(event)
-            arrived.set()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            log.exception("error adding to the take buffer: %r", exc)
-            await stream.crash(exc)
-        return value
-
-    acks = stream.enable_acks
-    stream.enable_acks = False  # acknowledged by the caller, after success
-    stream.add_processor(add_to_buffer)
-    stream._enable_passive(aiter(stream.channel))
-    try:
-        while not stream.should_stop:
-            if not buffer:
-                arrived.clear()
-                await stream.wait_for_stopped(arrived, timeout=within)
-                continue
-            young = first_at + linger - loop.time()
-            if young > 0 and len(buffer) < max_:
-                await asyncio.sleep(young)
-            batch = buffer[:max_]
-            del buffer[:max_]
-            room.set()
-            yield batch
-    finally:
-        stream.enable_acks = acks
-        stream._processors.remove(add_to_buffer)
+        ack(events)

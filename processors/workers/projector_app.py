@@ -20,6 +20,7 @@ from processors.workers import metrics
 from processors.workers.batching import RawRecord, consume_batches
 from processors.workers.epoch import EpochGuard, epoch_key
 from processors.workers.failover import FailoverFollower
+from processors.workers.lean import use_lean_consumer
 from processors.workers.projector import BatchStats, Projector, Throughput
 from projections.store import ProjectionLost, RankingStore
 from streams.events import CLOCK_KEY, clock_mark
@@ -46,6 +47,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 5,
     )
+    use_lean_consumer(app)  # deliveries without a task each (lean.py)
     scores = app.topic(
         settings.topic(settings.scores_topic),
         value_serializer="raw",

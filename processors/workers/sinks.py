@@ -26,6 +26,7 @@ from processors.bootstrap import (
 from processors.kafka.producer import LeaderboardProducer
 from processors.workers import metrics
 from processors.workers.batching import TRANSIENT, Poison, RawRecord, consume_batches
+from processors.workers.lean import use_lean_consumer
 from projections.profiles import profiles_key, write_profiles
 from projections.store import RankingStore
 from sinks import participants, registry, snapshots
@@ -400,6 +401,7 @@ def create_app(settings: Settings) -> faust.App:
         broker_session_timeout=settings.session_timeout_s,
         broker_heartbeat_interval=settings.session_timeout_s / 5,
     )
+    use_lean_consumer(app)  # deliveries without a task each (lean.py)
     rank_changes = app.topic(
         settings.topic(settings.rank_changes_topic), value_serializer="raw", key_serializer="raw"
     )

@@ -1,5 +1,5 @@
 """Batch sizing in the live projector: a lone record is applied at once, a backlog in large
-batches (``processors.workers.batching.adaptive_take``)."""
+batches (``processors.workers.lean.take_batches``)."""
 
 from __future__ import annotations
 

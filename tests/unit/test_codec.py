@@ -23,6 +23,7 @@ from streams.codec import (
     SingleObjectCodec,
     crc64_fingerprint,
     match_from_avro,
+    scores_from_avro,
 )
 from streams.errors import DecodeError
 from streams.events import (
@@ -39,6 +40,8 @@ from streams.events import (
     RankChanged,
     ResetPeriod,
     ScoreEntry,
+    ScoresSubmitted,
+    ScoreSubmission,
     SortOrder,
 )
 from streams.settings import Settings
@@ -343,3 +346,27 @@ def test_lean_match_decode_equals_from_avro(rows: list[Any]) -> None:
     lean = match_from_avro(record)
     assert lean == event
     assert all(a.metadata is not b for a, b in zip(lean.entries, decoded.entries, strict=True))
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.text(max_size=8),
+            st.text(max_size=8),
+            MILLIS,
+            st.text(max_size=8),
+            LONG,
+            st.sampled_from([None, *Operator]),
+            st.dictionaries(st.text(max_size=4), st.text(max_size=4), max_size=2),
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_lean_scores_decode_equals_from_avro(rows: list[Any]) -> None:
+    """The positional build of decoded coalesced submissions equals ``from_avro``."""
+    event = ScoresSubmitted("board", tuple(ScoreSubmission(*r) for r in rows))
+    codec = SingleObjectCodec()
+    decoded = codec.decode(codec.encode(event))
+    assert decoded == event == ScoresSubmitted.from_avro(event.to_avro())
+    assert scores_from_avro(event.to_avro()) == event
