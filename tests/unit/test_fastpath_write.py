@@ -54,7 +54,9 @@ async def _server(app: _App) -> Any:
     )
     server = uvicorn.Server(config)
     task = asyncio.ensure_future(server.serve())
-    while not server.started:
+    for _ in range(500):  # up to 5 s
+        if server.started:
+            break
         await asyncio.sleep(0.01)
     try:
         yield port
