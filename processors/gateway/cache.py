@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,7 @@ __all__ = [
     "PageCache",
     "PageKey",
     "PageStamps",
+    "Rendered",
     "Stamp",
     "json_response",
     "page_etag",
@@ -47,6 +49,9 @@ PageKey = tuple[str, str, int, int]
 
 #: (board version, profiles version) of a rendered page: everything the page shows.
 Stamp = tuple[int, int]
+
+#: A rendered page and the stamp it was rendered at.
+Rendered = tuple[bytes, Stamp]
 
 
 def page_etag(version: int, period: str, profiles: int) -> str:
@@ -169,9 +174,11 @@ class PageCache:
         self.size = size
         self.max_age_s = max_age_s
         self._entries: dict[PageKey, _Entry] = {}
+        self._rendering: dict[tuple[PageKey, Stamp], asyncio.Task[Rendered]] = {}
         #: answers served from the cache, and pages rendered (for tests and metrics)
         self.hits = 0
         self.misses = 0
+        self.renders = 0
 
     def get(self, key: PageKey, version: Stamp) -> bytes | None:
         """The page rendered at ``version``, if kept and young enough."""
@@ -185,6 +192,36 @@ class PageCache:
             return None
         self.hits += 1
         return found.body
+
+    async def render_once(
+        self, key: PageKey, seen: Stamp, render: Callable[[], Awaitable[Rendered]]
+    ) -> Rendered:
+        """``render()``'s page, shared by every request that missed ``key`` at the stamp
+        ``seen`` while it runs (and kept, see ``put``).
+
+        A page that expires or moves to a new version is missed by every concurrent reader
+        at once; without this, each of them read and rendered the same rows. A request that
+        joins a render started before it arrived still gets a page as fresh as its own read:
+        its stamp read, made after it arrived, showed the version the render started from,
+        and the render reads rows at that version or a newer one.
+        """
+        task = self._rendering.get((key, seen))
+        if task is None:
+            task = asyncio.ensure_future(self._render(key, seen, render))
+            self._rendering[(key, seen)] = task
+        # shielded: a request that goes away does not cancel the others' render
+        return await asyncio.shield(task)
+
+    async def _render(
+        self, key: PageKey, seen: Stamp, render: Callable[[], Awaitable[Rendered]]
+    ) -> Rendered:
+        try:
+            body, stamp = await render()
+            self.renders += 1
+            self.put(key, stamp, body)
+            return body, stamp
+        finally:
+            self._rendering.pop((key, seen), None)
 
     def put(self, key: PageKey, version: Stamp, body: bytes) -> None:
         """Keep ``body`` as the page ``key`` at ``version`` (a newer version replaces it)."""
