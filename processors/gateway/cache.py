@@ -3,8 +3,10 @@
 A hot top 100 is asked for far more often than the board changes; rendering 100 rows to JSON
 (and reading their profiles) costs the gateway most of such a request. A page read at one board
 version is the same bytes until the version moves, so it is rendered once per version: a
-request reads the board's version and the profiles version (one round trip, ``page_stamp``)
-and answers the stored bytes while both match.
+request reads the board's version and the profiles version (one round trip, ``page_stamp``;
+on the fast path one round trip per event-loop turn for all its requests, ``PageStamps``) and
+answers the stored bytes while both match; the requests that miss one page together share
+one render (``PageCache.render_once``).
 
 An entry is also dropped ``max_age_s`` after it was rendered, a bound on how long any
 page is served from memory.
