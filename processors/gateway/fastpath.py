@@ -14,11 +14,12 @@ for them in one place:
 - ``GET /v1/leaderboards/{board}/rankings`` with only ``limit`` / ``offset`` and no ``Origin``
   header, when the page is in the cache at the board's current version.
 
-Answers go out in one write (``_write_whole``). Each answer carries its ``X-Request-ID`` (the client's, if plain, else a fresh one), is counted
-and timed under its route like any other, and a submission takes its token from the same
-per-address write budget as ``ClientLimit``. Anything else, and anything that does not parse or
-validate, goes down the whole stack with the request untouched, so errors, CORS and every
-other behaviour keep one home: the middleware and the routes.
+Answers go out in one write (``_write_whole``). Each answer carries its ``X-Request-ID`` (the
+client's, if plain, else a fresh one), is counted and timed under its route like any other,
+and a submission takes its token from the same per-address write budget as ``ClientLimit``.
+Anything else, and anything that does not parse or validate, goes down the whole stack with
+the request untouched, so errors, CORS and every other behaviour keep one home: the
+middleware and the routes.
 """
 
 from __future__ import annotations
