@@ -73,6 +73,12 @@ async def page_stamp(client: RedisClient, board: str, profiles: str) -> Stamp:
     return int(version or 0), int(prof or 0)
 
 
+def _observed(task: asyncio.Task[Any]) -> None:
+    """Mark a shared task's outcome as seen (its readers answer their own errors)."""
+    if not task.cancelled():
+        task.exception()
+
+
 #: What a reader of ``PageStamps`` waits for: the board's period and its stamp.
 _Waiter = asyncio.Future[tuple[str, Stamp]]
 
@@ -210,6 +216,7 @@ class PageCache:
         task = self._rendering.get((key, seen))
         if task is None:
             task = asyncio.ensure_future(self._render(key, seen, render))
+            task.add_done_callback(_observed)  # its readers may all have gone away
             self._rendering[(key, seen)] = task
         # shielded: a request that goes away does not cancel the others' render
         return await asyncio.shield(task)
