@@ -214,6 +214,10 @@ KEY_DOCS: Final[dict[str, str]] = {
     "(100 at offset 500,000), p50/p99 ms",
     "http.top100_*": "top 100 at 1,000,000 participants through the HTTP gateway, concurrent "
     "clients: p50/p99 ms, rps",
+    "http.top100_gateway_us": "the gateway's CPU (all threads, /proc) per top-100 request, one "
+    "process, µs (less distorted by a busy machine than the latencies)",
+    "http.around_gateway_us": "the gateway's CPU per rank + 5 neighbours request, one process, µs",
+    "http.deep_page_gateway_us": "the gateway's CPU per deep-page request, one process, µs",
     "http.around_*": "rank + 5 neighbours through the HTTP gateway: p50/p99 ms, rps",
     "http.deep_page_*": "page of 100 at offset 500,000 through the HTTP gateway: p50/p99, rps",
     "http.submit*": "HTTP single-score submits to one board driven by wrk: sustained rate all "

@@ -17,6 +17,7 @@ from streams.events import LeaderboardConfigured, RankChange, SortOrder
 __all__ = [
     "Snapshot",
     "current_period",
+    "newest_period",
     "read_many",
     "read_participant",
     "read_top",
@@ -88,7 +89,14 @@ async def current_period(client: aioredis.Redis, cfg: LeaderboardConfigured) -> 
     pipe.hkeys(keys.open_periods)
     pipe.hkeys(keys.ended_periods)
     opened, ended = await pipe.execute()
-    found = [_text(p) for p in [*opened, *ended]]
+    return newest_period(cfg, [*opened, *ended])
+
+
+def newest_period(cfg: LeaderboardConfigured, known: list[Any]) -> str:
+    """The newest of the periods Redis knows of a periodic board (the names read from its
+    open and ended period hashes); else the wall clock's (``current_period``'s rule, for
+    callers that read those hashes in a pipeline of their own)."""
+    found = [_text(p) for p in known]
     if found:
         return max(found)
     return rules.board_period(cfg, int(time.time() * 1000))

@@ -63,10 +63,21 @@ def query_slug(name: str) -> str:
     raise ValueError(f"no figure key for query kind {name!r}")
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _TICK
+
+
 def http_queries(
-    base_url: str, board: str, size: int, p: Params, scripts: Path
-) -> dict[str, WrkResult]:
-    """Per query kind: what ``wrk`` measured with ``p.http_clients`` connections."""
+    base_url: str, board: str, size: int, p: Params, scripts: Path, gateway_pid: int | None = None
+) -> dict[str, tuple[WrkResult, float]]:
+    """Per query kind: what ``wrk`` measured with ``p.http_clients`` connections, and the
+    gateway's CPU per request in µs (NaN without ``gateway_pid``: a process whose serving
+    children are not its own CPU)."""
     prefix = f"{base_url}/v1/leaderboards/{board}"
     fixed = scripts / "http-fixed.lua"
     fixed.write_text(FIXED_SCRIPT)
@@ -81,14 +92,18 @@ def http_queries(
             [],
         ),
     }
-    out: dict[str, WrkResult] = {}
+    out: dict[str, tuple[WrkResult, float]] = {}
     for name, (url, script, args) in kinds.items():
+        before = process_cpu_s(gateway_pid) if gateway_pid is not None else 0.0
         res = run_wrk(
             url, script, threads=1, conns=p.http_clients, seconds=p.http_seconds, args=args
         )
+        us = float("nan")
+        if gateway_pid is not None:
+            us = (process_cpu_s(gateway_pid) - before) / max(1, res.requests) * 1e6
         if res.bad or res.errors:
             raise RuntimeError(f"{name}: {res.bad} non-2xx answers, {res.errors} socket errors")
-        out[name] = res
+        out[name] = (res, us)
     return out
 
 
@@ -104,6 +119,7 @@ async def http_scenario(
     names = ["top 100", "rank + 5 neighbours", f"page of 100 at offset {size // 2:,}"]
     note = ""
     results: dict[tuple[int, str], list[WrkResult]] = {}
+    cpu: dict[str, list[float]] = {}
     if not gateway_available():
         note = "not run: gateway missing"
     elif shutil.which("wrk") is None:
@@ -125,9 +141,12 @@ async def http_scenario(
                         size,
                         p,
                         ns.logs,
+                        proc.pid if workers == 1 else None,
                     )
-                    for name, value in got.items():
+                    for name, (value, us) in got.items():
                         results.setdefault((workers, name), []).append(value)
+                        if workers == 1:
+                            cpu.setdefault(name, []).append(us)
             except Exception as exc:  # keep the other figures; say why
                 note = f"failed: {exc!r}"[:200]
                 results.clear()
@@ -172,6 +191,18 @@ async def http_scenario(
                     key=f"http.{slug}_rps{suffix}",
                 )
             )
+            if workers == 1:
+                report.add(
+                    Figure(
+                        "3 queries",
+                        f"HTTP gateway (1 proc): {name}, gateway CPU per request",
+                        "µs",
+                        cpu.get(name, []),
+                        params,
+                        note=note,
+                        key=f"http.{slug}_gateway_us",
+                    )
+                )
             report.add(
                 Figure(
                     "3 queries",

@@ -20,7 +20,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from processors.bootstrap import RedisClient, kafka_admin, make_client
-from processors.gateway.cache import PageCache
+from processors.gateway.cache import PageCache, PageStamps
 from processors.gateway.coalescer import SubmitCoalescer
 from processors.gateway.errors import ApiError
 from processors.gateway.feed import RankFeed
@@ -28,6 +28,7 @@ from processors.gateway.guards import KeyGuard, RateLimiter
 from processors.gateway.metrics import GatewayMetrics
 from processors.kafka.configview import ConfigView
 from processors.kafka.producer import LeaderboardProducer
+from projections.profiles import profiles_key
 from streams.errors import LeaderboardError
 from streams.events import LeaderboardConfigured
 from streams.settings import Settings
@@ -95,6 +96,8 @@ class Services:
     admin: AdminClient
     feed: RankFeed
     coalescer: SubmitCoalescer
+    #: the cached pages' period and stamp reads, one round trip per event-loop turn
+    stamps: PageStamps
 
     @property
     def redis(self) -> aioredis.Redis:
@@ -111,9 +114,11 @@ class Services:
         view = ConfigView(settings)
         await loop.run_in_executor(None, view.start)
         await view.sync(10)
-        # linger 1 ms, not the SDK's 5: an idle submission is acknowledged in ~5 ms instead of
-        # ~10; under load the records that arrive while a request is in flight batch anyway.
-        producer = LeaderboardProducer(settings, config={"linger.ms": 1})
+        # linger 0, not the SDK's 5: the coalescer (gateway/coalescer.py) already packs the
+        # submissions of one turn into one record and holds the next ones while a record of
+        # the board is in flight, so a lingering producer would only add its delay to every
+        # acknowledgement (and to every ?wait=true answer).
+        producer = LeaderboardProducer(settings, config={"linger.ms": 0})
         producer.start_poller()  # settles each submission's delivery future (routes/scores.py)
         admin = kafka_admin(settings)
         feed = RankFeed(
@@ -131,7 +136,8 @@ class Services:
             window_s=options.coalesce_window_s,
             max_in_flight=options.coalesce_in_flight,
         )
-        return cls(client, view, producer, admin, feed, coalescer)
+        stamps = PageStamps(client, profiles_key(settings.topic_prefix))
+        return cls(client, view, producer, admin, feed, coalescer, stamps)
 
     async def close(self) -> None:
         """Stop the feed and the view, flush and close the producer, close Redis."""

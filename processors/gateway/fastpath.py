@@ -14,11 +14,12 @@ for them in one place:
 - ``GET /v1/leaderboards/{board}/rankings`` with only ``limit`` / ``offset`` and no ``Origin``
   header, when the page is in the cache at the board's current version.
 
-Each answer carries its ``X-Request-ID`` (the client's, if plain, else a fresh one), is counted
-and timed under its route like any other, and a submission takes its token from the same
-per-address write budget as ``ClientLimit``. Anything else, and anything that does not parse or
-validate, goes down the whole stack with the request untouched, so errors, CORS and every
-other behaviour keep one home: the middleware and the routes.
+Answers go out in one write (``_write_whole``). Each answer carries its ``X-Request-ID`` (the
+client's, if plain, else a fresh one), is counted and timed under its route like any other,
+and a submission takes its token from the same per-address write budget as ``ClientLimit``.
+Anything else, and anything that does not parse or validate, goes down the whole stack with
+the request untouched, so errors, CORS and every other behaviour keep one home: the
+middleware and the routes.
 """
 
 from __future__ import annotations
@@ -32,9 +33,11 @@ import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
+from uvicorn.protocols.http.httptools_impl import STATUS_LINE as _STATUS_LINE
+from uvicorn.protocols.http.httptools_impl import RequestResponseCycle as _HttpToolsCycle
 
 from processors import telemetry
-from processors.gateway.cache import json_response, page_etag, page_stamp
+from processors.gateway.cache import json_response, page_etag
 from processors.gateway.deps import GatewayState
 from processors.gateway.errors import ApiError, error_response, internal
 from processors.gateway.guards import RateLimiter, replayed_receive, retry_after
@@ -42,8 +45,6 @@ from processors.gateway.models import ScoreIn
 from processors.gateway.routes.scores import submit_once
 from processors.gateway.tracing import accept_id, log_access
 from processors.logs import request_id
-from projections.profiles import profiles_key
-from projections.push import current_period
 from projections.sharded import layout_of
 from streams import rules
 from streams.errors import ValidationError
@@ -60,6 +61,41 @@ _SUBMIT_ROUTE = "/v1/leaderboards/{board}/scores"
 _PAGE_ROUTE = "/v1/leaderboards/{board}/rankings"
 _REQUEST_ID = b"x-request-id"
 _VARY = (b"vary", b"Origin")
+
+
+def _write_whole(
+    send: Send, status: int, headers: list[tuple[bytes, bytes]], body: bytes | memoryview
+) -> bool:
+    """Write a whole response with one ``transport.write`` when ``send`` is uvicorn's
+    httptools cycle (True), else leave it to the two ASGI messages (False).
+
+    uvicorn writes the status line and headers when the response starts and the body in a
+    second write: two ``send`` system calls, two TCP segments and often two wake-ups of the
+    client per answer, for bodies of a few dozen bytes. The cycle's state moves exactly as its
+    own ``send`` would move it for a complete response with a content length; a connection that
+    must close, a paused writer, or any other server, takes the ordinary path.
+    """
+    cycle = getattr(send, "__self__", None)
+    if (
+        type(cycle) is not _HttpToolsCycle
+        or cycle.response_started
+        or cycle.disconnected
+        or not cycle.keep_alive
+        or cycle.flow.write_paused
+        or cycle.scope["method"] == "HEAD"
+    ):
+        return False
+    out: list[bytes | memoryview] = [_STATUS_LINE[status]]
+    for name, value in (*cycle.default_headers, *headers):
+        out += (name, b": ", value, b"\r\n")
+    out += (b"\r\n", body)
+    cycle.response_started = True
+    cycle.waiting_for_100_continue = False
+    cycle.response_complete = True
+    cycle.transport.write(b"".join(out))
+    cycle.message_event.set()
+    cycle.on_response()
+    return True
 
 
 class FastPaths:
@@ -184,10 +220,7 @@ class FastPaths:
         if cfg is None or layout_of(cfg) is not None:
             return False
         try:
-            period = await current_period(services.redis, cfg)
-            stamp = await page_stamp(
-                services.redis, board, profiles_key(self.state.settings.topic_prefix)
-            )
+            period, stamp = await services.stamps.read(cfg)
         except Exception:  # Redis failing: the route answers with the error's own status
             return False
         cached = self.state.pages.get((board, period, limit, offset), stamp)
@@ -205,15 +238,11 @@ class FastPaths:
     ) -> None:
         """Send ``response`` with its request id; count and time it as ``MeasureRequests``."""
         status = response.status_code
-        await send(
-            {
-                "type": "http.response.start",
-                "status": status,
-                # Vary as CORS gives it to a request without Origin (shared caches)
-                "headers": [*response.raw_headers, _VARY, (_REQUEST_ID, rid.encode())],
-            }
-        )
-        await send({"type": "http.response.body", "body": response.body})
+        # Vary as CORS gives it to a request without Origin (shared caches)
+        headers = [*response.raw_headers, _VARY, (_REQUEST_ID, rid.encode())]
+        if not _write_whole(send, status, headers, response.body):
+            await send({"type": "http.response.start", "status": status, "headers": headers})
+            await send({"type": "http.response.body", "body": response.body})
         if self.access_log:
             log_access(scope, status, start)
         method: str = scope["method"]

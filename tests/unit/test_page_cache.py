@@ -3,6 +3,7 @@ and size."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 from processors.gateway.cache import PageCache, page_etag
@@ -59,3 +60,49 @@ def test_the_cache_keeps_at_most_its_size() -> None:
 
 def test_the_etag_names_version_period_and_profiles() -> None:
     assert page_etag(42, "2026-11", 5) == 'W/"42-2026-11-p5"'
+
+
+async def test_concurrent_misses_of_one_page_share_one_render() -> None:
+    cache = PageCache()
+    calls = 0
+    gate = asyncio.Event()
+
+    async def render() -> tuple[bytes, tuple[int, int]]:
+        nonlocal calls
+        calls += 1
+        await gate.wait()
+        return b"page-%d" % calls, (8, 1)
+
+    key = ("b", "all", 100, 0)
+    readers = [asyncio.ensure_future(cache.render_once(key, (7, 1), render)) for _ in range(10)]
+    await asyncio.sleep(0)
+    readers[0].cancel()  # a client that went away cancels only its own wait
+    gate.set()
+    got = await asyncio.gather(*readers[1:])
+    assert calls == 1 and cache.renders == 1
+    assert got == [(b"page-1", (8, 1))] * 9
+    assert cache.get(key, (8, 1)) == b"page-1"  # kept at the version it was rendered at
+    # a later miss (another stamp) renders again
+    assert await cache.render_once(key, (8, 1), render) == (b"page-2", (8, 1))
+    assert calls == 2
+
+
+async def test_a_failed_render_fails_its_readers_and_is_not_kept() -> None:
+    cache = PageCache()
+    calls = 0
+
+    async def render() -> tuple[bytes, tuple[int, int]]:
+        nonlocal calls
+        calls += 1
+        await asyncio.sleep(0)
+        if calls == 1:
+            raise RuntimeError("redis down")
+        return b"ok", (1, 0)
+
+    key = ("b", "all", 10, 0)
+    got = await asyncio.gather(
+        *[cache.render_once(key, (1, 0), render) for _ in range(3)], return_exceptions=True
+    )
+    assert all(isinstance(g, RuntimeError) for g in got)
+    assert await cache.render_once(key, (1, 0), render) == (b"ok", (1, 0))
+    assert calls == 2

@@ -8,7 +8,7 @@ import orjson
 from fastapi import APIRouter, Query, Request, Response
 from fastapi import Path as PathParam
 
-from processors.gateway.cache import PageKey, json_response, page_etag, page_stamp
+from processors.gateway.cache import PageKey, Rendered, json_response, page_etag, page_stamp
 from processors.gateway.deps import ClientDep, StateDep
 from processors.gateway.errors import ApiError
 from processors.gateway.models import MAX_LISTED, BoardId, ParticipantsIn, PeriodQ
@@ -164,22 +164,27 @@ async def rankings(
         if not me.entries:
             raise ApiError(404, f"participant {around!r} is not on {board!r} ({p})")
         offset = max(0, me.entries[0]["rank"] - 1 - (limit - 1) // 2)
-    profiles = await _profiles_version(state, client)
-    found = await read_page(client, cfg, p, limit, offset=offset, after=after)
-    snap = found.snapshot
-    page = {
-        "leaderboard_id": board,
-        "period": p,
-        "version": snap.version,
-        "count": snap.count,
-        "offset": found.offset,
-        "entries": snap.entries,
-        "next_cursor": found.next_cursor,
-    }
-    rendered = orjson.dumps(await _profiled(state, client, page))
-    if key is not None:
-        state.pages.put(key, (snap.version, profiles), rendered)
-    return json_response(rendered, headers={"ETag": page_etag(snap.version, p, profiles)})
+
+    async def render() -> Rendered:
+        profiles = await _profiles_version(state, client)
+        found = await read_page(client, cfg, p, limit, offset=offset, after=after)
+        snap = found.snapshot
+        page = {
+            "leaderboard_id": board,
+            "period": p,
+            "version": snap.version,
+            "count": snap.count,
+            "offset": found.offset,
+            "entries": snap.entries,
+            "next_cursor": found.next_cursor,
+        }
+        return orjson.dumps(await _profiled(state, client, page)), (snap.version, profiles)
+
+    if key is not None:  # one render for every request that missed this page at this stamp
+        rendered, (version, profiles) = await state.pages.render_once(key, stamp, render)
+    else:
+        rendered, (version, profiles) = await render()
+    return json_response(rendered, headers={"ETag": page_etag(version, p, profiles)})
 
 
 @router.post(
