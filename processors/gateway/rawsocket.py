@@ -7,10 +7,10 @@ for every connection) and writes those bytes to each member's transport directly
 
 Only uvicorn's ``websockets-sansio`` protocol (its default when ``websockets`` is installed)
 is recognised; under any other server ``RawSocket.of`` answers None and the member is served
-through Starlette as before. Close, pings and back-pressure stay the server's: nothing is
-written once a close was sent or received, and a transport whose write buffer is above its
-high-water mark (the protocol's ``writable`` cleared) is reported ``FULL`` instead of being
-written to, so the caller applies its slow-consumer policy.
+through Starlette as before. Close and pings stay the server's: nothing is written once a
+close was sent or received. Back-pressure: a transport holding more than ``SLOW_BYTES``
+unsent is reported ``FULL`` instead of being written to, so the caller applies its
+slow-consumer policy (the server's own sends still wait for its ``writable`` event).
 """
 
 from __future__ import annotations
@@ -20,11 +20,17 @@ from typing import Any
 
 from websockets.protocol import State
 
-__all__ = ["SERVER_SEND", "RawSocket", "Write", "text_frame"]
+__all__ = ["SERVER_SEND", "SLOW_BYTES", "RawSocket", "Write", "text_frame"]
 
 #: the scope key under which the gateway keeps the server's own ``send`` of a WebSocket
 #: (app.py), before middleware wraps it: ``RawSocket.of`` finds the connection from it
 SERVER_SEND = "leaderboard.server_send"
+
+
+#: unsent bytes in the server's buffer (after the kernel's socket buffers filled) past which
+#: a client counts as slow. Above the transport's 64 KiB high-water mark, so that one large
+#: frame (a top-1000 snapshot) to a client that does read is not taken for slowness.
+SLOW_BYTES = 256 * 1024
 
 
 class Write(enum.Enum):
@@ -33,7 +39,7 @@ class Write(enum.Enum):
     WRITTEN = "written"
     #: the connection is closing or closed: nothing written, its own task ends it
     GONE = "gone"
-    #: the client reads too slowly: the server's write buffer is above its high-water mark
+    #: the client reads too slowly: more than ``SLOW_BYTES`` wait in the server's buffer
     FULL = "full"
 
 
@@ -91,7 +97,7 @@ class RawSocket:
         transport = proto.transport
         if transport.is_closing():
             return Write.GONE
-        if not proto.writable.is_set():
+        if transport.get_write_buffer_size() > SLOW_BYTES:
             return Write.FULL
         transport.write(frame)
         return Write.WRITTEN
