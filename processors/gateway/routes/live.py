@@ -109,17 +109,27 @@ async def _receive(ws: WebSocket, sub: Subscriber, live: _Liveness) -> None:
                 live.answers_pings = True
 
 
+#: a heartbeat tick this late (s) means the gateway's own loop is behind: no verdict then
+_LATE_S = 1.0
+
+
 async def _heartbeat(sub: Subscriber, live: _Liveness, interval_s: float) -> None:
     """Queue a ping every ``interval_s``; end when a client that answered pings stops.
 
     Only a ping that was sent counts: one still queued behind deltas, or dropped with them
     when a slow client's queue overflowed, cannot have been answered (closing a viewer for
-    that would close it for the gateway's own delay).
+    that would close it for the gateway's own delay); nor does a tick that ran late.
     """
     while True:
+        due = time.monotonic() + interval_s
         await asyncio.sleep(interval_s)
+        now = time.monotonic()
+        if now - due > _LATE_S:
+            # the event loop is behind (a starved or overloaded gateway): the pong may be
+            # waiting unread; judge at the next tick, when it runs on time
+            continue
         sent = sub.ping_sent
-        if live.answers_pings and sent is not None and time.monotonic() - sent > 2 * interval_s:
+        if live.answers_pings and sent is not None and now - sent > 2 * interval_s:
             log.info("subscriber %s stopped answering pings", sub.describe())
             return
         with contextlib.suppress(asyncio.QueueFull):
