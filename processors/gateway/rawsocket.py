@@ -15,12 +15,14 @@ slow-consumer policy (the server's own sends still wait for its ``writable`` eve
 
 from __future__ import annotations
 
+import contextlib
 import enum
+import socket
 from typing import Any
 
 from websockets.protocol import State
 
-__all__ = ["SERVER_SEND", "SLOW_BYTES", "RawSocket", "Write", "text_frame"]
+__all__ = ["SEND_BUFFER", "SERVER_SEND", "SLOW_BYTES", "RawSocket", "Write", "text_frame"]
 
 #: the scope key under which the gateway keeps the server's own ``send`` of a WebSocket
 #: (app.py), before middleware wraps it: ``RawSocket.of`` finds the connection from it
@@ -31,6 +33,9 @@ SERVER_SEND = "leaderboard.server_send"
 #: a client counts as slow. Above the transport's 64 KiB high-water mark, so that one large
 #: frame (a top-1000 snapshot) to a client that does read is not taken for slowness.
 SLOW_BYTES = 256 * 1024
+#: the kernel send buffer of a viewer's socket (SO_SNDBUF; Linux doubles it): pushes are a
+#: few hundred bytes, and a viewer's memory in the gateway stays bounded
+SEND_BUFFER = 64 * 1024
 
 
 class Write(enum.Enum):
@@ -55,7 +60,7 @@ def text_frame(text: str) -> bytes:
     return bytes((0x81, 127)) + size.to_bytes(8, "big") + payload
 
 
-def _sansio_protocol() -> type | None:
+def _sansio_protocol() -> type[Any] | None:
     try:
         from uvicorn.protocols.websockets.websockets_sansio_impl import (
             WebSocketsSansIOProtocol,
@@ -87,6 +92,12 @@ class RawSocket:
         conn = getattr(proto, "conn", None)
         if not getattr(proto, "handshake_complete", False) or conn is None or conn.extensions:
             return None
+        sock = proto.transport.get_extra_info("socket")
+        if sock is not None:
+            # bounded kernel memory per viewer, and a slow one noticed after ~KiBs, not the
+            # megabytes Linux's send-buffer autotuning would hold for it on loopback
+            with contextlib.suppress(OSError, AttributeError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
         return cls(proto)
 
     def write(self, frame: bytes) -> Write:

@@ -1028,16 +1028,20 @@ async def test_websocket_slow_viewer_is_resynced_and_holds_no_one_back(
         await slow.send(json.dumps({"type": "subscribe", "mode": "top", "n": n}))
         ssnap = json.loads(await asyncio.wait_for(slow.recv(), 5))
         assert fsnap["type"] == ssnap["type"] == "snapshot"
-        records = 20
+        records = 30
         # each record puts n new participants above everyone: every change is a top-n
-        # change, ~40 KB of deltas per record for each viewer
+        # change, ~40 KB of deltas per record for each viewer, ~1.2 MB in all (a viewer's
+        # kernel buffer holds ~128 KiB, the gateway lets 256 KiB more wait unsent)
         with LeaderboardProducer(gateway.pipeline.settings) as prod:
             for r in range(records):
                 entries = tuple(
                     ScoreEntry(f"r{r:02d}-{i:03d}", 10_000 * (r + 1) + i) for i in range(n)
                 )
                 eid = str(uuid.uuid4())
-                prod.submit(MatchResultSubmitted(eid, eid, board, int(time.time() * 1000), entries))
+                now = int(time.time() * 1000)
+                prod.submit(MatchResultSubmitted(eid, eid, board, now, entries))
+                prod.flush()
+                await asyncio.sleep(0.15)  # one delta each, mostly: many frames, not one
         final = 1 + records * n
         rows = [(e["participant_id"], e["score"]) for e in fsnap["entries"]]
         kinds, versions = await _read_until(fast, rows, n, final, 30)
