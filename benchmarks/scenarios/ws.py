@@ -115,6 +115,12 @@ class Step:
         cores = os.cpu_count() or 1
         return 100.0 * cpu_s / (self.seconds * cores) if self.seconds else 0.0
 
+    def _why_closed(self) -> str:
+        """`` (code reason x count, ...)`` of the closes the viewers did not ask for."""
+        if not self.close_codes:
+            return ""
+        return " (" + ", ".join(f"{k} x {v}" for k, v in sorted(self.close_codes.items())) + ")"
+
     def line(self) -> str:
         """One progress line."""
         verdict = "pass" if self.passed else "fan-out pass" if self.fanout_passed else "FAIL"
@@ -123,7 +129,8 @@ class Step:
             f"p99 {self.p99:.0f} ms (upstream p99 {_p(self.upstream, 99):.0f}, gateway "
             f"p99 {_p(self.fanout, 99):.0f}), {self.delivered:.1%} of {self.probes} probes "
             "delivered, "
-            f"{self.closed} closed; client CPU {self.share(self.client_cpu_s):.0f}%, gateway "
+            f"{self.closed} closed{self._why_closed()}; "
+            f"client CPU {self.share(self.client_cpu_s):.0f}%, gateway "
             f"{self.share(self.gateway_cpu_s):.0f}% of the machine, {self.us_per_push:.0f} µs "
             "per push"
         )
@@ -300,7 +307,8 @@ def _step(
     step.messages = int(data.get("messages", 0))
     step.closed = len(data["closes"])
     for c in data["closes"]:
-        key = str(c["code"])
+        # the code and the server's reason (routes/live.py states one for each of its closes)
+        key = f"{c['code']} {c.get('reason') or ''}".strip()
         step.close_codes[key] = step.close_codes.get(key, 0) + 1
     step.errors += data["errors"][:5]
     return step

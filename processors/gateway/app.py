@@ -27,6 +27,7 @@ from processors.gateway.errors import ApiError, install_error_handlers
 from processors.gateway.fastpath import FastPaths
 from processors.gateway.guards import BodyLimit, ClientLimit, RateLimiter
 from processors.gateway.metrics import MeasureRequests
+from processors.gateway.rawsocket import SERVER_SEND
 from processors.gateway.responses import document_errors
 from processors.gateway.routes import ROUTERS
 from processors.gateway.routes.docs import DOCS_ASSETS, DOCS_STATIC
@@ -51,6 +52,8 @@ class _Gateway(FastAPI):
             scope["app"] = self
             await fast(scope, receive, send)
             return
+        if scope["type"] == "websocket":
+            scope[SERVER_SEND] = send  # a view writes its shared frames below Starlette
         await super().__call__(scope, receive, send)
 
     async def framework(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -22,6 +22,7 @@ from redis.exceptions import RedisError
 
 from processors import telemetry
 from processors.bootstrap import get_codec, kafka_consumer
+from processors.gateway.rawsocket import RawSocket, Write, text_frame
 from projections.keys import BoardKeys
 from projections.profiles import attach_profiles, profiles_key
 from projections.push import (
@@ -68,11 +69,19 @@ class _Traced:
 
 @dataclass(frozen=True, slots=True)
 class _Frame:
-    """A message encoded once for every subscriber of a view: the same text for each."""
+    """A message encoded once for every subscriber of a view: the same text for each, and
+    the same WebSocket frame bytes for each member written to directly (``RawSocket``)."""
 
     text: str
     kind: str
     version: int
+    data: bytes = b""
+
+    @classmethod
+    def of(cls, msg: dict[str, Any], kind: str) -> _Frame:
+        """``msg`` encoded once: its JSON text and its frame."""
+        text = encode(msg)
+        return cls(text, kind, int(msg["version"]), text_frame(text))
 
 
 _TopRead = tuple[Snapshot, list[dict[str, Any]]]
@@ -127,6 +136,13 @@ class Subscriber:
     leads: _View | None = None
     #: when the oldest ping not answered yet was sent (monotonic; None: none outstanding)
     ping_sent: float | None = None
+    #: the connection below Starlette (None: served through Starlette only); a view writes
+    #: its frames to it directly while the subscriber's own task has nothing to send
+    socket: RawSocket | None = None
+    #: its own task holds a message taken from the queue and not yet sent
+    sending: bool = False
+    #: times the view found its write buffer full (slow client) and resynced it
+    slow: int = 0
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(self.queue_size)
@@ -230,7 +246,8 @@ def _shifted(sub: Subscriber, new: int, c: RankChange) -> None:
 
 
 ConfigLookup = Callable[[str], LeaderboardConfigured | None]
-Counter = Callable[[str], None]
+#: ``on_push(kind, count)``: ``count`` messages of type ``kind`` were pushed
+Counter = Callable[[str, int], None]
 
 
 class RankFeed:
@@ -269,7 +286,7 @@ class RankFeed:
         self.history_size = history
         self.window_s = window_s
         self.queue_size = queue_size
-        self.on_push = on_push or (lambda kind: None)
+        self.on_push = on_push or (lambda kind, count: None)
         self.boards: dict[str, Board] = {}
         self.waiters: dict[str, list[asyncio.Future[RankChange]]] = {}
         #: top-mode fills being read, per (board, n, period): (version, first rank, read)
@@ -278,6 +295,8 @@ class RankFeed:
         #: one while it is in flight takes the same read (a crowd resyncing reads it once)
         self._tops: dict[tuple[str, int, str], asyncio.Future[_TopRead]] = {}
         self.records = 0
+        #: view members whose write buffer was full (slow clients), resynced on their own
+        self.slow_resyncs = 0
         self.lag = 0
         self.delay_s = 0.0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -443,7 +462,7 @@ class RankFeed:
                         "dropped": listener.dropped,
                     }
                 )
-                self.on_push("notification")
+                self.on_push("notification", 1)
 
     def listen(self, listener: Listener) -> None:
         """Register a participant's notification listener."""
@@ -713,7 +732,7 @@ class RankFeed:
                     view.members.add(sub)
                 view.waiting.clear()
                 members: tuple[Subscriber, ...] = tuple(view.members)
-                frame = _Frame(encode(msg), "snapshot", int(msg["version"]))
+                frame = _Frame.of(msg, "snapshot")
                 self._deliver(view, members, frame)
                 view.snapshot, view.since = frame, []
                 board = self.boards.get(lead.board)
@@ -731,7 +750,7 @@ class RankFeed:
                     continue  # the rows moved on: a snapshot follows instead
                 if not await self._enriched(lead, msg):
                     continue
-            frame = _Frame(encode(msg), "delta", int(msg["version"]))
+            frame = _Frame.of(msg, "delta")
             if isinstance(out, _Traced):
                 attributes: dict[str, str | int] = {
                     "leaderboard.id": lead.board,
@@ -753,22 +772,49 @@ class RankFeed:
                     view.snapshot, view.since = None, []
 
     def _deliver(self, view: _View, members: tuple[Subscriber, ...], frame: _Frame) -> None:
-        """Queue ``frame`` to each of ``members`` still in ``view``; a full queue (a slow
-        consumer) takes that one out of the view and resyncs it alone, the others go on."""
+        """Hand ``frame`` to each of ``members`` still in ``view``.
+
+        A member whose own task has nothing to send gets the frame's bytes written to its
+        connection here (``RawSocket``: no task wake-up, no framing per member); any other
+        is queued the frame, sent by its task in order behind what it holds. A slow client
+        (its server write buffer above the high-water mark, or its queue full) leaves the
+        view: its queued messages are dropped and its own task sends it one snapshot once it
+        reads again (docs/gateway.md "Slow viewers"); the others go on.
+        """
+        lead_period = view.lead.period
+        written = 0
         for sub in members:
             if sub.view is not view:
                 continue  # left meanwhile (closed, or overflowed on an earlier frame)
-            try:
-                sub.queue.put_nowait(frame)
-            except asyncio.QueueFull:
-                sub.overflows += 1
-                log.info("subscriber %s is slow: queue full, resync", sub.describe())
-                self._leave(sub)
-                self._drop_data(sub)
-                self.resync(sub)
-                continue
+            sock = sub.socket
+            if sock is not None and not sub.sending and sub.queue.empty():
+                outcome = sock.write(frame.data)
+                if outcome is Write.WRITTEN:
+                    written += 1
+                elif outcome is Write.FULL:
+                    self._slow(sub, "its write buffer is full")
+                    continue
+                # GONE: closing; its task sees the disconnect and unsubscribes it
+            else:
+                try:
+                    sub.queue.put_nowait(frame)
+                except asyncio.QueueFull:
+                    self._slow(sub, "its queue is full")
+                    continue
             sub.version = frame.version
-            sub.period = view.lead.period
+            sub.period = lead_period
+        if written:
+            self.on_push(frame.kind, written)
+
+    def _slow(self, sub: Subscriber, why: str) -> None:
+        """Take a slow member out of its view and have it resync on its own."""
+        sub.overflows += 1
+        sub.slow += 1
+        self.slow_resyncs += 1
+        log.info("subscriber %s is slow (%s): deltas dropped, resync", sub.describe(), why)
+        self._leave(sub)
+        self._drop_data(sub)
+        self.resync(sub)
 
     def subscriber_count(self) -> int:
         """Subscribers across every board."""
@@ -840,7 +886,7 @@ class RankFeed:
             # caught by ``_apply``, which resyncs)
             backlog = list(board.history)
         self._apply(sub, backlog)
-        self.on_push("snapshot")
+        self.on_push("snapshot", 1)
         return {
             "type": "snapshot",
             "mode": sub.mode,
@@ -1161,40 +1207,54 @@ class RankFeed:
             item = await sub.queue.get()
             if item is _CLOSE:
                 return
-            if isinstance(item, _Frame):  # encoded once by the view for all its members
-                self.on_push(item.kind)
-                async with asyncio.timeout(send_timeout_s):  # no task per send
-                    await send(item.text)
-                continue
-            if item is _RESYNC:
-                if not sub.syncing:
-                    continue  # superseded by a snapshot already sent
-                snap = await self._snapshot_or_retry(sub)
-                if snap is None:
-                    continue
-                msg = snap
-            elif isinstance(item, _Traced):
+            sub.sending = True  # a view queues to it meanwhile, in order
+            try:
+                await self._send_one(sub, item, send, send_timeout_s)
+            finally:
+                sub.sending = False
+
+    async def _send_one(
+        self,
+        sub: Subscriber,
+        item: Any,
+        send: Callable[[str], Awaitable[None]],
+        send_timeout_s: float,
+    ) -> None:
+        """Send one queued item (nothing if it was superseded)."""
+        if isinstance(item, _Frame):  # encoded once by the view for all its members
+            self.on_push(item.kind, 1)
+            async with asyncio.timeout(send_timeout_s):  # no task per send
+                await send(item.text)
+            return
+        if item is _RESYNC:
+            if not sub.syncing:
+                return  # superseded by a snapshot already sent
+            snap = await self._snapshot_or_retry(sub)
+            if snap is None:
+                return
+            msg = snap
+        elif isinstance(item, _Traced):
+            if sub.syncing:
+                return  # superseded by the snapshot queued after it
+            if _FILL_FROM in item.msg and not await self._filled(sub, item.msg):
+                return  # the rows moved on: a snapshot follows instead
+            self.on_push("delta", 1)
+            await self._send_traced(sub, item, send, send_timeout_s)
+            return
+        else:
+            msg = item
+            if msg.get("type") == "delta":
                 if sub.syncing:
-                    continue  # superseded by the snapshot queued after it
-                if _FILL_FROM in item.msg and not await self._filled(sub, item.msg):
-                    continue  # the rows moved on: a snapshot follows instead
-                self.on_push("delta")
-                await self._send_traced(sub, item, send, send_timeout_s)
-                continue
-            else:
-                msg = item
-                if msg.get("type") == "delta":
-                    if sub.syncing:
-                        continue  # superseded by the snapshot queued after it
-                    if _FILL_FROM in msg and not await self._filled(sub, msg):
-                        continue  # the rows moved on: a snapshot follows instead
-                    if not await self._enriched(sub, msg):
-                        continue
-                    self.on_push("delta")
-                elif msg.get("type") == "ping" and sub.ping_sent is None:
-                    sub.ping_sent = time.monotonic()  # sent, not only queued: now it counts
-            async with asyncio.timeout(send_timeout_s):
-                await send(encode(msg))
+                    return  # superseded by the snapshot queued after it
+                if _FILL_FROM in msg and not await self._filled(sub, msg):
+                    return  # the rows moved on: a snapshot follows instead
+                if not await self._enriched(sub, msg):
+                    return
+                self.on_push("delta", 1)
+            elif msg.get("type") == "ping" and sub.ping_sent is None:
+                sub.ping_sent = time.monotonic()  # sent, not only queued: now it counts
+        async with asyncio.timeout(send_timeout_s):
+            await send(encode(msg))
 
     @staticmethod
     async def _send_traced(

@@ -63,6 +63,17 @@ class GatewayMetrics:
         )
         for kind in ("snapshot", "delta"):  # listed from the start, at zero
             self.pushes.labels(kind)
+        self.closes = Counter(
+            "gateway_ws_closed",
+            "WebSocket subscriptions ended, by why (routes/live.py)",
+            ["reason"],
+            registry=registry,
+        )
+        Gauge(
+            "gateway_ws_slow_resyncs",
+            "Viewers that read too slowly for their view's deltas and were resynced",
+            registry=registry,
+        ).set_function(_from_feed(feed, lambda f: f.slow_resyncs))
         Gauge(
             "gateway_ws_subscribers", "Live WebSocket subscribers", registry=registry
         ).set_function(_from_feed(feed, lambda f: f.subscriber_count()))
@@ -86,9 +97,13 @@ class GatewayMetrics:
             self._ops = OpsSampler(self.render, workers)
         return self._ops
 
-    def on_push(self, kind: str) -> None:
-        """Count one WebSocket message of type ``kind`` (the feed's push callback)."""
-        self.pushes.labels(kind).inc()
+    def on_push(self, kind: str, count: int = 1) -> None:
+        """Count ``count`` WebSocket messages of type ``kind`` (the feed's push callback)."""
+        self.pushes.labels(kind).inc(count)
+
+    def on_close(self, reason: str) -> None:
+        """Count one WebSocket subscription ended for ``reason``."""
+        self.closes.labels(reason).inc()
 
     def render(self) -> bytes:
         """The registry in the Prometheus text format."""

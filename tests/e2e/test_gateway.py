@@ -22,6 +22,8 @@ import websockets
 from websockets.asyncio.client import ClientConnection
 
 from processors.bootstrap import migrate_database
+from processors.kafka.producer import LeaderboardProducer
+from streams.events import MatchResultSubmitted, ScoreEntry
 from streams.settings import Settings
 from tests.integration.conftest import ARTIFACTS, Pipeline, wait_until
 
@@ -982,6 +984,86 @@ async def test_websocket_top_under_churn_sends_deltas_not_snapshots(gateway: Gat
     fill = [(e["rank"], e["participant_id"], e["score"]) for e in msg["fill"]]
     assert fill and fill[-1][0] == n, fill
     assert fill == [(r, *truth[r - 1]) for r in range(fill[0][0], n + 1)], (fill, truth)
+
+
+async def _read_until(
+    ws: ClientConnection, rows: list[tuple[str, int]], n: int, version: int, within: float
+) -> tuple[list[str], list[int]]:
+    """Apply ``ws``'s messages to ``rows`` until it holds ``version``; the message types and
+    the versions of every change it was sent, in order."""
+    kinds: list[str] = []
+    changes: list[int] = []
+    held = 0
+    while held < version:
+        msg = await next_data(ws, within)
+        kinds.append(msg["type"])
+        if msg["type"] == "snapshot":
+            rows[:] = [(e["participant_id"], e["score"]) for e in msg["entries"]]
+        else:
+            changes += [c["version"] for c in msg["changes"]]
+            apply_top(rows, msg["changes"], n, msg.get("fill"))
+        held = msg["version"]
+    return kinds, changes
+
+
+async def test_websocket_slow_viewer_is_resynced_and_holds_no_one_back(
+    gateway: Gateway,
+) -> None:
+    """A viewer that stops reading leaves its shared view once the gateway's write buffer for
+    it is full: its deltas are dropped and it gets a snapshot when it reads again, while a
+    viewer of the same view gets every change in order (docs/gateway.md "Slow viewers")."""
+    board = gateway.create_board()
+    gateway.submit(board, "seed", 1)
+    n = 200
+    fast, fsnap = await subscribe(gateway.ws, board, mode="top", n=n)
+    # A small receive buffer and a client that stops reading after one queued message: the
+    # kernel buffers fill after a few kilobytes and the rest piles up in the gateway.
+    raw = socket.socket()
+    raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    raw.connect(("127.0.0.1", int(gateway.url.rsplit(":", 1)[1])))
+    slow = await websockets.connect(
+        f"{gateway.ws}/v1/leaderboards/{board}/subscribe", sock=raw, max_queue=1
+    )
+    try:
+        await slow.send(json.dumps({"type": "subscribe", "mode": "top", "n": n}))
+        ssnap = json.loads(await asyncio.wait_for(slow.recv(), 5))
+        assert fsnap["type"] == ssnap["type"] == "snapshot"
+        records = 30
+        # each record puts n new participants above everyone: every change is a top-n
+        # change, ~40 KB of deltas per record for each viewer, ~1.2 MB in all (a viewer's
+        # kernel buffer holds ~128 KiB, the gateway lets 256 KiB more wait unsent)
+        with LeaderboardProducer(gateway.pipeline.settings) as prod:
+            for r in range(records):
+                entries = tuple(
+                    ScoreEntry(f"r{r:02d}-{i:03d}", 10_000 * (r + 1) + i) for i in range(n)
+                )
+                eid = str(uuid.uuid4())
+                now = int(time.time() * 1000)
+                prod.submit(MatchResultSubmitted(eid, eid, board, now, entries))
+                prod.flush()
+                await asyncio.sleep(0.15)  # one delta each, mostly: many frames, not one
+        final = 1 + records * n
+        rows = [(e["participant_id"], e["score"]) for e in fsnap["entries"]]
+        kinds, versions = await _read_until(fast, rows, n, final, 30)
+        assert kinds.count("snapshot") == 0, kinds  # never resynced: not held back
+        assert versions == list(range(fsnap["version"] + 1, final + 1))  # every change
+        assert rows == rankings(gateway, board, n)
+
+        srows = [(e["participant_id"], e["score"]) for e in ssnap["entries"]]
+        skinds, _ = await _read_until(slow, srows, n, final, 30)
+        assert "snapshot" in skinds, skinds  # its deltas were dropped for a snapshot
+        assert srows == rankings(gateway, board, n)
+        with gateway.client() as c:
+            metrics = c.get("/metrics").text
+        slow_resyncs = [
+            float(line.rpartition(" ")[2])
+            for line in metrics.splitlines()
+            if line.startswith("gateway_ws_slow_resyncs ")
+        ]
+        assert slow_resyncs and slow_resyncs[0] >= 1, slow_resyncs
+    finally:
+        await fast.close()
+        await slow.close()
 
 
 async def test_websocket_errors(gateway: Gateway) -> None:

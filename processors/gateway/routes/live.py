@@ -8,6 +8,7 @@ import dataclasses
 import json
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 from fastapi import APIRouter, WebSocket
@@ -17,8 +18,9 @@ from processors.gateway.deps import StateDep
 from processors.gateway.errors import ApiError, validation_message
 from processors.gateway.feed import RankFeed, Subscriber
 from processors.gateway.models import SubscribeIn
+from processors.gateway.rawsocket import SERVER_SEND, RawSocket
 
-__all__ = ["GOING_AWAY", "close_subscribers", "router"]
+__all__ = ["GOING_AWAY", "TOO_SLOW", "close_subscribers", "router"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +29,9 @@ router = APIRouter()
 #: The close code a subscriber gets when the gateway shuts down (RFC 6455 "going away"):
 #: reconnect to another instance and resume with since_version.
 GOING_AWAY = 1001
+#: The close code of a client that stopped reading (a send blocked for 30 s: its buffers
+#: are full) or stopped answering pings: reconnect and resume with since_version.
+TOO_SLOW = 4408
 
 
 def _closing(app: Any) -> asyncio.Event:
@@ -104,42 +109,74 @@ async def _receive(ws: WebSocket, sub: Subscriber, live: _Liveness) -> None:
                 live.answers_pings = True
 
 
+#: a heartbeat tick this late (s) means the gateway's own loop is behind: no verdict then
+_LATE_S = 1.0
+
+
 async def _heartbeat(sub: Subscriber, live: _Liveness, interval_s: float) -> None:
     """Queue a ping every ``interval_s``; end when a client that answered pings stops.
 
     Only a ping that was sent counts: one still queued behind deltas, or dropped with them
     when a slow client's queue overflowed, cannot have been answered (closing a viewer for
-    that would close it for the gateway's own delay).
+    that would close it for the gateway's own delay); nor does a tick that ran late.
     """
     while True:
+        due = time.monotonic() + interval_s
         await asyncio.sleep(interval_s)
+        now = time.monotonic()
+        if now - due > _LATE_S:
+            # the event loop is behind (a starved or overloaded gateway): the pong may be
+            # waiting unread; judge at the next tick, when it runs on time
+            continue
         sent = sub.ping_sent
-        if live.answers_pings and sent is not None and time.monotonic() - sent > 2 * interval_s:
+        if live.answers_pings and sent is not None and now - sent > 2 * interval_s:
             log.info("subscriber %s stopped answering pings", sub.describe())
             return
         with contextlib.suppress(asyncio.QueueFull):
             sub.queue.put_nowait({"type": "ping", "version": sub.version})
 
 
-async def _serve(ws: WebSocket, feed: RankFeed, sub: Subscriber, ping_interval_s: float) -> None:
-    """Push the subscription's messages until the client, the feed or the heartbeat ends it."""
+async def _serve(
+    ws: WebSocket,
+    feed: RankFeed,
+    sub: Subscriber,
+    ping_interval_s: float,
+    on_close: Callable[[str], None],
+) -> None:
+    """Push the subscription's messages until the client, the feed or the heartbeat ends it;
+    log and count why it ended (``gateway_ws_closed_total{reason}``)."""
     live = _Liveness()
 
     closing = _closing(ws.app)
-    tasks = [
-        asyncio.create_task(feed.serve(sub, ws.send_text)),
-        asyncio.create_task(_receive(ws, sub, live)),
-        asyncio.create_task(_heartbeat(sub, live, ping_interval_s)),
-        asyncio.create_task(closing.wait()),
-    ]
+    serving = asyncio.create_task(feed.serve(sub, ws.send_text))
+    receiving = asyncio.create_task(_receive(ws, sub, live))
+    beating = asyncio.create_task(_heartbeat(sub, live, ping_interval_s))
+    tasks = [serving, receiving, beating, asyncio.create_task(closing.wait())]
+    reason, close = "shutdown", (GOING_AWAY, "gateway shutting down: reconnect and resume")
     try:
         done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        for task in done:
-            err = task.exception()
-            if isinstance(err, TimeoutError):
-                log.info("subscriber %s reads nothing: send timed out, closing", sub.describe())
-            elif err is not None and not isinstance(err, WebSocketDisconnect):
-                log.warning("subscriber %s ended: %r", sub.describe(), err)
+        if receiving in done and isinstance(receiving.exception(), WebSocketDisconnect):
+            sent = sub.socket.close_sent() if sub.socket is not None else None
+            # the server's own protocol ping went unanswered: uvicorn closed with 1011
+            reason = "keepalive" if sent is not None and sent[0] == 1011 else "client"
+        elif serving in done and isinstance(serving.exception(), TimeoutError):
+            reason, close = "send_timeout", (TOO_SLOW, "too slow: nothing read for 30 s")
+        elif beating in done and beating.exception() is None:
+            reason, close = "ping_timeout", (TOO_SLOW, "no pong for 30 s")
+        elif not closing.is_set():
+            errors = [t.exception() for t in done if t.exception() is not None]
+            if errors and not isinstance(errors[0], WebSocketDisconnect):
+                reason = "error"
+                close = (1011, "internal error")
+            else:
+                reason = "client" if errors else "feed_stopped"
+        if reason in ("client", "keepalive", "shutdown", "feed_stopped"):
+            log.debug("subscriber %s ended: %s", sub.describe(), reason)
+        elif reason == "error":
+            log.warning("subscriber %s ended: %r", sub.describe(), errors[0])
+        else:
+            log.info("subscriber %s closed with %d: %s", sub.describe(), close[0], close[1])
+        on_close(reason)
     finally:
         for task in tasks:
             task.cancel()
@@ -147,10 +184,7 @@ async def _serve(ws: WebSocket, feed: RankFeed, sub: Subscriber, ping_interval_s
         feed.unsubscribe(sub)
         if ws.application_state is not WebSocketState.DISCONNECTED:
             with contextlib.suppress(Exception):
-                if closing.is_set():
-                    await ws.close(GOING_AWAY, "gateway shutting down: reconnect and resume")
-                else:
-                    await ws.close()
+                await ws.close(*close)
 
 
 @router.websocket("/v1/leaderboards/{board}/subscribe")
@@ -186,6 +220,7 @@ async def subscribe(ws: WebSocket, board: str, state: StateDep) -> None:
         n=req.n,
         participant_id=req.participant_id,
         queue_size=options.subscriber_queue,
+        socket=RawSocket.of(ws.scope.get(SERVER_SEND)),
     )
     feed.subscribe(sub, req.since_version)
-    await _serve(ws, feed, sub, options.ping_interval_s)
+    await _serve(ws, feed, sub, options.ping_interval_s, state.metrics.on_close)
