@@ -703,21 +703,13 @@ class _Fold:
 
     async def load(self, report: ReplayReport) -> None:
         """Bulk-load the folded state into the shadow keys and check it by checksum."""
-        model, marks = self.store.state(self.cfg)
-        if not marks:  # nothing folded
+        found = self.store.folded(self.board)
+        if found is None:
             return
+        model, watermarks = found
         keys = self.shadow.keys(self.board)
         t0 = time.monotonic()
-        # the index needs no order: packed in another process while the standings are sorted
-        index = bulk.IndexJob.start(self.shadow.client, keys, model)
-        try:
-            found = self.store.folded(self.board)
-            assert found is not None
-            model, watermarks = found
-            loaded = await bulk.load(self.shadow.client, keys, model, watermarks, index=index)
-        finally:
-            if index is not None:
-                index.close()
+        loaded = await bulk.load(self.shadow.client, keys, model, watermarks)
         t1 = time.monotonic()
         report.add_time("load", t1 - t0)
         await bulk.verify(self.shadow.client, keys, model, loaded)

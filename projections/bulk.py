@@ -10,15 +10,8 @@ acknowledged. ``verify`` then compares each period's checksum in Redis with the 
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import hashlib
 import json
-import os
-import signal
-import struct
-import sys
-from array import array
 from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
@@ -89,17 +82,6 @@ class Sender:
         if full:
             await self.flush(wait=False)
 
-    async def send_packed(self, key: str, packed: bytes) -> None:
-        """Queue one command packed by ``hiredis.pack_command`` (single node), else unpack it
-        for the cluster pipeline; flush a full round trip."""
-        if not self.raw:
-            await self.send(*_unpack(packed))
-            return
-        self.keys.add(key)
-        self.packed.append(packed)
-        if len(self.packed) >= PIPELINE:
-            await self.flush(wait=False)
-
     async def call(self, *args: Any) -> Any:
         """Send one command now and return its reply as hiredis parsed it (single node)."""
         await self.flush()
@@ -161,128 +143,6 @@ def _model_digest(order: list[tuple[int, str]], sign: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _index_commands(
-    keys: BoardKeys, period: str, members: Mapping[str, tuple[int, str]], chunk: int
-) -> list[tuple[str, bytes]]:
-    """One period's participant index as packed HSET commands: (bucket key, command)."""
-    index = keys.index_fields(period, ((p, r[1]) for p, r in members.items()))
-    pack: Any = hiredis.pack_command
-    return [
-        (key, pack(("HSET", key, *flat[i : i + 2 * chunk])))
-        for key, flat in sorted(index.items())
-        for i in range(0, len(flat), 2 * chunk)
-    ]
-
-
-def _frame(commands: list[tuple[str, bytes]]) -> bytes:
-    """(key, command) pairs as bytes: their count, the lengths of each key and command
-    (unsigned 32-bit, little-endian), then the keys and commands themselves."""
-    lengths = array("I")
-    parts: list[bytes] = []
-    for key, packed in commands:
-        raw = key.encode()
-        lengths.extend((len(raw), len(packed)))
-        parts += (raw, packed)
-    if sys.byteorder != "little":  # pragma: no cover
-        lengths.byteswap()
-    return struct.pack("<I", len(commands)) + lengths.tobytes() + b"".join(parts)
-
-
-def _unframe(data: bytes) -> list[tuple[str, bytes]]:
-    """The (key, command) pairs of ``_frame``."""
-    (n,) = struct.unpack_from("<I", data)
-    lengths = array("I")
-    lengths.frombytes(data[4 : 4 + 8 * n])
-    if sys.byteorder != "little":  # pragma: no cover
-        lengths.byteswap()
-    out = []
-    at = 4 + 8 * n
-    for i in range(n):
-        k, c = lengths[2 * i], lengths[2 * i + 1]
-        out.append((data[at : at + k].decode(), data[at + k : at + k + c]))
-        at += k + c
-    if at != len(data):
-        raise LeaderboardError(
-            f"the participant index arrived malformed ({len(data)} bytes, {at} expected): "
-            "rerun the rebuild with --lua"
-        )
-    return out
-
-
-def _unpack(packed: bytes) -> list[bytes]:
-    """The arguments of one command packed by ``hiredis.pack_command``."""
-    reader = hiredis.Reader()
-    reader.feed(packed)
-    args: list[bytes] = reader.gets()
-    return args
-
-
-class IndexJob:
-    """The participant index's HSET commands of a folded model, packed in a forked process.
-
-    The index costs the load a SHA-1 per participant (its bucket) and the packing of its
-    commands, about as much CPU as sorting the standings and packing their ZADDs: started
-    before the sort, it runs on the other core meanwhile and hands back the packed commands
-    through a pipe (``load`` sends them on its own connection). The child reads only the
-    fold's member tables (its copy-on-write view) and exits without touching anything else.
-    """
-
-    def __init__(self, keys: BoardKeys, model: ModelBoard, chunk: int = CHUNK) -> None:
-        """Fork the process that packs ``model``'s index (every period with standings)."""
-        tables = [(p, t.members) for p, t in sorted(model.periods.items()) if t]
-        read, write = os.pipe()
-        pid = os.fork()
-        if pid == 0:  # pragma: no cover - the child: pack, write, leave at once
-            code = 1
-            try:
-                os.close(read)
-                out = [c for p, m in tables for c in _index_commands(keys, p, m, chunk)]
-                data = memoryview(_frame(out))
-                while data:
-                    data = data[os.write(write, data) :]
-                code = 0
-            finally:
-                os._exit(code)
-        os.close(write)
-        self.pid: int | None = pid
-        self.fd: int | None = read
-
-    @staticmethod
-    def start(client: RedisClient, keys: BoardKeys, model: ModelBoard) -> IndexJob | None:
-        """An index job for a load into ``client``, or None where the load packs the index
-        itself (no ``os.fork`` on this platform)."""
-        if not hasattr(os, "fork"):
-            return None
-        return IndexJob(keys, model)
-
-    def commands(self) -> list[tuple[str, bytes]]:
-        """Wait for the packed (key, command) list (blocking: run it in a thread)."""
-        assert self.fd is not None and self.pid is not None
-        parts = []
-        while chunk := os.read(self.fd, 1 << 20):
-            parts.append(chunk)
-        _, status = os.waitpid(self.pid, 0)
-        self.pid = None
-        code = os.waitstatus_to_exitcode(status)
-        if code != 0:
-            raise LeaderboardError(
-                f"the process packing the participant index failed (exit code {code}): "
-                "rerun the rebuild with --lua"
-            )
-        return _unframe(b"".join(parts))
-
-    def close(self) -> None:
-        """Release the pipe; stop and reap the child if it is still there (after an error)."""
-        if self.fd is not None:
-            os.close(self.fd)
-            self.fd = None
-        if self.pid is not None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-            self.pid = None
-
-
 async def load(
     client: RedisClient,
     keys: BoardKeys,
@@ -290,13 +150,11 @@ async def load(
     watermarks: Mapping[int, int],
     *,
     chunk: int = CHUNK,
-    index: IndexJob | None = None,
 ) -> Loaded:
     """Write ``model``'s final state under ``keys`` (which must not exist yet).
 
-    The model must be settled (``ModelBoard.settle``). ``index``, started on the same model,
-    packs the participant index's commands in another process (else they are packed here).
-    Returns every period's loaded rows, for ``verify``.
+    The model must be settled (``ModelBoard.settle``). Returns every period's loaded rows,
+    for ``verify``.
     """
     sign = -1 if model.config.sort_order is SortOrder.DESC else 1
     if not watermarks:
@@ -313,9 +171,10 @@ async def load(
                 await out.send(
                     "ZADD", keys.zset(period), *chain.from_iterable(order[i : i + chunk])
                 )
-            if index is None:
-                for key, packed in _index_commands(keys, period, table.members, chunk):
-                    await out.send_packed(key, packed)
+            index = keys.index_fields(period, ((p, r[1]) for p, r in table.members.items()))
+            for key, flat in sorted(index.items()):
+                for i in range(0, len(flat), 2 * chunk):
+                    await out.send("HSET", key, *flat[i : i + 2 * chunk])
             members += len(table)
             orders[period] = order
         ids = [(at, event_key(eid)) for eid, at in model.seen_events.items()]
@@ -334,14 +193,9 @@ async def load(
                 await out.send("HSET", key, *chain.from_iterable(fields[i : i + chunk]))
         state = state_fields(model, watermarks)
         await out.send("HSET", keys.state, *chain.from_iterable(state.items()))
-        if index is not None:  # packed meanwhile by the forked process
-            for key, packed in await asyncio.to_thread(index.commands):
-                await out.send_packed(key, packed)
         await out.flush()
     finally:
         await out.close()
-        if index is not None:
-            index.close()
     return Loaded(len(out.keys), members, orders, sign)
 
 
@@ -410,7 +264,6 @@ async def _first_difference(
 __all__ = [
     "CHUNK",
     "PIPELINE",
-    "IndexJob",
     "Loaded",
     "Sender",
     "load",
