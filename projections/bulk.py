@@ -5,7 +5,7 @@ A rebuild that publishes nothing per entry folds the log in the reference model
 period's sorted set and participant→member hash, the state hash (version, board time, dedup
 horizon, watermark per partition), the remembered event ids, the open and ended periods and the
 participants' metadata, exactly as ``apply.lua`` leaves them after its results were
-acknowledged. ``verify`` then compares each period's checksum in Redis with the model's.
+acknowledged. ``verify`` then compares each period's sorted set in Redis with the model's rows.
 """
 
 from __future__ import annotations
