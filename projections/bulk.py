@@ -210,9 +210,9 @@ async def verify(
     formatting and hashing every row on both sides.
     """
     for period, order in loaded.orders.items():
-        differs = await _first_difference(client, keys.zset(period), order, chunk)
-        if differs is not None:
-            rank, count = differs
+        rank = await _first_difference(client, keys.zset(period), order, chunk)
+        if rank is not None:
+            count = await client.zcard(keys.zset(period))
             raise LeaderboardError(
                 f"bulk load of {keys.board} period {period} differs from the folded log "
                 f"(Redis {count} rows, fold {len(order)} rows, first difference at rank "
@@ -222,8 +222,8 @@ async def verify(
 
 async def _first_difference(
     client: RedisClient, key: str, order: list[tuple[int, str]], chunk: int
-) -> tuple[int, int] | None:
-    """(first differing rank, rows read) of sorted set ``key`` against ``order``, or None."""
+) -> int | None:
+    """The first rank at which sorted set ``key`` differs from ``order``, or None."""
     raw = isinstance(client, aioredis.Redis)
     out = Sender(client) if raw else None
     first, second = itemgetter(0), itemgetter(1)
@@ -249,7 +249,7 @@ async def _first_difference(
             ):
                 for i, (m, s) in enumerate(zip(members, scores, strict=True)):
                     if i >= len(want) or m != want[i][1].encode() or s != want[i][0]:
-                        return read + i + 1, read + len(members)
+                        return read + i + 1
             read += len(members)
             if len(members) < chunk:
                 break
@@ -257,7 +257,7 @@ async def _first_difference(
         if out is not None:
             await out.close()
     if read != len(order):
-        return min(read, len(order)) + 1, read
+        return min(read, len(order)) + 1
     return None
 
 
