@@ -356,7 +356,7 @@ async def replay_board(
 
     ``fast`` folds the records whose per-entry results nobody needs (all of them, or for a
     swap those the live group has committed) in the reference model and bulk-loads the final
-    state, checked by checksum; the rest (a swap's catch-up tail) goes through the live apply
+    state, checked against the fold; the rest (a swap's catch-up tail) goes through the live apply
     script, whose results the live worker publishes. ``fast=False`` applies every record
     with the apply script, and so does a board the fold cannot load (sharded, retained
     entries or limits, or a moderation met in its log: the fast attempt is then dropped).
@@ -599,7 +599,7 @@ def _foldable(cfg: LeaderboardConfigured) -> bool:
 
 class _Fold:
     """The fast path of one board: the projector's checks over a folding model, then a bulk
-    load of the final state into the shadow keys, checked by checksum."""
+    load of the final state into the shadow keys, checked against the fold (rows read back)."""
 
     def __init__(self, settings: Settings, cfg: LeaderboardConfigured, shadow: RankingStore):
         self.board = cfg.leaderboard_id
@@ -702,7 +702,7 @@ class _Fold:
             watermarks[part] = rec.offset
 
     async def load(self, report: ReplayReport) -> None:
-        """Bulk-load the folded state into the shadow keys and check it by checksum."""
+        """Bulk-load the folded state into the shadow keys and check it against the fold."""
         found = self.store.folded(self.board)
         if found is None:
             return

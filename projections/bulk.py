@@ -5,16 +5,17 @@ A rebuild that publishes nothing per entry folds the log in the reference model
 period's sorted set and participant→member hash, the state hash (version, board time, dedup
 horizon, watermark per partition), the remembered event ids, the open and ended periods and the
 participants' metadata, exactly as ``apply.lua`` leaves them after its results were
-acknowledged. ``verify`` then compares each period's checksum in Redis with the model's.
+acknowledged. ``verify`` then compares each period's sorted set in Redis with the model's rows.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from itertools import chain
+from operator import itemgetter
 from typing import Any
 
 import hiredis
@@ -35,11 +36,20 @@ PIPELINE = 8
 
 @dataclass(frozen=True, slots=True)
 class Loaded:
-    """What a bulk load wrote: keys, sorted-set members, and the per-period checksums."""
+    """What a bulk load wrote: keys, sorted-set members, and each period's rows."""
 
     keys: int
     members: int
-    checksums: dict[str, tuple[str, int]]
+    #: period -> the (sorted-set score, member) rows loaded into its sorted set, in order
+    orders: dict[str, list[tuple[int, str]]]
+    #: -1 if the stored scores are the negated standings scores (a descending board), else 1
+    sign: int = 1
+
+    @property
+    def checksums(self) -> dict[str, tuple[str, int]]:
+        """``rules.standings_checksum`` and participant count of every loaded period, from the
+        model's rows (computed when asked: ``verify`` compares the rows themselves)."""
+        return {p: (_model_digest(o, self.sign), len(o)) for p, o in self.orders.items()}
 
 
 class Sender:
@@ -125,14 +135,9 @@ def state_fields(model: ModelBoard, watermarks: Mapping[int, int]) -> dict[str, 
     return fields
 
 
-def digest(rows: Iterable[tuple[int, str, int]]) -> str:
-    """``rules.standings_checksum``, computed on one joined buffer (several times faster)."""
-    text = "".join([f"{rank}\t{pid}\t{score}\n" for rank, pid, score in rows])
-    return hashlib.sha256(text.encode()).hexdigest()
-
-
 def _model_digest(order: list[tuple[int, str]], sign: int) -> str:
-    """``digest`` of a settled period's (sorted-set score, member) rows."""
+    """``rules.standings_checksum`` of a settled period's (sorted-set score, member) rows,
+    computed on one joined buffer (several times faster)."""
     w = rules.TIEBREAK_WIDTH
     text = "".join([f"{i}\t{m[w:]}\t{sign * k}\n" for i, (k, m) in enumerate(order, start=1)])
     return hashlib.sha256(text.encode()).hexdigest()
@@ -148,15 +153,15 @@ async def load(
 ) -> Loaded:
     """Write ``model``'s final state under ``keys`` (which must not exist yet).
 
-    The model must be settled (``ModelBoard.settle``). Returns the checksum and participant
-    count of every period, read from the model, for ``verify``.
+    The model must be settled (``ModelBoard.settle``). Returns every period's loaded rows,
+    for ``verify``.
     """
+    sign = -1 if model.config.sort_order is SortOrder.DESC else 1
     if not watermarks:
-        return Loaded(0, 0, {})
+        return Loaded(0, 0, {}, sign)
     out = Sender(client)
+    orders: dict[str, list[tuple[int, str]]] = {}
     try:
-        sign = -1 if model.config.sort_order is SortOrder.DESC else 1
-        checksums: dict[str, tuple[str, int]] = {}
         members = 0
         for period, table in sorted(model.periods.items()):
             if not table:
@@ -171,7 +176,7 @@ async def load(
                 for i in range(0, len(flat), 2 * chunk):
                     await out.send("HSET", key, *flat[i : i + 2 * chunk])
             members += len(table)
-            checksums[period] = (_model_digest(order, sign), len(table))
+            orders[period] = order
         ids = [(at, event_key(eid)) for eid, at in model.seen_events.items()]
         for i in range(0, len(ids), chunk):
             await out.send("ZADD", keys.events, *chain.from_iterable(ids[i : i + chunk]))
@@ -191,72 +196,69 @@ async def load(
         await out.flush()
     finally:
         await out.close()
-    return Loaded(len(out.keys), members, checksums)
+    return Loaded(len(out.keys), members, orders, sign)
 
 
-async def checksum(
-    client: RedisClient, keys: BoardKeys, period: str, model: ModelBoard, *, chunk: int = 100_000
-) -> tuple[str, int]:
-    """SHA-256 and count of one period's standings as Redis holds them (read in chunks).
+async def verify(
+    client: RedisClient, keys: BoardKeys, model: ModelBoard, loaded: Loaded, *, chunk: int = 100_000
+) -> None:
+    """Compare every loaded period's sorted set in Redis with the model's rows; raise on a
+    difference.
 
-    On a single node the reply is read raw (hiredis: bytes, no float per score) and hashed
-    as bytes: the same lines as ``rules.standings_checksum``, several times faster.
+    Members and scores are compared as lists, chunk by chunk (ZRANGE WITHSCORES, read raw by
+    hiredis on a single node): the same check as comparing the periods' checksums, without
+    formatting and hashing every row on both sides.
     """
-    sign = -1 if model.config.sort_order is SortOrder.DESC else 1
-    w = rules.TIEBREAK_WIDTH
-    key = keys.zset(period)
-    lines: list[bytes] = []
-    if isinstance(client, aioredis.Redis):
-        out = Sender(client)
-        try:
-            while True:
-                flat = await out.call(
-                    "ZRANGE", key, len(lines), len(lines) + chunk - 1, "WITHSCORES"
-                )
-                # RESP3 pairs each member with its score, RESP2 alternates them
-                pairs = flat if flat and isinstance(flat[0], list) else list(_pairs(flat))
-                lines += [
-                    b"%d\t%s\t%d\n" % (rank, member[w:], sign * int(score))
-                    for rank, (member, score) in enumerate(pairs, start=len(lines) + 1)
-                ]
-                if len(pairs) < chunk:
-                    break
-        finally:
-            await out.close()
-        return hashlib.sha256(b"".join(lines)).hexdigest(), len(lines)
-    fetched: list[tuple[Any, float]] = []
-    while True:
-        page: list[Any] = await client.zrange(
-            key, len(fetched), len(fetched) + chunk - 1, withscores=True
-        )
-        fetched += page
-        if len(page) < chunk:
-            break
-    rows = (
-        (rank, rules.participant_of(_text(member)), sign * int(score))
-        for rank, (member, score) in enumerate(fetched, start=1)
-    )
-    return digest(rows), len(fetched)
-
-
-async def verify(client: RedisClient, keys: BoardKeys, model: ModelBoard, loaded: Loaded) -> None:
-    """Compare every loaded period's checksum in Redis with the model's; raise on a difference."""
-    for period, want in loaded.checksums.items():
-        got = await checksum(client, keys, period, model)
-        if got != want:
+    for period, order in loaded.orders.items():
+        rank = await _first_difference(client, keys.zset(period), order, chunk)
+        if rank is not None:
+            count = await client.zcard(keys.zset(period))
             raise LeaderboardError(
                 f"bulk load of {keys.board} period {period} differs from the folded log "
-                f"(Redis {got[1]} rows {got[0][:16]}, fold {want[1]} rows {want[0][:16]}): "
-                "rerun the rebuild with --lua"
+                f"(Redis {count} rows, fold {len(order)} rows, first difference at rank "
+                f"{rank}): rerun the rebuild with --lua"
             )
 
 
-def _pairs(flat: list[Any]) -> Iterable[tuple[Any, Any]]:
-    return zip(flat[::2], flat[1::2], strict=True)
-
-
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+async def _first_difference(
+    client: RedisClient, key: str, order: list[tuple[int, str]], chunk: int
+) -> int | None:
+    """The first rank at which sorted set ``key`` differs from ``order``, or None."""
+    raw = isinstance(client, aioredis.Redis)
+    out = Sender(client) if raw else None
+    first, second = itemgetter(0), itemgetter(1)
+    read = 0
+    try:
+        while True:
+            page: Any
+            if out is not None:
+                page = await out.call("ZRANGE", key, read, read + chunk - 1, "WITHSCORES")
+            else:
+                page = await client.zrange(key, read, read + chunk - 1, withscores=True)
+            if not page or not isinstance(page[0], bytes):  # (member, score) pairs
+                members, scores = list(map(first, page)), list(map(second, page))
+            else:  # RESP2 alternates them (scores as text)
+                members, scores = page[::2], list(map(float, page[1::2]))
+            want = order[read : read + len(members)]
+            # one join per side (members hold no newline: ids are printable); float == int
+            # is exact, and stored scores are exact integers (|x| <= 2^53)
+            if (
+                len(want) != len(members)
+                or b"\n".join(members) != "\n".join(map(second, want)).encode()
+                or scores != list(map(first, want))
+            ):
+                for i, (m, s) in enumerate(zip(members, scores, strict=True)):
+                    if i >= len(want) or m != want[i][1].encode() or s != want[i][0]:
+                        return read + i + 1
+            read += len(members)
+            if len(members) < chunk:
+                break
+    finally:
+        if out is not None:
+            await out.close()
+    if read != len(order):
+        return min(read, len(order)) + 1
+    return None
 
 
 __all__ = [
@@ -264,8 +266,6 @@ __all__ = [
     "PIPELINE",
     "Loaded",
     "Sender",
-    "checksum",
-    "digest",
     "load",
     "state_fields",
     "verify",

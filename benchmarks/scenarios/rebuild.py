@@ -101,7 +101,7 @@ async def _rebuild_scenario(
                     rates,
                     f"{n} boards x {size:,} entries ({size // k:,} records each) on "
                     f"{ns.settings.partitions} partitions, Redis emptied of them before; fold "
-                    "+ bulk load + checksum + swap, worker processes included",
+                    "+ bulk load + check + swap, worker processes included",
                     Target(150_000, True, "\u2265 150,000 entries/s") if parallel > 1 else None,
                     key=key,
                 )

@@ -151,11 +151,17 @@ async def test_bulk_load_leaves_the_keys_of_the_apply_script(
         assert len(loaded.checksums) >= 1
         for period, (digest, count) in loaded.checksums.items():
             assert await lua.checksum("board", period, cfg.sort_order) == (digest, count)
-        # the check catches a load that went wrong
-        await client.zadd(
-            keys.zset(sorted(loaded.checksums)[0]), {rules.member(BASE, 0, 0, "ghost"): 0}
-        )
+        # the check catches a load that went wrong: a score moved, a member too many
+        first = keys.zset(sorted(loaded.checksums)[0])
+        member, score = (await client.zrange(first, -1, -1, withscores=True))[0]
+        await client.zadd(first, {member: score + 1})
         with pytest.raises(LeaderboardError, match="differs from the folded log"):
+            await bulk.verify(client, keys, model, loaded)
+        await client.zadd(first, {member: score})
+        await bulk.verify(client, keys, model, loaded)
+        await client.zadd(first, {rules.member(BASE, 0, 0, "ghost"): 0})
+        n = len(loaded.orders[sorted(loaded.checksums)[0]])
+        with pytest.raises(LeaderboardError, match=f"Redis {n + 1} rows, fold {n} rows"):
             await bulk.verify(client, keys, model, loaded)
     finally:
         await scrub(client, f"{lua_prefix}*")
