@@ -32,26 +32,49 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
 log = logging.getLogger(__name__)
 
-#: The youngest a batch's oldest record may be when the batch is taken (unless it is full).
-LINGER_S = 0.005
+#: The projector's linger: none. An idle projector applies a lone record at once (after one
+#: turn of the event loop, in which the fetcher hands over the rest of the fetch it is
+#: delivering); under load a batch is what arrived while the previous one was handled.
+LINGER_S = 0.0
 
 
 class LeanConsumer(AIOKafkaConsumer):
     """Faust's aiokafka consumer whose drain loop awaits a delivery directly when it cannot
     block (see the module's docstring)."""
 
+    #: Faust's producer buffer's queue (a deque) and limit, looked up once: ``buffer.size``
+    #: reads two settings through Faust's settings registry, per record.
+    _buffer: tuple[Any, int] | None = None
+
     def _can_deliver_now(self, message: Any) -> bool:
         """True if the conductor's delivery of ``message`` completes without waiting."""
         app = self.app
         if not app.flow_control.is_active():
             return False
-        buffer = app.producer.buffer
-        if buffer.size > buffer.max_messages:
+        found = self._buffer
+        if found is None:
+            buffer: Any = app.producer.buffer
+            queue: Any = buffer.queue if app.conf.producer_threaded else buffer.pending
+            if queue is None:  # a threaded buffer not started yet: ask it each time
+                return self._can_deliver_slowly(message)
+            found = self._buffer = (queue._queue, buffer.max_messages)
+        if len(found[0]) > found[1]:
             return False
         channels = cast(Any, app.topics)._tp_index.get(message.tp)
         if not channels:
             return False
-        return not any(chan.queue.full() for chan in channels)
+        for chan in channels:
+            if chan.queue.full():
+                return False
+        return True
+
+    def _can_deliver_slowly(self, message: Any) -> bool:
+        """``_can_deliver_now`` through the buffer's public size (before its queue exists)."""
+        buffer = self.app.producer.buffer
+        if buffer.size > buffer.max_messages:
+            return False
+        channels = cast(Any, self.app.topics)._tp_index.get(message.tp)
+        return bool(channels) and not any(chan.queue.full() for chan in channels)
 
     async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - the loop
         # Faust 0.15.3's Consumer._drain_messages, with the delivery awaited directly when it
@@ -126,11 +149,12 @@ async def take_batches(
 
     A batch is taken once its oldest event is ``linger`` old, or at once when it is full
     (``max_``) or when the previous batch took that long to handle (its events waited in the
-    queue meanwhile): idle, a lone record waits ``linger`` at most; under load a batch is what
-    arrived while the previous one was handled. ``within`` bounds how long an idle loop waits
-    before it checks for shutdown. Events read while flow control is suspended (a rebalance)
-    or fetched in an older consumer generation are skipped, as Faust's stream skips them.
-    The batches end when the agent stops.
+    queue meanwhile): idle, a lone record waits ``linger`` at most (with ``linger`` 0, one turn
+    of the event loop, so the rest of a fetch being handed over joins it); under load a batch
+    is what arrived while the previous one was handled. ``within`` bounds how long an idle
+    loop waits before it checks for shutdown. Events read while flow control is suspended (a
+    rebalance) or fetched in an older consumer generation are skipped, as Faust's stream
+    skips them. The batches end when the agent stops.
     """
     app = stream.app
     queue = stream.channel.queue
@@ -179,6 +203,9 @@ async def take_batches(
                 got, getter = getter, None
                 if not got.cancelled():
                     admit(got.result())
+                    if linger <= 0:
+                        # one turn of the loop: the fetcher hands over the rest of its fetch
+                        await asyncio.sleep(0)
                 continue
             young = first_at + linger - loop.time()
             if young > 0 and len(batch) < max_:
