@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -233,17 +233,24 @@ async def consume_batches(
     poison: Poison,
     done: Callable[[T], None] | None = None,
     adaptive: bool = False,
+    ahead: Callable[[Sequence[RawRecord]], Awaitable[T]] | None = None,
 ) -> None:
     """Feed ``stream`` to ``handle`` in batches; acknowledge each batch once it succeeded.
 
     On shutdown a batch in progress finishes; one that still fails with an outage is left
     unacknowledged (its offsets are not committed, so it is redelivered) and the worker exits.
     Batches come from ``lean.take_batches`` (the channel's queue read in bulk): ``adaptive``
-    takes one once its oldest record is ``LINGER_S`` old (a lone score is applied at once,
+    takes one as soon as records wait (``LINGER_S``: a lone score is applied at once,
     batches grow with the load), otherwise once it is ``within`` old or full.
+
+    ``ahead`` (the same work as ``handle``, but whose result may leave its last step in
+    ``finish``) overlaps batches: see ``_consume_overlapped``.
     """
     _stopping.set(lambda: bool(stream.app.should_stop))
     take = take_batches(stream, size, within, LINGER_S if adaptive else within)
+    if ahead is not None:
+        await _consume_overlapped(take, stream, handle, ahead, what=what, poison=poison, done=done)
+        return
     async for events in take:
         try:
             await run_isolating(raw_records(events), handle, what=what, poison=poison, done=done)
@@ -253,3 +260,100 @@ async def consume_batches(
             stream.app.consumer._unacked_messages.difference_update(e.message for e in events)
             return
         ack(events)
+
+
+@dataclass(slots=True)
+class _Finishing:
+    """A batch whose ``finish`` runs in ``task`` (True: it succeeded; False: it failed and
+    the batch was handled again whole); acknowledged by ``task`` either way."""
+
+    events: list[Any]
+    task: asyncio.Future[bool]
+
+
+async def _consume_overlapped(
+    take: AsyncIterator[list[Any]],
+    stream: Any,
+    handle: Callable[[Sequence[RawRecord]], Awaitable[T]],
+    ahead: Callable[[Sequence[RawRecord]], Awaitable[T]],
+    *,
+    what: str,
+    poison: Poison,
+    done: Callable[[T], None] | None,
+) -> None:
+    """``consume_batches`` with batch N's last step (publish, Kafka's ack, outbox clear) run
+    while batch N+1 is decoded and applied.
+
+    The order of effects stays that of one batch after the other: N+1 is applied only once
+    N's apply returned (``ahead`` returns after the apply), N+1's outcome is published only
+    after N's was acknowledged by Kafka (its ``finish`` starts after N's ended), and events
+    are acknowledged (offsets committed) in order, each batch right after its ``finish``.
+    Whatever fails leaves the overlap: a batch whose ``finish`` raised is handled again whole
+    by ``handle`` (with the retries and the poison isolation of ``run_isolating``), and so is
+    the batch applied meanwhile, or one whose ``ahead`` raised (the apply is idempotent, and
+    a record's results wait in the outbox until published, so a second handling publishes
+    them).
+    """
+    unacked = stream.app.consumer._unacked_messages
+    pending: _Finishing | None = None
+    held: list[Any] = []  # the events taken and not acknowledged (pending's included)
+
+    async def finishing(
+        events: list[Any],
+        records: list[RawRecord],
+        result: T,
+        finish: Callable[[], Awaitable[None]],
+    ) -> bool:
+        try:
+            await finish()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.warning("%s: publishing failed (%s); handling the batch again", what, describe(exc))
+            await run_isolating(records, handle, what=what, poison=poison, done=done)
+            ack(events)
+            return False
+        ack(events)
+        if done is not None:
+            done(result)
+        return True
+
+    try:
+        async for events in take:
+            held = events if pending is None else pending.events + events
+            records = raw_records(events)
+            result: T | None = None
+            try:
+                result = await ahead(records)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # handled again below, in order, with retries
+                log.debug("%s: overlapped handling failed: %s", what, describe(exc))
+            if pending is not None:
+                item, pending = pending, None
+                if not await item.task:
+                    result = None  # applied before its predecessor was published: again
+            finish = getattr(result, "finish", None) if result is not None else None
+            if result is not None and finish is not None:
+                task = asyncio.ensure_future(finishing(events, records, result, finish))
+                pending = _Finishing(events, task)
+                continue
+            if result is None:
+                await run_isolating(records, handle, what=what, poison=poison, done=done)
+            elif done is not None:
+                done(result)
+            ack(events)
+            held = []
+        if pending is not None:
+            held = pending.events
+            item, pending = pending, None
+            await item.task
+            held = []
+    except Stopping as exc:
+        log.warning("%s; %d record(s) left for redelivery", exc, len(held))
+        # the stopping consumer waits for in-flight records: it need not wait for these
+        unacked.difference_update(e.message for e in held)
+    finally:
+        if pending is not None:  # interrupted: its records stay unacknowledged (redelivered)
+            pending.task.cancel()
+            await asyncio.gather(pending.task, return_exceptions=True)

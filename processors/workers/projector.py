@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 from opentelemetry.trace import SpanKind
@@ -58,6 +59,9 @@ class BatchStats:
     rank_changed_records: int = 0
     notifications: int = 0
     periods_ended: list[tuple[str, str]] = field(default_factory=list)
+    #: With ``process(defer=True)``: what is left to do (publish the applied outcome, wait
+    #: for Kafka's ack, clear the outbox); None when the batch was handled whole.
+    finish: Callable[[], Awaitable[None]] | None = None
 
 
 class Projector:
@@ -143,8 +147,15 @@ class Projector:
         if self.producer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 30.0)
 
-    async def process(self, batch: Sequence[RawRecord]) -> BatchStats:
-        """Decode, validate, apply and publish one batch; returns its counters."""
+    async def process(self, batch: Sequence[RawRecord], *, defer: bool = False) -> BatchStats:
+        """Decode, validate, apply and publish one batch; returns its counters.
+
+        ``defer`` returns once the batch is applied, with the publish of its outcome, the
+        wait for Kafka's ack and the outbox clear left in ``stats.finish``: the
+        worker applies the next batch meanwhile (see ``batching.consume_batches``). Until
+        ``finish`` returned, the batch's records count as unpublished (their results wait in
+        the outbox, so handling the batch again publishes them).
+        """
         stats = BatchStats(records=len(batch))
         decoded: list[tuple[RawRecord, ScoreRecord]] = []
         for raw in batch:
@@ -165,7 +176,7 @@ class Projector:
                 continue
             decoded.append((raw, event))
 
-        return await self.apply_decoded(decoded, stats)
+        return await self.apply_decoded(decoded, stats, defer=defer)
 
     def decode_score(self, value: bytes) -> ScoreRecord:
         """Decode one record of the scores topic: a match, coalesced submissions or a
@@ -195,7 +206,7 @@ class Projector:
         if raw.key != board.encode():
             got = raw.key.decode(errors="replace") if raw.key is not None else None
             return f"record key {got!r} is not its leaderboard id {board!r}"
-        want = partition_for(board, self.settings.partitions)
+        want = self._partition(board)
         if raw.partition != want:
             return (
                 f"record of {board!r} is on partition {raw.partition}, but its key hashes to "
@@ -210,6 +221,7 @@ class Projector:
         stats: BatchStats | None = None,
         *,
         ack_from: dict[int, int] | None = None,
+        defer: bool = False,
     ) -> BatchStats:
         """Validate and apply decoded records, publish the outcome, then clear the outbox.
 
@@ -220,6 +232,7 @@ class Projector:
         A coalesced ``ScoresSubmitted`` record is unpacked here into one record per
         submission at position (offset, index), each checked, applied, refused and
         dead-lettered on its own: the same path for the live worker and replay.
+        ``defer`` applies every chunk and leaves their publish to ``stats.finish``.
         """
         if stats is None:
             stats = BatchStats(records=len(decoded))
@@ -290,6 +303,14 @@ class Projector:
 
         work = [(configs[board], recs) for (board, _), recs in groups.items()]
         chunks = apply_chunks(work, APPLY_CHUNK_ENTRIES)
+        if defer:
+            # every chunk applied now, in order; published later, in order, by ``finish``:
+            # nothing of this batch reaches Kafka before the caller starts ``finish``
+            done = [await self._writer(chunk).apply(chunk) for chunk in chunks]
+            stats.finish = functools.partial(
+                self._publish_chunks, chunks, done, raws, subs, stats, ack_from
+            )
+            return stats
         applied = await self._writer(chunks[0]).apply(chunks[0])
         for i, chunk in enumerate(chunks):
             outcomes = applied
@@ -309,6 +330,20 @@ class Projector:
             if ahead is not None:
                 applied = await ahead
         return stats
+
+    async def _publish_chunks(
+        self,
+        chunks: Sequence[Work],
+        applied: Sequence[list[BoardOutcome]],
+        raws: dict[tuple[int, int], RawRecord],
+        subs: dict[tuple[int, int, int], MatchResultSubmitted],
+        stats: BatchStats,
+        ack_from: dict[int, int] | None,
+    ) -> None:
+        """Publish applied chunks in order, each acknowledged by Kafka before its outbox is
+        cleared (a deferred batch's ``finish``)."""
+        for chunk, outcomes in zip(chunks, applied, strict=True):
+            await self._publish_and_clear(chunk, outcomes, raws, subs, stats, ack_from)
 
     async def _publish_and_clear(
         self,

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import faust
@@ -93,38 +94,62 @@ def create_app(settings: Settings) -> faust.App:
         guard: EpochGuard = state["guard"]
         follower: FailoverFollower | None = state.get("follower")
 
-        async def handle(batch: Sequence[RawRecord]) -> BatchStats:
+        async def handle(batch: Sequence[RawRecord], defer: bool = False) -> BatchStats:
             while True:
                 try:
                     await guard.ensure()
                     if follower is not None:
                         await follower.before(batch)
-                    stats = await proj.process(batch)
+                    stats = await proj.process(batch, defer=defer)
                     if follower is not None:
                         await follower.after(batch)
                 except ProjectionLost:
+                    if defer:
+                        raise  # handled again whole by ``handle``
                     continue  # Redis lost its data under us: wait for the rebuild, then retry
                 except RedisError:
                     if follower is not None:
                         follower.lost()  # maybe a failover: check what the new primary holds
                     raise
-                metrics.ENTRIES.labels("projector").inc(stats.entries_applied)
+                if stats.finish is not None:
+                    stats.finish = watched(stats.finish)
                 return stats
+
+        def watched(finish: Callable[[], Awaitable[None]]) -> Callable[[], Awaitable[None]]:
+            """``finish`` telling the failover follower of a failed Redis call."""
+
+            async def run() -> None:
+                try:
+                    await finish()
+                except RedisError:
+                    if follower is not None:
+                        follower.lost()
+                    raise
+
+            return run
+
+        def done(stats: BatchStats) -> None:
+            metrics.ENTRIES.labels("projector").inc(stats.entries_applied)
+            meter.add(stats)
+
+        def measured(
+            step: Callable[[Sequence[RawRecord]], Awaitable[BatchStats]],
+        ) -> Callable[[Sequence[RawRecord]], Awaitable[BatchStats]]:
+            topic = scores.get_topic_name()
+            traced = telemetry.traced_batches("projector batch", topic, step)
+            return metrics.observed("projector", topic, traced, lag)
 
         await consume_batches(
             stream,
             settings.batch_size,
             settings.batch_within,
-            metrics.observed(
-                "projector",
-                scores.get_topic_name(),
-                telemetry.traced_batches("projector batch", scores.get_topic_name(), handle),
-                lag,
-            ),
+            measured(handle),
             what="projecting a batch",
             poison=proj.dead_letter,
-            done=meter.add,
+            done=done,
             adaptive=True,  # the hot path: a lone score is applied at once (?wait=true)
+            # the next batch is applied while this one's outcome is published and acked
+            ahead=measured(functools.partial(handle, defer=True)),
         )
 
     if settings.clock_mark_s > 0:
