@@ -240,14 +240,18 @@ async def consume_batches(
     On shutdown a batch in progress finishes; one that still fails with an outage is left
     unacknowledged (its offsets are not committed, so it is redelivered) and the worker exits.
     Batches come from ``lean.take_batches`` (the channel's queue read in bulk): ``adaptive``
-    takes one as soon as records wait (``LINGER_S``: a lone score is applied at once,
-    batches grow with the load), otherwise once it is ``within`` old or full.
+    takes one once its oldest record is ``LINGER_S`` old, or at once after a quiet spell
+    (an idle worker applies a lone score at once; batches grow with the load), otherwise once
+    it is ``within`` old or full.
 
     ``ahead`` (the same work as ``handle``, but whose result may leave its last step in
     ``finish``) overlaps batches: see ``_consume_overlapped``.
     """
     _stopping.set(lambda: bool(stream.app.should_stop))
-    take = take_batches(stream, size, within, LINGER_S if adaptive else within)
+    if adaptive:
+        take = take_batches(stream, size, within, LINGER_S, quiet=LINGER_S)
+    else:
+        take = take_batches(stream, size, within, within)
     if ahead is not None:
         await _consume_overlapped(take, stream, handle, ahead, what=what, poison=poison, done=done)
         return

@@ -32,10 +32,11 @@ from faust.transport.drivers.aiokafka import Consumer as AIOKafkaConsumer
 
 log = logging.getLogger(__name__)
 
-#: The projector's linger: none. An idle projector applies a lone record at once (after one
-#: turn of the event loop, in which the fetcher hands over the rest of the fetch it is
-#: delivering); under load a batch is what arrived while the previous one was handled.
-LINGER_S = 0.0
+#: The youngest a batch's oldest record may be when the batch is taken (unless it is full),
+#: while records keep coming. After a quiet spell at least this long the first record is
+#: taken at once (``take_batches(quiet=...)``): an idle projector applies a lone score without
+#: waiting, a busy one lets batches grow.
+LINGER_S = 0.005
 
 
 class LeanConsumer(AIOKafkaConsumer):
@@ -143,15 +144,17 @@ def use_lean_consumer(app: faust.App) -> None:
 
 
 async def take_batches(
-    stream: Any, max_: int, within: float, linger: float = LINGER_S
+    stream: Any, max_: int, within: float, linger: float = LINGER_S, quiet: float | None = None
 ) -> AsyncIterator[list[Any]]:
     """Batches of the events of ``stream``'s channel, unacknowledged, sized by the load.
 
     A batch is taken once its oldest event is ``linger`` old, or at once when it is full
     (``max_``) or when the previous batch took that long to handle (its events waited in the
-    queue meanwhile): idle, a lone record waits ``linger`` at most (with ``linger`` 0, one turn
-    of the event loop, so the rest of a fetch being handed over joins it); under load a batch
-    is what arrived while the previous one was handled. ``within`` bounds how long an idle
+    queue meanwhile): a lone record waits ``linger`` at most; under load a batch is what
+    arrived while the previous one was handled. With ``quiet``, a record that arrives after
+    the queue stayed empty that long is taken at once (after one turn of the event loop, in
+    which the fetcher hands over the rest of the fetch it is delivering): an idle worker does
+    not linger. ``within`` bounds how long an idle
     loop waits before it checks for shutdown. Events read while flow control is suspended (a
     rebalance) or fetched in an older consumer generation are skipped, as Faust's stream
     skips them. The batches end when the agent stops.
@@ -194,6 +197,7 @@ async def take_batches(
                 # a getter must not outlive this wait: left pending, it could take an event
                 # while later ones are drained above, and hand it over out of order
                 getter = asyncio.ensure_future(queue.get())
+                empty_since = loop.time()
                 try:
                     await asyncio.wait((getter,), timeout=within)
                 finally:
@@ -203,8 +207,10 @@ async def take_batches(
                 got, getter = getter, None
                 if not got.cancelled():
                     admit(got.result())
-                    if linger <= 0:
-                        # one turn of the loop: the fetcher hands over the rest of its fetch
+                    if batch and quiet is not None and first_at - empty_since >= quiet:
+                        # idle: no linger, but one turn of the loop, in which the fetcher
+                        # hands over the rest of the fetch it is delivering
+                        first_at -= linger
                         await asyncio.sleep(0)
                 continue
             young = first_at + linger - loop.time()

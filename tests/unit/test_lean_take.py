@@ -184,3 +184,22 @@ async def test_events_are_taken_in_queue_order_whatever_the_timing() -> None:
         offset += 1
     await asyncio.wait_for(task, 30)
     assert got == list(range(2000))
+
+
+async def test_after_a_quiet_spell_a_lone_event_is_taken_without_the_linger() -> None:
+    """An idle projector applies a lone score at once (``quiet``); the linger (10 s here)
+    applies only while events keep coming."""
+    stream = FakeStream()
+    take = take_batches(stream, 100, within=30.0, linger=10.0, quiet=0.01)
+    nxt = asyncio.ensure_future(anext(take))
+    await asyncio.sleep(0.05)  # quiet longer than 0.01 s
+    stream.channel.queue.put_nowait(event(0))
+    batch = await asyncio.wait_for(nxt, 5)
+    assert [e.message.offset for e in batch] == [0]
+    ack(batch)
+    # a burst that waits in the queue is taken whole
+    for i in range(1, 101):
+        stream.channel.queue.put_nowait(event(i))
+    batch = await asyncio.wait_for(anext(take), 5)
+    assert [e.message.offset for e in batch] == list(range(1, 101))
+    await take.aclose()
