@@ -361,3 +361,4 @@ async def _consume_overlapped(
         if pending is not None:  # interrupted: its records stay unacknowledged (redelivered)
             pending.task.cancel()
             await asyncio.gather(pending.task, return_exceptions=True)
+            unacked.difference_update(e.message for e in pending.events)
