@@ -138,6 +138,24 @@ class LeanConsumer(AIOKafkaConsumer):
             unset_flag(flag_consumer_fetching)
 
 
+class RawSchema(faust.Schema[bytes, bytes]):
+    """Keys and values handed to the agent as the bytes read, without Faust's serializer
+    registry (three lookups and a codec call per record for the ``raw`` codec, whose result
+    is the same bytes): about a tenth of the projector's CPU on single-entry records."""
+
+    def __init__(self) -> None:
+        super().__init__(key_serializer="raw", value_serializer="raw")
+
+    def compile(self, app: Any, **options: Any) -> Any:
+        """Faust's per-record decode for this schema: the event of the raw record."""
+        create_event = app.create_event
+
+        async def decode(message: Any, *, propagate: bool = False) -> Any:
+            return create_event(message.key, message.value, message.headers, message)
+
+        return decode
+
+
 def use_lean_consumer(app: faust.App) -> None:
     """Make ``app`` build a ``LeanConsumer`` (call before anything touches ``app.consumer``)."""
     cast(Any, app.transport).Consumer = LeanConsumer

@@ -21,7 +21,7 @@ from processors.workers import metrics
 from processors.workers.batching import RawRecord, consume_batches
 from processors.workers.epoch import EpochGuard, epoch_key
 from processors.workers.failover import FailoverFollower
-from processors.workers.lean import use_lean_consumer
+from processors.workers.lean import RawSchema, use_lean_consumer
 from processors.workers.projector import BatchStats, Projector, Throughput
 from projections.store import ProjectionLost, RankingStore
 from streams.events import CLOCK_KEY, clock_mark
@@ -51,8 +51,7 @@ def create_app(settings: Settings) -> faust.App:
     use_lean_consumer(app)  # deliveries without a task each (lean.py)
     scores = app.topic(
         settings.topic(settings.scores_topic),
-        value_serializer="raw",
-        key_serializer="raw",
+        schema=RawSchema(),  # the bytes as read, without Faust's serializer registry
         partitions=settings.partitions,
     )
     state: dict[str, Any] = {}
