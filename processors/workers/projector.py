@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from opentelemetry.trace import SpanKind
 
@@ -307,9 +309,11 @@ class Projector:
             # every chunk applied now, in order; published later, in order, by ``finish``:
             # nothing of this batch reaches Kafka before the caller starts ``finish``
             done = [await self._writer(chunk).apply(chunk) for chunk in chunks]
-            stats.finish = functools.partial(
+            publish = functools.partial(
                 self._publish_chunks, chunks, done, raws, subs, stats, ack_from
             )
+            # run later in this batch's context: its publish span is the batch span's child
+            stats.finish = functools.partial(_in_context, contextvars.copy_context(), publish)
             return stats
         applied = await self._writer(chunks[0]).apply(chunks[0])
         for i, chunk in enumerate(chunks):
@@ -496,6 +500,13 @@ class Projector:
                 )
                 self.producer.publish(self.notify_topic, out.board, batch)
             stats.notifications += len(out.notifications)
+
+
+def _in_context(
+    context: contextvars.Context, step: Callable[[], Coroutine[Any, Any, None]]
+) -> Awaitable[None]:
+    """``step`` run as a task in ``context`` (the context variables of when it was made)."""
+    return asyncio.get_running_loop().create_task(step(), context=context)
 
 
 def _span_facts(outcomes: Sequence[BoardOutcome], stats: BatchStats) -> dict[str, int | list[str]]:
