@@ -438,7 +438,8 @@ async def _replay_kafka(
                 decode_process or fold_end - src.position >= DECODE_PROCESS_MIN_RECORDS
             ):
                 proc.start(fold_end)
-            else:
+            elif proc is not None:  # too few records: read here, the process ends unused
+                await asyncio.to_thread(proc.close)
                 proc = None
             chunks = _fold_chunks(src, fold_end, projector, proc)
             with _no_cyclic_gc():

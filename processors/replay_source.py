@@ -188,11 +188,21 @@ def unpack_match(board: str, row: Packed) -> MatchResultSubmitted:
 
 
 def _read_and_decode(
-    settings: Settings, board: str, from_timestamp: int | None, orders: Any, conn: Any
+    settings: Settings,
+    board: str,
+    from_timestamp: int | None,
+    orders: Any,
+    conn: Any,
+    parent_ends: tuple[Any, ...],
 ) -> None:
     """The second process: wait for the offset to read up to (from ``orders``; negative: none
     wanted), read the board's partition up to it, decode, and send ``(position, rows)``
-    chunks through ``conn``, then ``(position, None)``; an error as ``(-1, message)``."""
+    chunks through ``conn``, then ``(position, None)``; an error as ``(-1, message)``.
+
+    The parent's ends of both pipes, copied by the fork, are closed first: once the parent
+    closes its own (or dies), the wait for orders ends instead of lasting forever."""
+    for theirs in parent_ends:
+        theirs.close()
     try:
         src = KafkaSource(settings, board, from_timestamp)
         try:
@@ -224,7 +234,7 @@ class DecodeProcess:
         orders, self.orders = ctx.Pipe(duplex=False)
         self.process = ctx.Process(
             target=_read_and_decode,
-            args=(settings, board, from_timestamp, orders, child),
+            args=(settings, board, from_timestamp, orders, child, (self.conn, self.orders)),
             name=f"replay-decode-{board}",
             daemon=True,
         )
