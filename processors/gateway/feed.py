@@ -123,7 +123,7 @@ class Subscriber:
     backlog: list[RankChanged] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
     flush_handle: asyncio.Handle | None = None
-    #: loop time its last delta was cut (the push window counts from there)
+    #: when its last delta was cut (monotonic; the push window counts from there)
     last_push: float = float("-inf")
     queue: asyncio.Queue[Any] = field(init=False)
     overflows: int = 0
@@ -966,7 +966,7 @@ class RankFeed:
             # Leading edge: a change after a quiet window leaves at once (after the records
             # of the same hand-over); later ones wait for the window since that push, so a
             # subscriber still gets at most one delta per window.
-            wait = sub.last_push + self.window_s - loop.time()
+            wait = sub.last_push + self.window_s - time.monotonic()
             if wait <= 0:
                 sub.flush_handle = loop.call_soon(self._emit, sub)
             else:
@@ -1097,8 +1097,7 @@ class RankFeed:
             msg[_FILL_FROM] = sub.held + 1  # the sender reads rows held+1..n (``_fill``)
             sub.held = sub.n
         sub.pending = []
-        if self._loop is not None:
-            sub.last_push = self._loop.time()
+        sub.last_push = time.monotonic()
         item: dict[str, Any] | _Traced = msg
         if sub.traces:
             item, sub.traces = _Traced(msg, sub.traces), []
