@@ -187,7 +187,9 @@ KEY_DOCS: Final[dict[str, str]] = {
     "ingest.hot_single*": "single-entry SDK records to ONE board, end to end, entries/s "
     "(coalesced by the SDK; _uncoalesced: one record each)",
     "latency.headline.*": "at the headline rate (10,000 entries/s): produce → visible in Redis "
-    "(redis_*) and produce → WebSocket delta of a tracked probe (websocket_*); p50/p99/max, ms",
+    "(redis_*) and produce → WebSocket delta of a tracked probe (websocket_*); p50/p99/max, ms; "
+    "websocket_gateway_p99: the gateway's part (rank change published → delta), ms; "
+    "client_cpu: the load generator's CPU, % of the machine",
     "latency.low.*": "the same at the low rate (2,000 entries/s)",
     "ws.p99_10k": "= latency.headline.websocket_p99 under the issue's name (target ≤ 250 ms)",
     "ws.viewers": "top-10 viewers of one hot board ONE gateway process serves with push p99 "

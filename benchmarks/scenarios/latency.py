@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import threading
 import time
@@ -52,10 +53,25 @@ class LatencyRun:
     visible: list[float] = field(default_factory=list)
     arrival: list[float] = field(default_factory=list)
     websocket: list[float] = field(default_factory=list)
+    #: the gateway's part of each probe's delta: WebSocket arrival minus the Kafka timestamp
+    #: of the rank-change record that carried the probe (published → pushed)
+    gateway: list[float] = field(default_factory=list)
+    #: each probe's publish time (Kafka timestamp of its rank-change record, seconds)
+    published: dict[str, float] = field(default_factory=dict)
+    #: CPU seconds of this (the load generator's) process while it produced, and the
+    #: wall-clock seconds it produced for
+    client_cpu_s: float = 0.0
+    produce_s: float = 0.0
     sent: int = 0
     probes: int = 0
     achieved_rate: float = 0.0
     websocket_note: str = ""
+
+    @property
+    def client_share(self) -> float:
+        """The load generator's CPU while it produced, as a percentage of the machine."""
+        cores = os.cpu_count() or 1
+        return 100.0 * self.client_cpu_s / (self.produce_s * cores) if self.produce_s else 0.0
 
 
 class _RankWatcher(threading.Thread):
@@ -92,6 +108,7 @@ class _RankWatcher(threading.Thread):
                         if at is None or ch.event_id in self.seen:
                             continue
                         self.seen.add(ch.event_id)
+                        self.run_.published[ch.event_id] = ts
                         self.run_.visible.append((ts - at) * 1000)
                         self.run_.arrival.append((now - at) * 1000)
         finally:
@@ -154,6 +171,7 @@ async def _ws_listen(
     """Track the probe participant over the gateway's WebSocket; record delta latencies."""
     from websockets.asyncio.client import connect
 
+    arrivals: dict[str, float] = {}
     async with connect(url, open_timeout=10) as ws:
         await ws.send(json.dumps({"type": "subscribe", "mode": "track", "participant_id": "probe"}))
         seen: set[str] = set()
@@ -171,6 +189,10 @@ async def _ws_listen(
                 if eid in probe_sent and eid not in seen:
                     seen.add(eid)
                     run.websocket.append((now - probe_sent[eid]) * 1000)
+                    arrivals[eid] = now
+    for eid, at in arrivals.items():  # the watcher has seen every record by now
+        if eid in run.published:
+            run.gateway.append((at - run.published[eid]) * 1000)
 
 
 def latency_once(base: Settings, p: Params, rate: int, logs: Path, say: Say) -> LatencyRun:
@@ -198,7 +220,9 @@ def latency_once(base: Settings, p: Params, rate: int, logs: Path, say: Say) -> 
             f"  {run.achieved_rate:,.0f} entries/s sent; visible p50 "
             f"{percentile(run.visible, 50):.0f} p99 {percentile(run.visible, 99):.0f} ms "
             f"({len(run.visible)}/{len(sent)}); websocket p99 "
-            f"{percentile(run.websocket, 99):.0f} ms ({len(run.websocket)}/{run.probes})"
+            f"{percentile(run.websocket, 99):.0f} ms ({len(run.websocket)}/{run.probes}), "
+            f"gateway's part p99 {percentile(run.gateway, 99) if run.gateway else float('nan'):.0f}"
+            f" ms; client CPU {run.client_share:.0f}% of the machine"
         )
         return run
     finally:
@@ -269,6 +293,7 @@ async def _drive(
     if ws_url is not None:
         listener = asyncio.create_task(_ws_listen(ws_url, probe_sent, run, stop))
         await asyncio.sleep(1.0)
+    cpu0, t0 = time.process_time(), time.monotonic()
     await asyncio.to_thread(
         _produce_fixed_rate,
         ns.settings,
@@ -280,6 +305,7 @@ async def _drive(
         probe_sent,
         run,
     )
+    run.client_cpu_s, run.produce_s = time.process_time() - cpu0, time.monotonic() - t0
     for _ in range(450):  # stragglers (a backlog at 10k/s): up to 90 s
         ws_done = listener is None or len(run.websocket) >= run.probes
         if len(watcher.seen) >= len(sent) and ws_done:
@@ -346,6 +372,30 @@ def _latency_figures(
                 key=f"{prefix}.websocket_{label}",
             )
         )
+    report.add(
+        Figure(
+            "1 latency",
+            f"{at}: rank change published → WebSocket delta (the gateway's part), p99",
+            "ms",
+            [percentile(x.gateway, 99) for x in lat_runs if x.gateway],
+            lp + "; per probe: WebSocket arrival minus the Kafka timestamp of the rank-change "
+            "record that carried it (feed fetch, push window, send)",
+            None,
+            note=ws_note,
+            key=f"{prefix}.websocket_gateway_p99",
+        )
+    )
+    report.add(
+        Figure(
+            "1 latency",
+            f"{at}: load generator CPU (producer, rank-change reader, WebSocket client)",
+            "% of machine",
+            [x.client_share for x in lat_runs if x.produce_s],
+            lp + "; the benchmark process's CPU while it produced, over the machine's cores",
+            None,
+            key=f"{prefix}.client_cpu",
+        )
+    )
     if headline:
         report.alias("ws.p99_10k", f"{prefix}.websocket_p99", Target(250, False, "≤ 250 ms"))
     report.details[f"latency runs at {rate:,} entries/s"] = [
@@ -356,6 +406,8 @@ def _latency_figures(
             "websocket_samples": len(x.websocket),
             "probes": x.probes,
             "consumer_arrival_p99_ms": round(percentile(x.arrival, 99), 1),
+            "gateway_part_p99_ms": round(percentile(x.gateway, 99), 1) if x.gateway else None,
+            "client_cpu_pct": round(x.client_share, 1),
             "note": x.websocket_note,
         }
         for x in lat_runs

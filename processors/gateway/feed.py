@@ -122,7 +122,9 @@ class Subscriber:
     count: int = 0
     backlog: list[RankChanged] = field(default_factory=list)
     pending: list[dict[str, Any]] = field(default_factory=list)
-    flush_handle: asyncio.TimerHandle | None = None
+    flush_handle: asyncio.Handle | None = None
+    #: when its last delta was cut (monotonic; the push window counts from there)
+    last_push: float = float("-inf")
     queue: asyncio.Queue[Any] = field(init=False)
     overflows: int = 0
     #: trace contexts of the records in ``pending`` (only while tracing is on)
@@ -375,6 +377,9 @@ class RankFeed:
                 # is taken as soon as it lands, then whatever else is there (wait=true latency).
                 first = consumer.poll(0.1)
                 batch = [] if first is None else [first, *consumer.consume(499, timeout=0)]
+                # one hand-over to the loop per batch: one wake-up, and the pushes it starts
+                # run after all of the batch's records were applied (``_apply``)
+                records: list[tuple[RankChanged, SpanContext | None]] = []
                 for msg in batch:
                     err = msg.error()
                     if err is not None:
@@ -400,9 +405,10 @@ class RankFeed:
                         self.delay_s = max(0.0, time.time() - ts / 1000)
                     # the publish span's context, for the push span (None when tracing is off)
                     trace = telemetry.context_of(msg.headers()) if telemetry.enabled() else None
-                    loop = self._loop
-                    if loop is not None and not loop.is_closed():
-                        loop.call_soon_threadsafe(self._on_record, record, trace)
+                    records.append((record, trace))
+                loop = self._loop
+                if records and loop is not None and not loop.is_closed():
+                    loop.call_soon_threadsafe(self._on_records, records)
                 now = time.monotonic()
                 if now - last_lag > 5:
                     last_lag = now
@@ -513,6 +519,10 @@ class RankFeed:
             futs.remove(fut)
             if not futs:
                 del self.waiters[event_id]
+
+    def _on_records(self, records: list[tuple[RankChanged, SpanContext | None]]) -> None:
+        for record, trace in records:
+            self._on_record(record, trace)
 
     def _on_record(self, record: RankChanged, trace: SpanContext | None = None) -> None:
         self.records += 1
@@ -951,8 +961,16 @@ class RankFeed:
                 else:
                     self._track_change(sub, c)
             sub.version = max(sub.version, record.version_to)
-        if sub.pending and sub.flush_handle is None and self._loop is not None:
-            sub.flush_handle = self._loop.call_later(self.window_s, self._emit, sub)
+        loop = self._loop
+        if sub.pending and sub.flush_handle is None and loop is not None:
+            # Leading edge: a change after a quiet window leaves at once (after the records
+            # of the same hand-over); later ones wait for the window since that push, so a
+            # subscriber still gets at most one delta per window.
+            wait = sub.last_push + self.window_s - time.monotonic()
+            if wait <= 0:
+                sub.flush_handle = loop.call_soon(self._emit, sub)
+            else:
+                sub.flush_handle = loop.call_later(wait, self._emit, sub)
 
     @staticmethod
     def _departure(sub: Subscriber, c: RankChange) -> bool:
@@ -1079,6 +1097,7 @@ class RankFeed:
             msg[_FILL_FROM] = sub.held + 1  # the sender reads rows held+1..n (``_fill``)
             sub.held = sub.n
         sub.pending = []
+        sub.last_push = time.monotonic()
         item: dict[str, Any] | _Traced = msg
         if sub.traces:
             item, sub.traces = _Traced(msg, sub.traces), []

@@ -1342,12 +1342,28 @@ def test_a_cached_page_follows_the_board_version(gateway: Gateway) -> None:
         )
 
 
+def worker_targets(p: Pipeline, proc: subprocess.Popen[bytes]) -> list[Any]:
+    """The metrics targets of the gateway processes ``proc`` (``--workers N``) started."""
+    from processors import scrape_targets
+
+    mine = []
+    for t in scrape_targets.targets(p.settings):
+        stat = open(f"/proc/{t.pid}/stat").read().rsplit(")", 1)[1].split()
+        if t.role == "gateway" and int(stat[1]) == proc.pid:
+            mine.append(t)
+    return mine
+
+
+def metric(url: str, name: str) -> float:
+    """The value of the unlabelled metric ``name`` on the Prometheus page at ``url``."""
+    text = httpx.get(url, timeout=5).text
+    return float(next(x for x in text.splitlines() if x.startswith(name + " ")).split()[-1])
+
+
 def test_workers_share_the_port_and_each_sees_every_change(gateway: Gateway) -> None:
     """``--workers 2``: two processes on one port, each with its own rank feed (a wait=true
     answered by either process resolves) and its own metrics target, which together count
     every submission once."""
-    from processors import scrape_targets
-
     p = gateway.pipeline
     proc, url = start_gateway(p, "--workers", "2")
     try:
@@ -1363,25 +1379,60 @@ def test_workers_share_the_port_and_each_sees_every_change(gateway: Gateway) -> 
                 assert r.status_code == 200, r.text
                 assert (r.json()["rank"], r.json()["version"]) == (1, i + 1)
 
-        def children() -> list[scrape_targets.Target]:
-            found = scrape_targets.targets(p.settings)
-            mine = []
-            for t in found:
-                stat = open(f"/proc/{t.pid}/stat").read().rsplit(")", 1)[1].split()
-                if t.role == "gateway" and int(stat[1]) == proc.pid:
-                    mine.append(t)
-            return mine
-
-        targets = children()
+        targets = worker_targets(p, proc)
         assert len(targets) == 2 and len({t.address for t in targets}) == 2
         counts = []
         for t in targets:
-            text = httpx.get(t.url, timeout=5).text
-            line = next(
-                x for x in text.splitlines() if x.startswith("gateway_scores_submitted_total")
-            )
-            counts.append(float(line.split()[-1]))
+            counts.append(metric(t.url, "gateway_scores_submitted_total"))
         assert sum(counts) == n and min(counts) > 0, counts
     finally:
         stop(proc)
     assert proc.returncode == 128 + signal.SIGTERM  # the processes' own exit, passed on
+
+
+async def test_workers_push_every_delta_to_viewers_of_each_process(gateway: Gateway) -> None:
+    """``--workers 2``: top-5 viewers spread over both processes each get every version, in
+    order, and end with the standings the reads give (each process follows the whole feed)."""
+    p = gateway.pipeline
+    proc, url = start_gateway(p, "--workers", "2")
+    viewers: list[tuple[ClientConnection, list[tuple[str, int]], int]] = []
+    try:
+        board = gateway.create_board()
+        async with httpx.AsyncClient(base_url=url, timeout=15) as c:
+            for i in range(3):
+                r = await c.post(
+                    f"/v1/leaderboards/{board}/scores?wait=true",
+                    json={"participant_id": f"s{i}", "score": 10 + i},
+                    headers=W,
+                )
+                assert r.status_code == 200, r.text
+        targets = await asyncio.to_thread(worker_targets, p, proc)
+        assert len(targets) == 2
+        ws_url = url.replace("http", "ws", 1)
+        counts = [0.0, 0.0]
+        while min(counts) == 0 and len(viewers) < 40:  # the kernel picks the process
+            ws, snap = await subscribe(ws_url, board, mode="top", n=5)
+            assert snap["type"] == "snapshot" and snap["version"] == 3, snap
+            rows = [(e["participant_id"], e["score"]) for e in snap["entries"]]
+            viewers.append((ws, rows, snap["version"]))
+            counts = [
+                await asyncio.to_thread(metric, t.url, "gateway_ws_subscribers") for t in targets
+            ]
+        assert min(counts) > 0 and sum(counts) == len(viewers), counts
+        for i in range(6):  # each a new leader: every version is in every viewer's top 5
+            await submit_async(gateway, board, f"n{i}", 100 + i)
+        want = await asyncio.to_thread(rankings, gateway, board, 5)
+        for ws, rows, version in viewers:
+            while version < 9:
+                delta = await next_data(ws, 10)
+                assert delta["type"] == "delta" and delta["version"] > version, delta
+                assert [c["version"] for c in delta["changes"]] == list(
+                    range(version + 1, delta["version"] + 1)
+                ), delta
+                apply_top(rows, delta["changes"], 5)
+                version = delta["version"]
+            assert version == 9 and rows == want
+    finally:
+        for ws, _, _ in viewers:
+            await ws.close()
+        stop(proc)
