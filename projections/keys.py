@@ -7,6 +7,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from streams import rules
 from streams.rules import TIEBREAK_WIDTH
 
 #: Hex digits of SHA-1(participant id) naming its bucket of a period's participant index.
@@ -21,6 +22,18 @@ INDEX_BUCKETS = 16**INDEX_DIGITS
 def index_bucket(participant_id: str) -> str:
     """Bucket of a participant in a period's index (lua/rules.lua ``index_key`` agrees)."""
     return hashlib.sha1(participant_id.encode(), usedforsecurity=False).hexdigest()[:INDEX_DIGITS]
+
+
+#: Hex digits of SHA-1(event_key form) naming the bucket of a remembered event id within its
+#: day (lua/rules.lua ``ev_bucket``): 256 buckets a day, each a small hash (a listpack up to
+#: ``hash-max-listpack-entries`` ids: ~256,000 ids a day stay compact, ~22 B per id instead of
+#: ~120 B in one sorted set; docs/operations.md "Remembered event ids").
+EVENT_DIGITS = 2
+
+
+def event_bucket(stored: bytes) -> str:
+    """Bucket of a remembered event id (its ``event_key`` form) within its day."""
+    return hashlib.sha1(stored, usedforsecurity=False).hexdigest()[:EVENT_DIGITS]
 
 
 _UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
@@ -75,8 +88,29 @@ class BoardKeys:
 
     @property
     def events(self) -> str:
-        """Sorted set of applied event ids (``event_key`` forms) by event time (duplicates)."""
+        """Hash: remembered day of event time (``rules.dedup_day``) → how many ids it holds.
+
+        The ids themselves (``event_key`` forms, empty values) are in the day's bucket hashes
+        ``<events>:<day>:<bucket>`` (``event_ids``), read for duplicates and dropped by day.
+        """
         return f"{self.base}:ev"
+
+    def event_ids(self, day: int, bucket: str) -> str:
+        """Hash of one bucket (``event_bucket``) of the event ids remembered for ``day``."""
+        return f"{self.base}:ev:{day}:{bucket}"
+
+    def event_fields(self, ids: Iterable[tuple[str, int]]) -> dict[str, list[bytes]]:
+        """(event id, event time) pairs as the id buckets' HSET arguments: bucket name →
+        stored id, empty value, stored id, ..."""
+        buckets: dict[str, list[bytes]] = {}
+        for eid, at in ids:
+            stored = event_key(eid)
+            name = self.event_ids(rules.dedup_day(at), event_bucket(stored))
+            fields = buckets.get(name)
+            if fields is None:
+                fields = buckets[name] = []
+            fields += (stored, b"")
+        return buckets
 
     @property
     def open_periods(self) -> str:

@@ -166,6 +166,7 @@ class MemoryStore(Neighbours):
             (keys.metadata, m.metadata),
         ]
         names += [name for name, part in parts if part]
+        names += keys.event_fields(m.seen_events.items())
         for period, table in m.periods.items():
             if table:
                 names += [

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from projections.keys import BoardKeys, event_key
+from projections.keys import BoardKeys, event_bucket, event_key
 from projections.redis_client import RedisClient, is_cluster
 from projections.sharded import ShardedStore
 from projections.store import RankingStore
@@ -159,7 +159,15 @@ async def test_the_event_id_set_keeps_uuids_as_16_bytes_and_tells_every_id_apart
     try:
         (out,) = await store.apply([(cfg, recs)])
         assert [r.reason for r in out.rejections] == [f"duplicate event id {u}"]
-        stored = set(await redis_backend.zrange(BoardKeys("evk", prefix).events, 0, -1))
+        keys = BoardKeys("evk", prefix)
+        day = rules.dedup_day(rules.MIN_EVENT_MS)
+        assert await redis_backend.hgetall(keys.events) == {str(day).encode(): b"6"}
+        stored: set[bytes] = set()
+        async for name in redis_backend.scan_iter(match=f"{keys.events}:*"):
+            fields = await redis_backend.hkeys(name)
+            for f in fields:  # each id in its day's bucket (keys.event_bucket)
+                assert name.decode() == keys.event_ids(day, event_bucket(f))
+            stored |= set(fields)
         assert stored == {event_key(e) for e in ids}
         assert event_key(u) == b"j" * 16 and len(stored) == len(ids)
     finally:
