@@ -171,7 +171,7 @@ class MemoryStore(Neighbours):
             if table:
                 names += [
                     keys.zset(period),
-                    *keys.index_fields(period, ((p, "") for p in table.members)),
+                    *keys.index_names(period, table.members),
                 ]
         return sorted(names)
 

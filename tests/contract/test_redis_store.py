@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from projections.keys import BoardKeys, event_bucket, event_key
+from projections.keys import BoardKeys, event_bucket, event_key, index_value
 from projections.redis_client import RedisClient, is_cluster
 from projections.sharded import ShardedStore
 from projections.store import RankingStore
@@ -117,7 +117,8 @@ async def test_the_participant_index_holds_each_prefix_in_the_bucket_python_name
     redis_backend: RedisClient,  # noqa: F811
 ) -> None:
     """apply.lua files each participant under BoardKeys.index (SHA-1 of the UTF-8 id, as
-    Python computes it), storing only the member's tie-break prefix, in compact buckets."""
+    Python computes it), storing only the member's tie-break prefix (as keys.index_value
+    packs it), in compact buckets."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     store = RankingStore(redis_backend, prefix=prefix)
     cfg = LeaderboardConfigured("bkt")
@@ -134,7 +135,7 @@ async def test_the_participant_index_holds_each_prefix_in_the_bucket_python_name
         for r, pid in zip(recs, pids, strict=True):
             stored = await redis_backend.hget(keys.index("all", pid), pid)
             want = rules.member(r.event.occurred_at, r.offset, 0, pid)
-            assert stored in (want[: rules.TIEBREAK_WIDTH], want[: rules.TIEBREAK_WIDTH].encode())
+            assert stored == index_value(want[: rules.TIEBREAK_WIDTH])  # 14 bytes
         encodings = {await redis_backend.object("encoding", k) for k in found}
         assert encodings <= {"listpack", b"listpack"}
         ranks = await store.ranks("bkt", "all", cfg.sort_order, ["玩家", "nobody"])
