@@ -174,15 +174,21 @@ class BoardKeys:
         # the bucket is the digest's first 4 * INDEX_DIGITS bits (``index_bucket``'s hex
         # digits), read from its first two bytes: a quarter less per participant than its hex
         shift = 16 - 4 * INDEX_DIGITS
+        pairs = list(members)
+        # every prefix packed at once (index_value on the joined digits: each prefix and two
+        # zero digits "--" are 20 base-64 digits, 15 bytes, of which the first 14 are its value)
+        w, n = TIEBREAK_WIDTH, INDEX_VALUE_WIDTH
+        text = "--".join(mem[:w] for _, mem in pairs) + "--"
+        raw = binascii.a2b_base64(text.translate(_TO_B64)) if pairs else b""
         buckets: dict[int, list[str | bytes]] = {}
-        sha1, w = hashlib.sha1, TIEBREAK_WIDTH
-        for pid, mem in members:
+        sha1 = hashlib.sha1
+        for i, (pid, _) in enumerate(pairs):
             digest = sha1(pid.encode(), usedforsecurity=False).digest()
             bucket = (digest[0] << 8 | digest[1]) >> shift
             fields = buckets.get(bucket)
             if fields is None:
                 fields = buckets[bucket] = []
-            fields += (pid, index_value(mem[:w]))
+            fields += (pid, raw[15 * i : 15 * i + n])
         stem = f"{self.base}:m:{period}:"
         return {f"{stem}{b:0{INDEX_DIGITS}x}": f for b, f in buckets.items()}
 
