@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from projections.keys import BoardKeys, event_bucket, event_key, index_value
+from projections.push import read_many
 from projections.redis_client import RedisClient, is_cluster
 from projections.sharded import ShardedStore
 from projections.store import RankingStore
@@ -173,3 +174,25 @@ async def test_the_event_id_set_keeps_uuids_as_16_bytes_and_tells_every_id_apart
         assert event_key(u) == b"j" * 16 and len(stored) == len(ids)
     finally:
         await scrub(redis_backend, f"{prefix}*")
+
+
+async def test_the_push_reads_find_participants_through_the_packed_index(
+    redis_backend: RedisClient,  # noqa: F811
+) -> None:
+    """push.read_many (its own script) decodes the index's 14-byte prefixes as apply.lua does:
+    the listed participants' rows, best first, with the board's version."""
+    board = f"rm{uuid.uuid4().hex[:8]}"
+    store = RankingStore(redis_backend)
+    cfg = LeaderboardConfigured(board)
+    scores = {"a": 5, "b": 9, "c": 7, "d": 9}
+    recs = [
+        rec(i, f"e{i}", rules.MIN_EVENT_MS + i, (p, s)) for i, (p, s) in enumerate(scores.items())
+    ]
+    try:
+        await store.apply([(cfg, recs)])
+        snap = await read_many(redis_backend, cfg, "all", ["c", "nobody", "d", "b"])
+        assert snap.version == 4 and snap.count == 4
+        rows = [(r["rank"], r["participant_id"], r["score"]) for r in snap.entries]
+        assert rows == [(1, "b", 9), (2, "d", 9), (3, "c", 7)]
+    finally:
+        await scrub(redis_backend, f"lb:{{{board}}}*")
