@@ -21,7 +21,7 @@ from typing import Any
 import hiredis
 import redis.asyncio as aioredis
 
-from projections.keys import BoardKeys, event_key
+from projections.keys import BoardKeys
 from projections.redis_client import RedisClient
 from streams import rules
 from streams.errors import LeaderboardError
@@ -124,6 +124,23 @@ class Sender:
             self.conn = None
 
 
+async def _send_event_ids(out: Sender, keys: BoardKeys, model: ModelBoard, chunk: int) -> None:
+    """The remembered event ids as the apply script keeps them: the day counts, then each
+    day's id buckets (rules.dedup_forget, projections/keys.py ``event_fields``)."""
+    days: dict[int, int] = {}
+    for at in model.seen_events.values():
+        day = rules.dedup_day(at)
+        days[day] = days.get(day, 0) + 1
+    if days:
+        await out.send(
+            "HSET", keys.events, *chain.from_iterable((str(d), str(n)) for d, n in days.items())
+        )
+    buckets = keys.event_fields(model.seen_events.items())
+    for key, flat in sorted(buckets.items()):
+        for i in range(0, len(flat), 2 * chunk):
+            await out.send("HSET", key, *flat[i : i + 2 * chunk])
+
+
 def state_fields(model: ModelBoard, watermarks: Mapping[int, int]) -> dict[str, str]:
     """The state hash as the apply script writes it (integers in its ``%.0f`` form)."""
     fields = {
@@ -177,9 +194,7 @@ async def load(
                     await out.send("HSET", key, *flat[i : i + 2 * chunk])
             members += len(table)
             orders[period] = order
-        ids = [(at, event_key(eid)) for eid, at in model.seen_events.items()]
-        for i in range(0, len(ids), chunk):
-            await out.send("ZADD", keys.events, *chain.from_iterable(ids[i : i + chunk]))
+        await _send_event_ids(out, keys, model, chunk)
         hashes = [
             (keys.open_periods, [(p, str(t)) for p, t in model.open_periods.items()]),
             (keys.ended_periods, [(p, str(v)) for p, v in model.ended.items()]),

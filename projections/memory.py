@@ -166,11 +166,12 @@ class MemoryStore(Neighbours):
             (keys.metadata, m.metadata),
         ]
         names += [name for name, part in parts if part]
+        names += keys.event_fields(m.seen_events.items())
         for period, table in m.periods.items():
             if table:
                 names += [
                     keys.zset(period),
-                    *keys.index_fields(period, ((p, "") for p in table.members)),
+                    *keys.index_names(period, table.members),
                 ]
         return sorted(names)
 

@@ -11,6 +11,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from projections.keys import BoardKeys
+from projections.scripts import INDEX_VALUE_LUA
 from streams import rules
 from streams.events import LeaderboardConfigured, RankChange, SortOrder
 
@@ -42,13 +43,15 @@ if #rows > 0 then
 end
 return {ver, n, rows, meta}
 """.replace("W + 1", str(rules.TIEBREAK_WIDTH + 1))
-_MANY_LUA = """
+_MANY_LUA = (
+    INDEX_VALUE_LUA
+    + """
 local ver = redis.call('HGET', KEYS[1], 'ver') or '0'
 local n = redis.call('ZCARD', KEYS[2])
 local rows = {}
 for i, pid in ipairs(ARGV) do
   local pre = redis.call('HGET', KEYS[3] .. ':' .. string.sub(redis.sha1hex(pid), 1, 3), pid)
-  local m = pre and pre .. pid
+  local m = pre and pre_text(pre) .. pid
   local r = m and redis.call('ZRANK', KEYS[2], m)
   if r then
     rows[#rows + 1] = i
@@ -59,6 +62,7 @@ for i, pid in ipairs(ARGV) do
 end
 return {ver, n, rows}
 """
+)
 
 
 @dataclass(frozen=True, slots=True)

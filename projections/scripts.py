@@ -1,7 +1,8 @@
 """The Lua scripts of the stores and the one place that runs them (EVALSHA, NOSCRIPT retry).
 
-``apply.lua`` and ``range_apply.lua`` each get ``rules.lua`` (the shared ranking rules)
-prepended: the text Redis runs is the prelude followed by the board's hooks.
+``apply.lua`` and ``range_apply.lua`` each get ``index_value.lua`` (the participant index's value
+codec) and ``rules.lua`` (the shared ranking rules) prepended: the text Redis runs is the
+prelude followed by the board's hooks.
 """
 
 from __future__ import annotations
@@ -28,8 +29,8 @@ class ProjectionLost(ServiceUnavailable):
 class Script:
     """A Lua script run by EVALSHA (reloaded once when a node lost its script cache)."""
 
-    def __init__(self, name: str, *, prelude: str | None = None) -> None:
-        parts = [prelude] if prelude else []
+    def __init__(self, name: str, *, prelude: Sequence[str] = ()) -> None:
+        parts = list(prelude)
         self.text = "\n".join(_LUA.joinpath(p).read_text() for p in [*parts, name])
         self.sha: str | None = None
 
@@ -61,11 +62,14 @@ class Script:
 
 
 #: Apply a batch to a plain board (or a hash shard); replies decode with results.decode.
-APPLY = Script("apply.lua", prelude="rules.lua")
+APPLY = Script("apply.lua", prelude=("index_value.lua", "rules.lua"))
 #: Apply a batch to one score-range shard; replies decode with results.decode.
-RANGE_APPLY = Script("range_apply.lua", prelude="rules.lua")
+RANGE_APPLY = Script("range_apply.lua", prelude=("index_value.lua", "rules.lua"))
 #: Per sorted set, how many entries rank above each (score, member) pair.
 COUNT_BETTER = Script("count_better.lua")
+#: Text of the participant index's value codec (``pre_text`` / ``pre_bin``), to prepend to a
+#: script that reads or writes the index (projections/keys.py ``index_value``).
+INDEX_VALUE_LUA = _LUA.joinpath("index_value.lua").read_text()
 #: Text of the swap of a rebuilt shadow board into the live keys (run once, by EVAL).
 SWAP_LUA = _LUA.joinpath("swap.lua").read_text()
 #: Text of the swap of every shard of a rebuilt sharded board at once (single node, by EVAL).
@@ -74,6 +78,7 @@ SWAP_SHARDED_LUA = _LUA.joinpath("swap_sharded.lua").read_text()
 __all__ = [
     "APPLY",
     "COUNT_BETTER",
+    "INDEX_VALUE_LUA",
     "RANGE_APPLY",
     "SWAP_LUA",
     "SWAP_SHARDED_LUA",

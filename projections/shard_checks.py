@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from projections.keys import BoardKeys, event_key, index_member
+from projections.keys import BoardKeys, event_bucket, event_key, index_member
 from projections.layout import ShardLayout
 from projections.redis_client import RedisClient
 from projections.store import Prepared
@@ -43,11 +43,11 @@ class _Board:
     horizon: int
     open_periods: dict[str, int]
     ended: set[str]
-    #: event id -> event time of the batch's ids already known, and of those it adds
+    #: event id -> event time (the start of its day if remembered before the batch) of the
+    #: batch's ids already known, and of those it adds
     seen: dict[str, int]
-    #: ids held before the batch, and the event times of the ids the batch added
-    total: int
-    added: list[int]
+    #: remembered day -> its number of ids (rules.dedup_forget), the batch's ids included
+    days: dict[int, int]
 
     def duplicate(self, event_id: str) -> bool:
         """True if ``event_id`` is remembered (an id below the horizon is forgotten)."""
@@ -56,38 +56,22 @@ class _Board:
 
 
 class _Dedup:
-    """The script's dedup horizon, followed record by record (by event time and by the id
-    cap): a count is asked of Redis only when the cap may be exceeded."""
+    """The script's dedup horizon, followed record by record (rules.dedup_forget)."""
 
-    def __init__(self, client: RedisClient, key: str, board: _Board, dedup: tuple[int, int]):
-        self.client = client
-        self.key = key
+    def __init__(self, board: _Board, dedup: tuple[int, int]):
         self.b = board
         self.window, self.cap = dedup
 
-    async def accepted(self, event_id: str, at: int, time_moved: bool) -> None:
+    def accepted(self, event_id: str, at: int, time_moved: bool) -> None:
         """Register an accepted record's id, then move the horizon as the script does."""
         b = self.b
         b.seen[event_id] = at
-        b.added.append(at)
-        if time_moved:
-            b.horizon = max(b.horizon, b.maxt - self.window)
-        if b.total + len(b.added) <= self.cap:
-            return  # cannot exceed the cap yet: no need to count
-        if await self._count() > self.cap:
-            b.horizon = max(b.horizon, await self._oldest() + 1)
-
-    async def _count(self) -> int:
-        below: int = await self.client.zcount(self.key, "-inf", f"({self.b.horizon}")
-        return self.b.total - below + sum(1 for t in self.b.added if t >= self.b.horizon)
-
-    async def _oldest(self) -> int:
-        found = await self.client.zrangebyscore(
-            self.key, self.b.horizon, "+inf", start=0, num=1, withscores=True
-        )
-        times = [int(found[0][1])] if found else []
-        times += [t for t in self.b.added if t >= self.b.horizon]
-        return min(times)
+        day = rules.dedup_day(at)
+        b.days[day] = b.days.get(day, 0) + 1
+        if time_moved or sum(b.days.values()) > self.cap:
+            b.horizon, gone = rules.dedup_forget(b.days, b.horizon, b.maxt, self.window, self.cap)
+            for d in gone:
+                del b.days[d]
 
 
 async def _state(
@@ -98,18 +82,28 @@ async def _state(
     pipe.hmget(keys.state, f"wm:{partition}", "maxt", "hz")
     pipe.hgetall(keys.open_periods)
     pipe.hkeys(keys.ended_periods)
-    pipe.zmscore(keys.events, [event_key(i) for i in ids])
-    pipe.zcard(keys.events)
-    (wm, maxt, hz), open_raw, ended_raw, known, total = await pipe.execute()
+    pipe.hgetall(keys.events)
+    (wm, maxt, hz), open_raw, ended_raw, days_raw = await pipe.execute()
+    days = {int(d): int(n) for d, n in days_raw.items()}
+    asked: list[tuple[str, int]] = []
+    for eid in ids:
+        stored = event_key(eid)
+        bucket = event_bucket(stored)
+        for day in days:
+            pipe.hexists(keys.event_ids(day, bucket), stored)
+            asked.append((eid, day))
+    found = await pipe.execute() if asked else []
+    seen = {
+        eid: day * rules.DEDUP_DAY_MS for (eid, day), hit in zip(asked, found, strict=True) if hit
+    }
     return _Board(
         int(wm) if wm is not None else -1,
         int(maxt) if maxt is not None else -1,
         int(hz) if hz is not None else 0,
         {_text(k): int(v) for k, v in open_raw.items()},
         {_text(k) for k in ended_raw},
-        {eid: int(at) for eid, at in zip(ids, known, strict=True) if at is not None},
-        int(total),
-        [],
+        seen,
+        days,
     )
 
 
@@ -185,7 +179,7 @@ async def refuse_hash_overflows(
     cut = rules.closing_cut(cfg, grace_ms)
     if cut != rules.NEVER:  # as the script does: a closed board's periods end at the cut
         b.open_periods = {name: min(ends, cut) for name, ends in b.open_periods.items()}
-    ids = _Dedup(client, shard0.events, b, dedup)
+    ids = _Dedup(b, dedup)
     sim = await _scores(client, prefix, board, layout, cfg.sort_order, wanted)
     for item in prepared:
         ev = item.rec.event
@@ -207,7 +201,7 @@ async def refuse_hash_overflows(
             for name in [n for n, at in b.open_periods.items() if b.maxt >= at]:
                 del b.open_periods[name]
                 b.ended.add(name)
-        await ids.accepted(ev.event_id, at, moved)
+        ids.accepted(ev.event_id, at, moved)
 
 
 def _text(value: Any) -> str:

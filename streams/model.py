@@ -11,7 +11,6 @@ behaviour.
 from __future__ import annotations
 
 import bisect
-import heapq
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
@@ -119,7 +118,7 @@ class ModelBoard:
     grace_ms: int = 60_000
     overtaken_limit: int = OVERTAKEN_LIMIT
     periods: dict[str, Standings] = field(default_factory=dict)
-    #: event id -> event time, within the dedup horizon (see rules.DEDUP_*)
+    #: event id -> event time, within the dedup horizon (see rules.dedup_forget)
     seen_events: dict[str, int] = field(default_factory=dict)
     dedup: tuple[int, int] = (rules.DEDUP_WINDOW_MS, rules.DEDUP_MAX_IDS)
     #: event times below this are refused: their duplicates could no longer be detected
@@ -142,8 +141,8 @@ class ModelBoard:
     #: Fold: apply every rule but keep no order, ranks or results per entry (the final state
     #: only, for a bulk rebuild); ``settle`` then sorts the standings once.
     fold: bool = False
-    #: (event time, event id) of every remembered id: the oldest first, to forget in order
-    _seen_order: list[tuple[int, str]] = field(default_factory=list, repr=False)
+    #: day of event time (rules.dedup_day) -> the remembered ids of that day, to forget by day
+    _seen_days: dict[int, list[str]] = field(default_factory=dict, repr=False)
 
     @property
     def scores(self) -> dict[str, dict[str, int]]:
@@ -264,7 +263,7 @@ class ModelBoard:
             if refused:
                 out.rejections.append((None, refused))
                 return out
-            self.seen_events[record.event_id] = at
+            self._remember(record.event_id, at)
             self._advance(at, out)
             return out
         table = self.periods.get(period)
@@ -274,8 +273,7 @@ class ModelBoard:
         if overflow:
             out.rejections.append((None, overflow))
             return out
-        self.seen_events[record.event_id] = at
-        heapq.heappush(self._seen_order, (at, record.event_id))
+        self._remember(record.event_id, at)
         if closes != rules.NEVER and period not in self.open_periods:
             self.open_periods[period] = closes
         table = self.periods.setdefault(period, table)
@@ -429,17 +427,32 @@ class ModelBoard:
                     del self.open_periods[name]
                     self.ended[name] = self.version
                     out.periods_ended.append((name, self.version))
-            self._forget_before(self.max_time - self.dedup[0])
-        if len(self.seen_events) > self.dedup[1]:
-            self._forget_before(self._seen_order[0][0] + 1)
+            self._forget()
+        elif len(self.seen_events) > self.dedup[1]:
+            self._forget()
 
-    def _forget_before(self, horizon: int) -> None:
-        """Move the dedup horizon up to ``horizon``, forgetting the event ids below it."""
-        if horizon > self.horizon:
-            self.horizon = horizon
-            heap = self._seen_order
-            while heap and heap[0][0] < horizon:
-                _, eid = heapq.heappop(heap)
+    def _remember(self, event_id: str, at: int) -> None:
+        """Remember an applied record's event id under its day of event time."""
+        self.seen_events[event_id] = at
+        day = rules.dedup_day(at)
+        ids = self._seen_days.get(day)
+        if ids is None:
+            ids = self._seen_days[day] = []
+        ids.append(event_id)
+
+    def _forget(self) -> None:
+        """Move the dedup horizon (rules.dedup_forget), forgetting the ids of whole days."""
+        start = self.max_time - self.dedup[0]
+        if start - start % rules.DEDUP_DAY_MS <= self.horizon and (
+            len(self.seen_events) <= self.dedup[1]
+        ):
+            return  # the rule would move nothing (no remembered day is below the horizon)
+        days = {d: len(ids) for d, ids in self._seen_days.items()}
+        self.horizon, gone = rules.dedup_forget(
+            days, self.horizon, self.max_time, self.dedup[0], self.dedup[1]
+        )
+        for day in gone:
+            for eid in self._seen_days.pop(day):
                 del self.seen_events[eid]
 
     def settle(self) -> None:

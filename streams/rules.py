@@ -33,11 +33,13 @@ MAX_EVENT_MS = 7_258_118_400_000
 #: How far a claimed event time may run ahead of the log's own time (the broker's append
 #: time): more would let one record end a period for every participant.
 MAX_CLOCK_SKEW_MS = 60_000
-#: Duplicate detection per board: event ids are remembered for this long in event time and at
-#: most this many; a record older than the horizon this implies is refused, so a forgotten id
-#: can never be applied twice (see ``dedup_horizon``).
+#: Duplicate detection per board: event ids are remembered by day of event time (UTC), for at
+#: least this long and, past the newest day, at most this many; a record older than the horizon
+#: this implies is refused, so a forgotten id can never be applied twice (see ``dedup_forget``).
 DEDUP_WINDOW_MS = 7 * 24 * 3_600_000
 DEDUP_MAX_IDS = 1_000_000
+#: The dedup horizon moves in whole days of event time: ids are forgotten a day at a time.
+DEDUP_DAY_MS = 86_400_000
 #: A close takes effect this long after it is issued (``closed_at`` = issue time + this), so
 #: that every projector knows the closed configuration before the first record it refuses:
 #: live and replay then refuse the same records.
@@ -52,12 +54,12 @@ NEVER = -1
 #: entries per match). Shorter than decimal digits (33), so a member of an id of up to 10
 #: characters fits a 32-byte allocation in Redis; still text, so every reader decodes it.
 TIEBREAK_WIDTH = 18
-#: Names the member layout above, the time rule (``ranking_time``) and the key layout (``b``:
+#: Names the member layout above, the time rule (``ranking_time``) and the key layout (``d``:
 #: the participant index in 4,096 bucket hashes holding the tie-break prefix, event ids in
-#: their ``event_key`` form, projections/keys.py); state written under another must be
-#: rebuilt from the log (the projector's marker key carries it, so an upgrade waits for
-#: `rebuild --all`).
-STATE_LAYOUT = "m18b"
+#: their ``event_key`` form remembered by day of event time in 256 bucket hashes a day,
+#: ``dedup_forget``; projections/keys.py); state written under another must be rebuilt from
+#: the log (the projector's marker key carries it, so an upgrade waits for `rebuild --all`).
+STATE_LAYOUT = "m18d"
 #: The digits of the tie-break prefix, in ascending byte order (so text order = number order).
 TIEBREAK_DIGITS = "-0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ_abcdefghijklmnopqrstuvwxyz"
 _PAIRS = tuple(a + b for a in TIEBREAK_DIGITS for b in TIEBREAK_DIGITS)
@@ -67,6 +69,40 @@ _TIME_LIMIT, _OFFSET_LIMIT, _INDEX_LIMIT = 1 << 43, 1 << 50, 1 << 14
 def in_exact_range(score: int) -> bool:
     """True if ``score`` is exactly representable as a Redis score (|score| < 2^53)."""
     return -MAX_EXACT <= score <= MAX_EXACT
+
+
+def dedup_day(at: int) -> int:
+    """Day of event time (UTC, days since 1970) under which an event id is remembered."""
+    return at // DEDUP_DAY_MS
+
+
+def dedup_forget(
+    days: dict[int, int], horizon: int, max_time: int, window: int, cap: int
+) -> tuple[int, list[int]]:
+    """The dedup horizon after an applied record, and the remembered days it forgets.
+
+    ``days`` maps each remembered day to its number of ids. The horizon is always the start of
+    a day: it moves to the start of the day ``window`` before the board's time ``max_time`` (so
+    an id is remembered for at least ``window``, at most a day longer), then past the oldest
+    days while more than ``cap`` ids remain, but never past the newest day (the ids of the
+    board's current day are all kept). A record older than the horizon is refused. The apply
+    script (lua/rules.lua ``forget``) and the model follow this rule step for step; it needs
+    no order among the ids of a day, so they live in id-hashed buckets (projections/keys.py).
+    """
+    if max_time >= 0:
+        start = max_time - window
+        horizon = max(horizon, start - start % DEDUP_DAY_MS)
+    order = sorted(days)
+    gone = [d for d in order if d * DEDUP_DAY_MS < horizon]
+    total = sum(days.values()) - sum(days[d] for d in gone)
+    newest = dedup_day(max_time)
+    for d in order[len(gone) :]:
+        if total <= cap or d >= newest:
+            break
+        gone.append(d)
+        total -= days[d]
+        horizon = (d + 1) * DEDUP_DAY_MS
+    return horizon, gone
 
 
 def combine(operator: Operator, old: int | None, submitted: int, sort: SortOrder) -> int:

@@ -128,7 +128,7 @@ async def direct_queries(
 
 async def board_memory(settings: Settings, board: str) -> dict[str, int]:
     """MEMORY USAGE (SAMPLES 0) of every key of ``board``, by key suffix (the buckets of a
-    participant index summed as ``m:<period>:*``)."""
+    participant index summed as ``m:<period>:*``, those of the event ids as ``ev:*:*``)."""
     client = redis_at(settings.redis_url)
     keys = BoardKeys(board)
     try:
@@ -143,9 +143,14 @@ async def board_memory(settings: Settings, board: str) -> dict[str, int]:
 
 
 def _kind(suffix: str) -> str:
-    """A key suffix with a participant-index bucket replaced by ``*``."""
+    """A key suffix with a participant-index or event-id bucket replaced by ``*`` (and an
+    event-id bucket's day too)."""
     parts = suffix.split(":")
-    return f"m:{parts[1]}:*" if parts[0] == "m" and len(parts) == 3 else suffix
+    if parts[0] == "m" and len(parts) == 3:
+        return f"m:{parts[1]}:*"
+    if parts[0] == "ev" and len(parts) == 3:
+        return "ev:*:*"
+    return suffix
 
 
 async def _info_used(settings: Settings) -> int:

@@ -3,8 +3,8 @@
 -- Applies one batch of ONE board (or board shard) atomically and idempotently.
 --
 -- KEYS: 1 state hash (ver, maxt, hz = dedup horizon, wm:<partition>), 2 outbox hash (offset -> packed result),
---       3 event ids (sorted set of event_key forms scored by event time: the bounded
---       duplicate window),
+--       3 remembered event ids: a hash day -> count (rules.dedup_day of the event time), the
+--       ids (event_key forms) in the day's bucket hashes <KEYS[3]>:<day>:<ev_bucket>,
 --       4 open periods hash (period -> closes_at), 5 ended periods hash,
 --       6 participant metadata hash, then board.keys_per_period keys per period i:
 --       sorted set, stem of the bucketed participant index (index_key)[, participant->
@@ -61,6 +61,13 @@ local EW = 7
 
 local function fmt(x) return string.format('%.0f', x) end
 
+-- Remembered event ids (rules.dedup_forget): by day of event time, each day in 256 hashes by
+-- the first two hex digits of SHA-1 of the stored id (projections/keys.py event_bucket).
+local DAY = 86400000
+local function ev_day(at) return math.floor(at / DAY) end
+local function ev_bucket(ek) return string.sub(redis.sha1hex(ek), 1, 2) end
+local function ev_key(day, bk) return EV .. ':' .. fmt(day) .. ':' .. bk end
+
 -- A period's participant index is bucketed (projections/keys.py ``index_bucket``): the bucket
 -- of a participant is the first 3 hex digits of SHA-1(id), under the same hash tag as P.m
 -- (the stem of the bucket names), and it stores only the member's tie-break prefix. An entry
@@ -68,14 +75,15 @@ local function fmt(x) return string.format('%.0f', x) end
 local function index_key(P, pid, bk)
   return P.m .. ':' .. (bk or string.sub(redis.sha1hex(pid), 1, 3))
 end
+-- The index stores each prefix in 14 bytes: pre_text / pre_bin (index_value.lua, prepended).
 -- The participant's member (prefix then id), or nil.
 local function index_get(P, pid, bk)
   local pre = redis.call('HGET', index_key(P, pid, bk), pid)
-  if pre then return pre .. pid end
+  if pre then return pre_text(pre) .. pid end
   return nil
 end
 local function index_set(P, pid, mem, bk)
-  redis.call('HSET', index_key(P, pid, bk), pid, string.sub(mem, 1, W))
+  redis.call('HSET', index_key(P, pid, bk), pid, pre_bin(mem))
 end
 local function index_del(P, pid, bk) redis.call('HDEL', index_key(P, pid, bk), pid) end
 
@@ -341,10 +349,43 @@ local function apply_batch(board)
   local maxt = tonumber(st[3] or '-1')
   -- the dedup horizon: event ids older than it are forgotten, so records older are refused
   local hz = tonumber(st[4] or '0')
-  local function forget_before(h)
-    if h > hz then
-      hz = h
-      redis.call('ZREMRANGEBYSCORE', EV, '-inf', '(' .. fmt(hz))
+  -- remembered days -> their id counts (written back at the end), and the total
+  local days, total, dirty = {}, 0, {}
+  local evflat = redis.call('HGETALL', EV)
+  for i = 1, #evflat, 2 do
+    local n = tonumber(evflat[i + 1])
+    days[tonumber(evflat[i])] = n; total = total + n
+  end
+  local function seen(ek, bk)
+    for day, _ in pairs(days) do
+      if redis.call('HEXISTS', ev_key(day, bk), ek) == 1 then return true end
+    end
+    return false
+  end
+  -- rules.dedup_forget: the horizon moves to the start of the day `window` before the board's
+  -- time, then past the oldest days while more than `cap` ids remain (never past the newest)
+  local function forget()
+    local start = maxt - window
+    local h = start - start % DAY
+    if h <= hz and total <= cap then return end
+    if h > hz then hz = h end
+    local order = {}
+    for day, _ in pairs(days) do order[#order + 1] = day end
+    table.sort(order)
+    local newest = ev_day(maxt)
+    for _, day in ipairs(order) do
+      if day * DAY < hz then
+        -- below the horizon: gone
+      elseif total > cap and day < newest then
+        hz = (day + 1) * DAY
+      else
+        break
+      end
+      total = total - days[day]
+      days[day] = nil; dirty[day] = true
+      local names = {}
+      for b = 0, 255 do names[#names + 1] = ev_key(day, string.format('%02x', b)) end
+      redis.call('DEL', unpack(names))
     end
   end
   local open, names = {}, {}
@@ -379,6 +420,7 @@ local function apply_batch(board)
       local rec = {ne = ne, estart = estart, at = at, offset = offset, event_id = event_id,
         action = action, target = target}
       local mark = event_id == ''
+      local ebk = mark and '' or ev_bucket(ek)
       local moderation = action ~= ''
       -- a mark opens a period that has standings but could not end when it opened (an
       -- all-time board closed since), so that it can end now
@@ -398,20 +440,23 @@ local function apply_batch(board)
       elseif at < hz then
         refused = 'event time is older than the deduplication horizon ' .. fmt(hz) ..
           ': a duplicate of it could no longer be detected'
-      elseif redis.call('ZADD', EV, 'NX', at, ek) == 0 then
+      elseif seen(ek, ebk) then
         refused = 'duplicate event id ' .. event_id
       elseif moderation then
         ver, refused = moderate(rec, P, ver, changes, lim)
-        if refused then redis.call('ZREM', EV, ek) end
       else
         -- a refusal decided before the script (invalid entries, a hash-sharded overflow), else
         -- this script's own check: either way the match applies whole or not at all; then the
         -- board's bans and tournament limits
         if pre ~= '' then refused = pre else refused = refuse_entries(board, P, rec) or false end
         if not refused then refused = refuse_limits(rec, P, lim) or false end
-        if refused then redis.call('ZREM', EV, ek) end
       end
       if not refused then
+        if not mark then
+          local day = ev_day(at)
+          redis.call('HSET', ev_key(day, ebk), ek, '')
+          days[day] = (days[day] or 0) + 1; total = total + 1; dirty[day] = true
+        end
         if mark or moderation then
           -- nothing to open: only the time moves (and what the moderation did)
         elseif P.closes ~= -1 and open[P.name] == nil then
@@ -437,11 +482,9 @@ local function apply_batch(board)
             end
           end
           names = keep
-          forget_before(maxt - window)
-        end
-        if redis.call('ZCARD', EV) > cap then
-          local oldest = redis.call('ZRANGE', EV, 0, 0, 'WITHSCORES')
-          forget_before(tonumber(oldest[2]) + 1)
+          forget()
+        elseif total > cap then
+          forget()
         end
       end
       local res = {offset, changes, notices, rejected, refused, ended, pos}
@@ -451,5 +494,9 @@ local function apply_batch(board)
     end
   end
   redis.call('HSET', S, wmf, fmt(newwm), 'ver', fmt(ver), 'maxt', fmt(maxt), 'hz', fmt(hz))
+  for day, _ in pairs(dirty) do
+    if days[day] then redis.call('HSET', EV, fmt(day), fmt(days[day]))
+    else redis.call('HDEL', EV, fmt(day)) end
+  end
   return out
 end

@@ -300,28 +300,36 @@ class StoreContract:
         assert sorted(await store.periods("board")) == ["2026-11-01", "2026-11-02"]
 
     async def test_duplicates_are_remembered_within_a_bounded_horizon(self, store: Any) -> None:
-        """Ids are kept for DEDUP's window of event time and at most DEDUP's count; a record
+        """Ids are kept by day of event time (rules.dedup_forget): at least DEDUP's window, the
+        horizon moving in whole days, and past the newest day at most DEDUP's count; a record
         older than the horizon is refused, since its duplicate could no longer be told."""
         window, cap = DEDUP
         cfg = self.config()
-        recs = [rec(0, "e0", BASE, ("a", 1)), rec(1, "e1", BASE + window + 10, ("b", 1))]
-        recs += [
-            rec(2, "e0", BASE + window + 11, ("c", 1)),  # e0 is forgotten: a new record
-            rec(3, "e9", BASE + 9, ("d", 1)),  # older than the horizon (BASE + 11)
-        ]
-        # the id cap: cap more ids within the window push the horizon past the oldest kept
-        recs += [rec(4 + i, f"f{i}", BASE + window + 20 + i, (f"p{i}", 1)) for i in range(cap)]
-        recs += [rec(4 + cap, "e1", BASE + window + 10, ("e", 1))]  # e1 was evicted: too old
-        outs = await self.one_by_one(store, cfg, recs)
-        horizon = f"event time is older than the deduplication horizon {BASE + 11}"
-        assert [r.reason for r in outs[3].rejections] == [
-            horizon + ": a duplicate of it could no longer be detected"
-        ]
-        assert [c.participant_id for c in outs[2].changes] == ["c"]
-        last = outs[-1].rejections
-        assert len(last) == 1 and last[0].reason.startswith(
-            "event time is older than the deduplication horizon"
+        older = "event time is older than the deduplication horizon {}: " + (
+            "a duplicate of it could no longer be detected"
         )
+        d4 = BASE + window  # the day the window ends on for ids of day 0
+        recs = [rec(0, "e0", BASE, ("a", 1)), rec(1, "e1", d4 + DAY - 1, ("b", 1))]
+        recs += [
+            rec(2, "e0", d4 + DAY - 1, ("c", 1)),  # day 0 is still remembered: a duplicate
+            rec(3, "e2", d4 + DAY, ("d", 1)),  # the board's time moves a day: day 0 forgotten
+            rec(4, "e0", d4 + DAY + 1, ("e", 1)),  # e0 is forgotten: a new record
+            rec(5, "e9", BASE + DAY - 1, ("f", 1)),  # older than the horizon (BASE + DAY)
+        ]
+        # the id cap: cap more ids a day later forget the older days whole, oldest first
+        recs += [rec(6 + i, f"f{i}", d4 + 2 * DAY + i, (f"p{i}", 1)) for i in range(cap)]
+        recs += [
+            rec(6 + cap, "e2", d4 + DAY, ("g", 1)),  # its day was forgotten: too old
+            rec(7 + cap, "f0", d4 + 2 * DAY + cap, ("h", 1)),  # the newest day is all kept
+        ]
+        outs = await self.one_by_one(store, cfg, recs)
+        reasons = [[r.reason for r in o.rejections] for o in outs]
+        assert reasons[2] == ["duplicate event id e0"]
+        assert [c.participant_id for c in outs[4].changes] == ["e"]
+        assert reasons[5] == [older.format(BASE + DAY)]
+        assert all(not r for r in reasons[6 : 6 + cap])
+        assert reasons[6 + cap] == [older.format(d4 + 2 * DAY)]
+        assert reasons[7 + cap] == ["duplicate event id f0"]
 
     async def test_the_ranking_time_breaks_ties_not_the_claim(self, store: Any) -> None:
         """Records rank by their ranking time (the broker's, on log-time boards): a claim

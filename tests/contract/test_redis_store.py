@@ -7,7 +7,8 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from projections.keys import BoardKeys, event_key
+from projections.keys import BoardKeys, event_bucket, event_key, index_value
+from projections.push import read_many
 from projections.redis_client import RedisClient, is_cluster
 from projections.sharded import ShardedStore
 from projections.store import RankingStore
@@ -117,7 +118,8 @@ async def test_the_participant_index_holds_each_prefix_in_the_bucket_python_name
     redis_backend: RedisClient,  # noqa: F811
 ) -> None:
     """apply.lua files each participant under BoardKeys.index (SHA-1 of the UTF-8 id, as
-    Python computes it), storing only the member's tie-break prefix, in compact buckets."""
+    Python computes it), storing only the member's tie-break prefix (as keys.index_value
+    packs it), in compact buckets."""
     prefix = f"t{uuid.uuid4().hex[:8]}"
     store = RankingStore(redis_backend, prefix=prefix)
     cfg = LeaderboardConfigured("bkt")
@@ -134,7 +136,7 @@ async def test_the_participant_index_holds_each_prefix_in_the_bucket_python_name
         for r, pid in zip(recs, pids, strict=True):
             stored = await redis_backend.hget(keys.index("all", pid), pid)
             want = rules.member(r.event.occurred_at, r.offset, 0, pid)
-            assert stored in (want[: rules.TIEBREAK_WIDTH], want[: rules.TIEBREAK_WIDTH].encode())
+            assert stored == index_value(want[: rules.TIEBREAK_WIDTH])  # 14 bytes
         encodings = {await redis_backend.object("encoding", k) for k in found}
         assert encodings <= {"listpack", b"listpack"}
         ranks = await store.ranks("bkt", "all", cfg.sort_order, ["玩家", "nobody"])
@@ -159,8 +161,38 @@ async def test_the_event_id_set_keeps_uuids_as_16_bytes_and_tells_every_id_apart
     try:
         (out,) = await store.apply([(cfg, recs)])
         assert [r.reason for r in out.rejections] == [f"duplicate event id {u}"]
-        stored = set(await redis_backend.zrange(BoardKeys("evk", prefix).events, 0, -1))
+        keys = BoardKeys("evk", prefix)
+        day = rules.dedup_day(rules.MIN_EVENT_MS)
+        assert await redis_backend.hgetall(keys.events) == {str(day).encode(): b"6"}
+        stored: set[bytes] = set()
+        async for name in redis_backend.scan_iter(match=f"{keys.events}:*"):
+            fields = await redis_backend.hkeys(name)
+            for f in fields:  # each id in its day's bucket (keys.event_bucket)
+                assert name.decode() == keys.event_ids(day, event_bucket(f))
+            stored |= set(fields)
         assert stored == {event_key(e) for e in ids}
         assert event_key(u) == b"j" * 16 and len(stored) == len(ids)
     finally:
         await scrub(redis_backend, f"{prefix}*")
+
+
+async def test_the_push_reads_find_participants_through_the_packed_index(
+    redis_backend: RedisClient,  # noqa: F811
+) -> None:
+    """push.read_many (its own script) decodes the index's 14-byte prefixes as apply.lua does:
+    the listed participants' rows, best first, with the board's version."""
+    board = f"rm{uuid.uuid4().hex[:8]}"
+    store = RankingStore(redis_backend)
+    cfg = LeaderboardConfigured(board)
+    scores = {"a": 5, "b": 9, "c": 7, "d": 9}
+    recs = [
+        rec(i, f"e{i}", rules.MIN_EVENT_MS + i, (p, s)) for i, (p, s) in enumerate(scores.items())
+    ]
+    try:
+        await store.apply([(cfg, recs)])
+        snap = await read_many(redis_backend, cfg, "all", ["c", "nobody", "d", "b"])
+        assert snap.version == 4 and snap.count == 4
+        rows = [(r["rank"], r["participant_id"], r["score"]) for r in snap.entries]
+        assert rows == [(1, "b", 9), (2, "d", 9), (3, "c", 7)]
+    finally:
+        await scrub(redis_backend, f"lb:{{{board}}}*")
