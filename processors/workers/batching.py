@@ -233,7 +233,6 @@ async def consume_batches(
     poison: Poison,
     done: Callable[[T], None] | None = None,
     adaptive: bool = False,
-    idle: float | None = None,
 ) -> None:
     """Feed ``stream`` to ``handle`` in batches; acknowledge each batch once it succeeded.
 
@@ -241,12 +240,10 @@ async def consume_batches(
     unacknowledged (its offsets are not committed, so it is redelivered) and the worker exits.
     Batches come from ``lean.take_batches`` (the channel's queue read in bulk): ``adaptive``
     takes one once its oldest record is ``LINGER_S`` old (a lone score is applied at once,
-    batches grow with the load), otherwise once it is ``within`` old or full. ``idle`` (default
-    ``within``) is how long an idle loop waits for a record before it looks again: each look
-    costs a few futures, so a worker whose topics are mostly quiet looks less often.
+    batches grow with the load), otherwise once it is ``within`` old or full.
     """
     _stopping.set(lambda: bool(stream.app.should_stop))
-    take = take_batches(stream, size, idle or within, LINGER_S if adaptive else within)
+    take = take_batches(stream, size, within, LINGER_S if adaptive else within)
     async for events in take:
         try:
             await run_isolating(raw_records(events), handle, what=what, poison=poison, done=done)

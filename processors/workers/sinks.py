@@ -48,11 +48,6 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-#: How long an idle agent waits for a record before it looks again (``consume_batches``): the
-#: three agents looking every ``batch_within`` (50 ms) cost an idle worker about 12 ms of CPU
-#: per second, every 0.5 s about 5.5 ms (benchmarks/notes.md); a record still wakes it at once.
-IDLE_S = 0.5
-
 
 @dataclass(slots=True)
 class SinkStats:
@@ -469,7 +464,6 @@ def create_app(settings: Settings) -> faust.App:
             what="writing the audit",
             poison=proc.poison(settings.rank_changes_topic),
             done=logged,
-            idle=IDLE_S,
         )
 
     @app.agent(configs, concurrency=1)
@@ -482,7 +476,6 @@ def create_app(settings: Settings) -> faust.App:
             proc.handle_configs,
             what="registry upsert",
             poison=proc.poison(settings.config_topic),
-            idle=IDLE_S,
         )
 
     @app.agent(profiles, concurrency=1)
@@ -495,7 +488,6 @@ def create_app(settings: Settings) -> faust.App:
             proc.handle_profiles,
             what="profile upsert",
             poison=proc.poison(settings.participants_topic),
-            idle=IDLE_S,
         )
 
     return app
