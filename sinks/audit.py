@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Sequence
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from operator import attrgetter, itemgetter
 from typing import Any
 
 import psycopg
 
+from sinks.audit_decode import RankChangedFields
 from streams.errors import ServiceUnavailable
 from streams.events import RankChanged
 
-__all__ = ["AUDIT_COLUMNS", "OPERATORS", "AuditWriter", "months_of"]
+__all__ = ["AUDIT_COLUMNS", "OPERATORS", "AuditWriter", "audit_rows", "months_of"]
 
 log = logging.getLogger(__name__)
 
@@ -21,7 +23,9 @@ Connect = Callable[[], Awaitable[psycopg.AsyncConnection[tuple[object, ...]]]]
 
 #: Columns staged per RankChange, in COPY order, with their PostgreSQL types: the one place the
 #: audit row's shape is stated (the staging table, COPY and INSERT are derived from it).
-#: Board and period arrive as dictionary ids (``audit_boards``, ``audit_periods``), the
+#: The change's own fields come first, in ``_FIELDS`` order, so that a row is one C-level
+#: getter call on the change (an Avro dict or a ``RankChange``) plus the three columns the
+#: writer maps: board and period as dictionary ids (``audit_boards``, ``audit_periods``), the
 #: operator as its index in ``OPERATORS``. The server derives the stored forms of the rest
 #: (``_DERIVED``): ``*_ms`` milliseconds become timestamps (``occurred_at`` is the ranking
 #: time, ``claimed_at`` the producer's claim when it differs); the event id is kept as 16 bytes
@@ -35,20 +39,39 @@ _SHAPE = (
     ("source_offset", "int8"),
     ("occurred_ms", "int8"),
     ("claimed_ms", "int8"),
-    ("board_id", "int4"),
     ("new_rank", "int4"),
     ("old_rank", "int4"),
-    ("period_id", "int2"),
     ("source_partition", "int2"),
     ("entry_index", "int2"),
-    ("operator", "int2"),
     ("participant_id", "text"),
     ("event_id", "text"),
     ("match_id", "text"),
+    ("board_id", "int4"),
+    ("period_id", "int2"),
+    ("operator", "int2"),
 )
+#: The RankChange fields of the first staged columns, in order (``*_ms`` are ``*_at``).
+_FIELDS = (
+    "version",
+    "submitted_score",
+    "new_score",
+    "old_score",
+    "source_offset",
+    "occurred_at",
+    "claimed_at",
+    "new_rank",
+    "old_rank",
+    "source_partition",
+    "entry_index",
+    "participant_id",
+    "event_id",
+    "match_id",
+)
+_FROM_OBJECT = attrgetter(*_FIELDS)
+_FROM_DICT = itemgetter(*_FIELDS)
 AUDIT_COLUMNS = tuple(name for name, _ in _SHAPE)
 _TYPES = tuple(kind for _, kind in _SHAPE)
-_OCCURRED = AUDIT_COLUMNS.index("occurred_ms")
+_OCCURRED_OF = itemgetter(AUDIT_COLUMNS.index("occurred_ms"))
 
 # Millisecond arithmetic on an interval is exact (no float round trip through to_timestamp).
 _DERIVED = {
@@ -64,7 +87,6 @@ _DERIVED = {
 }
 _STORED = [pair for name in AUDIT_COLUMNS for pair in _DERIVED.get(name, [(name, name)])]
 
-#: Stored operator codes: the index of the name in this tuple.
 #: Stored operator codes: the four score operators, then the moderation actions whose rank
 #: changes reach the audit (a removal, a void; docs/moderation.md). Append only.
 OPERATORS = ("best", "set", "incr", "decr", "participant_removed", "match_voided")
@@ -87,6 +109,47 @@ _BOARDS = ("audit_boards", "name")
 _PERIODS = ("audit_periods", "period")
 
 
+#: What the writer takes: rank changes from the codec, or as the audit decoder read them.
+AuditInput = RankChanged | RankChangedFields
+
+
+def audit_rows(
+    batch: Sequence[AuditInput], boards: Mapping[str, int], periods: Mapping[str, int]
+) -> list[tuple[Any, ...]]:
+    """The staged rows of ``batch`` in COPY order, given the dictionary ids of its boards and
+    periods: one tuple per change, built by one getter call and three look-ups."""
+    ops = _OPERATOR_CODE
+    rows: list[tuple[Any, ...]] = []
+    # tuple + tuple, not (*t, ...): the unpacking builds a list first (half again the time)
+    for ev in batch:
+        if not ev.changes:
+            continue
+        board = boards[ev.leaderboard_id]
+        if isinstance(ev, RankChanged):
+            obj = _FROM_OBJECT
+            rows += [obj(c) + (board, periods[c.period], ops[c.operator]) for c in ev.changes]  # noqa: RUF005
+        else:
+            get = _FROM_DICT
+            rows += [
+                get(c) + (board, periods[c["period"]], ops[c["operator"]])  # noqa: RUF005
+                for c in ev.changes
+            ]
+    return rows
+
+
+def _period_names(batch: Sequence[AuditInput]) -> set[str]:
+    names: set[str] = set()
+    for ev in batch:
+        if isinstance(ev, RankChanged):
+            names.update(c.period for c in ev.changes)
+        else:
+            names.update(map(_PERIOD, ev.changes))
+    return names
+
+
+_PERIOD = itemgetter("period")
+
+
 def months_of(times_ms: Iterable[int]) -> list[tuple[int, int]]:
     """(year, month) of each UTC month holding one of ``times_ms``, and of the month after it.
 
@@ -107,6 +170,19 @@ def _month_start(year: int, month: int) -> datetime:
     return datetime(year, month, 1, tzinfo=UTC)
 
 
+def _month_span(year: int, month: int) -> tuple[int, int]:
+    """[start, end) of a UTC month in epoch milliseconds."""
+    end = _month_start(year + 1, 1) if month == 12 else _month_start(year, month + 1)
+    return _epoch_ms(_month_start(year, month)), _epoch_ms(end)
+
+
+def _epoch_ms(t: datetime) -> int:
+    return (t - _EPOCH) // timedelta(milliseconds=1)
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class AuditWriter:
     """Writes RankChanged batches to ``score_audit`` over one async connection.
 
@@ -121,6 +197,8 @@ class AuditWriter:
         self.connect = connect
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._months: set[tuple[int, int]] = set()
+        #: [start, end) in ms of each month in ``_months``
+        self._spans: list[tuple[int, int]] = []
         self._board_ids: dict[str, int] = {}
         self._period_ids: dict[str, int] = {}
 
@@ -136,7 +214,7 @@ class AuditWriter:
         if conn is not None:
             await conn.close()
 
-    async def write(self, batch: Sequence[RankChanged]) -> int:
+    async def write(self, batch: Sequence[AuditInput]) -> int:
         """Insert one row per RankChange of ``batch``; return how many rows were new.
 
         Raises ServiceUnavailable when PostgreSQL cannot be reached or the connection broke;
@@ -149,36 +227,11 @@ class AuditWriter:
             boards = await self._ids(
                 conn, _BOARDS, self._board_ids, {ev.leaderboard_id for ev in batch if ev.changes}
             )
-            periods = await self._ids(
-                conn, _PERIODS, self._period_ids, {c.period for ev in batch for c in ev.changes}
-            )
+            periods = await self._ids(conn, _PERIODS, self._period_ids, _period_names(batch))
         except psycopg.OperationalError as exc:
             await self._drop()
             raise ServiceUnavailable(f"audit write failed: {_first_line(exc)}") from exc
-        rows: list[tuple[Any, ...]] = [
-            (
-                c.version,
-                c.submitted_score,
-                c.new_score,
-                c.old_score,
-                c.source_offset,
-                c.occurred_at,
-                c.claimed_at,
-                board,
-                c.new_rank,
-                c.old_rank,
-                periods[c.period],
-                c.source_partition,
-                c.entry_index,
-                _OPERATOR_CODE[c.operator],
-                c.participant_id,
-                c.event_id,
-                c.match_id,
-            )
-            for ev in batch
-            for board in (boards[ev.leaderboard_id],)
-            for c in ev.changes
-        ]
+        rows = audit_rows(batch, boards, periods)
         try:
             await self._ensure_partitions(conn, rows)
             async with conn.transaction():
@@ -198,7 +251,11 @@ class AuditWriter:
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: list[tuple[Any, ...]]
     ) -> None:
-        missing = [ym for ym in months_of(r[_OCCURRED] for r in rows) if ym not in self._months]
+        occurred = set(map(_OCCURRED_OF, rows))
+        lo, hi = min(occurred), max(occurred)
+        if any(start <= lo and hi < end for start, end in self._spans):
+            return  # the whole batch lies in one month whose partitions exist (the usual case)
+        missing = [ym for ym in months_of(occurred) if ym not in self._months]
         if not missing:
             return
         created = 0
@@ -211,6 +268,7 @@ class AuditWriter:
         if created:
             log.info("audit: created %d monthly partition(s) from %04d-%02d", created, *missing[0])
         self._months.update(missing)
+        self._spans = [_month_span(*ym) for ym in sorted(self._months)]
 
     async def _ids(
         self,

@@ -31,6 +31,7 @@ from projections.profiles import profiles_key, write_profiles
 from projections.store import RankingStore
 from sinks import participants, registry, snapshots
 from sinks.audit import AuditWriter
+from sinks.audit_decode import AuditDecoder, RankChangedFields
 from sinks.history import closed_period
 from streams.errors import DecodeError, ServiceUnavailable
 from streams.events import (
@@ -105,6 +106,7 @@ class SinkProcessor:
     ) -> None:
         self.settings = settings
         self.codec = get_codec(settings)
+        self.audit_decoder = AuditDecoder(self.codec)
         self.writer = writer or audit_writer(settings)
         self.store = store or RankingStore(make_client(settings), grace_ms=settings.period_grace_ms)
         self.producer = producer or LeaderboardProducer(settings, codec=self.codec)
@@ -220,9 +222,9 @@ class SinkProcessor:
     async def handle_rank_changes(self, records: Sequence[RawRecord]) -> SinkStats:
         """Write a batch of rank-change records durably, then close the periods they end."""
         stats = SinkStats(records=len(records))
-        batch: list[RankChanged] = []
+        batch: list[RankChanged | RankChangedFields] = []
         for rec in records:
-            ev = self._decode(rec, RankChanged, self.settings.rank_changes_topic)
+            ev = self._decode_rank_change(rec)
             if ev is None:
                 stats.dead_lettered += 1
             else:
@@ -342,17 +344,37 @@ class SinkProcessor:
 
     # ------------------------------------------------------------------ helpers
     def _decode(self, rec: RawRecord, kind: type[T], logical_topic: str) -> T | None:
-        reason: str
         try:
             if rec.value is None:
                 raise DecodeError("record has no value")
             ev = self.codec.decode(rec.value)
         except DecodeError as exc:
-            reason = f"undecodable: {exc}"
-        else:
-            if isinstance(ev, kind):
-                return ev
-            reason = f"unexpected event type {type(ev).__name__} (want {kind.__name__})"
+            self._dead_letter(rec, logical_topic, f"undecodable: {exc}")
+            return None
+        if isinstance(ev, kind):
+            return ev
+        reason = f"unexpected event type {type(ev).__name__} (want {kind.__name__})"
+        self._dead_letter(rec, logical_topic, reason)
+        return None
+
+    def _decode_rank_change(self, rec: RawRecord) -> RankChanged | RankChangedFields | None:
+        """``_decode`` of a rank-change record through the audit's decoder (the same records
+        accepted, the same reasons for the others; sinks/audit_decode.py)."""
+        topic = self.settings.rank_changes_topic
+        try:
+            if rec.value is None:
+                raise DecodeError("record has no value")
+            ev = self.audit_decoder.decode(rec.value)
+        except DecodeError as exc:
+            self._dead_letter(rec, topic, f"undecodable: {exc}")
+            return None
+        if isinstance(ev, RankChanged | RankChangedFields):
+            return ev
+        reason = f"unexpected event type {type(ev).__name__} (want {RankChanged.__name__})"
+        self._dead_letter(rec, topic, reason)
+        return None
+
+    def _dead_letter(self, rec: RawRecord, logical_topic: str, reason: str) -> None:
         log.error(
             "%s[%d]@%d: %s; sending it to the dead-letter topic",
             logical_topic,
@@ -364,7 +386,6 @@ class SinkProcessor:
         self.producer.send_dead_letter(
             logical_topic, rec.partition, rec.offset, rec.key, rec.value, reason
         )
-        return None
 
     def poison(self, logical_topic: str) -> Poison:
         """The dead-letter action for records of ``logical_topic`` that fail on their own."""

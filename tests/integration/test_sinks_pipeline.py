@@ -300,6 +300,77 @@ async def test_undecodable_and_foreign_records_are_dead_lettered(stack: Settings
     assert "unexpected event type LeaderboardConfigured" in fake.dead[1][1]
 
 
+async def test_fast_audit_decode_stores_the_rows_of_the_codec_path(stack: Settings) -> None:
+    """The worker's audit decode (sinks/audit_decode.py) and the codec's full decode store the
+    same rows: one board through ``handle_rank_changes`` (current schema: the fast path; an
+    older writer schema in the same batch: the codec path), the same events on a second board
+    through ``AuditWriter.write``; every stored column is compared."""
+    import io
+    import json
+
+    from fastavro import schemaless_writer
+
+    from streams.codec import SCHEMA_DIR, SINGLE_OBJECT_MARKER
+
+    migrate_database(stack.postgres_dsn)
+    fast_board, full_board = (f"fast-{uuid.uuid4().hex[:8]}", f"full-{uuid.uuid4().hex[:8]}")
+    codec = get_codec(stack)
+    at = ms(2026, 10, 3)
+
+    def events(board: str) -> list[RankChanged]:
+        first = changes(board, 1, 30, at)
+        mixed = tuple(
+            RankChange(
+                31 + i,
+                "2026-10",
+                f"q{i}",
+                i or None,
+                i + 1,
+                None if i % 2 else -(2**62) + i,
+                2**62 - i,
+                i - 7,
+                ("set", "incr", "decr", "best")[i % 4],
+                str(uuid.UUID(int=i + 1)) if i % 3 else "not-a-uuid",
+                "m" if i % 2 else str(uuid.UUID(int=i + 1)),
+                i,
+                at + i,
+                i % 6,
+                1000 + i,
+                None if i % 2 else at - i,
+            )
+            for i in range(20)
+        )
+        return [first, RankChanged(board, 31, 50, mixed)]
+
+    old = json.loads((SCHEMA_DIR / "history" / "RankChanged.v1.avsc").read_text())
+    writer = codec.store.parse_writer(old, "test")
+    legacy = RankChanged(
+        fast_board,
+        51,
+        51,
+        (RankChange(51, "2026-10", "z", None, 1, None, 9, 9, "best", "e51", "m", 0, at, 1, 51),),
+    )
+    body = io.BytesIO()
+    schemaless_writer(body, writer.parsed, legacy.to_avro())
+    values = [codec.encode(ev) for ev in events(fast_board)]
+    values.append(SINGLE_OBJECT_MARKER + writer.fingerprint + body.getvalue())
+    proc = SinkProcessor(stack, producer=FakeProducer())  # type: ignore[arg-type]
+    stats = await proc.handle_rank_changes([RawRecord(0, i, None, v) for i, v in enumerate(values)])
+    reference = [*events(full_board), RankChanged(full_board, 51, 51, legacy.changes)]
+    assert await proc.writer.write(reference) == 51
+    await proc.close()
+    assert (stats.inserted, stats.dead_lettered) == (51, 0)
+    with psycopg.connect(stack.postgres_dsn) as conn:
+        stored = [
+            conn.execute(
+                "SELECT * FROM score_audit WHERE leaderboard_id = %s ORDER BY version", (board,)
+            ).fetchall()
+            for board in (fast_board, full_board)
+        ]
+    assert len(stored[0]) == 51
+    assert [row[1:] for row in stored[0]] == [row[1:] for row in stored[1]]
+
+
 async def test_registry_agent_upserts_and_feeds_period_close(stack: Settings) -> None:
     """Configs land in the registry; a restarted processor learns them from the table."""
     migrate_database(stack.postgres_dsn)
