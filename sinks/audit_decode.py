@@ -12,14 +12,10 @@ the codec's generic decode, so both paths accept and refuse exactly the same rec
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from typing import Any, NamedTuple
 
-from fastavro import schemaless_reader
-
-from streams.codec import SINGLE_OBJECT_MARKER, SO_HEADER_SIZE, AvroCodec, Codec
-from streams.errors import DecodeError
+from streams.codec import SINGLE_OBJECT_MARKER, SO_HEADER_SIZE, AvroCodec, Codec, read_body
 from streams.events import Event, RankChanged
 
 __all__ = ["AuditDecoder", "RankChangedFields"]
@@ -56,19 +52,7 @@ class AuditDecoder:
         returns; raise DecodeError on bad bytes, as ``codec.decode`` does."""
         if self._parsed is None or data[:SO_HEADER_SIZE] != self._header:
             return self.codec.decode(data)
-        fo = io.BytesIO(data)
-        fo.seek(SO_HEADER_SIZE)
-        try:
-            d: Any = schemaless_reader(fo, self._parsed, None)
-        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
-            raise DecodeError(
-                f"truncated or malformed Avro body: {type(exc).__name__}: {exc}"
-            ) from exc
-        trailing = len(data) - fo.tell()
-        if trailing:
-            raise DecodeError(
-                f"truncated or malformed Avro body: {trailing} trailing bytes after the record"
-            )
+        d: Any = read_body(data, SO_HEADER_SIZE, self._parsed, None)
         return RankChangedFields(
             d["leaderboard_id"],
             d["version_from"],

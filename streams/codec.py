@@ -78,6 +78,23 @@ def crc64_fingerprint(schema_json: Any) -> bytes:
     return bytes.fromhex(fingerprint(canonical, "CRC-64-AVRO"))
 
 
+def read_body(data: bytes, start: int, writer_parsed: Any, reader_parsed: Any) -> Any:
+    """The Avro record in ``data`` from ``start`` to its very end, as fastavro reads it;
+    DecodeError on a truncated or malformed body or on trailing bytes."""
+    fo = io.BytesIO(data)
+    fo.seek(start)
+    try:
+        record = schemaless_reader(fo, writer_parsed, reader_parsed)
+    except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
+        raise DecodeError(f"truncated or malformed Avro body: {type(exc).__name__}: {exc}") from exc
+    trailing = len(data) - fo.tell()
+    if trailing:
+        raise DecodeError(
+            f"truncated or malformed Avro body: {trailing} trailing bytes after the record"
+        )
+    return record
+
+
 @dataclass(frozen=True, slots=True)
 class SchemaVersion:
     """One known schema: its full name, JSON, fingerprint and parsed (logical-free) form."""
@@ -234,19 +251,7 @@ class AvroCodec:
 
     def _read_body(self, data: bytes, start: int, writer: SchemaVersion) -> Event:
         writer_parsed, reader_parsed, cls = self._resolution(writer)
-        fo = io.BytesIO(data)
-        fo.seek(start)
-        try:
-            record = schemaless_reader(fo, writer_parsed, reader_parsed)
-        except Exception as exc:  # fastavro raises EOFError, ValueError, IndexError, ...
-            raise DecodeError(
-                f"truncated or malformed Avro body: {type(exc).__name__}: {exc}"
-            ) from exc
-        trailing = len(data) - fo.tell()
-        if trailing:
-            raise DecodeError(
-                f"truncated or malformed Avro body: {trailing} trailing bytes after the record"
-            )
+        record = read_body(data, start, writer_parsed, reader_parsed)
         try:
             event: Event = (
                 match_from_avro(record)
