@@ -68,18 +68,120 @@ class Rejection:
     index: int | None = None
 
 
-@dataclass(slots=True)
 class BoardOutcome:
-    """What applying one batch did to one board."""
+    """What applying one batch did to one board.
 
-    board: str
-    changes: list[RankChange] = field(default_factory=list)
-    notifications: list[ParticipantNotified] = field(default_factory=list)
-    rejections: list[Rejection] = field(default_factory=list)
-    periods_ended: list[tuple[str, int]] = field(default_factory=list)
-    offsets: list[int] = field(default_factory=list)
-    #: the outbox fields of the results (``SourceRecord.position``), beside ``offsets``
-    positions: list[str] = field(default_factory=list)
+    A plain board's apply keeps the script's result rows (``results``) and builds its
+    ``changes`` and ``notifications`` from them only when they are read: the projector writes
+    its output records straight from the rows (``pending`` / ``take_pending``), so on its hot
+    path no RankChange or notice object is made.
+    """
+
+    __slots__ = (
+        "_changes",
+        "_notifications",
+        "_pending",
+        "board",
+        "offsets",
+        "periods_ended",
+        "positions",
+        "rejections",
+    )
+
+    def __init__(
+        self,
+        board: str,
+        changes: list[RankChange] | None = None,
+        notifications: list[ParticipantNotified] | None = None,
+        rejections: list[Rejection] | None = None,
+        periods_ended: list[tuple[str, int]] | None = None,
+        offsets: list[int] | None = None,
+        positions: list[str] | None = None,
+    ) -> None:
+        self.board = board
+        self._changes: list[RankChange] = [] if changes is None else changes
+        self._notifications: list[ParticipantNotified] = (
+            [] if notifications is None else notifications
+        )
+        self.rejections: list[Rejection] = [] if rejections is None else rejections
+        self.periods_ended: list[tuple[str, int]] = [] if periods_ended is None else periods_ended
+        self.offsets: list[int] = [] if offsets is None else offsets
+        #: the outbox fields of the results (``SourceRecord.position``), beside ``offsets``
+        self.positions: list[str] = [] if positions is None else positions
+        #: result rows not yet turned into ``changes`` / ``notifications``, in log order
+        self._pending: list[tuple[SourceRecord, RecordResult]] = []
+
+    @property
+    def changes(self) -> list[RankChange]:
+        """The applied entries, in order (built from the pending result rows, once)."""
+        if self._pending:
+            self._settle()
+        return self._changes
+
+    @changes.setter
+    def changes(self, value: list[RankChange]) -> None:
+        if self._pending:
+            self._settle()
+        self._changes = value
+
+    @property
+    def notifications(self) -> list[ParticipantNotified]:
+        """The notices, in order (built from the pending result rows, once)."""
+        if self._pending:
+            self._settle()
+        return self._notifications
+
+    @notifications.setter
+    def notifications(self, value: list[ParticipantNotified]) -> None:
+        if self._pending:
+            self._settle()
+        self._notifications = value
+
+    @property
+    def pending(self) -> list[tuple[SourceRecord, RecordResult]] | None:
+        """The result rows (with their records) when they are all this outcome's changes and
+        notices, None once any was built or added another way (read ``changes`` then)."""
+        if self._changes or self._notifications:
+            return None
+        return self._pending
+
+    def change_count(self) -> int:
+        """How many entries were applied (``len(changes)``, without building them)."""
+        return len(self._changes) + sum(len(res.changes) for _, res in self._pending)
+
+    def add_rows(self, rec: SourceRecord, res: RecordResult) -> None:
+        """Keep one record's result rows for ``changes`` and ``notifications``."""
+        if res.changes or res.notices:
+            self._pending.append((rec, res))
+
+    def _settle(self) -> None:
+        pending, self._pending = self._pending, []
+        board = self.board
+        for rec, res in pending:
+            self._changes += to_changes(rec, res.changes)
+            self._notifications += [to_notice(board, row) for row in res.notices]
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, BoardOutcome):
+            return NotImplemented
+        return _fields(self) == _fields(other)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclass it was
+
+    def __repr__(self) -> str:
+        return "BoardOutcome(" + ", ".join(f"{k}={v!r}" for k, v in _fields(self).items()) + ")"
+
+
+def _fields(out: BoardOutcome) -> dict[str, Any]:
+    return {
+        "board": out.board,
+        "changes": out.changes,
+        "notifications": out.notifications,
+        "rejections": out.rejections,
+        "periods_ended": out.periods_ended,
+        "offsets": out.offsets,
+        "positions": out.positions,
+    }
 
 
 @dataclass(frozen=True, slots=True)
@@ -448,8 +550,7 @@ def moderation_carrier(mod: LeaderboardModerated) -> MatchResultSubmitted:
 
 def add_result(outcome: BoardOutcome, rec: SourceRecord, res: RecordResult) -> None:
     """Add what the apply script did to one record of a plain board to ``outcome``."""
-    outcome.changes += to_changes(rec, res.changes)
-    outcome.notifications += [to_notice(outcome.board, row) for row in res.notices]
+    outcome.add_rows(rec, res)
     outcome.rejections += [
         Rejection(rec.partition, rec.offset, r, i, rec.index) for i, r in res.rejected
     ]

@@ -12,12 +12,23 @@ schema falls back to fastavro instead of being written in the old shape.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from streams.events import NotificationKind, ParticipantsNotified, RankChanged
 
-__all__ = ["SCHEMAS", "encode_participants_notified", "encode_rank_changed"]
+__all__ = [
+    "CHANGE_ROW",
+    "NOTICE_ROW",
+    "SCHEMAS",
+    "encode_participants_notified",
+    "encode_rank_changed",
+    "notice_rows",
+    "participants_notified_body",
+    "rank_change_rows",
+    "rank_changed_body",
+    "record_context",
+]
 
 #: Varints of the zig-zag values below 2^14 (one or two bytes), looked up instead of computed.
 _SMALL = [bytes([z]) if z < 0x80 else bytes([(z & 0x7F) | 0x80, z >> 7]) for z in range(1 << 14)]
@@ -147,6 +158,163 @@ def encode_participants_notified(event: ParticipantsNotified) -> bytes:
             add(version_b)
     add(_NULL)
     return b"".join(parts)
+
+
+# --------------------------------------------------------------- straight from result rows
+#
+# The projector's outputs written from the apply script's rows (projections/results.py), with
+# no RankChange or notice object in between: the rows' fields are written where the schemas
+# want them, each change or notice as a fixed number of parts (so a record of the first k of
+# them is ``parts[:k * N]``), the same bytes as the encoders above (tests/unit/test_avro_rows.py).
+
+#: The fields of a change row these writers read, by position (the first ten of
+#: ``projections.results.ChangeRow``; tests/unit/test_avro_rows.py checks they agree).
+CHANGE_ROW = (
+    "entry_index",
+    "period",
+    "participant_id",
+    "old_rank",
+    "new_rank",
+    "old_score",
+    "new_score",
+    "version",
+    "operator",
+    "submitted",
+)
+#: The fields of a notice row, by position (``projections.results.NoticeRow``).
+NOTICE_ROW = (
+    "kind",
+    "period",
+    "participant_id",
+    "rank",
+    "by_participant_id",
+    "version",
+    "top_n",
+    "omitted",
+)
+#: Parts ``rank_change_rows`` appends per change, ``notice_rows`` per notice.
+CHANGE_PARTS = 10
+NOTICE_PARTS = 6
+
+#: Notice kinds by their wire value (a row's ``kind``) → the enum's index, as written.
+_KIND_OF: dict[str, bytes] = {kind.value: data for kind, data in _KIND.items()}
+
+
+def record_context(
+    event_id: str, match_id: str, at: int, claimed_at: int | None, partition: int, offset: int
+) -> tuple[bytes, bytes]:
+    """The bytes every change of one source record shares: (event and match ids; its time,
+    claimed time, partition and offset), written around each change's entry index."""
+    claimed = _NULL if claimed_at is None else _SOME + _long(claimed_at)
+    return (
+        _str(event_id) + _str(match_id),
+        _long(at) + claimed + _long(partition) + _long(offset),
+    )
+
+
+def rank_change_rows(
+    parts: list[bytes],
+    versions: list[int],
+    rows: Iterable[Sequence[Any]],
+    ids: bytes,
+    tail: bytes,
+) -> None:
+    """Append the Avro ``RankChange`` of each change row of one source record to ``parts``
+    (``CHANGE_PARTS`` each) and its version to ``versions``; ``ids`` and ``tail`` are the
+    record's ``record_context``. A new rank of None is written as 0 (outside a band)."""
+    add = parts.append
+    small = _SMALL
+    last_period: Any = None
+    period_b = b""
+    last_op: Any = None
+    op_ids = b""
+    for row in rows:
+        index, period, pid, old_rank, new_rank, old_score, score, version, op, sub = row[:10]
+        if period != last_period:
+            last_period, period_b = period, _str(period)
+        if op != last_op:
+            last_op, op_ids = op, _str(op) + ids
+        versions.append(version)
+        data = pid.encode()
+        size = len(data)
+        add(_long(version) + period_b)
+        add(small[size << 1] if size < 0x2000 else _long(size))
+        add(data)
+        add(_NULL if old_rank is None else _SOME + _long(old_rank))
+        add(_long(new_rank or 0))
+        add(_NULL if old_score is None else _SOME + _long(old_score))
+        add(_long(score) + _long(sub))
+        add(op_ids)
+        add(small[index << 1] if 0 <= index < 0x2000 else _long(index))
+        add(tail)
+
+
+def notice_rows(parts: list[bytes], versions: list[int], rows: Iterable[Sequence[Any]]) -> None:
+    """Append the Avro ``Notice`` of each notice row to ``parts`` (``NOTICE_PARTS`` each) and
+    its version to ``versions``."""
+    add = parts.append
+    small = _SMALL
+    kinds = _KIND_OF
+    last_period: Any = None
+    period_b = b""
+    last_kind: Any = None
+    kind_b = b""
+    # a change's overtaken notices share its mover, watch size, omitted count and version
+    last_tail: Any = None
+    tail_b = b""
+    for row in rows:
+        kind, period, pid, rank, by, version, top_n, omitted = row
+        if period != last_period:
+            last_period, period_b = period, _str(period)
+        if kind != last_kind:
+            found = kinds.get(kind)
+            if found is None:
+                raise ValueError(f"{kind!r} is not a notification kind")
+            last_kind, kind_b = kind, found
+        if last_tail is None or (by, top_n, omitted, version) != last_tail:
+            last_tail = (by, top_n, omitted, version)
+            tail_b = (
+                (_NULL if by is None else _SOME + _str(by))
+                + _long(top_n)
+                + _long(omitted)
+                + _long(version)
+            )
+        versions.append(version)
+        data = pid.encode()
+        size = len(data)
+        add(period_b)
+        add(small[size << 1] if size < 0x2000 else _long(size))
+        add(data)
+        add(kind_b)
+        add(small[rank << 1] if 0 <= rank < 0x2000 else _long(rank))
+        add(tail_b)
+
+
+def rank_changed_body(
+    board: str,
+    version_from: int,
+    version_to: int,
+    count: int,
+    parts: Sequence[bytes],
+    periods_ended: Sequence[str],
+) -> bytes:
+    """The Avro body of a RankChanged of ``count`` changes written by ``rank_change_rows``."""
+    head = _str(board) + _long(version_from) + _long(version_to)
+    changes = _long(count) + b"".join(parts) + _NULL if count else _NULL
+    if periods_ended:
+        ended = _long(len(periods_ended)) + b"".join(map(_str, periods_ended)) + _NULL
+    else:
+        ended = _NULL
+    return head + changes + ended
+
+
+def participants_notified_body(
+    board: str, version_from: int, version_to: int, count: int, parts: Sequence[bytes]
+) -> bytes:
+    """The Avro body of a ParticipantsNotified of ``count`` notices written by
+    ``notice_rows``."""
+    head = _str(board) + _long(version_from) + _long(version_to)
+    return head + (_long(count) + b"".join(parts) + _NULL if count else _NULL)
 
 
 #: Full schema name → (the CRC-64-AVRO fingerprint, as hex of its 8 little-endian bytes, of the

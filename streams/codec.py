@@ -205,6 +205,13 @@ class AvroCodec:
             and self.store.current[name].fingerprint.hex() == fingerprint
         }
 
+    def direct_header(self, name: str) -> bytes | None:
+        """The bytes before a direct-written body of the record type ``name`` (see
+        ``avro_out``), or None: no direct writer for its current schema in this codec, so
+        its events go through ``encode``. A codec without a fixed header per type (the
+        Confluent wire format's schema id is the registry's) answers None."""
+        return None
+
     def _resolution(self, writer: SchemaVersion) -> tuple[Any, Any, type[Any]]:
         hit = self._resolved.get(writer.fingerprint)
         if hit is not None:
@@ -279,6 +286,13 @@ class SingleObjectCodec(AvroCodec):
         """Serialize one event with the current schema of its type."""
         version, body = self._body(event)
         return SINGLE_OBJECT_MARKER + version.fingerprint + body
+
+    def direct_header(self, name: str) -> bytes | None:
+        """The single-object header of ``name``'s current schema while ``avro_out`` writes
+        that schema's bodies directly (``SCHEMAS``), else None."""
+        if name not in self._direct:
+            return None
+        return SINGLE_OBJECT_MARKER + self.store.current[name].fingerprint
 
     def decode(self, data: bytes) -> Event:
         """Deserialize one record into its typed event; raise DecodeError on bad bytes."""

@@ -10,7 +10,7 @@ import time
 from collections import defaultdict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, cast
 
 from opentelemetry.trace import SpanKind
 
@@ -19,9 +19,10 @@ from processors.workers.batching import (
     RawRecord as RawRecord,  # re-exported: replay and tests use it
 )
 from processors.workers.metrics import DEAD_LETTERS, OUTBOX, PUBLISH_SECONDS, reason_kind
+from projections.results import RecordResult
 from projections.sharded import ShardedStore, layout_of
 from projections.store import BoardOutcome, RankingStore, SourceRecord, moderation_carrier
-from streams import rules
+from streams import avro_out, rules
 from streams.codec import Codec
 from streams.errors import DecodeError
 from streams.events import (
@@ -95,6 +96,8 @@ class Projector:
         self.notify_topic = settings.topic(settings.notifications_topic)
         self._sharded: ShardedStore | None = None
         self._partitions: dict[str, int] = {}
+        #: the output records' headers when written directly (see ``_direct_headers``)
+        self._direct: tuple[bytes, bytes] | None = _UNKNOWN
 
     def _config(self, board: str) -> LeaderboardConfigured | None:
         if callable(self.configs):
@@ -456,7 +459,7 @@ class Projector:
         stats: BatchStats,
     ) -> None:
         for out in outcomes:
-            stats.entries_applied += len(out.changes)
+            stats.entries_applied += out.change_count()
             stats.periods_ended += [(out.board, p) for p, _ in out.periods_ended]
             reasons: dict[tuple[int, int, int | None], list[str]] = defaultdict(list)
             for rej in out.rejections:
@@ -473,33 +476,171 @@ class Projector:
                 stats.dead_lettered += 1
             if self.producer is None:
                 continue
-            # Chunked so that no record nears Kafka's message size limit, however big the batch.
-            changes = out.changes
-            ended = tuple(p for p, _ in out.periods_ended)
-            for start in range(0, max(len(changes), 1 if ended else 0), RECORD_CHUNK):
-                part = changes[start : start + RECORD_CHUNK]
-                last = start + RECORD_CHUNK >= len(changes)
-                versions = [c.version for c in part] or [v for _, v in out.periods_ended]
-                record = RankChanged(
-                    leaderboard_id=out.board,
-                    version_from=min(versions),
-                    version_to=max(versions),
-                    changes=tuple(part),
-                    periods_ended=ended if last else (),
-                )
-                self.producer.publish(self.rank_topic, out.board, record)
+            self._publish_outcome(self.producer, out, stats)
+
+    def _publish_outcome(self, producer: Publisher, out: BoardOutcome, stats: BatchStats) -> None:
+        """Send one board's RankChanged and ParticipantsNotified records (counted in ``stats``).
+
+        Written straight from the apply script's rows when the producer's codec has direct
+        writers for both schemas (``output_records``), else as events through ``publish``;
+        the same records either way.
+        """
+        direct = self._direct_headers(producer)
+        pending = out.pending
+        if direct is not None and pending is not None:
+            rank_header, notify_header = direct
+            raw = cast(_RawPublisher, producer)
+            key = out.board.encode()
+            headers = telemetry.kafka_headers() if telemetry.enabled() else None
+            sent = output_records(out.board, pending, out.periods_ended)
+            for is_rank, body in sent.records:
+                if is_rank:
+                    raw.publish_raw(self.rank_topic, key, rank_header + body, headers)
+                    stats.rank_changed_records += 1
+                else:
+                    raw.publish_raw(self.notify_topic, key, notify_header + body, headers)
+            stats.notifications += sent.notices
+            return
+        for event in output_events(out):
+            if isinstance(event, RankChanged):
+                producer.publish(self.rank_topic, out.board, event)
                 stats.rank_changed_records += 1
-            notes = out.notifications
-            for start in range(0, len(notes), RECORD_CHUNK):
-                chunk = notes[start : start + RECORD_CHUNK]
-                batch = ParticipantsNotified(
-                    leaderboard_id=out.board,
-                    version_from=chunk[0].version,
-                    version_to=chunk[-1].version,
-                    notices=tuple(chunk),
-                )
-                self.producer.publish(self.notify_topic, out.board, batch)
-            stats.notifications += len(out.notifications)
+            else:
+                producer.publish(self.notify_topic, out.board, event)
+        stats.notifications += len(out.notifications)
+
+    def _direct_headers(self, producer: Publisher) -> tuple[bytes, bytes] | None:
+        """The headers of the two output records when the producer sends encoded bytes
+        (``publish_raw``) and its codec writes both directly (``direct_header``), else None
+        (looked up once)."""
+        found = self._direct
+        if found is _UNKNOWN:
+            codec = getattr(producer, "codec", None)
+            header = getattr(codec, "direct_header", None)
+            found = None
+            if header is not None and callable(getattr(producer, "publish_raw", None)):
+                rank = header(RankChanged.SCHEMA)
+                notify = header(ParticipantsNotified.SCHEMA)
+                found = (rank, notify) if rank and notify else None
+            self._direct = found
+        return found
+
+
+#: ``Projector._direct`` before the producer's codec was asked.
+_UNKNOWN: Any = object()
+
+
+class _RawPublisher(Protocol):
+    """A Publisher that also sends encoded bytes (``LeaderboardProducer.publish_raw``)."""
+
+    def publish_raw(
+        self,
+        topic: str,
+        key: str | bytes | None,
+        value: bytes | None,
+        headers: Any = None,
+    ) -> None:
+        """Send ``value`` as it is to ``topic`` under ``key``."""
+
+
+def output_events(out: BoardOutcome) -> list[RankChanged | ParticipantsNotified]:
+    """One board's output records as events: its RankChanged records (at most
+    ``RECORD_CHUNK`` changes each; the periods it ended on the last), then its
+    ParticipantsNotified records (at most ``RECORD_CHUNK`` notices each)."""
+    events: list[RankChanged | ParticipantsNotified] = []
+    changes = out.changes
+    ended = tuple(p for p, _ in out.periods_ended)
+    for start in range(0, max(len(changes), 1 if ended else 0), RECORD_CHUNK):
+        part = changes[start : start + RECORD_CHUNK]
+        last = start + RECORD_CHUNK >= len(changes)
+        versions = [c.version for c in part] or [v for _, v in out.periods_ended]
+        events.append(
+            RankChanged(
+                leaderboard_id=out.board,
+                version_from=min(versions),
+                version_to=max(versions),
+                changes=tuple(part),
+                periods_ended=ended if last else (),
+            )
+        )
+    notes = out.notifications
+    for start in range(0, len(notes), RECORD_CHUNK):
+        chunk = notes[start : start + RECORD_CHUNK]
+        events.append(
+            ParticipantsNotified(
+                leaderboard_id=out.board,
+                version_from=chunk[0].version,
+                version_to=chunk[-1].version,
+                notices=tuple(chunk),
+            )
+        )
+    return events
+
+
+@dataclass(slots=True)
+class OutputRecords:
+    """A board's output record bodies (``output_records``), in ``output_events``' order."""
+
+    #: (True for a RankChanged, False for a ParticipantsNotified; its Avro body)
+    records: list[tuple[bool, bytes]]
+    notices: int
+
+
+def output_records(
+    board: str,
+    pending: Sequence[tuple[SourceRecord, RecordResult]],
+    periods_ended: Sequence[tuple[str, int]],
+) -> OutputRecords:
+    """The Avro bodies of ``output_events`` written straight from the apply script's rows
+    (``BoardOutcome.pending``): the same bytes, without a RankChange or notice object."""
+    change_parts: list[bytes] = []
+    change_versions: list[int] = []
+    notice_parts: list[bytes] = []
+    notice_versions: list[int] = []
+    for rec, res in pending:
+        if res.changes:
+            ev = rec.event
+            at = rec.time
+            ids, tail = avro_out.record_context(
+                ev.event_id,
+                ev.match_id,
+                at,
+                None if ev.occurred_at == at else ev.occurred_at,
+                rec.partition,
+                rec.offset,
+            )
+            avro_out.rank_change_rows(change_parts, change_versions, res.changes, ids, tail)
+        if res.notices:
+            avro_out.notice_rows(notice_parts, notice_versions, res.notices)
+    records: list[tuple[bool, bytes]] = []
+    n = len(change_versions)
+    ended = [p for p, _ in periods_ended]
+    width = avro_out.CHANGE_PARTS
+    for start in range(0, max(n, 1 if ended else 0), RECORD_CHUNK):
+        versions = change_versions[start : start + RECORD_CHUNK] or [v for _, v in periods_ended]
+        last = start + RECORD_CHUNK >= n
+        body = avro_out.rank_changed_body(
+            board,
+            min(versions),
+            max(versions),
+            min(RECORD_CHUNK, n - start) if n else 0,
+            change_parts[start * width : (start + RECORD_CHUNK) * width],
+            ended if last else (),
+        )
+        records.append((True, body))
+    m = len(notice_versions)
+    width = avro_out.NOTICE_PARTS
+    for start in range(0, m, RECORD_CHUNK):
+        end = min(start + RECORD_CHUNK, m)
+        body = avro_out.participants_notified_body(
+            board,
+            notice_versions[start],
+            notice_versions[end - 1],
+            end - start,
+            notice_parts[start * width : end * width],
+        )
+        records.append((False, body))
+    return OutputRecords(records, m)
 
 
 def _in_context(
@@ -511,7 +652,10 @@ def _in_context(
 
 def _span_facts(outcomes: Sequence[BoardOutcome], stats: BatchStats) -> dict[str, int | list[str]]:
     """What the rank-change publish span tells: boards, entries, records and event ids."""
-    event_ids = sorted({c.event_id for out in outcomes for c in out.changes})
+    event_ids = sorted(
+        {rec.event.event_id for out in outcomes for rec, res in out.pending or () if res.changes}
+        | {c.event_id for out in outcomes if out.pending is None for c in out.changes}
+    )
     return {
         "leaderboard.boards": len(outcomes),
         "leaderboard.entries_applied": stats.entries_applied,
