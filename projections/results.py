@@ -38,7 +38,12 @@ class ChangeRow(NamedTuple):
 
 
 class NoticeRow(NamedTuple):
-    """One notification (plain boards only)."""
+    """One notification (plain boards only): the positions of a notice row.
+
+    ``RecordResult.notices`` holds the rows as unpacked (lists in this order, ``false`` read
+    as None), not NoticeRows: a hot board's entry has ~9 notices, and a tuple more per notice
+    is garbage the collector then walks (``to_notice`` reads them by position).
+    """
 
     kind: str
     period: str
@@ -55,7 +60,8 @@ class RecordResult(NamedTuple):
 
     offset: int
     changes: list[ChangeRow]
-    notices: list[NoticeRow]
+    #: rows in ``NoticeRow``'s field order (see there)
+    notices: list[list[Any]]
     #: (entry_index, reason) of entries the script rejected.
     rejected: list[tuple[int, str]]
     #: Why the whole record was refused (duplicate event id, late event), or None.
@@ -105,10 +111,11 @@ def _record(res: list[Any]) -> RecordResult:
     return RecordResult(
         offset,
         rows,
-        [_tuple_new(NoticeRow, n) for n in notices],
-        [(r[0], r[1]) for r in rejected],
+        notices,
+        # nearly always empty: then msgpack's own empty lists, not new ones
+        [(r[0], r[1]) for r in rejected] if rejected else rejected,
         _opt(refused),
-        [(e[0], e[1]) for e in ended],
+        [(e[0], e[1]) for e in ended] if ended else ended,
         position.decode() if isinstance(position, bytes) else str(position),
     )
 
@@ -153,17 +160,18 @@ def to_changes(rec: SourceRecord, rows: Sequence[ChangeRow]) -> list[RankChange]
 _KINDS: dict[str, NotificationKind] = {k.value: k for k in NotificationKind}
 
 
-def to_notice(board: str, row: NoticeRow) -> ParticipantNotified:
-    """The ParticipantNotified of one notice row."""
-    kind = _KINDS.get(row.kind)
+def to_notice(board: str, row: Sequence[Any]) -> ParticipantNotified:
+    """The ParticipantNotified of one notice row (``NoticeRow``'s positions)."""
+    kind, period, pid, rank, by, version, top_n, omitted = row
+    found = _KINDS.get(kind)
     return ParticipantNotified(  # positional, in field order (several notices per entry)
         board,
-        row.period,
-        row.participant_id,
-        kind if kind is not None else NotificationKind(row.kind),
-        row.rank,
-        row.version,
-        row.by_participant_id,
-        row.top_n,
-        row.omitted,
+        period,
+        pid,
+        found if found is not None else NotificationKind(kind),
+        rank,
+        version,
+        by,
+        top_n,
+        omitted,
     )

@@ -288,7 +288,7 @@ class RankingStore(Neighbours):
             for res in decode(reply):
                 rec = by_position[res.position]
                 outcome.offsets.append(rec.offset)
-                outcome.positions.append(rec.position)
+                outcome.positions.append(res.position)  # rec.position, already made
                 add_result(outcome, rec, res)
         return outcomes
 

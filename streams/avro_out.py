@@ -229,21 +229,26 @@ def rank_change_rows(
     last_op: Any = None
     op_ids = b""
     for row in rows:
-        index, period, pid, old_rank, new_rank, old_score, score, version, op, sub = row[:10]
+        period = row[1]
+        op = row[8]
+        version = row[7]
+        old_rank = row[3]
+        old_score = row[5]
+        index = row[0]
         if period != last_period:
             last_period, period_b = period, _str(period)
         if op != last_op:
             last_op, op_ids = op, _str(op) + ids
         versions.append(version)
-        data = pid.encode()
+        data = row[2].encode()
         size = len(data)
         add(_long(version) + period_b)
         add(small[size << 1] if size < 0x2000 else _long(size))
         add(data)
         add(_NULL if old_rank is None else _SOME + _long(old_rank))
-        add(_long(new_rank or 0))
+        add(_long(row[4] or 0))
         add(_NULL if old_score is None else _SOME + _long(old_score))
-        add(_long(score) + _long(sub))
+        add(_long(row[6]) + _long(row[9]))
         add(op_ids)
         add(small[index << 1] if 0 <= index < 0x2000 else _long(index))
         add(tail)
@@ -260,7 +265,11 @@ def notice_rows(parts: list[bytes], versions: list[int], rows: Iterable[Sequence
     last_kind: Any = None
     kind_b = b""
     # a change's overtaken notices share its mover, watch size, omitted count and version
-    last_tail: Any = None
+    # (compared one by one: a tuple per notice would be garbage for the collector to walk)
+    last_by: Any = None
+    last_top: Any = None
+    last_omitted: Any = None
+    last_version: Any = None
     tail_b = b""
     for row in rows:
         kind, period, pid, rank, by, version, top_n, omitted = row
@@ -271,8 +280,14 @@ def notice_rows(parts: list[bytes], versions: list[int], rows: Iterable[Sequence
             if found is None:
                 raise ValueError(f"{kind!r} is not a notification kind")
             last_kind, kind_b = kind, found
-        if last_tail is None or (by, top_n, omitted, version) != last_tail:
-            last_tail = (by, top_n, omitted, version)
+        if (
+            version != last_version
+            or by != last_by
+            or top_n != last_top
+            or omitted != last_omitted
+            or not tail_b
+        ):
+            last_by, last_top, last_omitted, last_version = by, top_n, omitted, version
             tail_b = (
                 (_NULL if by is None else _SOME + _str(by))
                 + _long(top_n)
