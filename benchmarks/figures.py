@@ -186,6 +186,12 @@ KEY_DOCS: Final[dict[str, str]] = {
     "worker while draining, µs",
     "ingest.hot_single*": "single-entry SDK records to ONE board, end to end, entries/s "
     "(coalesced by the SDK; _uncoalesced: one record each)",
+    "ingest.hot_single_projector_cpu_us_per_entry": "the coalesced hot drains: CPU (user + "
+    "system) per entry of the projector while draining, µs",
+    "ingest.hot_single_sinks_cpu_us_per_entry": "the same, of the sinks worker, µs",
+    "ingest.hot_single_uncoalesced_projector_cpu_us_per_entry": "the uncoalesced hot drains: "
+    "CPU per entry of the projector while draining, µs",
+    "ingest.hot_single_uncoalesced_sinks_cpu_us_per_entry": "the same, of the sinks worker, µs",
     "latency.headline.*": "at the headline rate (10,000 entries/s): produce → visible in Redis "
     "(redis_*) and produce → WebSocket delta of a tracked probe (websocket_*); p50/p99/max, ms; "
     "websocket_gateway_p99: the gateway's part (rank change published → delta), ms; "

@@ -458,6 +458,8 @@ def prepare_batch(
     """
     periods: dict[str, int] = {}
     prepared: list[Prepared] = []
+    # the submissions of a coalesced record share its time and offset, so its tie-break base
+    last: tuple[int, int, str] = (-1, -1, "")
     for rec in records:
         ev = rec.event
         mod = rec.moderation
@@ -476,7 +478,13 @@ def prepare_batch(
         # each entry's tie-break prefix and index bucket, computed here once by the functions
         # the model and the fold use, so the script computes neither
         at, offset = rec.time, rec.offset
-        base = rules.tiebreak_base(at, offset) if ev.entries else ""
+        if not ev.entries:
+            base = ""
+        elif last[0] == at and last[1] == offset:
+            base = last[2]
+        else:
+            base = rules.tiebreak_base(at, offset)
+            last = (at, offset, base)
         pairs = rules.TIEBREAK_PAIRS
         for idx, entry in enumerate(ev.entries, first):
             op = entry.operator or config.operator

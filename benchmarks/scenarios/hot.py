@@ -451,10 +451,11 @@ def _hot_single(base: Settings, p: Params, report: Report, logs: Path, say: Say)
         sp = dataclasses.replace(
             p, ingest_records=p.hot_records, entries_per_record=1, boards=1, coalesce=coalesce
         )
-        rates: list[float] = []
+        runs = []
         for i in range(p.reps):
             say(f"[hot] SDK single-score drain, {how}, {i + 1}/{p.reps}")
-            rates.append(retry(functools.partial(ingest_once, base, sp, logs, say), say).e2e_rate)
+            runs.append(retry(functools.partial(ingest_once, base, sp, logs, say), say))
+        rates = [r.e2e_rate for r in runs]
         report.add(
             Figure(
                 "hot board",
@@ -467,3 +468,17 @@ def _hot_single(base: Settings, p: Params, report: Report, logs: Path, say: Say)
                 key=key,
             )
         )
+        for who, values in (
+            ("projector", [r.projector_cpu_us for r in runs]),
+            ("sinks", [r.sinks_cpu_us for r in runs]),
+        ):
+            report.add(
+                Figure(
+                    "hot board",
+                    f"SDK single scores to one board, {how}: {who} CPU per entry, µs",
+                    "µs",
+                    values,
+                    "the same drains; user + system CPU from first progress to completion",
+                    key=f"{key}_{who}_cpu_us_per_entry",
+                )
+            )

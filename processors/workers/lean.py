@@ -8,6 +8,12 @@ per-record steps are replaced, each of which cost more than a whole record's dec
   blocks). ``LeanConsumer`` delivers a record with a plain ``await`` when the delivery cannot
   block (flow active, the producer buffer below its limit, every receiving queue with room)
   and keeps ``wait_first`` for the rest; the loop is otherwise Faust 0.15's.
+- the conductor's delivery (``Conductor.on_message``: flow-control and producer waits, a
+  decode, a Faust ``Event`` and a queue put with pressure callbacks, several coroutines per
+  record). A record of a topic read with ``RawSchema`` by exactly one channel is put on that
+  channel's queue directly as a ``RawEvent`` (the record and the consumer that acknowledges
+  it, with the reference count the conductor would have taken) when nothing can block and
+  the queue is below its pressure mark; otherwise the conductor delivers it as before.
 - the agent's stream ran its iteration, sensors and processors per event. ``take_batches``
   reads the agent's channel queue itself, in bulk, with the checks of Faust's stream
   (events of an older consumer generation, or read while flow control is suspended, are
@@ -37,6 +43,21 @@ log = logging.getLogger(__name__)
 #: taken at once (``take_batches(quiet=...)``): an idle projector applies a lone score without
 #: waiting, a busy one lets batches grow.
 LINGER_S = 0.005
+
+
+class RawEvent:
+    """A record handed to an agent's queue without the conductor: what ``take_batches`` and
+    ``ack`` use of a Faust ``Event`` (its ``message`` and ``ack``), nothing else."""
+
+    __slots__ = ("_consumer", "message")
+
+    def __init__(self, message: Any, consumer: Any) -> None:
+        self.message = message
+        self._consumer = consumer
+
+    def ack(self) -> bool:
+        """Acknowledge the record (as ``Event.ack``): its offset may be committed."""
+        return bool(self.message.ack(self._consumer))
 
 
 class LeanConsumer(AIOKafkaConsumer):
@@ -69,6 +90,32 @@ class LeanConsumer(AIOKafkaConsumer):
                 return False
         return True
 
+    #: per partition: (its channel set when looked at, the raw channel's queue or None)
+    _raw: dict[Any, tuple[Any, Any]] | None = None
+
+    def _hand_over(self, message: Any) -> bool:
+        """Put ``message`` on its raw channel's queue, as the conductor would deliver it; False
+        (nothing done) unless ``message``'s partition feeds exactly one ``RawSchema`` channel
+        whose queue is below its pressure mark. Call only when ``_can_deliver_now``."""
+        channels = cast(Any, self.app.topics)._tp_index.get(message.tp)
+        raw = self._raw
+        if raw is None:
+            raw = self._raw = {}
+        found = raw.get(message.tp)
+        if found is None or found[0] is not channels:  # the index is rebuilt on rebalances
+            queue = None
+            if channels and len(channels) == 1:
+                (chan,) = channels
+                if isinstance(getattr(chan, "schema", None), RawSchema):
+                    queue = chan.queue
+            found = raw[message.tp] = (channels, queue)
+        queue = found[1]
+        if queue is None or queue.qsize() >= queue.pressure_high_size:
+            return False  # the conductor's path (it also signals the pressure)
+        message.incref(1)
+        queue.force_put_nowait(RawEvent(message, self))
+        return True
+
     def _can_deliver_slowly(self, message: Any) -> bool:
         """``_can_deliver_now`` through the buffer's public size (before its queue exists)."""
         buffer = self.app.producer.buffer
@@ -92,6 +139,7 @@ class LeanConsumer(AIOKafkaConsumer):
         commit_every = self._commit_every
         acks_enabled_for = self.app.topics.acks_enabled_for
         can_deliver_now = self._can_deliver_now
+        hand_over = self._hand_over
         yield_every = 100
         num_since_yield = 0
         sleep = asyncio.sleep
@@ -116,7 +164,8 @@ class LeanConsumer(AIOKafkaConsumer):
                                 self._n_acked = 0
                                 await self.commit()
                             if can_deliver_now(message):
-                                await callback(message)
+                                if not hand_over(message):
+                                    await callback(message)
                             else:
                                 await self.wait_first(callback(message), self.suspend_flow.wait())
                             set_read_offset(tp, offset)

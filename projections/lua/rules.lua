@@ -61,6 +61,13 @@ local EW = 7
 
 local function fmt(x) return string.format('%.0f', x) end
 
+-- HSET of a flat {field, value, ...} list, in chunks (unpack's stack is bounded), in order.
+local function hset_all(key, flat)
+  for s = 1, #flat, 2000 do
+    redis.call('HSET', key, unpack(flat, s, math.min(s + 1999, #flat)))
+  end
+end
+
 -- Remembered event ids (rules.dedup_forget): by day of event time, each day in 256 hashes by
 -- the first two hex digits of SHA-1 of the stored id (projections/keys.py event_bucket).
 local DAY = 86400000
@@ -195,9 +202,11 @@ end
 -- Why a match cannot apply by the board's bans and tournament limits (rules.banned_reason,
 -- rules.limit_reason), or nil; counts its attempts when it can. Runs after every other check.
 local function refuse_limits(rec, P, lim)
+  -- the board's bans: one EXISTS per call while it has none (a ban in this call sets it)
+  if lim.bans == nil then lim.bans = redis.call('EXISTS', lim.bn) == 1 end
   for e = 0, rec.ne - 1 do
     local pid = ARGV[rec.estart + e * EW + 1]
-    if redis.call('HEXISTS', lim.bn, pid) == 1 then
+    if lim.bans and redis.call('HEXISTS', lim.bn, pid) == 1 then
       return 'banned: participant ' .. pid .. ' is banned from this board'
     end
   end
@@ -246,6 +255,7 @@ local function moderate(rec, P, ver, changes, lim)
   local act, target = rec.action, rec.target
   if act == 'participant_banned' then
     redis.call('HSET', lim.bn, target, rec.event_id)
+    lim.bans = true
     return ver, false
   elseif act == 'participant_unbanned' then
     redis.call('HDEL', lim.bn, target)
@@ -356,7 +366,12 @@ local function apply_batch(board)
     local n = tonumber(evflat[i + 1])
     days[tonumber(evflat[i])] = n; total = total + n
   end
+  -- the ids registered by this call, written at its end (one HSET per bucket): id -> day, and
+  -- day -> bucket key -> {id, '', ...} in the order they came
+  local new_ids, new_by_day = {}, {}
   local function seen(ek, bk)
+    local d = new_ids[ek]
+    if d ~= nil and days[d] ~= nil then return true end
     for day, _ in pairs(days) do
       if redis.call('HEXISTS', ev_key(day, bk), ek) == 1 then return true end
     end
@@ -382,11 +397,18 @@ local function apply_batch(board)
         break
       end
       total = total - days[day]
-      days[day] = nil; dirty[day] = true
+      days[day] = nil; dirty[day] = true; new_by_day[day] = nil
       local names = {}
       for b = 0, 255 do names[#names + 1] = ev_key(day, string.format('%02x', b)) end
       redis.call('DEL', unpack(names))
     end
+  end
+  -- period -> ended (true/false): one HEXISTS per period and call, kept up to date below
+  local ended_p = {}
+  local function has_ended(name)
+    local e = ended_p[name]
+    if e == nil then e = redis.call('HEXISTS', PE, name) == 1; ended_p[name] = e end
+    return e
   end
   local open, names = {}, {}
   local flat = redis.call('HGETALL', PO)
@@ -402,6 +424,7 @@ local function apply_batch(board)
   end
 
   local out = {}
+  local outbox = {}  -- position, packed result, ...: written at the end (few HSETs)
   local newwm = wm
   for _ = 1, nrec do
     local pos = ARGV[a]; local offset = tonumber(string.match(pos, '^%-?%d+'))
@@ -425,7 +448,7 @@ local function apply_batch(board)
       -- a mark opens a period that has standings but could not end when it opened (an
       -- all-time board closed since), so that it can end now
       if mark and P.closes ~= -1 and open[P.name] == nil
-          and redis.call('HEXISTS', PE, P.name) == 0 and redis.call('EXISTS', P.z) == 1 then
+          and not has_ended(P.name) and redis.call('EXISTS', P.z) == 1 then
         open[P.name] = P.closes; names[#names + 1] = P.name
         redis.call('HSET', PO, P.name, fmt(P.closes))
       end
@@ -434,7 +457,7 @@ local function apply_batch(board)
       if mark then
         refused = false
       elseif (not moderation or action == 'participant_removed')
-          and ((P.closes ~= -1 and maxt >= P.closes) or redis.call('HEXISTS', PE, P.name) == 1) then
+          and ((P.closes ~= -1 and maxt >= P.closes) or has_ended(P.name)) then
         -- (a ban or a void is about no period of its own time)
         refused = 'period ' .. P.name .. ' is closed: late event'
       elseif at < hz then
@@ -454,7 +477,13 @@ local function apply_batch(board)
       if not refused then
         if not mark then
           local day = ev_day(at)
-          redis.call('HSET', ev_key(day, ebk), ek, '')
+          local pend = new_by_day[day]
+          if pend == nil then pend = {}; new_by_day[day] = pend end
+          local key = ev_key(day, ebk)
+          local fields = pend[key]
+          if fields == nil then fields = {}; pend[key] = fields end
+          fields[#fields + 1] = ek; fields[#fields + 1] = ''
+          new_ids[ek] = day
           days[day] = (days[day] or 0) + 1; total = total + 1; dirty[day] = true
         end
         if mark or moderation then
@@ -476,6 +505,7 @@ local function apply_batch(board)
               open[name] = nil
               redis.call('HDEL', PO, name)
               redis.call('HSET', PE, name, fmt(ver))
+              ended_p[name] = true
               ended[#ended + 1] = {name, ver}
             elseif open[name] ~= nil then
               keep[#keep + 1] = name
@@ -489,9 +519,13 @@ local function apply_batch(board)
       end
       local res = {offset, changes, notices, rejected, refused, ended, pos}
       local packed = cmsgpack.pack(res)
-      redis.call('HSET', OB, pos, packed)
+      outbox[#outbox + 1] = pos; outbox[#outbox + 1] = packed
       out[#out + 1] = packed
     end
+  end
+  hset_all(OB, outbox)
+  for _, pend in pairs(new_by_day) do
+    for key, fields in pairs(pend) do hset_all(key, fields) end
   end
   redis.call('HSET', S, wmf, fmt(newwm), 'ver', fmt(ver), 'maxt', fmt(maxt), 'hz', fmt(hz))
   for day, _ in pairs(dirty) do

@@ -331,6 +331,38 @@ class StoreContract:
         assert reasons[6 + cap] == [older.format(d4 + 2 * DAY)]
         assert reasons[7 + cap] == ["duplicate event id f0"]
 
+    async def test_the_dedup_horizon_moves_inside_one_batch_as_record_by_record(
+        self, store: Any
+    ) -> None:
+        """The records of the test above in ONE batch: ids registered earlier in the batch are
+        duplicates, a day forgotten inside the batch takes its ids along, as one by one."""
+        window, cap = DEDUP
+        cfg = self.config()
+        older = "event time is older than the deduplication horizon {}: " + (
+            "a duplicate of it could no longer be detected"
+        )
+        d4 = BASE + window
+        recs = [rec(0, "e0", BASE, ("a", 1)), rec(1, "e1", d4 + DAY - 1, ("b", 1))]
+        recs += [
+            rec(2, "e0", d4 + DAY - 1, ("c", 1)),
+            rec(3, "e2", d4 + DAY, ("d", 1)),
+            rec(4, "e0", d4 + DAY + 1, ("e", 1)),
+            rec(5, "e9", BASE + DAY - 1, ("f", 1)),
+        ]
+        recs += [rec(6 + i, f"f{i}", d4 + 2 * DAY + i, (f"p{i}", 1)) for i in range(cap)]
+        recs += [
+            rec(6 + cap, "e2", d4 + DAY, ("g", 1)),
+            rec(7 + cap, "f0", d4 + 2 * DAY + cap, ("h", 1)),
+        ]
+        (out,) = await store.apply([(cfg, recs)])
+        assert {r.offset: r.reason for r in out.rejections} == {
+            2: "duplicate event id e0",
+            5: older.format(BASE + DAY),
+            6 + cap: older.format(d4 + 2 * DAY),
+            7 + cap: "duplicate event id f0",
+        }
+        assert "e" in {c.participant_id for c in out.changes}
+
     async def test_the_ranking_time_breaks_ties_not_the_claim(self, store: Any) -> None:
         """Records rank by their ranking time (the broker's, on log-time boards): a claim
         backdated before an equal score's does not outrank it, and is kept as information."""

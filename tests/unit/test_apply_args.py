@@ -35,3 +35,18 @@ def test_each_entry_carries_its_member_prefix_and_index_bucket() -> None:
     assert args[first : first + 4] == ["987654", eid, event_key(eid), NOW]
     second = args.index("987655:9999")
     assert args[second : second + 4] == ["987655:9999", "x" * 20, event_key("x" * 20), NOW + 1]
+
+
+def test_submissions_of_one_record_and_the_next_records_get_their_own_prefixes() -> None:
+    """The submissions of a coalesced record share its tie-break base; a record at the same
+    time with another offset, or at another time with the same offset, gets its own."""
+    cfg = LeaderboardConfigured("b")
+
+    def sub(offset: int, at: int, index: int) -> SourceRecord:
+        one = MatchResultSubmitted(str(uuid.uuid4()), "m", "b", at, (ScoreEntry(f"p{index}", 1),))
+        return SourceRecord(0, offset, one, at, index=index)
+
+    recs = [sub(7, NOW, 0), sub(7, NOW, 1), sub(8, NOW, 0), sub(8, NOW + 1, 1), sub(7, NOW, 2)]
+    _, prepared = prepare_batch(cfg, recs)
+    got = [item.entries[0][5] for item in prepared]
+    assert got == [rules.member(r.time, r.offset, r.index or 0, "") for r in recs]
