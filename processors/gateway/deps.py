@@ -184,11 +184,13 @@ class GatewayState:
 
     async def start(self) -> None:
         """Open the services (the lifespan's startup)."""
+        self.metrics.gc.install()
         self.services = await Services.open(self.settings, self.options, self.metrics)
         log.info("gateway ready: %d board(s) known", len(self.services.view.snapshot()))
 
     async def stop(self) -> None:
         """Close the services (the lifespan's shutdown)."""
+        self.metrics.gc.remove()
         if self.services is not None:
             await self.services.close()
 

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from processors.gateway.feed import RankFeed
+from processors.gateway.heap import GcPauses
 from processors.scrape_targets import Target
 
 __all__ = ["CONTENT_TYPE_LATEST", "FeedLookup", "GatewayMetrics", "OpsSampler", "quantile"]
@@ -89,6 +90,8 @@ class GatewayMetrics:
             "gateway_rank_feed_records", "Rank-change records read since start", registry=registry
         ).set_function(_from_feed(feed, lambda f: f.records))
         self.submitted = Counter("gateway_scores_submitted", "Scores published", registry=registry)
+        #: the process's garbage-collection pauses (installed by the lifespan)
+        self.gc = GcPauses(registry)
         self._ops: OpsSampler | None = None
 
     def ops(self, workers: Callable[[], list[Target]]) -> OpsSampler:
