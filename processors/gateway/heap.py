@@ -1,7 +1,12 @@
-"""The gateway process's garbage collections, timed (``gateway_gc_pause_seconds``).
+"""The gateway process's garbage collector: start-up objects frozen, every pause measured.
 
-A full collection walks every tracked object of the process and stops the event loop (and
-every request in flight) while it runs; the histogram shows how often and how long.
+CPython's full collection walks every tracked object of the process and stops the event loop
+(and every request in flight) while it runs. A started gateway holds about 110,000 of them
+(FastAPI, pydantic, confluent-kafka, fastavro, the app's routes and models), none of which will
+ever be garbage; a full collection of such a heap took 270-370 ms on this loaded 2-core machine.
+``freeze`` moves the start-up heap into the permanent generation once the services are open
+(``gc.freeze``), so a full collection walks only what the gateway made since; ``GcPauses``
+times every collection, so the tail's cause stays visible (``gateway_gc_pause_seconds``).
 """
 
 from __future__ import annotations
@@ -10,9 +15,17 @@ import gc
 import time
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client import CollectorRegistry, Gauge, Histogram
 
-__all__ = ["GcPauses"]
+__all__ = ["GcPauses", "freeze"]
+
+
+def freeze() -> int:
+    """Collect once, then move every object left into the permanent generation (never
+    scanned again); the number of objects frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 class GcPauses:
@@ -26,6 +39,11 @@ class GcPauses:
             registry=registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5),
         )
+        Gauge(
+            "gateway_gc_frozen_objects",
+            "Objects in the permanent generation (the start-up heap, frozen: never scanned)",
+            registry=registry,
+        ).set_function(gc.get_freeze_count)
         self._by_gen = [self.histogram.labels(str(g)) for g in range(3)]
         self._started = 0.0
         self.installed = False

@@ -178,8 +178,16 @@ def test_ops_endpoints(gateway: Gateway) -> None:
             "gateway_http_request_seconds_bucket",
             "gateway_ws_subscribers",
             "gateway_rank_feed_lag_records",
+            "gateway_gc_pause_seconds_count",
         ):
             assert name in metrics.text
+        # the server process froze its start-up heap (gateway/heap.py)
+        frozen = next(
+            float(line.split()[1])
+            for line in metrics.text.splitlines()
+            if line.startswith("gateway_gc_frozen_objects ")
+        )
+        assert frozen > 10_000
         assert c.get("/").status_code == 200
         assert "board.js" in c.get("/boards/anything").text
         pre = c.options(
