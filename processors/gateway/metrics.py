@@ -90,6 +90,18 @@ class GatewayMetrics:
             "gateway_rank_feed_records", "Rank-change records read since start", registry=registry
         ).set_function(_from_feed(feed, lambda f: f.records))
         self.submitted = Counter("gateway_scores_submitted", "Scores published", registry=registry)
+        #: a submission's time split: its request until Kafka acknowledged its record
+        #: (every submission), then until the feed read its rank change (``?wait=true``)
+        stages = Histogram(
+            "gateway_submit_stage_seconds",
+            "Score submissions: request to Kafka's acknowledgement (published), then to the "
+            "rank change read by the gateway's feed (applied, wait=true only)",
+            ["stage"],
+            registry=registry,
+            buckets=(0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 5),
+        )
+        self.published = stages.labels("published")
+        self.applied = stages.labels("applied")
         #: the process's garbage-collection pauses (installed by the lifespan)
         self.gc = GcPauses(registry)
         self._ops: OpsSampler | None = None

@@ -207,6 +207,16 @@ def _requests_total(metrics: str, method: str, route: str, status: int) -> float
     return 0.0
 
 
+def _stage_count(metrics: str, stage: str) -> float:
+    """``gateway_submit_stage_seconds_count`` of one stage (0 if absent)."""
+    want = f'gateway_submit_stage_seconds_count{{stage="{stage}"}}'
+    for line in metrics.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == want:
+            return float(value)
+    return 0.0
+
+
 def test_fast_path_answers_keep_request_id_cors_and_metrics(gateway: Gateway) -> None:
     """Plain submissions and cached pages are answered in front of the middleware stack
     (gateway/fastpath.py): they still carry the request id and ``Vary: Origin``, count under
@@ -258,6 +268,9 @@ def test_fast_path_answers_keep_request_id_cors_and_metrics(gateway: Gateway) ->
         _requests_total(after, "POST", scores, 200) - _requests_total(before, "POST", scores, 200)
         == 1
     )
+    # the submissions' time split: three published (202, 200, 202), one waited until applied
+    for stage, n in (("published", 3), ("applied", 1)):
+        assert _stage_count(after, stage) - _stage_count(before, stage) == n
     assert (
         _requests_total(after, "GET", rankings, 200) - _requests_total(before, "GET", rankings, 200)
         == 3
