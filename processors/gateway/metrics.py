@@ -89,6 +89,11 @@ class GatewayMetrics:
         Gauge(
             "gateway_rank_feed_records", "Rank-change records read since start", registry=registry
         ).set_function(_from_feed(feed, lambda f: f.records))
+        Gauge(
+            "gateway_rank_feed_records_undecoded",
+            "Rank-change records of boards nobody here watched, read without their changes",
+            registry=registry,
+        ).set_function(_from_feed(feed, lambda f: f.undecoded))
         self.submitted = Counter("gateway_scores_submitted", "Scores published", registry=registry)
         #: a submission's time split: its request until Kafka acknowledged its record
         #: (every submission), then until the feed read its rank change (``?wait=true``)
