@@ -3,7 +3,7 @@
 CPython's full collection walks every tracked object of the process and stops the event loop
 (and every request in flight) while it runs. A started gateway holds about 110,000 of them
 (FastAPI, pydantic, confluent-kafka, fastavro, the app's routes and models), none of which will
-ever be garbage; a full collection of such a heap took 270-370 ms on this loaded 2-core machine.
+ever be garbage; under load such a full collection stopped the gateway for 290-330 ms.
 ``freeze`` moves the start-up heap into the permanent generation once the services are open
 (``gc.freeze``), so a full collection walks only what the gateway made since; ``GcPauses``
 times every collection, so the tail's cause stays visible (``gateway_gc_pause_seconds``).
