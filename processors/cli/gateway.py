@@ -211,6 +211,7 @@ def gateway(
         coalesce_max=coalesce_max,
         coalesce_window_s=coalesce_window_ms / 1000,
         coalesce_in_flight=coalesce_in_flight,
+        freeze_heap=True,  # a server process: its start-up heap is never garbage
     )
     if workers == 1:
         serve(settings, host, port, log_level, options, shared=False)

@@ -82,6 +82,7 @@ def create_app(
     coalesce_max: int = 64,
     coalesce_window_s: float = 0.002,
     coalesce_in_flight: int = 1,
+    freeze_heap: bool = False,
 ) -> FastAPI:
     """The gateway app; Kafka, Redis and the config view are opened by its lifespan.
 
@@ -93,7 +94,9 @@ def create_app(
     limit). Every request gets an ``X-Request-ID``; ``access_log`` logs one line per request.
     Concurrent submissions to one board are coalesced into one record, up to ``coalesce_max``
     (1 = off), waiting at most ``coalesce_window_s`` while ``coalesce_in_flight`` records of the
-    board await Kafka.
+    board await Kafka. ``freeze_heap``: once the services are open, move the start-up heap out
+    of the garbage collector's reach (gateway/heap.py; the server process does, a test's app
+    need not).
     """
     if client_rate is None:
         client_rate = settings.rate_per_client
@@ -115,6 +118,7 @@ def create_app(
         coalesce_max=coalesce_max,
         coalesce_window_s=coalesce_window_s,
         coalesce_in_flight=coalesce_in_flight,
+        freeze_heap=freeze_heap,
     )
     state = GatewayState(settings, options, history, placements)
 

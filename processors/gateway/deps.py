@@ -20,6 +20,7 @@ from fastapi import Depends
 from starlette.requests import HTTPConnection
 
 from processors.bootstrap import RedisClient, kafka_admin, make_client
+from processors.gateway import heap
 from processors.gateway.cache import PageCache, PageStamps
 from processors.gateway.coalescer import SubmitCoalescer
 from processors.gateway.errors import ApiError
@@ -84,6 +85,9 @@ class GatewayOptions:
     coalesce_window_s: float = 0.002
     #: records of one board in flight before submissions wait to be coalesced
     coalesce_in_flight: int = 1
+    #: freeze the start-up heap once the services are open (gateway/heap.py): for a server
+    #: process, not for an app made inside a test run
+    freeze_heap: bool = False
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -184,11 +188,15 @@ class GatewayState:
 
     async def start(self) -> None:
         """Open the services (the lifespan's startup)."""
+        self.metrics.gc.install()
         self.services = await Services.open(self.settings, self.options, self.metrics)
+        if self.options.freeze_heap:
+            log.info("start-up heap frozen: %d objects", heap.freeze())
         log.info("gateway ready: %d board(s) known", len(self.services.view.snapshot()))
 
     async def stop(self) -> None:
         """Close the services (the lifespan's shutdown)."""
+        self.metrics.gc.remove()
         if self.services is not None:
             await self.services.close()
 

@@ -23,6 +23,7 @@ from redis.exceptions import RedisError
 from processors import telemetry
 from processors.bootstrap import get_codec, kafka_consumer
 from processors.gateway.rawsocket import RawSocket, Write, text_frame
+from processors.gateway.recordhead import RecordHead
 from projections.keys import BoardKeys
 from projections.profiles import attach_profiles, profiles_key
 from projections.push import (
@@ -85,6 +86,22 @@ class _Frame:
 
 
 _TopRead = tuple[Snapshot, list[dict[str, Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class _Raw:
+    """A rank-change record kept as its bytes, with its head (recordhead.py): what the
+    history holds of a board nobody on this process watches (decoded on a resume)."""
+
+    leaderboard_id: str
+    version_from: int
+    version_to: int
+    data: bytes
+
+
+#: What the reader thread hands over per record: the record decoded (None: nobody needed
+#: its changes when it was read) and its bytes with their head (None: not readable so).
+_Incoming = tuple[RankChanged | None, _Raw | None, SpanContext | None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +237,7 @@ class _View:
 class Board:
     """The feed's state for one board: recent records (contiguous versions) and subscribers."""
 
-    history: deque[RankChanged]
+    history: deque[RankChanged | _Raw]
     last_version: int = 0
     #: every subscriber of the board (members of views included)
     subscribers: set[Subscriber] = field(default_factory=set)
@@ -284,6 +301,9 @@ class RankFeed:
         self.notices_topic = settings.topic(settings.notifications_topic)
         self.listeners: dict[str, set[Listener]] = {}
         self.codec = get_codec(settings)
+        self.head = RecordHead(self.codec)
+        #: records read without decoding their changes (nobody needed them)
+        self.undecoded = 0
         self.profiles_key = profiles_key(settings.topic_prefix)
         self.history_size = history
         self.window_s = window_s
@@ -379,7 +399,7 @@ class RankFeed:
                 batch = [] if first is None else [first, *consumer.consume(499, timeout=0)]
                 # one hand-over to the loop per batch: one wake-up, and the pushes it starts
                 # run after all of the batch's records were applied (``_apply``)
-                records: list[tuple[RankChanged, SpanContext | None]] = []
+                records: list[_Incoming] = []
                 for msg in batch:
                     err = msg.error()
                     if err is not None:
@@ -395,17 +415,23 @@ class RankFeed:
                     if msg.topic() == self.notices_topic:
                         self._notices(value)
                         continue
-                    try:
-                        record = self.codec.decode_as(value, RankChanged)
-                    except DecodeError as exc:
-                        log.warning("rank-change record skipped: %s", exc)
-                        continue
+                    head = self.head(value)
+                    raw = None if head is None else _Raw(*head, value)
+                    record = None
+                    # the changes only for a board watched here or while a submission waits
+                    # (the loop checks again: a subscriber may come meanwhile)
+                    if raw is None or self.waiters or self._watched(raw.leaderboard_id):
+                        try:
+                            record = self.codec.decode_as(value, RankChanged)
+                        except DecodeError as exc:
+                            log.warning("rank-change record skipped: %s", exc)
+                            continue
                     _, ts = msg.timestamp()
                     if ts > 0:
                         self.delay_s = max(0.0, time.time() - ts / 1000)
                     # the publish span's context, for the push span (None when tracing is off)
                     trace = telemetry.context_of(msg.headers()) if telemetry.enabled() else None
-                    records.append((record, trace))
+                    records.append((record, raw, trace))
                 loop = self._loop
                 if records and loop is not None and not loop.is_closed():
                     loop.call_soon_threadsafe(self._on_records, records)
@@ -520,29 +546,70 @@ class RankFeed:
             if not futs:
                 del self.waiters[event_id]
 
-    def _on_records(self, records: list[tuple[RankChanged, SpanContext | None]]) -> None:
-        for record, trace in records:
-            self._on_record(record, trace)
+    def _watched(self, name: str) -> bool:
+        """True if a subscriber of board ``name`` follows its records on this process."""
+        board = self.boards.get(name)
+        return board is not None and bool(board.views or board.solo)
 
-    def _on_record(self, record: RankChanged, trace: SpanContext | None = None) -> None:
+    def _decoded(self, raw: _Raw) -> RankChanged | None:
+        """The record of ``raw`` decoded (None, logged, if it does not decode)."""
+        try:
+            return self.codec.decode_as(raw.data, RankChanged)
+        except DecodeError as exc:
+            log.warning("rank-change record skipped: %s", exc)
+            return None
+
+    def _history(self, board: Board, after: int) -> list[RankChanged]:
+        """The board's history past version ``after``, decoded (a record that does not
+        decode is left out: the version gap it leaves makes ``_apply`` resync)."""
+        out = []
+        for item in board.history:
+            if item.version_to <= after:
+                continue
+            record = self._decoded(item) if isinstance(item, _Raw) else item
+            if record is not None:
+                out.append(record)
+        return out
+
+    def _on_records(self, records: list[_Incoming]) -> None:
+        for record, raw, trace in records:
+            self._on_record(record, raw, trace)
+
+    def _on_record(
+        self, record: RankChanged | None, raw: _Raw | None, trace: SpanContext | None = None
+    ) -> None:
         self.records += 1
-        if self.waiters:
+        head = record if record is not None else raw
+        assert head is not None  # the reader hands over one or both
+        board = self.board(head.leaderboard_id)
+        live = bool(board.views or board.solo)
+        if record is None and raw is not None and (self.waiters or live):
+            record = self._decoded(raw)
+            if record is None:
+                return
+        if record is None:
+            self.undecoded += 1
+        elif self.waiters:
             for c in record.changes:
                 for fut in self.waiters.pop(c.event_id, ()):
                     if not fut.done():
                         fut.set_result(c)
-        board = self.board(record.leaderboard_id)
-        if record.version_to <= board.last_version:
+        if head.version_to <= board.last_version:
             return  # a republished record (at-least-once): already seen
-        if board.last_version and record.version_from > board.last_version + 1:
+        if board.last_version and head.version_from > board.last_version + 1:
             log.info(
                 "%s: versions %d..%d missing from the feed",
-                record.leaderboard_id,
+                head.leaderboard_id,
                 board.last_version + 1,
-                record.version_from - 1,
+                head.version_from - 1,
             )
             board.history.clear()
-        elif record.version_from <= board.last_version:
+        elif head.version_from <= board.last_version:
+            if record is None:
+                assert raw is not None
+                record = self._decoded(raw)
+                if record is None:
+                    return
             keep = tuple(c for c in record.changes if c.version > board.last_version)
             record = RankChanged(
                 record.leaderboard_id,
@@ -551,8 +618,14 @@ class RankFeed:
                 keep,
                 record.periods_ended,
             )
-        board.history.append(record)
-        board.last_version = record.version_to
+            raw = None  # trimmed: its bytes are no longer this record
+        # an unwatched board's history keeps the bytes (no objects for the collector to walk)
+        kept = raw if raw is not None and not live else record
+        assert kept is not None
+        board.history.append(kept)
+        board.last_version = head.version_to
+        if record is None:
+            return  # nobody here follows the board
         leads = [view.lead for view in board.views.values()]
         for sub in [*leads, *board.solo]:
             if sub.syncing:
@@ -593,7 +666,7 @@ class RankFeed:
             sub.syncing = False
             sub.period = period
             sub.held = sub.n
-            self._apply(sub, board.history)
+            self._apply(sub, self._history(board, since_version))
             if not sub.syncing:
                 if sub.flush_handle is not None:
                     sub.flush_handle.cancel()
@@ -608,7 +681,7 @@ class RankFeed:
             return None
         if cfg.reset_period.value == "none":
             return rules.ALL_TIME
-        periods = [c.period for rec in board.history for c in rec.changes]
+        periods = [c.period for rec in self._history(board, 0) for c in rec.changes]
         return max(periods) if periods else None
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -894,7 +967,7 @@ class RankFeed:
             # A shared read may have started before this subscriber began collecting its
             # backlog: the board's history holds every record since (contiguous; a gap is
             # caught by ``_apply``, which resyncs)
-            backlog = list(board.history)
+            backlog = self._history(board, sub.version)
         self._apply(sub, backlog)
         self.on_push("snapshot", 1)
         return {

@@ -22,6 +22,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from processors.gateway.feed import RankFeed
+from processors.gateway.heap import GcPauses
 from processors.scrape_targets import Target
 
 __all__ = ["CONTENT_TYPE_LATEST", "FeedLookup", "GatewayMetrics", "OpsSampler", "quantile"]
@@ -88,7 +89,26 @@ class GatewayMetrics:
         Gauge(
             "gateway_rank_feed_records", "Rank-change records read since start", registry=registry
         ).set_function(_from_feed(feed, lambda f: f.records))
+        Gauge(
+            "gateway_rank_feed_records_undecoded",
+            "Rank-change records of boards nobody here watched, read without their changes",
+            registry=registry,
+        ).set_function(_from_feed(feed, lambda f: f.undecoded))
         self.submitted = Counter("gateway_scores_submitted", "Scores published", registry=registry)
+        #: a submission's time split: its request until Kafka acknowledged its record
+        #: (every submission), then until the feed read its rank change (``?wait=true``)
+        stages = Histogram(
+            "gateway_submit_stage_seconds",
+            "Score submissions: request to Kafka's acknowledgement (published), then to the "
+            "rank change read by the gateway's feed (applied, wait=true only)",
+            ["stage"],
+            registry=registry,
+            buckets=(0.0025, 0.005, 0.01, 0.02, 0.03, 0.04, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 5),
+        )
+        self.published = stages.labels("published")
+        self.applied = stages.labels("applied")
+        #: the process's garbage-collection pauses (installed by the lifespan)
+        self.gc = GcPauses(registry)
         self._ops: OpsSampler | None = None
 
     def ops(self, workers: Callable[[], list[Target]]) -> OpsSampler:

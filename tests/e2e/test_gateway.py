@@ -178,8 +178,16 @@ def test_ops_endpoints(gateway: Gateway) -> None:
             "gateway_http_request_seconds_bucket",
             "gateway_ws_subscribers",
             "gateway_rank_feed_lag_records",
+            "gateway_gc_pause_seconds_count",
         ):
             assert name in metrics.text
+        # the server process froze its start-up heap (gateway/heap.py)
+        frozen = next(
+            float(line.split()[1])
+            for line in metrics.text.splitlines()
+            if line.startswith("gateway_gc_frozen_objects ")
+        )
+        assert frozen > 10_000
         assert c.get("/").status_code == 200
         assert "board.js" in c.get("/boards/anything").text
         pre = c.options(
@@ -192,6 +200,16 @@ def test_ops_endpoints(gateway: Gateway) -> None:
 def _requests_total(metrics: str, method: str, route: str, status: int) -> float:
     """``gateway_http_requests_total`` of one method, route and status (0 if absent)."""
     want = f'gateway_http_requests_total{{method="{method}",route="{route}",status="{status}"}}'
+    for line in metrics.splitlines():
+        name, _, value = line.rpartition(" ")
+        if name == want:
+            return float(value)
+    return 0.0
+
+
+def _stage_count(metrics: str, stage: str) -> float:
+    """``gateway_submit_stage_seconds_count`` of one stage (0 if absent)."""
+    want = f'gateway_submit_stage_seconds_count{{stage="{stage}"}}'
     for line in metrics.splitlines():
         name, _, value = line.rpartition(" ")
         if name == want:
@@ -250,6 +268,9 @@ def test_fast_path_answers_keep_request_id_cors_and_metrics(gateway: Gateway) ->
         _requests_total(after, "POST", scores, 200) - _requests_total(before, "POST", scores, 200)
         == 1
     )
+    # the submissions' time split: three published (202, 200, 202), one waited until applied
+    for stage, n in (("published", 3), ("applied", 1)):
+        assert _stage_count(after, stage) - _stage_count(before, stage) == n
     assert (
         _requests_total(after, "GET", rankings, 200) - _requests_total(before, "GET", rankings, 200)
         == 3

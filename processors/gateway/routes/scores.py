@@ -121,6 +121,7 @@ async def _submit(
     bearer: HTTPAuthorizationCredentials | None,
 ) -> Response:
     """The submission itself (traced or not by :func:`submit_score`)."""
+    start = time.perf_counter()
     subject = state.keys.writer(key, bearer)
     if subject is not None and body.participant_id != subject:
         why = f"a player token for {subject!r} may not submit scores of {body.participant_id!r}"
@@ -170,6 +171,8 @@ async def _submit(
         why = str(exc) or f"not acknowledged by Kafka within {PUBLISH_TIMEOUT_S:g}s"
         raise ApiError(503, f"could not publish the score: {why}") from None
     state.metrics.submitted.inc()
+    published = time.perf_counter()
+    state.metrics.published.observe(published - start)
     if fut is None:
         # event ids are UUIDs: the answer is built without an encoder
         return json_response(b'{"event_id":"' + event_id.encode() + b'","status":"accepted"}', 202)
@@ -190,6 +193,7 @@ async def _submit(
     finally:
         expiry.cancel()
         feed.forget(event_id, fut)
+    state.metrics.applied.observe(time.perf_counter() - published)
     return json_response(applied_json(event_id, change))
 
 
