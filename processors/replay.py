@@ -27,7 +27,14 @@ from processors.bootstrap import (
     make_client,
     pg_connect_async,
 )
-from processors.replay_source import DecodeProcess, KafkaSource, Packed, Row, unpack_match
+from processors.replay_source import (
+    DecodeProcess,
+    KafkaSource,
+    Packed,
+    Row,
+    pack,
+    unpack_match,
+)
 from processors.replay_source import log_time as log_time  # its home before replay_source
 from processors.workers.projector import Projector, RawRecord, ScoreRecord
 from projections import bulk
@@ -521,7 +528,10 @@ async def _fold_chunks(
         try:
             while rows := await ahead:
                 ahead = asyncio.ensure_future(asyncio.to_thread(src.read_until, end))
-                yield src.position, _decode(projector, rows)
+                yield (
+                    src.position,
+                    _unpack(projector, src.board, pack(src.settings, src.board, rows)),
+                )
         finally:
             with suppress(Exception):  # no read left running on the consumer being closed
                 await ahead

@@ -17,6 +17,7 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition
 
 from processors.bootstrap import get_codec, kafka_consumer
+from streams.codec import SingleObjectCodec, match_fingerprint, match_rows
 from streams.errors import DecodeError, LeaderboardError
 from streams.events import CLOCK_KEY, MatchResultSubmitted, Operator, ScoreEntry
 from streams.partitioning import partition_for
@@ -137,39 +138,45 @@ class KafkaSource:
 
 
 def pack(settings: Settings, board: str, rows: list[Row]) -> list[Packed | Row]:
-    """The second process's work on one chunk: the board's matches decoded into ``Packed``
-    tuples, other records as read (undecodable ones left out, as the parent would)."""
+    """The board's matches of one chunk decoded into ``Packed`` tuples, other records as
+    read (undecodable ones left out, as the parent would): the second process's work, or
+    this process's when it reads alone.
+
+    A match written with the current schema in single-object form (nearly every record) is
+    decoded by ``codec.match_rows`` straight into the tuple (about a quarter of fastavro's
+    CPU and no event objects); any other record goes through the live codec."""
     codec = get_codec(settings)
+    fp = match_fingerprint(codec.store) if isinstance(codec, SingleObjectCodec) else b""
     out: list[Packed | Row] = []
     for row in rows:
         part, off, key, value, at = row
+        data = value or b""
         try:
-            ev = codec.decode(value or b"")
+            got = match_rows(data, fp)
+            if got is None:
+                ev = codec.decode(data)
+                if type(ev) is MatchResultSubmitted:
+                    got = (
+                        ev.event_id,
+                        ev.match_id,
+                        ev.leaderboard_id,
+                        ev.occurred_at,
+                        tuple(
+                            [
+                                (
+                                    e.participant_id,
+                                    e.score,
+                                    None if e.operator is None else e.operator.value,
+                                    e.metadata or None,
+                                )
+                                for e in ev.entries
+                            ]
+                        ),
+                    )
         except DecodeError:
             continue  # dead-lettered live
-        if type(ev) is MatchResultSubmitted and ev.leaderboard_id == board:
-            out.append(
-                (
-                    part,
-                    off,
-                    key,
-                    at,
-                    ev.event_id,
-                    ev.match_id,
-                    ev.occurred_at,
-                    tuple(
-                        [
-                            (
-                                e.participant_id,
-                                e.score,
-                                None if e.operator is None else e.operator.value,
-                                e.metadata or None,
-                            )
-                            for e in ev.entries
-                        ]
-                    ),
-                )
-            )
+        if got is not None and got[2] == board:
+            out.append((part, off, key, at, got[0], got[1], got[3], got[4]))
         else:
             out.append(row)
     return out

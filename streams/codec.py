@@ -354,3 +354,125 @@ def default_store() -> SchemaStore:
     if _STORE is None:
         _STORE = SchemaStore()
     return _STORE
+
+
+#: A match decoded by ``match_rows``: (event id, match id, leaderboard id, claimed time, entries
+#: as (participant, score, operator value or None, metadata or None)).
+MatchRows = tuple[
+    str, str, str, int, tuple[tuple[str, int, str | None, dict[str, str] | None], ...]
+]
+
+#: The symbols of the entry operator enum of the current MatchResultSubmitted schema, in order.
+_OPERATOR_SYMBOLS = ("best", "set", "incr", "decr")
+
+
+def _long(data: bytes, pos: int) -> tuple[int, int]:
+    """An Avro long (zig-zag varint) at ``pos``: (value, position after it)."""
+    b = data[pos]
+    pos += 1
+    n = b & 0x7F
+    shift = 7
+    while b & 0x80:
+        if shift > 63:
+            raise DecodeError("truncated or malformed Avro body: varint longer than 10 bytes")
+        b = data[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+    return (n >> 1) ^ -(n & 1), pos
+
+
+def _text(data: bytes, pos: int) -> tuple[str, int]:
+    """An Avro string at ``pos``: (text, position after it)."""
+    size, pos = _long(data, pos)
+    end = pos + size
+    if size < 0 or end > len(data):
+        raise DecodeError("truncated or malformed Avro body: string past the end")
+    return data[pos:end].decode(), end
+
+
+def match_fingerprint(store: SchemaStore | None = None) -> bytes:
+    """Fingerprint of the current MatchResultSubmitted schema, the one ``match_rows`` reads,
+    or b"" when that schema is not the one ``match_rows`` was written for (then it reads
+    nothing and every record goes through the codec)."""
+    version = (store or default_store()).current.get(MatchResultSubmitted.SCHEMA)
+    if version is None or version.fingerprint.hex() != _MATCH_FINGERPRINT:
+        return b""
+    return version.fingerprint
+
+
+#: The schema ``match_rows`` decodes by hand (checked against the store by ``match_fingerprint``).
+_MATCH_FINGERPRINT = "bbee619cb6ae83bd"
+
+
+def match_rows(data: bytes, fp: bytes) -> MatchRows | None:
+    """A single-object MatchResultSubmitted record written with the schema of fingerprint
+    ``fp`` (``match_fingerprint``), decoded straight into tuples: no dict per record or
+    entry, no event objects (a replay's fold reads them as they are); None for any other
+    record (another type or schema, not single-object, ``fp`` empty), which the codec then
+    decodes. The same values as the codec's decode, and a DecodeError where it raises one.
+    """
+    if not fp or data[2:SO_HEADER_SIZE] != fp or data[:2] != SINGLE_OBJECT_MARKER:
+        return None
+    try:
+        pos = SO_HEADER_SIZE
+        event_id, pos = _text(data, pos)
+        match_id, pos = _text(data, pos)
+        board, pos = _text(data, pos)
+        at, pos = _long(data, pos)
+        entries: list[tuple[str, int, str | None, dict[str, str] | None]] = []
+        count, pos = _long(data, pos)
+        while count:
+            if count < 0:  # a block with its size in bytes
+                count = -count
+                _, pos = _long(data, pos)
+            for _ in range(count):
+                # participant: nearly always a short ASCII id (one-byte length)
+                size = data[pos]
+                if size < 0x80:
+                    start = pos + 1
+                    pos = start + (size >> 1)
+                    if size & 1 or pos > len(data):
+                        raise DecodeError("truncated or malformed Avro body: bad string length")
+                    pid = data[start:pos].decode()
+                else:
+                    pid, pos = _text(data, pos)
+                b = data[pos]
+                if b < 0x80:
+                    score = (b >> 1) ^ -(b & 1)
+                    pos += 1
+                else:
+                    score, pos = _long(data, pos)
+                branch = data[pos]
+                pos += 1
+                op: str | None = None
+                if branch == 2:  # the enum branch of the union
+                    sym, pos = _long(data, pos)
+                    if not 0 <= sym < len(_OPERATOR_SYMBOLS):
+                        raise DecodeError(f"truncated or malformed Avro body: operator index {sym}")
+                    op = _OPERATOR_SYMBOLS[sym]
+                elif branch:
+                    raise DecodeError(f"truncated or malformed Avro body: union branch {branch}")
+                meta: dict[str, str] | None = None
+                pairs, pos = _long(data, pos) if data[pos] else (0, pos + 1)
+                while pairs:
+                    if pairs < 0:
+                        pairs = -pairs
+                        _, pos = _long(data, pos)
+                    if meta is None:
+                        meta = {}
+                    for _ in range(pairs):
+                        key, pos = _text(data, pos)
+                        meta[key], pos = _text(data, pos)
+                    pairs, pos = _long(data, pos)
+                entries.append((pid, score, op, meta))
+            count, pos = _long(data, pos)
+    except IndexError:
+        raise DecodeError("truncated or malformed Avro body: record past the end") from None
+    except UnicodeDecodeError as exc:
+        raise DecodeError(f"truncated or malformed Avro body: {exc}") from None
+    if pos != len(data):
+        raise DecodeError(
+            f"truncated or malformed Avro body: {len(data) - pos} trailing bytes after the record"
+        )
+    return event_id, match_id, board, at, tuple(entries)
