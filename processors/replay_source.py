@@ -12,7 +12,7 @@ import multiprocessing
 import pickle
 import uuid
 from contextlib import suppress
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition
 
@@ -20,6 +20,7 @@ from processors.bootstrap import get_codec, kafka_consumer
 from streams.codec import SingleObjectCodec, match_fingerprint, match_rows
 from streams.errors import DecodeError, LeaderboardError
 from streams.events import CLOCK_KEY, MatchResultSubmitted, Operator, ScoreEntry
+from streams.model import FoldEntry
 from streams.partitioning import partition_for
 from streams.settings import Settings
 
@@ -28,7 +29,7 @@ CHUNK = 5000
 #: (partition, offset, key, value, broker append time or None): a record as read.
 Row = tuple[int, int, bytes | None, bytes | None, int | None]
 #: A record of the board decoded in the second process: (partition, offset, key, append time,
-#: event id, match id, claimed time, entries as (participant, score, operator value or None,
+#: event id, match id, claimed time, entries as (participant, score, operator or None,
 #: metadata or None)). Any other record travels as a ``Row`` and is decoded by the parent.
 Packed = tuple[
     int,
@@ -38,14 +39,8 @@ Packed = tuple[
     str,
     str,
     int,
-    tuple[tuple[str, int, str | None, dict[str, str] | None], ...],
+    tuple[tuple[str, int, Operator | None, dict[str, str] | None], ...],
 ]
-
-#: Entry operators by value (None: the board's).
-_OPERATORS: dict[str | None, Operator | None] = {None: None, **{op.value: op for op in Operator}}
-#: Metadata of the entries that carry none: read-only and shared (the fold copies only
-#: non-empty metadata), so an unpacked entry allocates no empty dict.
-_NO_METADATA: dict[str, str] = {}
 
 
 def _consumer(settings: Settings) -> Any:
@@ -166,7 +161,7 @@ def pack(settings: Settings, board: str, rows: list[Row]) -> list[Packed | Row]:
                                 (
                                     e.participant_id,
                                     e.score,
-                                    None if e.operator is None else e.operator.value,
+                                    e.operator,
                                     e.metadata or None,
                                 )
                                 for e in ev.entries
@@ -183,14 +178,13 @@ def pack(settings: Settings, board: str, rows: list[Row]) -> list[Packed | Row]:
 
 
 def unpack_match(board: str, row: Packed) -> MatchResultSubmitted:
-    """The event of a ``Packed`` row, equal to what the codec decodes from its record."""
-    ops, none, entry = _OPERATORS, _NO_METADATA, ScoreEntry
+    """The event of a ``Packed`` row for a fold: its values as the codec decodes them, each
+    entry a ``model.FoldEntry`` (``ScoreEntry``'s fields in a tuple, built in C), which is all
+    the fold reads of an entry."""
+    entries = tuple(map(FoldEntry._make, row[7]))
+    # FoldEntry is structurally the ScoreEntry the fold and the record checks read
     return MatchResultSubmitted(
-        row[4],
-        row[5],
-        board,
-        row[6],
-        tuple([entry(p, s, ops[o], m or none) for p, s, o, m in row[7]]),
+        row[4], row[5], board, row[6], cast(tuple[ScoreEntry, ...], entries)
     )
 
 
