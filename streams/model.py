@@ -14,6 +14,7 @@ import bisect
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
+from typing import NamedTuple
 
 from streams import rules
 from streams.events import (
@@ -28,6 +29,21 @@ from streams.events import (
     ScoreEntry,
     SortOrder,
 )
+
+
+class FoldEntry(NamedTuple):
+    """A score entry as a fold reads it: ``ScoreEntry``'s fields, in its order, in a tuple.
+
+    A replay's decoder yields each entry as a plain tuple; ``FoldEntry._make`` turns it into
+    this at C speed, where building a frozen ``ScoreEntry`` costs a Python call and four
+    attribute stores (about a tenth of a rebuild's CPU). The model reads only these fields.
+    """
+
+    participant_id: str
+    score: int
+    operator: Operator | None
+    metadata: dict[str, str] | None
+
 
 #: Operators whose result can leave the exact range.
 _ARITH = frozenset({Operator.INCR, Operator.DECR})
@@ -655,4 +671,11 @@ def split_entries(
     return valid, bad
 
 
-__all__ = ["OVERTAKEN_LIMIT", "ModelBoard", "RecordResult", "Standings", "split_entries"]
+__all__ = [
+    "OVERTAKEN_LIMIT",
+    "FoldEntry",
+    "ModelBoard",
+    "RecordResult",
+    "Standings",
+    "split_entries",
+]

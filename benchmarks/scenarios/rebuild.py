@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import resource
 import time
 import uuid
 from pathlib import Path
@@ -43,6 +45,44 @@ def run_rebuild(base: Settings, p: Params, report: Report, logs: Path, say: Say)
         log.exception("rebuild scenario failed")
         report.details["rebuild scenario failed"] = repr(exc)[:300]
         say(f"  rebuild scenario failed: {exc!r}")
+
+
+def _own_cpu_s() -> float:
+    """CPU seconds of this process and of its children it has waited for."""
+    me, kids = (
+        resource.getrusage(resource.RUSAGE_SELF),
+        resource.getrusage(resource.RUSAGE_CHILDREN),
+    )
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def _pid_cpu_s(pid: int | None) -> float:
+    """CPU seconds of process ``pid`` (0 when unknown or not on this machine)."""
+    if pid is None:
+        return 0.0
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+async def _redis_pid(settings: Settings) -> int | None:
+    """The Redis server's process id, if it runs on this machine (else None)."""
+    client = redis_at(settings.redis_url)
+    try:
+        pid = int((await client.info("server"))["process_id"])
+    finally:
+        await client.aclose()
+    return pid if _is_redis(pid) else None
+
+
+def _is_redis(pid: int) -> bool:
+    """Whether process ``pid`` of this machine is a Redis server (not one of another host)."""
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().startswith("redis")
+    except OSError:
+        return False
 
 
 def commit_at_end(settings: Settings) -> None:
@@ -81,17 +121,23 @@ async def _rebuild_scenario(
                     prod.submit(m)
         await asyncio.to_thread(commit_at_end, ns.settings)
         cpu: list[float] = []
+        machine: list[float] = []
+        redis_pid = await _redis_pid(ns.settings)
         for parallel, key in ((2, "rebuild.all"), (1, "rebuild.all_serial")):
             rates = []
             for i in range(p.reps):
                 say(f"[rebuild] --all --parallel {parallel}, run {i + 1}/{p.reps}")
                 t0, c0 = time.perf_counter(), time.process_time()
+                m0 = _own_cpu_s() + _pid_cpu_s(redis_pid)
                 reps = await rebuild_all(ns.settings, dict(cfgs), parallel=parallel)
                 seconds = time.perf_counter() - t0
                 entries = sum(r.entries for r in reps)
                 rates.append(entries / seconds)
                 if parallel == 1 and entries:  # the boards ran in this process
                     cpu.append((time.process_time() - c0) / entries * 1e6)
+                if parallel > 1 and entries and redis_pid:  # workers reaped by the pool
+                    used = _own_cpu_s() + _pid_cpu_s(redis_pid) - m0
+                    machine.append(used / entries * 1e6)
                 say(f"  {entries:,} entries in {seconds:.1f}s: {entries / seconds:,.0f}/s")
             report.add(
                 Figure(
@@ -118,6 +164,20 @@ async def _rebuild_scenario(
                 key="rebuild.cpu_us_per_entry",
             )
         )
+        if machine:
+            report.add(
+                Figure(
+                    "4 replay",
+                    "rebuild --all --parallel 2, CPU of the rebuild and of Redis per entry",
+                    "µs/entry",
+                    machine,
+                    f"{n} boards x {size:,} entries; CPU time of this process, its worker "
+                    "processes (and theirs) and the Redis server ÷ entries (Kafka's broker "
+                    "not counted: about 1 µs more here, much of it its idle ticks): what one "
+                    "entry costs the machine, comparable on a loaded one",
+                    key="rebuild.all_cpu_us_per_entry",
+                )
+            )
         await _zadd_limit(ns, p, report, say)
     finally:
         ns.cleanup(audit=False)
