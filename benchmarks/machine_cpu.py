@@ -106,7 +106,8 @@ def stack_pids(settings: Settings) -> dict[str, int]:
             pass
         finally:
             r.close()
-    if str(conninfo_to_dict(settings.postgres_dsn).get("host", "")) in LOCAL_HOSTS:
+    pg_host = str(conninfo_to_dict(settings.postgres_dsn).get("host", ""))
+    if pg_host in LOCAL_HOSTS or pg_host.startswith("/"):  # a socket directory is local too
         try:
             with pg_connect(settings.postgres_dsn, connect_timeout=3) as conn:
                 row = conn.execute("SELECT pg_backend_pid()").fetchone()
