@@ -184,6 +184,19 @@ KEY_DOCS: Final[dict[str, str]] = {
     "projector while draining, µs: what load on the shared cores distorts least",
     "ingest.sinks_cpu_us_per_entry": "the same run, CPU (user + system) per entry of the sinks "
     "worker while draining, µs",
+    "ingest.kafka_cpu_us_per_entry": "the same run, CPU per entry of the Kafka broker (its JVM) "
+    "from the first applied entry to the last audit row, µs (benchmarks/machine_cpu.py)",
+    "ingest.redis_cpu_us_per_entry": "the same window, CPU per entry of Redis, µs",
+    "ingest.postgres_cpu_us_per_entry": "the same window, CPU per entry of PostgreSQL (postmaster, "
+    "backends, WAL writer, checkpointer...; not the benchmark's own progress queries), µs",
+    "ingest.machine_cpu_us_per_entry": "the same window, CPU per entry of every process of the "
+    "run together (broker, Redis, PostgreSQL, projector, sinks worker, benchmark), µs",
+    "ingest.other_cpu_us_per_entry": "the same window, the rest of the machine's busy CPU per "
+    "entry (other programs on a shared machine; not in machine_cpu), µs",
+    "ingest.produce_client_cpu_us_per_entry": "while the backlog is produced: the SDK "
+    "producer's CPU per entry (10-entry records, acks=all, idempotent), µs",
+    "ingest.produce_kafka_cpu_us_per_entry": "while the backlog is produced: the broker's CPU "
+    "per entry, µs",
     "ingest.hot_single*": "single-entry SDK records to ONE board, end to end, entries/s "
     "(coalesced by the SDK; _uncoalesced: one record each)",
     "ingest.hot_single_projector_cpu_us_per_entry": "the coalesced hot drains: CPU (user + "
@@ -195,7 +208,9 @@ KEY_DOCS: Final[dict[str, str]] = {
     "latency.headline.*": "at the headline rate (10,000 entries/s): produce → visible in Redis "
     "(redis_*) and produce → WebSocket delta of a tracked probe (websocket_*); p50/p99/max, ms; "
     "websocket_gateway_p99: the gateway's part (rank change published → delta), ms; "
-    "client_cpu: the load generator's CPU, % of the machine",
+    "client_cpu: the load generator's CPU, % of the machine; <group>_cpu_us_per_entry: CPU per "
+    "entry sent while producing of kafka, redis, postgres, projector, sinks, gateway, bench "
+    "(producer + readers), machine (all of them) and other (the rest of the machine), µs",
     "latency.low.*": "the same at the low rate (2,000 entries/s)",
     "ws.p99_10k": "= latency.headline.websocket_p99 under the issue's name (target ≤ 250 ms)",
     "ws.viewers": "top-10 viewers of one hot board ONE gateway process serves with push p99 "

@@ -23,6 +23,7 @@ from benchmarks.harness import (
     retry,
     topic_end,
 )
+from benchmarks.machine_cpu import BENCH, SERVICES, CpuSnapshot, CpuSplit, describe, us_per_unit
 from benchmarks.params import Params
 from benchmarks.workload import board_configs, match_stream, now_ms
 from processors.bootstrap import pg_connect, sync_redis
@@ -49,6 +50,10 @@ class IngestRun:
     #: process CPU (user + system) per entry while draining: projector, sinks worker (µs)
     projector_cpu_us: float = float("nan")
     sinks_cpu_us: float = float("nan")
+    #: the machine's CPU per entry by process group (µs) from the first applied entry to the
+    #: last audit row (machine_cpu.us_per_unit), and while the backlog was produced
+    drain_split: dict[str, float] = field(default_factory=dict)
+    produce_split: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -62,6 +67,9 @@ class _Drain:
     #: CPU seconds of each worker process at its first progress and at its completion
     cpu_first: dict[str, float] = field(default_factory=dict)
     cpu_done: dict[str, float] = field(default_factory=dict)
+    #: every process group's CPU at the first applied entry and once both stores are complete
+    split_first: CpuSnapshot | None = None
+    split_done: CpuSnapshot | None = None
 
 
 def ingest_once(base: Settings, p: Params, logs: Path, say: Say) -> IngestRun:
@@ -69,14 +77,18 @@ def ingest_once(base: Settings, p: Params, logs: Path, say: Say) -> IngestRun:
     ns = Namespace(base, "ing", logs)
     try:
         total = p.ingest_records * p.entries_per_record
+        split = CpuSplit(ns.settings, {})
+        before = split.snapshot()
         produce_s = _produce_backlog(ns, p)
+        produce_split = us_per_unit(before, split.snapshot(), total)
         scores = ns.settings.topic(ns.settings.scores_topic)
         raw_n, raw_s = kafka_consume_rate(ns.settings, scores, decode=False)
         dec_n, dec_s = kafka_consume_rate(ns.settings, scores, decode=True)
         say(f"  backlog {total:,} entries produced in {produce_s:.1f}s; workers starting")
         ns.spawn("projector", ["worker", "--role", "projector", "--loglevel", "warning"])
         ns.spawn("sinks", ["worker", "--role", "sinks", "--loglevel", "warning"])
-        drain = _watch_drain(ns, total, logs, say)
+        split = CpuSplit(ns.settings, {"projector": ns.procs[0].pid, "sinks": ns.procs[1].pid})
+        drain = _watch_drain(ns, total, logs, say, split)
         rank_records = topic_end(ns.settings, ns.settings.topic(ns.settings.rank_changes_topic))[0]
         run = IngestRun(
             total,
@@ -90,6 +102,8 @@ def ingest_once(base: Settings, p: Params, logs: Path, say: Say) -> IngestRun:
             drain.done_a is not None and drain.done_g is not None,
             _cpu_us(drain, "projector", total, drain.first_a),
             _cpu_us(drain, "sinks", total, drain.first_g),
+            _drain_split(drain, total),
+            produce_split,
         )
         if not run.complete:
             raise RuntimeError("the drain did not complete (a worker failed or timed out)")
@@ -99,6 +113,8 @@ def ingest_once(base: Settings, p: Params, logs: Path, say: Say) -> IngestRun:
             f"{run.kafka_raw_rate:,.0f} entries/s; CPU/entry projector "
             f"{run.projector_cpu_us:.1f} µs, sinks {run.sinks_cpu_us:.1f} µs"
         )
+        say(f"  machine CPU/entry while draining: {describe(run.drain_split)}")
+        say(f"  machine CPU/entry while producing: {describe(run.produce_split)}")
         return run
     finally:
         ns.cleanup()
@@ -127,10 +143,14 @@ def _produce_backlog(ns: Namespace, p: Params) -> float:
         return time.perf_counter() - t0
 
 
-def _watch_drain(ns: Namespace, total: int, logs: Path, say: Say) -> _Drain:
-    """Poll board versions and audit rows until both reach ``total`` (or a worker dies)."""
+def _watch_drain(ns: Namespace, total: int, logs: Path, say: Say, split: CpuSplit) -> _Drain:
+    """Poll board versions and audit rows until both reach ``total`` (or a worker dies);
+    ``split`` is read at the first applied entry and once both are complete."""
     r = sync_redis(url=ns.settings.redis_url)
     conn = pg_connect(ns.settings, autocommit=True)
+    backend = conn.execute("SELECT pg_backend_pid()").fetchone()
+    if backend:
+        split.count_as_bench(int(backend[0]))
     drain = _Drain()
     deadline = time.monotonic() + max(180.0, total / 2_000)
     last_pg = 0.0
@@ -140,6 +160,7 @@ def _watch_drain(ns: Namespace, total: int, logs: Path, say: Say) -> _Drain:
             a = board_versions(r, ns.boards)
             if a and drain.first_a is None:
                 drain.first_a = (now, a)
+                drain.split_first = split.snapshot()
                 _cpu_mark(drain.cpu_first, "projector", ns.procs[0].pid)
             if a >= total and drain.done_a is None:
                 drain.done_a = now
@@ -153,6 +174,8 @@ def _watch_drain(ns: Namespace, total: int, logs: Path, say: Say) -> _Drain:
                 if g >= total and drain.done_g is None:
                     drain.done_g = now
                     _cpu_mark(drain.cpu_done, "sinks", ns.procs[1].pid)
+            if drain.done_a is not None and drain.done_g is not None:
+                drain.split_done = split.snapshot()
             if any(proc.poll() is not None for proc in ns.procs):
                 say("  a worker exited early: see its log under " + str(logs))
                 break
@@ -186,6 +209,13 @@ def _cpu_us(drain: _Drain, name: str, total: int, first: _First | None) -> float
         return float("nan")
     done = total - first[1]
     return 1e6 * (drain.cpu_done[name] - drain.cpu_first[name]) / done if done else float("nan")
+
+
+def _drain_split(drain: _Drain, total: int) -> dict[str, float]:
+    """µs of CPU per entry by process group over the end-to-end window (empty if unseen)."""
+    if drain.split_first is None or drain.split_done is None or drain.first_a is None:
+        return {}
+    return us_per_unit(drain.split_first, drain.split_done, total - drain.first_a[1])
 
 
 def _rate(total: int, first: _First | None, done: float | None) -> float:
@@ -257,8 +287,40 @@ def run_ingest(base: Settings, p: Params, report: Report, logs: Path, say: Say) 
                 key=f"ingest.{who}_cpu_us_per_entry",
             )
         )
+    _split_figures(runs, params, report)
     report.alias(
         "ingest.e2e", "ingest.e2e_entries_per_s", Target(30_000, True, "≥ 30,000 entries/s")
     )
     report.details["ingest runs"] = [asdict(x) for x in runs]
     return runs
+
+
+def _split_figures(runs: list[IngestRun], params: str, report: Report) -> None:
+    """The machine's CPU per entry by process group, while draining and while producing."""
+    window = "; user + system CPU from /proc from the first applied entry to the last audit row"
+    for who, what in (
+        *((name, f"{name} (whole service)") for name in SERVICES),
+        ("machine", "every process of the run together (services, workers, bench)"),
+        ("other", "other programs on the machine meanwhile (not counted in machine)"),
+    ):
+        report.add(
+            Figure(
+                "1 ingest",
+                f"while draining, CPU per entry: {what}, µs",
+                "µs",
+                [x.drain_split.get(who, float("nan")) for x in runs],
+                params + window,
+                key=f"ingest.{who}_cpu_us_per_entry",
+            )
+        )
+    for who, what in ((BENCH, "the SDK producer"), ("kafka", "the Kafka broker")):
+        report.add(
+            Figure(
+                "1 ingest",
+                f"while producing the backlog, CPU per entry: {what}, µs",
+                "µs",
+                [x.produce_split.get(who, float("nan")) for x in runs],
+                params + "; acks=all, idempotent, the producer settings of processors/kafka",
+                key=f"ingest.produce_{'client' if who == BENCH else who}_cpu_us_per_entry",
+            )
+        )

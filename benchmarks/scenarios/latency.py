@@ -31,6 +31,7 @@ from benchmarks.harness import (
     retry,
     wait_http,
 )
+from benchmarks.machine_cpu import CpuSplit, describe, us_per_unit
 from benchmarks.params import Params
 from benchmarks.stats import percentile
 from benchmarks.workload import board_configs, match_stream, now_ms
@@ -66,6 +67,8 @@ class LatencyRun:
     probes: int = 0
     achieved_rate: float = 0.0
     websocket_note: str = ""
+    #: the machine's CPU per entry sent, by process group, while the load ran (µs)
+    cpu_split: dict[str, float] = field(default_factory=dict)
 
     @property
     def client_share(self) -> float:
@@ -208,7 +211,10 @@ def latency_once(base: Settings, p: Params, rate: int, logs: Path, say: Say) -> 
         watcher = _RankWatcher(ns.settings, sent, run)
         watcher.start()
         watcher.ready.wait(15)
-        asyncio.run(_drive(ns, p, rate, probe, ws_url, sent, probe_sent, watcher, run))
+        # ns.procs: projector, sinks, then the gateway when this checkout has one
+        names = ("projector", "sinks", "gateway")[: len(ns.procs)]
+        split = CpuSplit(ns.settings, {n: pr.pid for n, pr in zip(names, ns.procs, strict=True)})
+        asyncio.run(_drive(ns, p, rate, probe, ws_url, sent, probe_sent, watcher, run, split))
         watcher.stopping.set()
         watcher.join(5)
         if len(run.visible) < 0.95 * len(sent):
@@ -224,6 +230,7 @@ def latency_once(base: Settings, p: Params, rate: int, logs: Path, say: Say) -> 
             f"gateway's part p99 {percentile(run.gateway, 99) if run.gateway else float('nan'):.0f}"
             f" ms; client CPU {run.client_share:.0f}% of the machine"
         )
+        say(f"  machine CPU/entry while producing: {describe(run.cpu_split)}")
         return run
     finally:
         ns.cleanup()
@@ -286,14 +293,16 @@ async def _drive(
     probe_sent: dict[str, float],
     watcher: _RankWatcher,
     run: LatencyRun,
+    split: CpuSplit,
 ) -> None:
-    """Produce at ``rate`` while listening on the WebSocket, then wait for the stragglers."""
+    """Produce at ``rate`` while listening on the WebSocket, then wait for the stragglers;
+    ``split`` is read when the load starts and when it ends."""
     stop = asyncio.Event()
     listener = None
     if ws_url is not None:
         listener = asyncio.create_task(_ws_listen(ws_url, probe_sent, run, stop))
         await asyncio.sleep(1.0)
-    cpu0, t0 = time.process_time(), time.monotonic()
+    cpu0, t0, first = time.process_time(), time.monotonic(), split.snapshot()
     await asyncio.to_thread(
         _produce_fixed_rate,
         ns.settings,
@@ -306,6 +315,7 @@ async def _drive(
         run,
     )
     run.client_cpu_s, run.produce_s = time.process_time() - cpu0, time.monotonic() - t0
+    run.cpu_split = us_per_unit(first, split.snapshot(), run.sent * p.entries_per_record)
     for _ in range(450):  # stragglers (a backlog at 10k/s): up to 90 s
         ws_done = listener is None or len(run.websocket) >= run.probes
         if len(watcher.seen) >= len(sent) and ws_done:
@@ -396,6 +406,20 @@ def _latency_figures(
             key=f"{prefix}.client_cpu",
         )
     )
+    groups = [g for g in (lat_runs[0].cpu_split if lat_runs else {}) if g]
+    for g in groups:
+        report.add(
+            Figure(
+                "1 latency",
+                f"{at}: CPU per entry sent while the load runs: {g}, µs",
+                "µs",
+                [x.cpu_split.get(g, float("nan")) for x in lat_runs],
+                lp + "; user + system CPU from /proc (benchmarks/machine_cpu.py); machine: every "
+                "process of the run; other: the rest of the machine",
+                None,
+                key=f"{prefix}.{g}_cpu_us_per_entry",
+            )
+        )
     if headline:
         report.alias("ws.p99_10k", f"{prefix}.websocket_p99", Target(250, False, "≤ 250 ms"))
     report.details[f"latency runs at {rate:,} entries/s"] = [
@@ -408,6 +432,7 @@ def _latency_figures(
             "consumer_arrival_p99_ms": round(percentile(x.arrival, 99), 1),
             "gateway_part_p99_ms": round(percentile(x.gateway, 99), 1) if x.gateway else None,
             "client_cpu_pct": round(x.client_share, 1),
+            "cpu_us_per_entry": {k: round(v, 1) for k, v in x.cpu_split.items()},
             "note": x.websocket_note,
         }
         for x in lat_runs

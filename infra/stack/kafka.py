@@ -19,6 +19,14 @@ from processors.bootstrap import kafka_admin
 from streams.errors import ServiceUnavailable
 from streams.settings import PROJECT_ROOT, Settings
 
+#: The broker's JIT: the quick compiler only (C1). On the 2-core development machine the
+#: optimizing compiler (C2) was the broker's largest CPU consumer for its first ten minutes
+#: and more (14 s of CPU in its first 515 s against 9 s handling requests); C1 alone halves
+#: the start-up CPU and cut the broker's CPU per ingested entry by about a third, while its
+#: code handles this stack's request rates as well (benchmarks/notes.md, "The machine's CPU
+#: budget"). A long-lived production broker on bigger machines keeps the JVM's default.
+BROKER_JIT = ("-XX:TieredStopAtLevel=1",)
+
 #: Data folder of the Kafka service (pom, config template, log4j2 config), loaded by path.
 KAFKA_INFRA = PROJECT_ROOT / "infra" / "kafka"
 
@@ -120,6 +128,7 @@ class Kafka(Service):
     def _java(self, *args: str) -> list[str]:
         return [
             "java",
+            *BROKER_JIT,
             f"-Xmx{self.settings.kafka_heap}",
             f"-Xms{self.settings.kafka_heap}",
             "-XX:+UseG1GC",

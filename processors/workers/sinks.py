@@ -48,6 +48,12 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: What the audit decoder may return for a rank-change record that the sinks accept.
+_RANK_CHANGE_KINDS: tuple[type[RankChanged | RankChangedFields], ...] = (
+    RankChanged,
+    RankChangedFields,
+)
+
 
 @dataclass(slots=True)
 class SinkStats:
@@ -344,34 +350,41 @@ class SinkProcessor:
 
     # ------------------------------------------------------------------ helpers
     def _decode(self, rec: RawRecord, kind: type[T], logical_topic: str) -> T | None:
-        try:
-            if rec.value is None:
-                raise DecodeError("record has no value")
-            ev = self.codec.decode(rec.value)
-        except DecodeError as exc:
-            self._dead_letter(rec, logical_topic, f"undecodable: {exc}")
-            return None
-        if isinstance(ev, kind):
-            return ev
-        reason = f"unexpected event type {type(ev).__name__} (want {kind.__name__})"
-        self._dead_letter(rec, logical_topic, reason)
-        return None
+        """The event of ``rec`` if it is a ``kind``; otherwise dead-letter it and return None."""
+        return self._decode_with(self.codec.decode, rec, (kind,), kind.__name__, logical_topic)
 
     def _decode_rank_change(self, rec: RawRecord) -> RankChanged | RankChangedFields | None:
         """``_decode`` of a rank-change record through the audit's decoder (the same records
         accepted, the same reasons for the others; sinks/audit_decode.py)."""
-        topic = self.settings.rank_changes_topic
+        return self._decode_with(
+            self.audit_decoder.decode,
+            rec,
+            _RANK_CHANGE_KINDS,
+            RankChanged.__name__,
+            self.settings.rank_changes_topic,
+        )
+
+    def _decode_with(
+        self,
+        decode: Callable[[bytes], object],
+        rec: RawRecord,
+        kinds: tuple[type[T], ...],
+        want: str,
+        logical_topic: str,
+    ) -> T | None:
+        """``decode`` the value of ``rec``; an undecodable record, or one of none of ``kinds``,
+        is dead-lettered with its reason (``want`` names the expected type) and gives None."""
         try:
             if rec.value is None:
                 raise DecodeError("record has no value")
-            ev = self.audit_decoder.decode(rec.value)
+            ev = decode(rec.value)
         except DecodeError as exc:
-            self._dead_letter(rec, topic, f"undecodable: {exc}")
+            self._dead_letter(rec, logical_topic, f"undecodable: {exc}")
             return None
-        if isinstance(ev, RankChanged | RankChangedFields):
+        if isinstance(ev, kinds):
             return ev
-        reason = f"unexpected event type {type(ev).__name__} (want {RankChanged.__name__})"
-        self._dead_letter(rec, topic, reason)
+        reason = f"unexpected event type {type(ev).__name__} (want {want})"
+        self._dead_letter(rec, logical_topic, reason)
         return None
 
     def _dead_letter(self, rec: RawRecord, logical_topic: str, reason: str) -> None:

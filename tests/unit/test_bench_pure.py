@@ -186,6 +186,11 @@ def test_every_figure_key_is_documented() -> None:
     keys += ["ingest.e2e", "ratio.naive", "ws.p99_10k", "ws.viewers", "ws.viewers_fanout"]
     keys += ["ws.viewers_top_p99", "ws.viewers_client_cpu", "ws.viewers_gateway_cpu"]
     keys += ["ws.viewers_gateway_us_per_push"]
+    # the machine's CPU split (benchmarks/machine_cpu.py), by group, ingest and latency
+    split = ("kafka", "redis", "postgres", "machine", "other")
+    keys += [f"ingest.{g}_cpu_us_per_entry" for g in split]
+    keys += ["ingest.produce_client_cpu_us_per_entry", "ingest.produce_kafka_cpu_us_per_entry"]
+    keys += [f"latency.headline.{g}_cpu_us_per_entry" for g in (*split, "gateway", "bench")]
     keys += ["ws.viewers_top_fanout_p99", "ws.viewers_top_upstream_p99", "rebuild.all"]
     assert [k for k in keys if key_doc(k) is None] == []
     assert key_doc("ratio.e2e_vs_zadd") == KEY_DOCS["ratio.e2e_vs_*"]
