@@ -17,15 +17,9 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Gauge, Histogram
 
+from processors.heap import freeze
+
 __all__ = ["GcPauses", "freeze"]
-
-
-def freeze() -> int:
-    """Collect once, then move every object left into the permanent generation (never
-    scanned again); the number of objects frozen."""
-    gc.collect()
-    gc.freeze()
-    return gc.get_freeze_count()
 
 
 class GcPauses:

@@ -13,7 +13,7 @@ from typing import Any
 import faust
 from redis.exceptions import RedisError
 
-from processors import logs, telemetry
+from processors import heap, logs, telemetry
 from processors.bootstrap import cluster_url, faust_app, get_codec, make_client
 from processors.kafka.configview import ConfigView
 from processors.kafka.producer import LeaderboardProducer
@@ -83,6 +83,7 @@ def create_app(settings: Settings) -> faust.App:
             if not cluster_url(settings):
                 state["follower"] = FailoverFollower(settings, client, state["projector"])
             log.info("projector ready: scores from %s", scores.get_topic_name())
+            log.info("start-up heap frozen: %d objects", heap.freeze())
         p: Projector = state["projector"]
         return p
 

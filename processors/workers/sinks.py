@@ -14,7 +14,7 @@ from typing import Any, TypeVar
 import faust
 import psycopg
 
-from processors import logs
+from processors import heap, logs
 from processors.bootstrap import (
     audit_writer,
     faust_app,
@@ -457,6 +457,7 @@ def create_app(settings: Settings) -> faust.App:
                 n = await proc.load_registry()
                 log.info("sinks ready: %d boards in the registry", n)
                 state["p"] = proc
+                log.info("start-up heap frozen: %d objects", heap.freeze())
         return state["p"]
 
     @app.agent(rank_changes, concurrency=1)
