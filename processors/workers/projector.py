@@ -8,7 +8,7 @@ import functools
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, cast
 
@@ -491,7 +491,8 @@ class Projector:
             rank_header, notify_header = direct
             raw = cast(_RawPublisher, producer)
             key = out.board.encode()
-            headers = telemetry.kafka_headers() if telemetry.enabled() else None
+            traced = telemetry.kafka_headers() if telemetry.enabled() else None
+            headers = {k: v for k, v in traced if v is not None} if traced else None
             sent = output_records(out.board, pending, out.periods_ended)
             for is_rank, body in sent.records:
                 if is_rank:
@@ -538,7 +539,7 @@ class _RawPublisher(Protocol):
         topic: str,
         key: str | bytes | None,
         value: bytes | None,
-        headers: Any = None,
+        headers: Mapping[str, str | bytes] | None = None,
     ) -> None:
         """Send ``value`` as it is to ``topic`` under ``key``."""
 
