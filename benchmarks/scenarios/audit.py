@@ -204,8 +204,8 @@ def run_audit(base: Settings, p: Params, report: Report, say: Say) -> None:
             "entries/s",
             read_rates,
             f"{rows}; _postgres_records: binary server-side cursor in source order, decoded "
-            "and regrouped into MatchResultSubmitted records (no Redis)",
-            Target(80_000, True, "≥ 80,000 entries/s"),
+            "and regrouped into MatchResultSubmitted records (no Redis); the issue's "
+            "≥ 80,000 target is on the whole rebuild, replay.postgres",
             key="replay.postgres_read",
         )
     )
