@@ -511,6 +511,9 @@ def apply_call(
 ) -> Call:
     """KEYS and ARGV of one apply.lua / range_apply.lua call (layout: lua/rules.lua).
 
+    The arguments go packed (``Script.packed``): ints where the script calls ``tonumber``,
+    strings where it compares or concatenates.
+
     ``board_args`` are the script's two board arguments, ``directory`` adds a range shard's
     directory hash per period and ``mine`` keeps only the entries of those participants.
     """
@@ -526,7 +529,8 @@ def apply_call(
     cut = rules.closing_cut(config, grace_ms)
     head: list[Any] = [partition, str(config.sort_order), *board_args, *dedup, cut]
     head += [_limit(config.max_attempts), _limit(config.max_participants)]
-    head += [int(config.retain_entries), f"{keys.base}:", len(periods)]
+    # the script compares this one as text ('1'); the numbers it calls tonumber on go as ints
+    head += ["1" if config.retain_entries else "0", f"{keys.base}:", len(periods)]
     for period in periods:
         key_list += [keys.zset(period), keys.members(period)]
         if directory:
@@ -539,8 +543,10 @@ def apply_call(
         body += [item.rec.position, ev.event_id, event_key(ev.event_id), item.rec.time]
         body += [periods[item.period]]
         body += [item.refusal, item.action, item.target, len(entries)]
-        for entry in entries:
-            body += entry
+        for idx, pid, score, op, meta, pre, bucket in entries:
+            # the score as text: the script also writes it into retained rows (a Lua number
+            # would print as %.14g there, inexact past 10^14)
+            body += (idx, pid, str(score), op, meta, pre, bucket)
     return key_list, [*head, len(prepared), *body, guard_key or ""]
 
 

@@ -42,6 +42,10 @@
 -- The result is stored msgpack-packed in the outbox: a record at or below the partition's
 -- watermark was applied before, so its stored result is returned again (if not yet
 -- acknowledged) and nothing is changed.
+-- The arguments above arrive as ONE msgpack array (projections/scripts.py ``Script``, packed):
+-- unpacked once here, it shadows the global, so every ARGV[i] below reads that layout (numbers
+-- where the script calls tonumber, strings where it compares or concatenates them).
+local ARGV = cmsgpack.unpack(ARGV[1])
 -- The last ARGV names a marker key that must exist (empty: no check); it is gone when Redis lost
 -- its data, and applying onto that empty state would restart the board's versions.
 local guard = ARGV[#ARGV]
