@@ -40,9 +40,9 @@ class ChangeRow(NamedTuple):
 class NoticeRow(NamedTuple):
     """One notification (plain boards only): the positions of a notice row.
 
-    ``RecordResult.notices`` holds the rows as unpacked (lists in this order, ``false`` read
-    as None), not NoticeRows: a hot board's entry has ~9 notices, and a tuple more per notice
-    is garbage the collector then walks (``to_notice`` reads them by position).
+    ``RecordResult.notices`` holds the rows as unpacked (tuples in this order, ``false`` read
+    as None), not NoticeRows: a hot board's entry has ~9 notices, and an object more per
+    notice is garbage the collector then walks (``to_notice`` reads them by position).
     """
 
     kind: str
@@ -61,7 +61,7 @@ class RecordResult(NamedTuple):
     offset: int
     changes: list[ChangeRow]
     #: rows in ``NoticeRow``'s field order (see there)
-    notices: list[list[Any]]
+    notices: list[tuple[Any, ...]]
     #: (entry_index, reason) of entries the script rejected.
     rejected: list[tuple[int, str]]
     #: Why the whole record was refused (duplicate event id, late event), or None.
@@ -73,50 +73,74 @@ class RecordResult(NamedTuple):
 
 
 def decode(reply: Any) -> list[RecordResult]:
-    """Decode one apply call's reply: one msgpack blob per record (``false`` = None)."""
-    return [_record(msgpack.unpackb(blob)) for blob in reply]
+    """Decode one apply call's reply: one msgpack blob per record (``false`` = None).
+
+    The blobs are read by ONE ``unpackb`` (behind an array header) into tuples, not lists:
+    one C call per reply instead of one per record (a hot board's reply holds a blob per
+    coalesced submission), and a row tuple of plain values is garbage the collector soon
+    stops tracking, where a list is walked by every collection while it lives.
+    """
+    if not reply:
+        return []
+    whole = _unpackb(b"".join((_ARRAY32 + len(reply).to_bytes(4, "big"), *reply)), use_list=False)
+    return [_record(res) for res in whole]
 
 
-def _opt(value: Any) -> Any:
-    """Lua's ``false`` placeholder as None."""
-    return None if value is False else value
+#: msgpack's header of an array of up to 2^32 - 1 items (its length follows, big-endian).
+_ARRAY32 = b"\xdd"
+_unpackb = msgpack.unpackb
 
-
-#: A plain board's change row has no band sizes: these two zeros complete it.
-_NO_BAND = [0, 0]
-
-#: Builds a NamedTuple from a list without its ``__new__`` (keyword parsing, one call per
+#: Builds a NamedTuple from a tuple without its ``__new__`` (keyword parsing, one call per
 #: field): the rows of one apply call are thousands, decoded on the projector's hot path.
 _tuple_new = tuple.__new__
 
 
-def _record(res: list[Any]) -> RecordResult:
+def _record(res: tuple[Any, ...]) -> RecordResult:
     offset, changes, notices, rejected, refused, ended = res[:6]
     # results stored before positions existed have six fields: their position is the offset
     position = res[6] if len(res) > 6 else str(offset)
     rows: list[ChangeRow] = []
-    for c in changes:  # lists fresh from msgpack: completed in place
-        if c[3] is False:
-            c[3] = None
-        if c[4] is False:
-            c[4] = None
-        if c[5] is False:
-            c[5] = None
-        if len(c) == 10:
-            c += _NO_BAND
-        rows.append(_tuple_new(ChangeRow, c))
-    for n in notices:
-        if n[4] is False:
-            n[4] = None
-    return RecordResult(
-        offset,
-        rows,
-        notices,
-        # nearly always empty: then msgpack's own empty lists, not new ones
-        [(r[0], r[1]) for r in rejected] if rejected else rejected,
-        _opt(refused),
-        [(e[0], e[1]) for e in ended] if ended else ended,
-        position.decode() if isinstance(position, bytes) else str(position),
+    add = rows.append
+    for c in changes:  # one tuple per row, made once, ``false`` read as None
+        if len(c) == 10:  # a plain board's row: no band sizes
+            idx, period, pid, old_rank, new_rank, old_score, new_score, ver, op, sub = c
+            before = after = 0
+        else:
+            idx, period, pid, old_rank, new_rank, old_score, new_score, ver, op, sub = c[:10]
+            before, after = c[10], c[11]
+        add(
+            _tuple_new(
+                ChangeRow,
+                (
+                    idx,
+                    period,
+                    pid,
+                    None if old_rank is False else old_rank,
+                    None if new_rank is False else new_rank,
+                    None if old_score is False else old_score,
+                    new_score,
+                    ver,
+                    op,
+                    sub,
+                    before,
+                    after,
+                ),
+            )
+        )
+    if notices:  # a row is rebuilt only when its ``by`` is false (entered / left top N)
+        notices = [(*n[:4], None, *n[5:]) if n[4] is False else n for n in notices]
+    return _tuple_new(
+        RecordResult,
+        (
+            offset,
+            rows,
+            notices,
+            # nearly always empty: then a new empty list (the field is a list)
+            [(r[0], r[1]) for r in rejected] if rejected else [],
+            None if refused is False else refused,
+            [(e[0], e[1]) for e in ended] if ended else [],
+            position.decode() if isinstance(position, bytes) else str(position),
+        ),
     )
 
 

@@ -45,7 +45,7 @@ def test_decode_unpacks_each_record_and_reads_false_as_none() -> None:
     assert got[0] == RecordResult(
         7,
         [ChangeRow(0, "all", "p1", None, 3, None, 10, 41, "incr", 10)],
-        [list(NoticeRow("entered_top_n", "all", "p1", 3, None, 41, 5, 0))],
+        [tuple(NoticeRow("entered_top_n", "all", "p1", 3, None, 41, 5, 0))],
         [(1, "score 9007199254740992 would leave the exact range |score| < 2^53")],
         None,
         [("2026-11-01", 41)],
