@@ -20,6 +20,9 @@ import asyncio
 import json
 import random
 import time
+from typing import Any
+
+import psycopg
 
 from benchmarks.machine_cpu import CpuSplit, us_per_unit
 from benchmarks.scenarios.audit import _month_ms, audit_changes
@@ -63,6 +66,12 @@ async def _write_all(
         return inserted, time.perf_counter() - t0, time.process_time() - c0
 
 
+def _one(conn: psycopg.Connection[Any], query: str, *args: Any) -> Any:
+    row = conn.execute(query, args or None).fetchone()
+    assert row is not None
+    return row[0]
+
+
 def main() -> None:
     """Write the rows, print the figures as one JSON line, drop the rows."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -77,13 +86,11 @@ def main() -> None:
     measured = sum(len(c.changes) for b in batches[1:] for c in b)
     split = CpuSplit(settings, {})
     with pg_connect(settings, autocommit=True) as conn:
-        lsn0 = conn.execute("SELECT pg_current_wal_lsn()").fetchone()[0]  # type: ignore[index]
+        lsn0 = _one(conn, "SELECT pg_current_wal_lsn()")
         first = split.snapshot()
         inserted, secs, cpu = asyncio.run(_write_all(settings, batches, args.redeliver))
         last = split.snapshot()
-        wal = conn.execute(
-            "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", (lsn0,)
-        ).fetchone()[0]  # type: ignore[index]
+        wal = _one(conn, "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), %s)", lsn0)
         for m in (1, 2):
             conn.execute(f"DROP TABLE IF EXISTS audit_entries_y{year}m{m:02d}")
     cpu_split = us_per_unit(first, last, measured)
