@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from operator import attrgetter, itemgetter
@@ -14,43 +15,50 @@ from sinks.audit_decode import RankChangedFields
 from streams.errors import ServiceUnavailable
 from streams.events import RankChanged
 
-__all__ = ["AUDIT_COLUMNS", "OPERATORS", "AuditWriter", "audit_rows", "months_of"]
+__all__ = [
+    "AUDIT_COLUMNS",
+    "OPERATORS",
+    "AuditWriter",
+    "audit_rows",
+    "months_of",
+    "stored_event_id",
+]
 
 log = logging.getLogger(__name__)
 
 #: Opens a new autocommit connection to the audit database.
 Connect = Callable[[], Awaitable[psycopg.AsyncConnection[tuple[object, ...]]]]
 
-#: Columns staged per RankChange, in COPY order, with their PostgreSQL types: the one place the
-#: audit row's shape is stated (the staging table, COPY and INSERT are derived from it).
-#: The change's own fields come first, in ``_FIELDS`` order, so that a row is one C-level
-#: getter call on the change (an Avro dict or a ``RankChange``) plus the three columns the
-#: writer maps: board and period as dictionary ids (``audit_boards``, ``audit_periods``), the
-#: operator as its index in ``OPERATORS``. The server derives the stored forms of the rest
-#: (``_DERIVED``): ``*_ms`` milliseconds become timestamps (``occurred_at`` is the ranking
-#: time, ``claimed_at`` the producer's claim when it differs); the event id is kept as 16 bytes
-#: when it is a canonical UUID (``audit_event_uuid``, the rule the migration used), as text
-#: otherwise; the match id only when it differs from the event id.
+#: The stored audit row (``audit_entries``), in COPY order: (column, binary wire type, column
+#: type). The one place the row's shape is stated: COPY, the staging table and its INSERT are
+#: derived from it. The change's own fields come first, in ``_FIELDS`` order, so that a row is
+#: one C-level getter call on the change (an Avro dict or a ``RankChange``) and a few Python
+#: steps; board and period are dictionary ids (``audit_boards``, ``audit_periods``), the
+#: operator its index in ``OPERATORS``. Binary COPY sends each value in its column's binary
+#: form, which PostgreSQL reads without any conversion on its side: a ``timestamptz`` is a
+#: 64-bit count of microseconds since 2000-01-01 UTC (the same bytes as an ``int8``), a
+#: ``uuid`` its 16 raw bytes (the same bytes as a ``bytea`` of 16).
 _SHAPE = (
-    ("version", "int8"),
-    ("submitted_score", "int8"),
-    ("new_score", "int8"),
-    ("old_score", "int8"),
-    ("source_offset", "int8"),
-    ("occurred_ms", "int8"),
-    ("claimed_ms", "int8"),
-    ("new_rank", "int4"),
-    ("old_rank", "int4"),
-    ("source_partition", "int2"),
-    ("entry_index", "int2"),
-    ("participant_id", "text"),
-    ("event_id", "text"),
-    ("match_id", "text"),
-    ("board_id", "int4"),
-    ("period_id", "int2"),
-    ("operator", "int2"),
+    ("version", "int8", "int8"),
+    ("submitted_score", "int8", "int8"),
+    ("new_score", "int8", "int8"),
+    ("old_score", "int8", "int8"),
+    ("source_offset", "int8", "int8"),
+    ("occurred_at", "int8", "timestamptz"),
+    ("claimed_at", "int8", "timestamptz"),
+    ("new_rank", "int4", "int4"),
+    ("old_rank", "int4", "int4"),
+    ("source_partition", "int2", "int2"),
+    ("entry_index", "int2", "int2"),
+    ("participant_id", "text", "text"),
+    ("event_uuid", "bytea", "uuid"),
+    ("event_text", "text", "text"),
+    ("match_id", "text", "text"),
+    ("board_id", "int4", "int4"),
+    ("period_id", "int2", "int2"),
+    ("operator", "int2", "int2"),
 )
-#: The RankChange fields of the first staged columns, in order (``*_ms`` are ``*_at``).
+#: The RankChange fields a row is made of, in order (times in epoch milliseconds).
 _FIELDS = (
     "version",
     "submitted_score",
@@ -66,42 +74,51 @@ _FIELDS = (
     "participant_id",
     "event_id",
     "match_id",
+    "period",
+    "operator",
 )
 _FROM_OBJECT = attrgetter(*_FIELDS)
 _FROM_DICT = itemgetter(*_FIELDS)
-AUDIT_COLUMNS = tuple(name for name, _ in _SHAPE)
-_TYPES = tuple(kind for _, kind in _SHAPE)
-_OCCURRED_OF = itemgetter(AUDIT_COLUMNS.index("occurred_ms"))
+AUDIT_COLUMNS = tuple(name for name, _, _ in _SHAPE)
+_TYPES = tuple(wire for _, wire, _ in _SHAPE)
+_OCCURRED_OF = itemgetter(AUDIT_COLUMNS.index("occurred_at"))
 
-# Millisecond arithmetic on an interval is exact (no float round trip through to_timestamp).
-_DERIVED = {
-    "occurred_ms": [
-        ("occurred_at", "timestamptz 'epoch' + occurred_ms * interval '1 millisecond'")
-    ],
-    "claimed_ms": [("claimed_at", "timestamptz 'epoch' + claimed_ms * interval '1 millisecond'")],
-    "event_id": [
-        ("event_uuid", "audit_event_uuid(event_id)"),
-        ("event_text", "CASE WHEN audit_event_uuid(event_id) IS NULL THEN event_id END"),
-    ],
-    "match_id": [("match_id", "NULLIF(match_id, event_id)")],
-}
-_STORED = [pair for name in AUDIT_COLUMNS for pair in _DERIVED.get(name, [(name, name)])]
+#: PostgreSQL's timestamp epoch (2000-01-01 UTC) in Unix epoch milliseconds.
+_PG_EPOCH_MS = 946_684_800_000
+
+#: A canonical UUID: lower-case, hyphenated, the text PostgreSQL prints back. Such an event id
+#: is stored as 16 bytes (``event_uuid``), any other as text (``event_text``), so every id
+#: reads back as it was written; the same rule as the SQL function ``audit_event_uuid`` of
+#: migration 0003 (tests/integration/test_audit_schema.py holds the two equal).
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def stored_event_id(event_id: str) -> tuple[bytes | None, str | None]:
+    """(``event_uuid``, ``event_text``) of an event id: exactly one of the two is set."""
+    if _CANONICAL_UUID.fullmatch(event_id):
+        return bytes.fromhex(event_id.replace("-", "")), None
+    return None, event_id
+
 
 #: Stored operator codes: the four score operators, then the moderation actions whose rank
 #: changes reach the audit (a removal, a void; docs/moderation.md). Append only.
 OPERATORS = ("best", "set", "incr", "decr", "participant_removed", "match_voided")
 _OPERATOR_CODE = {name: i for i, name in enumerate(OPERATORS)}
 
+_COLUMN_LIST = ", ".join(AUDIT_COLUMNS)
+#: The usual write: every row straight into the partitioned table (routed to its month).
+_COPY_DIRECT = f"COPY audit_entries ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
+#: A batch holding rows already stored (a redelivery) is staged and inserted without them.
 _STAGE = "audit_entries_stage"
 _CREATE_STAGE = (
     f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} ("
-    + ", ".join(f"{name} {kind}" for name, kind in _SHAPE)
+    + ", ".join(f"{name} {kind}" for name, _, kind in _SHAPE)
     + ") ON COMMIT DELETE ROWS"
 )
-_COPY = f"COPY {_STAGE} ({', '.join(AUDIT_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+_COPY_STAGE = f"COPY {_STAGE} ({_COLUMN_LIST}) FROM STDIN (FORMAT BINARY)"
 _INSERT = (
-    f"INSERT INTO audit_entries ({', '.join(col for col, _ in _STORED)}) "
-    f"SELECT {', '.join(expr for _, expr in _STORED)} FROM {_STAGE} ON CONFLICT DO NOTHING"
+    f"INSERT INTO audit_entries ({_COLUMN_LIST}) "
+    f"SELECT {_COLUMN_LIST} FROM {_STAGE} ON CONFLICT DO NOTHING"
 )
 
 #: (table, name column) of the two dictionaries.
@@ -116,24 +133,50 @@ AuditInput = RankChanged | RankChangedFields
 def audit_rows(
     batch: Sequence[AuditInput], boards: Mapping[str, int], periods: Mapping[str, int]
 ) -> list[tuple[Any, ...]]:
-    """The staged rows of ``batch`` in COPY order, given the dictionary ids of its boards and
-    periods: one tuple per change, built by one getter call and three look-ups."""
+    """The stored rows of ``batch`` in COPY order (``AUDIT_COLUMNS``, binary wire values),
+    given the dictionary ids of its boards and periods: one getter call per change, the
+    times moved to PostgreSQL's epoch in microseconds, the event id split by
+    ``stored_event_id`` (once per event: the entries of a match share it)."""
     ops = _OPERATOR_CODE
+    epoch = _PG_EPOCH_MS
+    ids: dict[str, tuple[bytes | None, str | None]] = {}
     rows: list[tuple[Any, ...]] = []
-    # tuple + tuple, not (*t, ...): the unpacking builds a list first (half again the time)
+    append = rows.append
     for ev in batch:
         if not ev.changes:
             continue
         board = boards[ev.leaderboard_id]
-        if isinstance(ev, RankChanged):
-            obj = _FROM_OBJECT
-            rows += [obj(c) + (board, periods[c.period], ops[c.operator]) for c in ev.changes]  # noqa: RUF005
-        else:
-            get = _FROM_DICT
-            rows += [
-                get(c) + (board, periods[c["period"]], ops[c["operator"]])  # noqa: RUF005
-                for c in ev.changes
-            ]
+        get: Callable[[Any], tuple[Any, ...]] = (
+            _FROM_OBJECT if isinstance(ev, RankChanged) else _FROM_DICT
+        )
+        for c in ev.changes:
+            (ver, sub, new, old, off, occ, claimed, rank, old_rank, part, idx, pid, eid, mid,
+             period, op) = get(c)  # fmt: skip
+            stored = ids.get(eid)
+            if stored is None:
+                stored = ids[eid] = stored_event_id(eid)
+            append(
+                (
+                    ver,
+                    sub,
+                    new,
+                    old,
+                    off,
+                    (occ - epoch) * 1000,
+                    None if claimed is None else (claimed - epoch) * 1000,
+                    rank,
+                    old_rank,
+                    part,
+                    idx,
+                    pid,
+                    stored[0],
+                    stored[1],
+                    None if mid == eid else mid,
+                    board,
+                    periods[period],
+                    ops[op],
+                )
+            )
     return rows
 
 
@@ -176,6 +219,12 @@ def _month_span(year: int, month: int) -> tuple[int, int]:
     return _epoch_ms(_month_start(year, month)), _epoch_ms(end)
 
 
+def _month_span_us(year: int, month: int) -> tuple[int, int]:
+    """[start, end) of a UTC month in µs since 2000-01-01 (the unit of the rows' times)."""
+    start, end = _month_span(year, month)
+    return (start - _PG_EPOCH_MS) * 1000, (end - _PG_EPOCH_MS) * 1000
+
+
 def _epoch_ms(t: datetime) -> int:
     return (t - _EPOCH) // timedelta(milliseconds=1)
 
@@ -186,10 +235,16 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 class AuditWriter:
     """Writes RankChanged batches to ``score_audit`` over one async connection.
 
-    Each ``write`` is one transaction: COPY into a temporary staging table, then
-    ``INSERT … SELECT … ON CONFLICT DO NOTHING`` so a redelivered batch adds no row. The
-    monthly partitions a batch needs (and the month after it) are created first, in a short
-    transaction of their own. A broken connection is dropped and reopened on the next call.
+    Each ``write`` is one transaction: a binary COPY straight into ``audit_entries``. Rows are
+    unique on their source (board, partition, offset, entry index, time), so a batch that
+    holds a row already stored (a redelivery after a crash, rare) fails on that key and
+    commits nothing; it is then written again in a second transaction through a temporary
+    staging table and ``INSERT … SELECT … ON CONFLICT DO NOTHING``, which adds only the rows
+    not stored yet. Either way the same rows are stored, once. The direct COPY is what makes
+    the usual batch cheap: PostgreSQL inserts the rows in bulk with no staging, no
+    expressions and no speculative insertion (benchmarks/notes.md). The monthly partitions a
+    batch needs (and the month after it) are created first, in a short transaction of their
+    own. A broken connection is dropped and reopened on the next call.
     """
 
     def __init__(self, connect: Connect) -> None:
@@ -197,7 +252,7 @@ class AuditWriter:
         self.connect = connect
         self._conn: psycopg.AsyncConnection[tuple[object, ...]] | None = None
         self._months: set[tuple[int, int]] = set()
-        #: [start, end) in ms of each month in ``_months``
+        #: [start, end) of each month in ``_months``, in µs since 2000-01-01 (the rows' unit)
         self._spans: list[tuple[int, int]] = []
         self._board_ids: dict[str, int] = {}
         self._period_ids: dict[str, int] = {}
@@ -234,14 +289,20 @@ class AuditWriter:
         rows = audit_rows(batch, boards, periods)
         try:
             await self._ensure_partitions(conn, rows)
-            async with conn.transaction():
-                async with conn.cursor() as cur:
-                    async with cur.copy(_COPY) as copy:
-                        copy.set_types(_TYPES)
-                        for row in rows:
-                            await copy.write_row(row)
-                    await cur.execute(_INSERT)
-                    inserted = cur.rowcount
+            try:
+                async with conn.transaction():
+                    async with conn.cursor() as cur:
+                        await _copy(cur, _COPY_DIRECT, rows)
+                inserted = len(rows)
+            except psycopg.errors.UniqueViolation:
+                log.info(
+                    "audit: a batch of %d rows holds stored rows; adding the others", len(rows)
+                )
+                async with conn.transaction():
+                    async with conn.cursor() as cur:
+                        await _copy(cur, _COPY_STAGE, rows)
+                        await cur.execute(_INSERT)
+                        inserted = cur.rowcount
         except psycopg.OperationalError as exc:
             await self._drop()
             raise ServiceUnavailable(f"audit write failed: {_first_line(exc)}") from exc
@@ -251,11 +312,12 @@ class AuditWriter:
     async def _ensure_partitions(
         self, conn: psycopg.AsyncConnection[tuple[object, ...]], rows: list[tuple[Any, ...]]
     ) -> None:
-        occurred = set(map(_OCCURRED_OF, rows))
+        occurred = set(map(_OCCURRED_OF, rows))  # µs since 2000-01-01 (the rows' unit)
         lo, hi = min(occurred), max(occurred)
         if any(start <= lo and hi < end for start, end in self._spans):
             return  # the whole batch lies in one month whose partitions exist (the usual case)
-        missing = [ym for ym in months_of(occurred) if ym not in self._months]
+        times_ms = {us // 1000 + _PG_EPOCH_MS for us in occurred}
+        missing = [ym for ym in months_of(times_ms) if ym not in self._months]
         if not missing:
             return
         created = 0
@@ -268,7 +330,7 @@ class AuditWriter:
         if created:
             log.info("audit: created %d monthly partition(s) from %04d-%02d", created, *missing[0])
         self._months.update(missing)
-        self._spans = [_month_span(*ym) for ym in sorted(self._months)]
+        self._spans = [_month_span_us(*ym) for ym in sorted(self._months)]
 
     async def _ids(
         self,
@@ -310,6 +372,14 @@ class AuditWriter:
                 await conn.close()
             except Exception:  # the connection is already broken; closing is best effort
                 log.debug("audit: closing a broken connection failed", exc_info=True)
+
+
+async def _copy(cur: psycopg.AsyncCursor[Any], statement: str, rows: list[tuple[Any, ...]]) -> None:
+    """Binary COPY of ``rows`` (``AUDIT_COLUMNS`` order) by ``statement``."""
+    async with cur.copy(statement) as copy:
+        copy.set_types(_TYPES)
+        for row in rows:
+            await copy.write_row(row)
 
 
 def _first_line(exc: BaseException) -> str:

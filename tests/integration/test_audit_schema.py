@@ -18,6 +18,7 @@ import pytest
 
 from processors.bootstrap import audit_writer, migrate_database
 from processors.replay import _count_postgres, _postgres_records
+from sinks.audit import stored_event_id
 from sinks.migrate import MIGRATIONS_DIR, migrate
 from streams.events import Operator, RankChange, RankChanged, ScoreEntry
 from streams.settings import Settings
@@ -153,6 +154,48 @@ async def test_writer_round_trips_every_field(dsn: str, board: str) -> None:
         ).fetchone()
     # 2 canonical UUIDs of 5 records stored as 16 bytes; match ids kept only where they differ
     assert kinds == (6, 9, 9)
+
+
+async def test_redelivered_batch_stores_the_same_fields_through_the_staged_path(
+    dsn: str, board: str
+) -> None:
+    """A batch holding stored rows fails the direct COPY and takes the staged insert: the rows
+    it adds read back exactly as a direct write stores them, and none twice."""
+    changes = written(board)
+    half = changes[: len(changes) // 2]
+    async with audit_writer(dsn) as writer:
+        assert await writer.write([RankChanged(board, 1, 1, tuple(half))]) == len(half)
+        got = await writer.write([RankChanged(board, 1, 1, tuple(reversed(changes)))])
+    assert got == len(changes) - len(half)
+    with psycopg.connect(dsn) as conn:
+        assert readable(conn, board) == expected_rows(board, changes)
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        str(uuid.UUID(int=7)),
+        "0b8e6f4c-2f7a-4c1e-9d3b-5a6c7e8f9012",
+        "0B8E6F4C-2F7A-4C1E-9D3B-5A6C7E8F9012",
+        "0b8e6f4c-2f7a-4c1e-9d3b-5a6c7e8f901",
+        "0b8e6f4c-2f7a-4c1e-9d3b-5a6c7e8f9012\n",
+        " 0b8e6f4c-2f7a-4c1e-9d3b-5a6c7e8f9012",
+        "0b8e6f4c2f7a4c1e9d3b5a6c7e8f9012",
+        "{0b8e6f4c-2f7a-4c1e-9d3b-5a6c7e8f9012}",
+        "0b8e6f4c-2f7a-4c1e-9d3b-5a6c7e8f901g",
+        "0b8e6f4c-2f7a-4c1e-9d3b-5a6c7e8f90\u0661\u0662",  # Arabic-Indic digits
+        "e-42",
+        "",
+    ],
+)
+def test_writer_keeps_event_ids_by_the_migration_rule(dsn: str, event_id: str) -> None:
+    """The writer's split of an event id (``stored_event_id``) is the SQL rule of migration
+    0003 (``audit_event_uuid``), which stored every row written before it."""
+    with psycopg.connect(dsn) as conn:
+        row = conn.execute("SELECT audit_event_uuid(%s)", (event_id,)).fetchone()
+    assert row is not None
+    sql_uuid = None if row[0] is None else row[0].bytes
+    assert stored_event_id(event_id) == (sql_uuid, None if sql_uuid else event_id)
 
 
 async def test_same_entry_redelivered_with_any_version_is_one_row(dsn: str, board: str) -> None:

@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from processors.bootstrap import get_codec
-from sinks.audit import OPERATORS, _month_span, audit_rows, months_of
+from sinks.audit import OPERATORS, _month_span, audit_rows, months_of, stored_event_id
 from sinks.audit_decode import AuditDecoder, RankChangedFields
 from streams.codec import SCHEMA_DIR, SINGLE_OBJECT_MARKER, SingleObjectCodec
 from streams.errors import DecodeError
@@ -89,7 +89,32 @@ def test_fast_decode_gives_the_rows_of_the_full_decode(
 def test_rows_name_board_period_and_operator_by_id() -> None:
     change = RankChange(3, "2026-11", "p", None, 1, None, 5, 5, "decr", "e", "m", 0, 7, 2, 99, 6)
     (row,) = audit_rows([RankChanged("b2", 3, 3, (change,))], BOARD_IDS, PERIOD_IDS)
-    assert row == (3, 5, 5, None, 99, 7, 6, 1, None, 2, 0, "p", "e", "m", 2, 2, 3)
+    # times in µs since 2000-01-01 (timestamptz's binary form); "e" is no UUID: stored as text
+    at, claimed = (7 - 946_684_800_000) * 1000, (6 - 946_684_800_000) * 1000
+    assert row == (3, 5, 5, None, 99, at, claimed, 1, None, 2, 0, "p", None, "e", "m", 2, 2, 3)
+
+
+def test_rows_store_a_canonical_uuid_as_bytes_and_an_equal_match_id_as_null() -> None:
+    eid = "0b8e6f4c-2f7a-4c1e-9d3b-5a6c7e8f9012"
+    change = RankChange(3, "2026-11", "p", 2, 1, 4, 5, 5, "set", eid, eid, 0, 7, 2, 99, None)
+    (row,) = audit_rows([RankChanged("b1", 3, 3, (change,))], BOARD_IDS, PERIOD_IDS)
+    assert row[12:15] == (bytes.fromhex(eid.replace("-", "")), None, None)
+    assert row[6] is None  # no claimed time
+
+
+@pytest.mark.parametrize(
+    "event_id",
+    [
+        "0B8E6F4C-2F7A-4C1E-9D3B-5A6C7E8F9012",  # upper case: PostgreSQL prints lower case
+        "0b8e6f4c2f7a4c1e9d3b5a6c7e8f9012",  # no hyphens
+        "{0b8e6f4c-2f7a-4c1e-9d3b-5a6c7e8f9012}",
+        "0b8e6f4c-2f7a-4c1e-9d3b-5a6c7e8f9012\n",
+        "e",
+        "",
+    ],
+)
+def test_other_event_ids_are_stored_as_text(event_id: str) -> None:
+    assert stored_event_id(event_id) == (None, event_id)
 
 
 def _old_rank_changed(codec: SingleObjectCodec) -> bytes:
