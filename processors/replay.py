@@ -10,16 +10,14 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from queue import Empty
 from typing import Any, cast
 
 from confluent_kafka import TopicPartition
-from psycopg import sql
 
 from processors.bootstrap import (
     RedisClient,
@@ -29,10 +27,14 @@ from processors.bootstrap import (
     pg_connect_async,
 )
 from processors.replay_source import (
+    AUDIT_OPERATORS,
+    AuditGroup,
+    AuditProcess,
     DecodeProcess,
     KafkaSource,
     Packed,
     Row,
+    audit_query,
     pack,
     unpack_match,
 )
@@ -49,7 +51,6 @@ from streams.events import (
     LeaderboardConfigured,
     LeaderboardModerated,
     MatchResultSubmitted,
-    Operator,
     ScoreEntry,
     ScoresSubmitted,
     ScoreSubmission,
@@ -139,11 +140,6 @@ class CommittedProbe:
         self.consumer.close()
 
 
-#: Operators of ScoreEntry by their stored code (sinks.audit.OPERATORS order); None for the
-#: moderation actions a row may also carry (a removal, a void).
-_OPERATORS = tuple(
-    Operator(name) if name in Operator._value2member_map_ else None for name in OPERATORS
-)
 #: The metadata of every entry read from the audit (which keeps none); read-only, shared so
 #: that a replay does not allocate one empty dict per entry.
 _NO_METADATA: dict[str, str] = {}
@@ -151,7 +147,7 @@ _NO_METADATA: dict[str, str] = {}
 
 async def _postgres_records(
     settings: Settings, board: str, from_timestamp: int | None, fold: bool = False
-) -> AsyncIterator[list[tuple[RawRecord, ScoreRecord]]]:
+) -> AsyncGenerator[list[tuple[RawRecord, ScoreRecord]], None]:
     """The board's applied entries from the audit history, regrouped into log records.
 
     A server-side cursor in binary format streams the board's rows in source order (the order
@@ -160,20 +156,7 @@ async def _postgres_records(
     cursor rows in C; a binary ``COPY … TO STDOUT`` read with ``rows()`` was 2-4 times slower
     per CPU second here.)
     """
-    cond = sql.SQL("a.board_id = (SELECT id FROM audit_boards WHERE name = {})").format(
-        sql.Literal(board)
-    )
-    if from_timestamp is not None:
-        since = datetime.fromtimestamp(from_timestamp / 1000, tz=UTC)
-        cond += sql.SQL(" AND a.occurred_at >= {}").format(sql.Literal(since))
-    query = sql.SQL(
-        "SELECT a.source_partition, a.source_offset, a.entry_index,"
-        " coalesce(a.event_uuid::text, a.event_text), a.match_id,"
-        " round(date_part('epoch', a.occurred_at) * 1000)::int8,"
-        " a.participant_id, a.submitted_score, a.operator"
-        " FROM audit_entries a WHERE {}"
-        " ORDER BY a.source_partition, a.source_offset, a.entry_index"
-    ).format(cond)
+    query = audit_query(board, from_timestamp)
     key = board.encode()
     async with await pg_connect_async(settings) as conn:
         async with conn.cursor(name=f"replay_{uuid.uuid4().hex[:8]}", binary=True) as cur:
@@ -203,7 +186,7 @@ def _record(
     from index 0) or the applied submissions of a coalesced record (several event ids, or a
     first index > 0). For a ``fold`` a match's entries are ``model.FoldEntry`` tuples."""
     part, off, first, eid, mid, at = rows[0][:6]
-    ops = [_OPERATORS[r[8]] for r in rows]
+    ops = [AUDIT_OPERATORS[r[8]] for r in rows]
     if None in ops:  # a moderation's row: its command is in the log, not in the audit
         code = rows[ops.index(None)][8]
         raise LeaderboardError(
@@ -226,6 +209,40 @@ def _record(
         for r, op in zip(rows, ops, strict=True)
     )
     return raw, ScoresSubmitted(board, subs)
+
+
+async def _audit_chunks(
+    settings: Settings, board: str, from_timestamp: int | None
+) -> AsyncGenerator[list[tuple[RawRecord, ScoreRecord]], None]:
+    """``_postgres_records`` for a fold, read and grouped by an ``AuditProcess`` while this
+    process unpacks the previous chunk and folds it (the next chunk received in a thread)."""
+    key = board.encode()
+    proc = AuditProcess(settings, board, from_timestamp)
+    received = asyncio.ensure_future(asyncio.to_thread(proc.receive))
+    try:
+        while (chunk := await received) is not None:
+            received = asyncio.ensure_future(asyncio.to_thread(proc.receive))
+            yield _unpack_audit(board, key, chunk)
+    finally:
+        if not received.done():  # given up early: stopping the process ends the receive
+            proc.stop()
+        with suppress(Exception):
+            await received
+        await asyncio.to_thread(proc.close)
+
+
+def _unpack_audit(
+    board: str, key: bytes, chunk: Sequence[Packed | AuditGroup]
+) -> list[tuple[RawRecord, ScoreRecord]]:
+    """An ``AuditProcess`` chunk as records: packed matches as events of ``FoldEntry``
+    tuples (``unpack_match``), other records' rows through ``_record``."""
+    out: list[tuple[RawRecord, ScoreRecord]] = []
+    for row in chunk:
+        if type(row) is tuple:
+            out.append((RawRecord(row[0], row[1], key, None), unpack_match(board, row)))
+        else:
+            out.append(_record(board, key, cast(AuditGroup, row), True))
+    return out
 
 
 async def _count_postgres(settings: Settings, board: str) -> int:
@@ -388,16 +405,20 @@ async def _replay_board(
         elif source == "postgres":
             total = await _count_postgres(settings, board) if progress else None
             with _no_cyclic_gc(folder is not None):
-                records = _postgres_records(settings, board, from_timestamp, folder is not None)
-                async for chunk in records:
-                    if folder is not None:
-                        await folder.apply(chunk, report)
-                    else:
-                        stats = await projector.apply_decoded(chunk)
-                        report.entries += stats.entries_applied
-                    report.records += len(chunk)
-                    if progress:
-                        progress(len(chunk), total)
+                if folder is not None and decode_process is not False:
+                    records = _audit_chunks(settings, board, from_timestamp)
+                else:
+                    records = _postgres_records(settings, board, from_timestamp, folder is not None)
+                async with aclosing(records):  # its process stopped if the fold fails
+                    async for chunk in records:
+                        if folder is not None:
+                            await folder.apply(chunk, report)
+                        else:
+                            stats = await projector.apply_decoded(chunk)
+                            report.entries += stats.entries_applied
+                        report.records += len(chunk)
+                        if progress:
+                            progress(len(chunk), total)
                 if folder is not None:
                     await folder.load(report)
             if swap:
