@@ -6,19 +6,18 @@ import asyncio
 import gc
 import logging
 import multiprocessing
+import os
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from contextlib import aclosing, contextmanager, suppress
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from queue import Empty
-from typing import Any
+from typing import Any, cast
 
 from confluent_kafka import TopicPartition
-from psycopg import sql
 
 from processors.bootstrap import (
     RedisClient,
@@ -28,10 +27,14 @@ from processors.bootstrap import (
     pg_connect_async,
 )
 from processors.replay_source import (
+    AUDIT_OPERATORS,
+    AuditGroup,
+    AuditProcess,
     DecodeProcess,
     KafkaSource,
     Packed,
     Row,
+    audit_query,
     pack,
     unpack_match,
 )
@@ -48,12 +51,12 @@ from streams.events import (
     LeaderboardConfigured,
     LeaderboardModerated,
     MatchResultSubmitted,
-    Operator,
     ScoreEntry,
     ScoresSubmitted,
     ScoreSubmission,
     ScoreTopicEvent,
 )
+from streams.model import FoldEntry
 from streams.partitioning import partition_for
 from streams.rules import standings_checksum
 from streams.settings import Settings
@@ -137,19 +140,14 @@ class CommittedProbe:
         self.consumer.close()
 
 
-#: Operators of ScoreEntry by their stored code (sinks.audit.OPERATORS order); None for the
-#: moderation actions a row may also carry (a removal, a void).
-_OPERATORS = tuple(
-    Operator(name) if name in Operator._value2member_map_ else None for name in OPERATORS
-)
 #: The metadata of every entry read from the audit (which keeps none); read-only, shared so
 #: that a replay does not allocate one empty dict per entry.
 _NO_METADATA: dict[str, str] = {}
 
 
 async def _postgres_records(
-    settings: Settings, board: str, from_timestamp: int | None
-) -> AsyncIterator[list[tuple[RawRecord, ScoreRecord]]]:
+    settings: Settings, board: str, from_timestamp: int | None, fold: bool = False
+) -> AsyncGenerator[list[tuple[RawRecord, ScoreRecord]], None]:
     """The board's applied entries from the audit history, regrouped into log records.
 
     A server-side cursor in binary format streams the board's rows in source order (the order
@@ -158,20 +156,7 @@ async def _postgres_records(
     cursor rows in C; a binary ``COPY … TO STDOUT`` read with ``rows()`` was 2-4 times slower
     per CPU second here.)
     """
-    cond = sql.SQL("a.board_id = (SELECT id FROM audit_boards WHERE name = {})").format(
-        sql.Literal(board)
-    )
-    if from_timestamp is not None:
-        since = datetime.fromtimestamp(from_timestamp / 1000, tz=UTC)
-        cond += sql.SQL(" AND a.occurred_at >= {}").format(sql.Literal(since))
-    query = sql.SQL(
-        "SELECT a.source_partition, a.source_offset, a.entry_index,"
-        " coalesce(a.event_uuid::text, a.event_text), a.match_id,"
-        " round(date_part('epoch', a.occurred_at) * 1000)::int8,"
-        " a.participant_id, a.submitted_score, a.operator"
-        " FROM audit_entries a WHERE {}"
-        " ORDER BY a.source_partition, a.source_offset, a.entry_index"
-    ).format(cond)
+    query = audit_query(board, from_timestamp)
     key = board.encode()
     async with await pg_connect_async(settings) as conn:
         async with conn.cursor(name=f"replay_{uuid.uuid4().hex[:8]}", binary=True) as cur:
@@ -181,44 +166,83 @@ async def _postgres_records(
             while rows := await cur.fetchmany(20_000):
                 for row in rows:
                     if group and (group[0][1] != row[1] or group[0][0] != row[0]):
-                        batch.append(_record(board, key, group))
+                        batch.append(_record(board, key, group, fold))
                         group = []
                     group.append(row)
                 if len(batch) >= CHUNK:
                     yield batch
                     batch = []
             if group:
-                batch.append(_record(board, key, group))
+                batch.append(_record(board, key, group, fold))
             if batch:
                 yield batch
 
 
-def _record(board: str, key: bytes, rows: list[tuple[Any, ...]]) -> tuple[RawRecord, ScoreRecord]:
+def _record(
+    board: str, key: bytes, rows: list[tuple[Any, ...]], fold: bool = False
+) -> tuple[RawRecord, ScoreRecord]:
     """One log record from its audit rows (partition, offset, entry index, event id, match id
     or None when equal, ms, participant, score, operator code): a match (one event id, entries
     from index 0) or the applied submissions of a coalesced record (several event ids, or a
-    first index > 0)."""
+    first index > 0). For a ``fold`` a match's entries are ``model.FoldEntry`` tuples."""
     part, off, first, eid, mid, at = rows[0][:6]
-    ops = []
-    for r in rows:
-        op = _OPERATORS[r[8]]
-        if op is None:  # a moderation's row: its command is in the log, not in the audit
-            raise LeaderboardError(
-                f"leaderboard {board!r} was moderated ({OPERATORS[r[8]]} at offset {off}): the "
-                "audit keeps its outcome, not the command; replay it with --source kafka"
-            )
-        ops.append(op)
+    ops = [AUDIT_OPERATORS[r[8]] for r in rows]
+    if None in ops:  # a moderation's row: its command is in the log, not in the audit
+        code = rows[ops.index(None)][8]
+        raise LeaderboardError(
+            f"leaderboard {board!r} was moderated ({OPERATORS[code]} at offset {off}): the "
+            "audit keeps its outcome, not the command; replay it with --source kafka"
+        )
     raw = RawRecord(part, off, key, None)
     if first == 0 and all(r[3] == eid for r in rows):
-        entries = tuple(
-            ScoreEntry(r[6], r[7], op, _NO_METADATA) for r, op in zip(rows, ops, strict=True)
-        )
+        entries: tuple[ScoreEntry, ...]
+        if fold:  # all the fold reads of an entry, built at C speed (as unpack_match does)
+            made = [(r[6], r[7], op, None) for r, op in zip(rows, ops, strict=True)]
+            entries = cast(tuple[ScoreEntry, ...], tuple(map(FoldEntry._make, made)))
+        else:
+            entries = tuple(
+                ScoreEntry(r[6], r[7], op, _NO_METADATA) for r, op in zip(rows, ops, strict=True)
+            )
         return raw, MatchResultSubmitted(eid, mid if mid is not None else eid, board, at, entries)
     subs = tuple(
         ScoreSubmission(r[3], r[4] if r[4] is not None else r[3], r[5], r[6], r[7], op, index=r[2])
         for r, op in zip(rows, ops, strict=True)
     )
     return raw, ScoresSubmitted(board, subs)
+
+
+async def _audit_chunks(
+    settings: Settings, board: str, from_timestamp: int | None
+) -> AsyncGenerator[list[tuple[RawRecord, ScoreRecord]], None]:
+    """``_postgres_records`` for a fold, read and grouped by an ``AuditProcess`` while this
+    process unpacks the previous chunk and folds it (the next chunk received in a thread)."""
+    key = board.encode()
+    proc = AuditProcess(settings, board, from_timestamp)
+    received = asyncio.ensure_future(asyncio.to_thread(proc.receive))
+    try:
+        while (chunk := await received) is not None:
+            received = asyncio.ensure_future(asyncio.to_thread(proc.receive))
+            yield _unpack_audit(board, key, chunk)
+    finally:
+        if not received.done():  # given up early: stopping the process ends the receive
+            proc.stop()
+        with suppress(Exception):
+            await received
+        await asyncio.to_thread(proc.close)
+
+
+def _unpack_audit(
+    board: str, key: bytes, chunk: Sequence[Packed | AuditGroup]
+) -> list[tuple[RawRecord, ScoreRecord]]:
+    """An ``AuditProcess`` chunk as records: packed matches as events of ``FoldEntry``
+    tuples (``unpack_match``), other records' rows through ``_record``."""
+    out: list[tuple[RawRecord, ScoreRecord]] = []
+    for row in chunk:
+        if type(row) is tuple:
+            out.append((RawRecord(row[0], row[1], key, None), unpack_match(board, row)))
+        else:
+            out.append(_record(board, key, cast(AuditGroup, row), True))
+    return out
 
 
 async def _count_postgres(settings: Settings, board: str) -> int:
@@ -381,15 +405,20 @@ async def _replay_board(
         elif source == "postgres":
             total = await _count_postgres(settings, board) if progress else None
             with _no_cyclic_gc(folder is not None):
-                async for chunk in _postgres_records(settings, board, from_timestamp):
-                    if folder is not None:
-                        await folder.apply(chunk, report)
-                    else:
-                        stats = await projector.apply_decoded(chunk)
-                        report.entries += stats.entries_applied
-                    report.records += len(chunk)
-                    if progress:
-                        progress(len(chunk), total)
+                if folder is not None and decode_process is not False:
+                    records = _audit_chunks(settings, board, from_timestamp)
+                else:
+                    records = _postgres_records(settings, board, from_timestamp, folder is not None)
+                async with aclosing(records):  # its process stopped if the fold fails
+                    async for chunk in records:
+                        if folder is not None:
+                            await folder.apply(chunk, report)
+                        else:
+                            stats = await projector.apply_decoded(chunk)
+                            report.entries += stats.entries_applied
+                        report.records += len(chunk)
+                        if progress:
+                            progress(len(chunk), total)
                 if folder is not None:
                     await folder.load(report)
             if swap:
@@ -834,7 +863,7 @@ async def _rebuild_in_processes(
 ) -> None:
     """Rebuild ``todo`` in ``parallel`` worker processes (boards in name order); their
     progress comes back through one queue, each report as its board finishes."""
-    ctx = multiprocessing.get_context("spawn")  # no fork of a process with Kafka threads
+    ctx = multiprocessing.get_context(worker_start_method())
     queue = ctx.Queue()
     loop = asyncio.get_running_loop()
     stop = threading.Event()
@@ -849,23 +878,37 @@ async def _rebuild_in_processes(
                 loop.call_soon_threadsafe(progress, board, n, total)
 
     reader = threading.Thread(target=drain, name="rebuild-progress", daemon=True)
-    reader.start()
     workers = min(parallel, len(todo))
     try:
         with ProcessPoolExecutor(
             workers, mp_context=ctx, initializer=_init_worker, initargs=(queue,)
         ) as pool:
+            # the first submit starts every worker (forked: before the progress thread runs)
             pending = {
                 loop.run_in_executor(pool, _rebuild_one, settings, cfg, fast) for cfg in todo
             }
+            reader.start()
             while pending:
                 got, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for fut in got:
                     await finished(fut.result())
     finally:
         stop.set()
-        await asyncio.to_thread(reader.join)
+        if reader.is_alive():
+            await asyncio.to_thread(reader.join)
         queue.close()
+
+
+def worker_start_method() -> str:
+    """How ``rebuild --all --parallel`` starts its workers: forked when this process runs no
+    native threads (no Kafka client is open), so that each worker starts with the project
+    already imported (a spawned one imports it again: ~1.2 s of CPU); else spawned, since a
+    Kafka client's threads must not be forked."""
+    try:
+        threads = len(os.listdir("/proc/self/task"))
+    except OSError:  # no /proc: count nothing as safe
+        return "spawn"
+    return "fork" if threads <= threading.active_count() else "spawn"
 
 
 def _text(value: Any) -> str:

@@ -12,11 +12,14 @@ import multiprocessing
 import pickle
 import uuid
 from contextlib import suppress
+from datetime import UTC, datetime
 from typing import Any, cast
 
 from confluent_kafka import OFFSET_BEGINNING, TIMESTAMP_LOG_APPEND_TIME, Message, TopicPartition
+from psycopg import sql
 
-from processors.bootstrap import get_codec, kafka_consumer
+from processors.bootstrap import get_codec, kafka_consumer, pg_connect
+from sinks.audit import OPERATORS
 from streams.codec import SingleObjectCodec, match_fingerprint, match_rows
 from streams.errors import DecodeError, LeaderboardError
 from streams.events import CLOCK_KEY, MatchResultSubmitted, Operator, ScoreEntry
@@ -276,13 +279,148 @@ class DecodeProcess:
         self.conn.close()
 
 
+def audit_query(board: str, from_timestamp: int | None) -> sql.Composed:
+    """The board's audit rows in source order (the order of the unique source index, so no
+    sort): partition, offset, entry index, event id, match id (None when equal), ms,
+    participant, score, operator code. Ids are resolved on the server and times arrive as
+    milliseconds, so each row costs little more than its entry."""
+    cond = sql.SQL("a.board_id = (SELECT id FROM audit_boards WHERE name = {})").format(
+        sql.Literal(board)
+    )
+    if from_timestamp is not None:
+        since = datetime.fromtimestamp(from_timestamp / 1000, tz=UTC)
+        cond += sql.SQL(" AND a.occurred_at >= {}").format(sql.Literal(since))
+    return sql.SQL(
+        "SELECT a.source_partition, a.source_offset, a.entry_index,"
+        " coalesce(a.event_uuid::text, a.event_text), a.match_id,"
+        " round(date_part('epoch', a.occurred_at) * 1000)::int8,"
+        " a.participant_id, a.submitted_score, a.operator"
+        " FROM audit_entries a WHERE {}"
+        " ORDER BY a.source_partition, a.source_offset, a.entry_index"
+    ).format(cond)
+
+
+#: Operators of ScoreEntry by their stored audit code (sinks.audit.OPERATORS order); None for
+#: the moderation actions a row may also carry (a removal, a void).
+AUDIT_OPERATORS = tuple(
+    Operator(name) if name in Operator._value2member_map_ else None for name in OPERATORS
+)
+#: One log record's audit rows, as ``audit_query`` returns them.
+AuditGroup = list[tuple[Any, ...]]
+
+
+def pack_audit(key: bytes, group: AuditGroup) -> Packed | AuditGroup:
+    """A record's audit rows as a ``Packed`` match (one event id, entries from index 0, every
+    operator a score operator; its log time None: the audit keeps the ranking time), or the
+    rows as they are (a coalesced record, a moderation) for the parent's ``_record``."""
+    part, off, first, eid, mid, at = group[0][:6]
+    if first != 0:
+        return group
+    ops = AUDIT_OPERATORS
+    entries = []
+    for r in group:
+        op = ops[r[8]]
+        if op is None or r[3] != eid:
+            return group
+        entries.append((r[6], r[7], op, None))
+    return (part, off, key, None, eid, mid if mid is not None else eid, at, tuple(entries))
+
+
+def _read_audit(
+    settings: Settings, board: str, from_timestamp: int | None, conn: Any, parent: Any
+) -> None:
+    """The audit reading process: the board's rows grouped into records (``pack_audit``),
+    sent through ``conn`` as pickled chunks of about ``CHUNK`` records, then None; an error as
+    ``(-1, message)``. The parent's end, copied by the fork, is closed first."""
+    parent.close()
+    key = board.encode()
+    try:
+        with (
+            pg_connect(settings) as db,
+            db.cursor(name=f"replay_{uuid.uuid4().hex[:8]}", binary=True) as cur,
+        ):
+            cur.execute(audit_query(board, from_timestamp))
+            batch: list[Packed | AuditGroup] = []
+            group: AuditGroup = []
+            while rows := cur.fetchmany(20_000):
+                for row in rows:
+                    if group and (group[0][1] != row[1] or group[0][0] != row[0]):
+                        batch.append(pack_audit(key, group))
+                        group = []
+                    group.append(row)
+                if len(batch) >= CHUNK:
+                    conn.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+                    batch = []
+            if group:
+                batch.append(pack_audit(key, group))
+            if batch:
+                conn.send_bytes(pickle.dumps(batch, protocol=pickle.HIGHEST_PROTOCOL))
+        conn.send_bytes(pickle.dumps(None))
+    except Exception as exc:  # the parent raises it as a one-line error
+        conn.send_bytes(pickle.dumps((-1, f"{type(exc).__name__}: {exc}")))
+    finally:
+        conn.close()
+
+
+class AuditProcess:
+    """A second process that reads one board's audit rows and groups them into records.
+
+    The read (psycopg's binary rows) and the grouping run beside the fold: the parent
+    unpickles compact ``Packed`` tuples (entries become ``FoldEntry`` tuples in C) instead
+    of fetching, grouping and building the records itself. Forked, so it starts with every
+    module loaded; it opens only its own PostgreSQL connection.
+    """
+
+    def __init__(self, settings: Settings, board: str, from_timestamp: int | None) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child = ctx.Pipe(duplex=False)
+        self.process = ctx.Process(
+            target=_read_audit,
+            args=(settings, board, from_timestamp, child, self.conn),
+            name=f"replay-audit-{board}",
+            daemon=True,
+        )
+        self.process.start()
+        child.close()
+
+    def receive(self) -> list[Packed | AuditGroup] | None:
+        """The next chunk of records; None at the end (blocking)."""
+        try:
+            # our own child process wrote these bytes (a pipe no one else holds)
+            chunk = pickle.loads(self.conn.recv_bytes())  # noqa: S301
+        except EOFError:
+            code = self.process.exitcode
+            raise LeaderboardError(
+                f"the replay's audit reading process stopped (exit code {code}): rerun the replay"
+            ) from None
+        if isinstance(chunk, tuple):
+            raise LeaderboardError(f"the replay's audit read failed: {chunk[1]}")
+        return cast(list[Packed | AuditGroup] | None, chunk)
+
+    def stop(self) -> None:
+        """Stop the process now (what it still reads or sends is not wanted)."""
+        if self.process.is_alive():
+            self.process.kill()
+
+    def close(self) -> None:
+        """Stop the process if it is still running and release it."""
+        self.stop()
+        self.process.join()
+        self.conn.close()
+
+
 __all__ = [
+    "AUDIT_OPERATORS",
     "CHUNK",
+    "AuditGroup",
+    "AuditProcess",
     "DecodeProcess",
     "KafkaSource",
     "Packed",
     "Row",
+    "audit_query",
     "log_time",
     "pack",
+    "pack_audit",
     "unpack_match",
 ]

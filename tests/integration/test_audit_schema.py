@@ -17,10 +17,17 @@ import psycopg
 import pytest
 
 from processors.bootstrap import audit_writer, migrate_database
-from processors.replay import _count_postgres, _postgres_records
+from processors.replay import _audit_chunks, _count_postgres, _postgres_records
 from sinks.audit import stored_event_id
 from sinks.migrate import MIGRATIONS_DIR, migrate
-from streams.events import Operator, RankChange, RankChanged, ScoreEntry
+from streams.events import (
+    MatchResultSubmitted,
+    Operator,
+    RankChange,
+    RankChanged,
+    ScoreEntry,
+    ScoresSubmitted,
+)
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -302,6 +309,25 @@ async def test_replay_read_regroups_records_in_source_order(
         for raw, _ in chunk
     ]
     assert since == sorted(c.source_offset for c in changes[6::3])
+
+
+async def test_replay_read_in_a_second_process_gives_the_same_records(
+    dsn: str, board: str, stack: Settings
+) -> None:
+    """A fold's audit read by an ``AuditProcess`` gives back the records of the read here:
+    matches packed by the process, a coalesced record's rows regrouped by the parent."""
+    changes = written(board)
+    # a coalesced record: two submissions (event ids) at one source position
+    coalesced = changes_of(30, 2, occurred=ms(2026, 10, 4), eid="c-1", mid="c-1")
+    coalesced[1] = dataclasses.replace(coalesced[1], event_id="c-2", match_id="c-2")
+    async with audit_writer(dsn) as writer:
+        await writer.write([RankChanged(board, 1, 1, tuple(changes + coalesced))])
+    for since in (None, ms(2026, 10, 3)):
+        here = [x async for chunk in _postgres_records(stack, board, since, True) for x in chunk]
+        there = [x async for chunk in _audit_chunks(stack, board, since) for x in chunk]
+        assert there == here
+        assert any(isinstance(ev, ScoresSubmitted) for _, ev in here)
+        assert any(isinstance(ev, MatchResultSubmitted) for _, ev in here)
 
 
 def _run(*args: str) -> None:

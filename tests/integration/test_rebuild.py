@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
+from processors import replay
 from processors.kafka.producer import LeaderboardProducer, read_to_end
 from processors.replay import REBUILT, CommittedProbe, rebuild_all, replay_board
 from projections.store import RankingStore
@@ -195,7 +196,7 @@ async def scrub_board(p: Pipeline, board: str) -> None:
 
 
 def test_rebuild_all_in_parallel_processes_with_progress_and_resume(
-    pipeline_factory: Any,
+    pipeline_factory: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     p: Pipeline = pipeline_factory()
     tag = f"a{uuid.uuid4().hex[:6]}"
@@ -220,12 +221,21 @@ def test_rebuild_all_in_parallel_processes_with_progress_and_resume(
     def tick(board: str, n: int, total: int | None) -> None:
         seen[board] = (n, total)
 
-    reports = asyncio.run(rebuild_all(p.settings, boards, parallel=2, progress=tick))
+    # workers forked from this process (the project already imported) and spawned (when a
+    # Kafka client's threads run here): the same boards
+    for method in ("fork", "spawn"):
+        monkeypatch.setattr(replay, "worker_start_method", lambda method=method: method)
+        seen.clear()
+        reports = asyncio.run(rebuild_all(p.settings, boards, parallel=2, progress=tick))
+        assert sorted(r.board for r in reports) == sorted(boards)
+        assert all(r.swapped and r.folded == r.entries > 0 for r in reports)
+        assert set(seen) == set(boards) and all(n and total for n, total in seen.values())
+        for b in boards:
+            assert asyncio.run(live_dump(p, b)) == before[b], (method, b)
+            asyncio.run(scrub_board(p, b))  # lost again for the next run
+    monkeypatch.undo()
+    reports = asyncio.run(rebuild_all(p.settings, boards, parallel=2))
     assert sorted(r.board for r in reports) == sorted(boards)
-    assert all(r.swapped and r.folded == r.entries > 0 for r in reports)
-    assert set(seen) == set(boards) and all(n and total for n, total in seen.values())
-    for b in boards:
-        assert asyncio.run(live_dump(p, b)) == before[b], b
 
     # resume: a board recorded at its live watermark is skipped; one whose live state lost
     # that rebuild (watermark below the record) is rebuilt again
