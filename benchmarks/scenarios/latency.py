@@ -46,6 +46,9 @@ from streams.events import (
 )
 from streams.settings import Settings
 
+#: the rank-change watcher's longest fetch wait (ms): it reads in batches (see ``_RankWatcher``)
+WATCHER_WAIT_MS = 100
+
 
 @dataclass(slots=True)
 class LatencyRun:
@@ -93,7 +96,17 @@ class _RankWatcher(threading.Thread):
         """Consume until stopped, recording each tracked event's latencies once."""
         topic = self.settings.topic(self.settings.rank_changes_topic)
         codec = get_codec(self.settings)
-        c = kafka_consumer(self.settings, **{"group.id": f"bw-{uuid.uuid4().hex[:6]}"})
+        # measurement, not pipeline: fetch in large batches (a fetch per rank-change record
+        # would add a few hundred requests a second to the broker under test). The figures
+        # use the records' Kafka timestamps; only ``arrival`` includes this wait.
+        c = kafka_consumer(
+            self.settings,
+            **{
+                "group.id": f"bw-{uuid.uuid4().hex[:6]}",
+                "fetch.min.bytes": 1 << 20,
+                "fetch.wait.max.ms": WATCHER_WAIT_MS,
+            },
+        )
         try:
             parts = c.list_topics(topic, timeout=10).topics[topic].partitions
             c.assign([TopicPartition(topic, p, OFFSET_END) for p in parts])

@@ -101,12 +101,22 @@ class _RandomIds:
 fresh_uuid = _RandomIds()
 
 
+#: How long the producer gathers records before it sends (``linger.ms``). librdkafka sends
+#: one produce request per partition (confluentinc/librdkafka#1700), and the broker's cost
+#: follows its requests: at 10,000 entries/s over six partitions a 5 ms linger made ~400
+#: requests a second from one producer, 20 ms ~190, and fewer appends mean fewer fetches
+#: answered for every consumer of the topic (benchmarks/notes.md, "Requests per second").
+#: ``flush`` sends at once whatever the linger; a caller that needs each record out at once
+#: (the gateway behind its coalescer) passes ``config={"linger.ms": 0}``.
+LINGER_MS = 20
+
+
 def _producer_config(settings: Settings, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
     config = client_config(settings)
     config |= {
         "enable.idempotence": True,
         "acks": "all",
-        "linger.ms": 5,
+        "linger.ms": LINGER_MS,
         "compression.type": "lz4",
         "batch.size": 256 * 1024,
         "queue.buffering.max.messages": 500_000,
