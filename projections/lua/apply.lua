@@ -28,7 +28,8 @@ function board.place(P, pid, _, oldm, new, mem, moved, bk)
   return oldr, newr
 end
 
-local function pid_of(member) return string.sub(member, W + 1) end
+local sub = string.sub
+local function pid_of(member) return sub(member, W + 1) end
 
 -- Notice rows are lists refilled in place: a record's rows are packed (rules.lua) before the
 -- next record's are written, so the n-th row of every record is one table of this call.
@@ -46,12 +47,18 @@ function board.notify(P, pid, oldr, newr, v, notices)
   if oldr and newr < oldr and olimit > 0 then
     local last = math.min(oldr, newr + olimit)
     local passed = redis.call('ZRANGE', P.z, newr, last - 1)
-    local omitted = (oldr - newr) - #passed
-    for i, pmem in ipairs(passed) do
-      local om = 0
-      if i == #passed then om = omitted end
-      notice(notices, 'overtaken', P.name, pid_of(pmem), newr + i, pid, v, 0, om)
+    local np = #passed
+    local base, name = #notices, P.name
+    for i = 1, np do
+      local n = base + i
+      local row = rows[n]
+      if row == nil then row = {}; rows[n] = row end
+      row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8] =
+        'overtaken', name, sub(passed[i], W + 1), newr + i, pid, v, 0, 0
+      notices[n] = row
     end
+    -- the last row counts the passed participants left out
+    if np > 0 then rows[base + np][8] = (oldr - newr) - np end
   end
   if watch > 0 then
     local was = oldr ~= nil and oldr <= watch
