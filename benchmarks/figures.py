@@ -253,8 +253,8 @@ KEY_DOCS: Final[dict[str, str]] = {
     "replay.bulk_zadd_members_per_s": "the bulk loader's pipelined ZADD alone, members/s",
     "rebuild.*": "rebuild --all of 10 boards after Redis lost them, entries/s",
     "audit.*": "PostgreSQL audit: bytes per row, AuditWriter COPY rows/s, raw binary COPY in/out",
-    "profile.*": "in-process Projector.process entries/s and Redis µs per entry in the apply "
-    "script (under the profiler)",
+    "profile.*": "in-process Projector.process entries/s, and Redis per entry while it "
+    "applies: µs inside the apply script, main-thread CPU µs, commands (under the profiler)",
 }
 
 

@@ -1,8 +1,10 @@
 """Profiles: ``Projector.process`` in-process (no Faust) under pyinstrument, and its Lua cost.
 
 Figures: in-process entries/s, the Redis time inside the apply script per entry (INFO
-commandstats: wall time, which a loaded machine inflates) and the Redis main thread's CPU per
-entry (INFO cpu, which load distorts far less); the profile text goes into BENCHMARKS.md.
+commandstats: wall time, which a loaded machine inflates), the Redis main thread's CPU per
+entry (INFO cpu, which load distorts far less) and the Redis commands run per entry (INFO
+commandstats calls: a count, which load does not change at all); the profile text goes into
+BENCHMARKS.md.
 pyinstrument is a dev extra: without it the scenario is reported as not run.
 """
 
@@ -53,6 +55,14 @@ def _evalsha_usec(r: redis.Redis) -> tuple[int, int]:
     return int(s.get("calls", 0)), int(s.get("usec", 0))
 
 
+def _commands(r: redis.Redis) -> int:
+    """Redis commands run so far except EVALSHA and INFO: the apply script's redis.call()s
+    (INFO commandstats counts them) and the projector's own commands."""
+    stats: dict[str, Any] = r.info("commandstats")
+    skip = ("cmdstat_evalsha", "cmdstat_info")
+    return sum(int(v.get("calls", 0)) for k, v in stats.items() if k not in skip)
+
+
 def _redis_cpu_s(r: redis.Redis) -> float:
     """CPU seconds (user + system) of the Redis main thread so far, from INFO cpu."""
     cpu: dict[str, Any] = r.info("cpu")
@@ -99,11 +109,11 @@ def _read_raw(settings: Settings) -> list[RawRecord]:
 
 async def profile_projector(
     ns: Namespace, p: Params, say: Say
-) -> tuple[float, float, float, float, str]:
+) -> tuple[float, float, float, float, float, str]:
     """Projector.process on batches of 500 raw records read back from Kafka.
 
     Returns (entries/s unprofiled, Redis Lua µs per entry, Redis main-thread CPU µs per entry,
-    profiled entries/s, profile text).
+    Redis commands per entry, profiled entries/s, profile text).
     """
     from pyinstrument import Profiler
 
@@ -116,13 +126,14 @@ async def profile_projector(
     producer = LeaderboardProducer(settings)
     proj = Projector(settings, RankingStore(client), cfgs.get, get_codec(settings), producer)
     results: list[float] = []
-    lua = cpu = 0.0
+    lua = cpu = calls = 0.0
     text = ""
     try:
         for i, recs in enumerate(sets):
             profiler = Profiler(async_mode="enabled") if i == 1 else None
             _, usec0 = _evalsha_usec(sync)
             cpu0 = _redis_cpu_s(sync)
+            calls0 = _commands(sync)
             entries = 0
             if profiler is not None:
                 profiler.start()
@@ -138,17 +149,19 @@ async def profile_projector(
             if i == 0:
                 lua = (usec1 - usec0) / max(entries, 1)
                 cpu = (_redis_cpu_s(sync) - cpu0) * 1e6 / max(entries, 1)
+                calls = (_commands(sync) - calls0) / max(entries, 1)
             results.append(entries / dt)
         say(
             f"  Projector.process {results[0]:,.0f} entries/s in-process; Lua "
-            f"{lua:.1f} µs/entry (Redis CPU {cpu:.1f} µs/entry); profiled {results[1]:,.0f} "
+            f"{lua:.1f} µs/entry (Redis CPU {cpu:.1f} µs/entry, {calls:.2f} commands/entry); "
+            f"profiled {results[1]:,.0f} "
             "entries/s"
         )
     finally:
         producer.close(10)
         await client.aclose()
         sync.close()
-    return results[0], lua, cpu, results[1], text
+    return results[0], lua, cpu, calls, results[1], text
 
 
 def run_profile(base: Settings, p: Params, report: Report, logs: Path, say: Say) -> None:
@@ -161,7 +174,7 @@ def run_profile(base: Settings, p: Params, report: Report, logs: Path, say: Say)
     say("[profile] Projector.process")
     ns = Namespace(base, "prof", logs)
     try:
-        proc_rate, lua, cpu, prate, text = asyncio.run(profile_projector(ns, p, say))
+        proc_rate, lua, cpu, calls, prate, text = asyncio.run(profile_projector(ns, p, say))
     finally:
         ns.cleanup()
     report.add(
@@ -194,6 +207,17 @@ def run_profile(base: Settings, p: Params, report: Report, logs: Path, say: Say)
             "INFO cpu used_cpu_user/sys_main_thread delta / entries (the apply script and the "
             "outbox acknowledgements; CPU time, which a loaded machine distorts less)",
             key="profile.redis_cpu_us_per_entry",
+        )
+    )
+    report.add(
+        Figure(
+            "profile",
+            "Redis commands per entry while Projector.process applies",
+            "commands",
+            [calls],
+            "INFO commandstats calls delta / entries, EVALSHA and INFO left out: the apply "
+            "script's redis.call()s and the projector's own commands (a count: load-free)",
+            key="profile.redis_commands_per_entry",
         )
     )
     report.profiles[

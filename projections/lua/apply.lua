@@ -28,33 +28,52 @@ function board.place(P, pid, _, oldm, new, mem, moved, bk)
   return oldr, newr
 end
 
-local function pid_of(member) return string.sub(member, W + 1) end
+local sub = string.sub
+local function pid_of(member) return sub(member, W + 1) end
+
+-- Notice rows are lists refilled in place: a record's rows are packed (rules.lua) before the
+-- next record's are written, so the n-th row of every record is one table of this call.
+local rows = {}
+local function notice(notices, kind, period, pid, rank, by, v, top_n, omitted)
+  local n = #notices + 1
+  local row = rows[n]
+  if row == nil then row = {}; rows[n] = row end
+  row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8] =
+    kind, period, pid, rank, by, v, top_n, omitted
+  notices[n] = row
+end
 
 function board.notify(P, pid, oldr, newr, v, notices)
   if oldr and newr < oldr and olimit > 0 then
     local last = math.min(oldr, newr + olimit)
     local passed = redis.call('ZRANGE', P.z, newr, last - 1)
-    local omitted = (oldr - newr) - #passed
-    for i, pmem in ipairs(passed) do
-      local om = 0
-      if i == #passed then om = omitted end
-      notices[#notices + 1] = {'overtaken', P.name, pid_of(pmem), newr + i, pid, v, 0, om}
+    local np = #passed
+    local base, name = #notices, P.name
+    for i = 1, np do
+      local n = base + i
+      local row = rows[n]
+      if row == nil then row = {}; rows[n] = row end
+      row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8] =
+        'overtaken', name, sub(passed[i], W + 1), newr + i, pid, v, 0, 0
+      notices[n] = row
     end
+    -- the last row counts the passed participants left out
+    if np > 0 then rows[base + np][8] = (oldr - newr) - np end
   end
   if watch > 0 then
     local was = oldr ~= nil and oldr <= watch
     local now = newr <= watch
     if now and not was then
-      notices[#notices + 1] = {'entered_top_n', P.name, pid, newr, false, v, watch, 0}
+      notice(notices, 'entered_top_n', P.name, pid, newr, false, v, watch, 0)
       local pushed = redis.call('ZRANGE', P.z, watch, watch)
       if pushed[1] then
-        notices[#notices + 1] = {'left_top_n', P.name, pid_of(pushed[1]), watch + 1, pid, v, watch, 0}
+        notice(notices, 'left_top_n', P.name, pid_of(pushed[1]), watch + 1, pid, v, watch, 0)
       end
     elseif was and not now then
-      notices[#notices + 1] = {'left_top_n', P.name, pid, newr, false, v, watch, 0}
+      notice(notices, 'left_top_n', P.name, pid, newr, false, v, watch, 0)
       local pulled = redis.call('ZRANGE', P.z, watch - 1, watch - 1)
       if pulled[1] then
-        notices[#notices + 1] = {'entered_top_n', P.name, pid_of(pulled[1]), watch, false, v, watch, 0}
+        notice(notices, 'entered_top_n', P.name, pid_of(pulled[1]), watch, false, v, watch, 0)
       end
     end
   end

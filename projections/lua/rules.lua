@@ -77,7 +77,13 @@ end
 local DAY = 86400000
 local function ev_day(at) return math.floor(at / DAY) end
 local function ev_bucket(ek) return string.sub(redis.sha1hex(ek), 1, 2) end
-local function ev_key(day, bk) return EV .. ':' .. fmt(day) .. ':' .. bk end
+-- '<KEYS[3]>:<day>:' per day, built once per call (two look-ups per record use it)
+local ev_days = {}
+local function ev_key(day, bk)
+  local dk = ev_days[day]
+  if dk == nil then dk = EV .. ':' .. fmt(day) .. ':'; ev_days[day] = dk end
+  return dk .. bk
+end
 
 -- A period's participant index is bucketed (projections/keys.py ``index_bucket``): the bucket
 -- of a participant is the first 3 hex digits of SHA-1(id), under the same hash tag as P.m
@@ -118,14 +124,36 @@ local function zscore(score)
 end
 
 -- The batch's periods (count at ARGV[a]) and their keys; returns them and the next ARGV index.
+-- cs / cm: the participants this call looked up or placed in the period (lookup below).
 local function read_periods(a, kp)
   local periods = {}
   for i = 1, tonumber(ARGV[a]) do
     local k = 6 + (i - 1) * kp
     periods[i] = {name = ARGV[a + 2 * i - 1], closes = tonumber(ARGV[a + 2 * i]),
-      z = KEYS[k + 1], m = KEYS[k + 2], all = kp > 2 and KEYS[k + 3] or nil}
+      z = KEYS[k + 1], m = KEYS[k + 2], all = kp > 2 and KEYS[k + 3] or nil, cs = {}, cm = {}}
   end
   return periods, a + 1 + 2 * #periods
+end
+
+-- A participant's score and member in period P (nil, nil: none), read from Redis once per
+-- call: P.cs (score, false = none) and P.cm (member) remember it, and every placement updates
+-- them (remember), so a participant met again in the call (a match's range check, then its
+-- apply; a later record) costs no look-up. A moderation, which moves participants by other
+-- paths, forgets them all (forget_lookups).
+local function lookup(board, P, pid, bk)
+  local s = P.cs[pid]
+  if s == nil then
+    local m
+    s, m = board.lookup(P, pid, bk)
+    P.cs[pid] = s or false; P.cm[pid] = m
+    return s, m
+  end
+  if s == false then return nil, nil end
+  return s, P.cm[pid]
+end
+local function remember(P, pid, score, mem) P.cs[pid] = score; P.cm[pid] = mem end
+local function forget_lookups(periods)
+  for _, P in ipairs(periods) do P.cs = {}; P.cm = {} end
 end
 
 -- Why the record's entries cannot all apply (a score that would leave the exact range, in
@@ -145,7 +173,7 @@ local function refuse_entries(board, P, rec)
     local b = rec.estart + e * EW
     local pid = ARGV[b + 1]
     local olds = sim[pid]
-    if olds == nil then olds = board.lookup(P, pid, ARGV[b + 6]) end
+    if olds == nil then olds = lookup(board, P, pid, ARGV[b + 6]) end
     local new = next_score(olds, ARGV[b + 3], tonumber(ARGV[b + 2]))
     if new > MAX or new < -MAX then
       return 'entries[' .. ARGV[b] .. ']: score ' .. fmt(new) ..
@@ -157,17 +185,18 @@ local function refuse_entries(board, P, rec)
 end
 
 -- Apply one record's valid entries (ARGV[estart ..]) to period P; returns the new version.
-local function apply_entries(board, P, rec, ver, changes, notices, rejected)
+local function apply_entries(board, P, rec, ver, changes, notices)
   for e = 0, rec.ne - 1 do
     local b = rec.estart + e * EW
     local idx = tonumber(ARGV[b]); local pid = ARGV[b + 1]; local sub = tonumber(ARGV[b + 2])
     local op = ARGV[b + 3]; local meta = ARGV[b + 4]; local bk = ARGV[b + 6]
-    local olds, oldm = board.lookup(P, pid, bk)
+    local olds, oldm = lookup(board, P, pid, bk)
     local new = next_score(olds, op, sub)
     local mem = oldm
     local moved = olds == nil or new ~= olds
     if moved then mem = ARGV[b + 5] .. pid end
     local oldr, newr, zbefore, zafter = board.place(P, pid, olds, oldm, new, mem, moved, bk)
+    remember(P, pid, new, mem)
     if meta ~= '' then redis.call('HSET', PM, pid, meta) end
     ver = ver + 1
     changes[#changes + 1] = {idx, P.name, pid, oldr or false, newr or false, olds or false, new,
@@ -430,6 +459,9 @@ local function apply_batch(board)
   local out = {}
   local outbox = {}  -- position, packed result, ...: written at the end (few HSETs)
   local newwm = wm
+  -- the record being applied (one table, refilled per record), and the empty list that the
+  -- results share (never written: rejected is always empty here, ended mostly)
+  local rec, none = {}, {}
   for _ = 1, nrec do
     local pos = ARGV[a]; local offset = tonumber(string.match(pos, '^%-?%d+'))
     local event_id = ARGV[a + 1]; local ek = ARGV[a + 2]; local at = tonumber(ARGV[a + 3])
@@ -443,9 +475,9 @@ local function apply_batch(board)
       if prev then out[#out + 1] = prev end
     else
       newwm = offset
-      local changes, notices, rejected, refused, ended = {}, {}, {}, false, {}
-      local rec = {ne = ne, estart = estart, at = at, offset = offset, event_id = event_id,
-        action = action, target = target}
+      local changes, notices, refused, ended = {}, {}, false, none
+      rec.ne, rec.estart, rec.at, rec.offset = ne, estart, at, offset
+      rec.event_id, rec.action, rec.target = event_id, action, target
       local mark = event_id == ''
       local ebk = mark and '' or ev_bucket(ek)
       local moderation = action ~= ''
@@ -471,6 +503,7 @@ local function apply_batch(board)
         refused = 'duplicate event id ' .. event_id
       elseif moderation then
         ver, refused = moderate(rec, P, ver, changes, lim)
+        forget_lookups(periods)
       else
         -- a refusal decided before the script (invalid entries, a hash-sharded overflow), else
         -- this script's own check: either way the match applies whole or not at all; then the
@@ -497,7 +530,7 @@ local function apply_batch(board)
           redis.call('HSET', PO, P.name, fmt(P.closes))
         end
         if not mark and not moderation then
-          ver = apply_entries(board, P, rec, ver, changes, notices, rejected)
+          ver = apply_entries(board, P, rec, ver, changes, notices)
           if lim.retain then retain(rec, P, event_id, lim) end
         end
         if at > maxt then
@@ -510,6 +543,7 @@ local function apply_batch(board)
               redis.call('HDEL', PO, name)
               redis.call('HSET', PE, name, fmt(ver))
               ended_p[name] = true
+              if ended == none then ended = {} end
               ended[#ended + 1] = {name, ver}
             elseif open[name] ~= nil then
               keep[#keep + 1] = name
@@ -521,7 +555,7 @@ local function apply_batch(board)
           forget()
         end
       end
-      local res = {offset, changes, notices, rejected, refused, ended, pos}
+      local res = {offset, changes, notices, none, refused, ended, pos}
       local packed = cmsgpack.pack(res)
       outbox[#outbox + 1] = pos; outbox[#outbox + 1] = packed
       out[#out + 1] = packed
