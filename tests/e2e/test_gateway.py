@@ -971,26 +971,35 @@ async def test_websocket_top_under_churn_sends_deltas_not_snapshots(gateway: Gat
             ws2, snap2 = await subscribe(gateway.ws, board, mode="top", n=n)
             assert snap2["type"] == "snapshot" and snap2["version"] <= final, snap2
             rows2 = [(e["participant_id"], e["score"]) for e in snap2["entries"]]
+            msg = snap2
+
+            async def both_at(version: int) -> None:
+                """Wait until both clients hold ``version`` (ws2's messages applied)."""
+                nonlocal msg, rows2
+                async with asyncio.timeout(120):
+                    while client["version"] < version:
+                        if reader.done():
+                            reader.result()
+                        await asyncio.sleep(0.1)
+                while msg["version"] < version:
+                    msg = await next_data(ws2, 60)
+                    if msg["type"] == "snapshot":  # e.g. served alone first, then the view's
+                        rows2 = [(e["participant_id"], e["score"]) for e in msg["entries"]]
+                    else:
+                        apply_top(rows2, msg["changes"], n, msg.get("fill"))
+
+            # the view catches up with the churn first: a view still behind may answer the
+            # fall below with a snapshot (its fill read sees rows newer than the delta)
+            await both_at(final)
             # the leader falls out of the top n: row n is new to both clients. A delta goes
             # out for sure (it touches the top n), so both clients reach final + 1.
             leader = truth[0][0]
             await post(leader, -1)
             truth = await board_at(final + 1)
-            async with asyncio.timeout(120):
-                while client["version"] < final + 1:
-                    if reader.done():
-                        reader.result()
-                    await asyncio.sleep(0.1)
+            await both_at(final + 1)
             assert client["version"] == final + 1, client
             # exact at the final version, however the churn's deltas and snapshots came
             assert client["rows"] == truth, client
-            msg = snap2
-            while msg["version"] < final + 1:
-                msg = await next_data(ws2, 60)
-                if msg["type"] == "snapshot":  # e.g. served alone first, then the view's
-                    rows2 = [(e["participant_id"], e["score"]) for e in msg["entries"]]
-                else:
-                    apply_top(rows2, msg["changes"], n, msg.get("fill"))
             assert rows2 == truth, (rows2, truth)
         finally:
             reader.cancel()
