@@ -13,7 +13,7 @@ STAMP := $(VENV)/.installed
 PYTEST_ARGS ?=
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: help venv up down status run demo test test-unit test-faults lint bench browser clean
+.PHONY: help venv up down status run demo test test-unit test-faults lint bench bench-tools browser clean
 
 help: ## List the targets
 	@awk 'BEGIN {FS = ":.*?## "} /^[a-zA-Z_-]+:.*?## / {printf "  \033[36m%-11s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -74,7 +74,12 @@ test-faults: venv up ## Fault-injection suite, full form (long): crashes, outage
 	LEADERBOARD_FAULTS=full $(BIN)/pytest -p no:cacheprovider --timeout=900 -ra -m faults $(PYTEST_ARGS) tests/faults
 	$(BIN)/python scripts/reliability_report.py
 
-bench: up ## Run the benchmarks (leaderboard bench; --quick: make bench BENCH_ARGS=--quick)
+bench-tools: ## Install Debian's wrk for the HTTP benchmarks (when missing)
+	@command -v wrk >/dev/null || { echo "installing wrk (the HTTP load generator of the bench)"; \
+	  export DEBIAN_FRONTEND=noninteractive; \
+	  $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq wrk >/dev/null; }
+
+bench: up bench-tools ## Run the benchmarks (leaderboard bench; --quick: make bench BENCH_ARGS=--quick)
 	$(LB) bench $(BENCH_ARGS)
 
 clean: ## Stop the stack, delete its data (.stack) and caches; keeps .venv

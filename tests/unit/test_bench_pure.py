@@ -301,3 +301,32 @@ def test_report_round_trips_through_json() -> None:
     report.details["code"] = "commit x"
     again = report_from_json(report.to_json())
     assert render_markdown(again) == render_markdown(report)
+
+
+def _readme_figure_rows() -> list[tuple[list[str], list[float], list[int]]]:
+    """(keys, shown numbers, decimals of each) of the README's benchmark table, one per row."""
+    readme = (DEFAULT_JSON.parent.parent / "README.md").read_text()
+    section = readme.split("\n## Benchmarks", 1)[1].split("\n## ", 1)[0]
+    rows = []
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) != 4 or not cells[0].startswith("`"):
+            continue
+        keys = re.findall(r"`([a-z0-9_.]+)`", cells[0])
+        shown = re.findall(r"\d[\d,]*(?:\.\d+)?", cells[2])[: len(keys)]
+        numbers = [float(s.replace(",", "")) for s in shown]
+        decimals = [len(s.split(".")[1]) if "." in s else 0 for s in shown]
+        rows.append((keys, numbers, decimals))
+    return rows
+
+
+def test_the_readme_benchmark_table_shows_the_figures_of_results_json() -> None:
+    # The README's table repeats the headline figures; after a full bench they must follow.
+    values = {f["key"]: f["median"] for f in _committed()["figures"]}
+    rows = _readme_figure_rows()
+    assert len(rows) >= 10
+    for keys, numbers, decimals in rows:
+        assert len(numbers) == len(keys), (keys, numbers)
+        for key, shown, places in zip(keys, numbers, decimals, strict=True):
+            assert key in values, f"README names {key}, which results.json lacks"
+            assert abs(values[key] - shown) <= 0.5 * 10**-places + 1e-9, (key, shown, values[key])
