@@ -15,13 +15,13 @@ function board.lookup(P, pid, bk)
   return zscore(k), oldm
 end
 
-function board.place(P, pid, _, oldm, new, mem, moved, bk)
+function board.place(P, pid, _, oldm, new, mem, moved, bk, iv)
   local oldr = nil
   if oldm then oldr = redis.call('ZRANK', P.z, oldm) + 1 end
   if moved then
     if oldm then redis.call('ZREM', P.z, oldm) end
     redis.call('ZADD', P.z, zscore(new), mem)
-    index_set(P, pid, mem, bk)
+    index_set(P, pid, mem, bk, iv)
   end
   local newr = oldr
   if mem ~= oldm then newr = redis.call('ZRANK', P.z, mem) + 1 end
