@@ -37,7 +37,9 @@
 --   {offset, changes, notices, rejected, refused, ended, position} with
 --   changes  = {{entry_index, period, pid, old_rank, new_rank, old_score, new_score, version,
 --                operator, submitted[, band_size_before, band_size_after]}, ...} (ChangeRow),
---   notices  = {{kind, period, pid, rank, by, version, top_n, omitted}, ...} (NoticeRow),
+--   notices  = {{kind, period, pid, rank, by, version, top_n, omitted}, ...} (NoticeRow; an
+--              `overtaken` row lists the passed members in place of pid, rank the first's:
+--              results.decode makes it one row each),
 --   rejected = {{entry_index, reason}, ...}, refused = duplicate/late reason or false,
 --   ended    = {{period, version}, ...}; false stands for "none".
 -- The result is stored msgpack-packed in the outbox: a record at or below the partition's
@@ -419,11 +421,48 @@ local function apply_batch(board)
   -- the ids registered by this call, written at its end (one HSET per bucket): id -> day, and
   -- day -> bucket key -> {id, '', ...} in the order they came
   local new_ids, new_by_day = {}, {}
-  local function seen(ek, bk)
+  -- The remembered ids among this call's records, read before any is checked: one HMGET per
+  -- bucket of each remembered day (a hot board's call holds thousands of records in 256
+  -- buckets a day). Exact: the call writes its ids only at its end (new_ids has them until
+  -- then), and a day the horizon drops (forget) never takes ids again in the call, as every
+  -- later record of it is older than the horizon. held: id -> {day -> true}.
+  local held = {}
+  do
+    local by_bucket, b = {}, a
+    for _ = 1, nrec do
+      local bk = ARGV[b + 3]
+      if bk ~= '' then
+        local ids = by_bucket[bk]
+        if ids == nil then ids = {}; by_bucket[bk] = ids end
+        ids[#ids + 1] = ARGV[b + 2]
+      end
+      b = b + 10 + tonumber(ARGV[b + 9]) * EW
+    end
+    for day, _ in pairs(days) do
+      for bk, ids in pairs(by_bucket) do
+        local key = ev_key(day, bk)
+        for s = 1, #ids, 2000 do
+          local got = redis.call('HMGET', key, unpack(ids, s, math.min(s + 1999, #ids)))
+          for i = 1, #got do
+            if got[i] then
+              local ek = ids[s + i - 1]
+              local h = held[ek]
+              if h == nil then h = {}; held[ek] = h end
+              h[day] = true
+            end
+          end
+        end
+      end
+    end
+  end
+  local function seen(ek)
     local d = new_ids[ek]
     if d ~= nil and days[d] ~= nil then return true end
-    for day, _ in pairs(days) do
-      if redis.call('HEXISTS', ev_key(day, bk), ek) == 1 then return true end
+    local h = held[ek]
+    if h ~= nil then
+      for day, _ in pairs(h) do
+        if days[day] ~= nil then return true end
+      end
     end
     return false
   end
@@ -517,7 +556,7 @@ local function apply_batch(board)
       elseif at < hz then
         refused = 'event time is older than the deduplication horizon ' .. fmt(hz) ..
           ': a duplicate of it could no longer be detected'
-      elseif seen(ek, ebk) then
+      elseif seen(ek) then
         refused = 'duplicate event id ' .. event_id
       elseif moderation then
         ver, refused = moderate(rec, P, ver, changes, lim)
