@@ -70,6 +70,18 @@ def index_value(prefix: str) -> bytes:
     return binascii.a2b_base64(prefix.translate(_TO_B64) + "AA")[:INDEX_VALUE_WIDTH]
 
 
+def base_value(base: str) -> bytes:
+    """The first 12 bytes of ``index_value`` of every prefix that starts with ``base``, a
+    record's ``rules.tiebreak_base`` (16 digits, 96 bits): its entries' values then differ
+    only in ``PAIR_VALUES``, so a record's entries share one conversion."""
+    return binascii.a2b_base64(base.translate(_TO_B64))
+
+
+#: The last 2 bytes of ``index_value`` of a prefix ending in ``rules.TIEBREAK_PAIRS[i]`` (its
+#: 12 bits and 4 zero bits), for ``base_value(base) + PAIR_VALUES[i]``.
+PAIR_VALUES = tuple(index_value("-" * 16 + pair)[12:] for pair in rules.TIEBREAK_PAIRS)
+
+
 def index_prefix(value: bytes) -> str:
     """The tie-break prefix an index value stores (inverse of ``index_value``)."""
     text = binascii.b2a_base64(value + b"\0", newline=False).decode()

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import msgpack
 
 from streams.events import NotificationKind, ParticipantNotified, RankChange
+from streams.rules import TIEBREAK_WIDTH
 
 if TYPE_CHECKING:
     from projections.store import SourceRecord
@@ -127,8 +128,8 @@ def _record(res: tuple[Any, ...]) -> RecordResult:
                 ),
             )
         )
-    if notices:  # a row is rebuilt only when its ``by`` is false (entered / left top N)
-        notices = [(*n[:4], None, *n[5:]) if n[4] is False else n for n in notices]
+    if notices:
+        notices = _notice_rows(notices)
     return _tuple_new(
         RecordResult,
         (
@@ -142,6 +143,31 @@ def _record(res: tuple[Any, ...]) -> RecordResult:
             position.decode() if isinstance(position, bytes) else str(position),
         ),
     )
+
+
+def _notice_rows(rows: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """A record's notice rows in ``NoticeRow``'s positions.
+
+    The script answers one ``overtaken`` row per change whose participant field is the list of
+    the passed participants' sorted-set members (prefix then id) and whose rank is the first
+    one's (lua/apply.lua): it becomes one row per passed participant, the last counting those
+    left out. A row is rebuilt otherwise only when its ``by`` is false (entered / left top N).
+    """
+    out: list[tuple[Any, ...]] = []
+    add = out.append
+    width = TIEBREAK_WIDTH
+    for n in rows:
+        kind, period, who, rank, by, version, top_n, omitted = n
+        if type(who) is tuple:
+            last = len(who) - 1
+            for i, member in enumerate(who):
+                left = omitted if i == last else 0
+                add((kind, period, member[width:], rank + i, by, version, top_n, left))
+        elif by is False:
+            add((kind, period, who, rank, None, version, top_n, omitted))
+        else:
+            add(n)
+    return out
 
 
 def to_change(rec: SourceRecord, row: ChangeRow) -> RankChange:

@@ -8,7 +8,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from projections.keys import BoardKeys, event_key, index_bucket, index_member
+from projections.keys import (
+    PAIR_VALUES,
+    BoardKeys,
+    base_value,
+    event_bucket,
+    event_key,
+    index_bucket,
+    index_member,
+    index_value,
+)
 from projections.redis_client import RedisClient
 from projections.results import RecordResult, decode, to_changes, to_notice
 from projections.scripts import APPLY, SWAP_LUA, Call, ProjectionLost
@@ -439,8 +448,9 @@ class Prepared:
     rec: SourceRecord
     period: str
     #: (entry index, participant, score, operator, metadata JSON, tie-break prefix, index
-    #: bucket): the script's arguments of one entry (lua/rules.lua)
-    entries: list[tuple[int, str, int, str, str, str, str]] = field(default_factory=list)
+    #: bucket, the prefix as the index stores it): the script's arguments of one entry
+    #: (lua/rules.lua)
+    entries: list[tuple[int, str, int, str, str, str, str, bytes]] = field(default_factory=list)
     refusal: str = ""
     #: a moderation's action and target ("" for a match)
     action: str = ""
@@ -459,7 +469,7 @@ def prepare_batch(
     periods: dict[str, int] = {}
     prepared: list[Prepared] = []
     # the submissions of a coalesced record share its time and offset, so its tie-break base
-    last: tuple[int, int, str] = (-1, -1, "")
+    last: tuple[int, int, str, bytes] = (-1, -1, "", b"")
     for rec in records:
         ev = rec.event
         mod = rec.moderation
@@ -479,19 +489,25 @@ def prepare_batch(
         # the model and the fold use, so the script computes neither
         at, offset = rec.time, rec.offset
         if not ev.entries:
-            base = ""
+            base, bval = "", b""
         elif last[0] == at and last[1] == offset:
-            base = last[2]
+            base, bval = last[2], last[3]
         else:
             base = rules.tiebreak_base(at, offset)
-            last = (at, offset, base)
+            bval = base_value(base)
+            last = (at, offset, base, bval)
         pairs = rules.TIEBREAK_PAIRS
         for idx, entry in enumerate(ev.entries, first):
             op = entry.operator or config.operator
             meta = json.dumps(entry.metadata, sort_keys=True) if entry.metadata else ""
             pid = entry.participant_id
-            pre = base + pairs[idx] if idx < 4096 else rules.member(at, offset, idx, "")
-            item.entries.append((idx, pid, entry.score, str(op), meta, pre, index_bucket(pid)))
+            if idx < 4096:
+                pre, ival = base + pairs[idx], bval + PAIR_VALUES[idx]
+            else:
+                pre = rules.member(at, offset, idx, "")
+                ival = index_value(pre)
+            bucket = index_bucket(pid)
+            item.entries.append((idx, pid, entry.score, str(op), meta, pre, bucket, ival))
         prepared.append(item)
     return periods, prepared
 
@@ -540,13 +556,14 @@ def apply_call(
     for item in prepared:
         ev = item.rec.event
         entries = item.entries if mine is None else [e for e in item.entries if mine(e[1])]
-        body += [item.rec.position, ev.event_id, event_key(ev.event_id), item.rec.time]
-        body += [periods[item.period]]
+        ek = event_key(ev.event_id)
+        body += [item.rec.position, ev.event_id, ek, event_bucket(ek) if ek else ""]
+        body += [item.rec.time, periods[item.period]]
         body += [item.refusal, item.action, item.target, len(entries)]
-        for idx, pid, score, op, meta, pre, bucket in entries:
+        for idx, pid, score, op, meta, pre, bucket, ival in entries:
             # the score as text: the script also writes it into retained rows (a Lua number
             # would print as %.14g there, inexact past 10^14)
-            body += (idx, pid, str(score), op, meta, pre, bucket)
+            body += (idx, pid, str(score), op, meta, pre, bucket, ival)
     return key_list, [*head, len(prepared), *body, guard_key or ""]
 
 

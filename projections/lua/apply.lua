@@ -3,7 +3,8 @@
 --
 -- Board ARGV (3, 4): watch_top_n, overtaken_limit. KEYS per period: sorted set,
 -- stem of the participant index (rules.lua index_key). Changes carry global ranks; notifications: overtaken (up to
--- overtaken_limit passed participants, the rest counted in `omitted`), entered/left top N.
+-- overtaken_limit passed participants, the rest counted in `omitted`; one row per change whose
+-- participant field lists the passed members, projections/results.py), entered/left top N.
 local watch, olimit
 local board = {keys_per_period = 2}
 function board.init(top_n, limit) watch, olimit = top_n, limit end
@@ -15,13 +16,13 @@ function board.lookup(P, pid, bk)
   return zscore(k), oldm
 end
 
-function board.place(P, pid, _, oldm, new, mem, moved, bk)
+function board.place(P, pid, _, oldm, new, mem, moved, bk, iv)
   local oldr = nil
   if oldm then oldr = redis.call('ZRANK', P.z, oldm) + 1 end
   if moved then
     if oldm then redis.call('ZREM', P.z, oldm) end
     redis.call('ZADD', P.z, zscore(new), mem)
-    index_set(P, pid, mem, bk)
+    index_set(P, pid, mem, bk, iv)
   end
   local newr = oldr
   if mem ~= oldm then newr = redis.call('ZRANK', P.z, mem) + 1 end
@@ -45,20 +46,12 @@ end
 
 function board.notify(P, pid, oldr, newr, v, notices)
   if oldr and newr < oldr and olimit > 0 then
+    -- one row for the participants passed: their members as ZRANGE gives them (prefix then
+    -- id) in place of one id, the first one's rank, and the count left out (results.decode
+    -- makes it one notice per member)
     local last = math.min(oldr, newr + olimit)
     local passed = redis.call('ZRANGE', P.z, newr, last - 1)
-    local np = #passed
-    local base, name = #notices, P.name
-    for i = 1, np do
-      local n = base + i
-      local row = rows[n]
-      if row == nil then row = {}; rows[n] = row end
-      row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8] =
-        'overtaken', name, sub(passed[i], W + 1), newr + i, pid, v, 0, 0
-      notices[n] = row
-    end
-    -- the last row counts the passed participants left out
-    if np > 0 then rows[base + np][8] = (oldr - newr) - np end
+    notice(notices, 'overtaken', P.name, passed, newr + 1, pid, v, 0, (oldr - newr) - #passed)
   end
   if watch > 0 then
     local was = oldr ~= nil and oldr <= watch

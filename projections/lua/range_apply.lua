@@ -25,7 +25,7 @@ function board.lookup(P, pid)
   return tonumber(string.sub(rec, 1, tab - 1)), string.sub(rec, tab + 1)
 end
 
-function board.place(P, pid, olds, oldm, new, mem, moved, bk)
+function board.place(P, pid, olds, oldm, new, mem, moved, bk, iv)
   if moved then redis.call('HSET', P.all, pid, fmt(new) .. '\t' .. mem) end
   local zbefore = redis.call('ZCARD', P.z)
   local oldr = nil
@@ -39,7 +39,7 @@ function board.place(P, pid, olds, oldm, new, mem, moved, bk)
   if inband(new) then
     if mem ~= oldm or oldr == nil then
       redis.call('ZADD', P.z, zscore(new), mem)
-      index_set(P, pid, mem, bk)
+      index_set(P, pid, mem, bk, iv)
     end
     newr = redis.call('ZRANK', P.z, mem) + 1
   end

@@ -16,11 +16,12 @@
 --       (the board's key prefix, ending in ':'), nperiods,
 --       nperiods x (period, closes_at), nrecords,
 --       nrecords x (position, event_id, event key (projections/keys.py event_key: the form the
---                   event-id set stores), at = ranking time, period_index, refusal, action,
---                   target, nentries,
+--                   event-id set stores), its bucket (keys.event_bucket; '' for a clock mark),
+--                   at = ranking time, period_index, refusal, action, target, nentries,
 --                   nentries x (entry_index, participant_id, score, operator, metadata_json,
 --                               tie-break prefix (rules.member of at, offset, entry_index),
---                               index bucket (projections/keys.py index_bucket))),
+--                               index bucket (projections/keys.py index_bucket), the prefix
+--                               as the index stores it (keys.index_value))),
 --       guard key (or ''). A record with an empty event_id and no entries is a clock mark: it
 --       only moves the board's time to `at`, ending the periods it passes. A position is the
 --       record's offset, or 'offset:index' for submission `index` of a coalesced record: the
@@ -36,7 +37,9 @@
 --   {offset, changes, notices, rejected, refused, ended, position} with
 --   changes  = {{entry_index, period, pid, old_rank, new_rank, old_score, new_score, version,
 --                operator, submitted[, band_size_before, band_size_after]}, ...} (ChangeRow),
---   notices  = {{kind, period, pid, rank, by, version, top_n, omitted}, ...} (NoticeRow),
+--   notices  = {{kind, period, pid, rank, by, version, top_n, omitted}, ...} (NoticeRow; an
+--              `overtaken` row lists the passed members in place of pid, rank the first's:
+--              results.decode makes it one row each),
 --   rejected = {{entry_index, reason}, ...}, refused = duplicate/late reason or false,
 --   ended    = {{period, version}, ...}; false stands for "none".
 -- The result is stored msgpack-packed in the outbox: a record at or below the partition's
@@ -57,11 +60,13 @@ local partition = ARGV[1]
 local desc = ARGV[2] == 'desc'
 local MAX = 9007199254740991
 -- Length of a member's tie-break prefix (event time, offset, entry index); the pid follows.
--- The client sends each entry's prefix (rules.member) and index bucket, computed once in
--- Python by the functions the model and the fold use: the script computes neither.
+-- The client sends each entry's prefix (rules.member), index bucket and index value, and each
+-- record's event-id bucket, computed once in Python by the functions the model and the fold
+-- use: the script computes none of them (a moderation target's bucket and refolded prefixes
+-- excepted).
 local W = 18
--- ARGV per entry: index, participant, score, operator, metadata, prefix, bucket.
-local EW = 7
+-- ARGV per entry: index, participant, score, operator, metadata, prefix, bucket, index value.
+local EW = 8
 
 local function fmt(x) return string.format('%.0f', x) end
 
@@ -76,7 +81,6 @@ end
 -- the first two hex digits of SHA-1 of the stored id (projections/keys.py event_bucket).
 local DAY = 86400000
 local function ev_day(at) return math.floor(at / DAY) end
-local function ev_bucket(ek) return string.sub(redis.sha1hex(ek), 1, 2) end
 -- '<KEYS[3]>:<day>:' per day, built once per call (two look-ups per record use it)
 local ev_days = {}
 local function ev_key(day, bk)
@@ -88,9 +92,13 @@ end
 -- A period's participant index is bucketed (projections/keys.py ``index_bucket``): the bucket
 -- of a participant is the first 3 hex digits of SHA-1(id), under the same hash tag as P.m
 -- (the stem of the bucket names), and it stores only the member's tie-break prefix. An entry
--- brings its bucket (bk); only moderation targets, rare, have theirs computed here.
+-- brings its bucket (bk); only moderation targets, rare, have theirs computed here. P.ik
+-- remembers the call's bucket key names (a look-up and a placement name the same key).
 local function index_key(P, pid, bk)
-  return P.m .. ':' .. (bk or string.sub(redis.sha1hex(pid), 1, 3))
+  if bk == nil then return P.m .. ':' .. string.sub(redis.sha1hex(pid), 1, 3) end
+  local k = P.ik[bk]
+  if k == nil then k = P.m .. ':' .. bk; P.ik[bk] = k end
+  return k
 end
 -- The index stores each prefix in 14 bytes: pre_text / pre_bin (index_value.lua, prepended).
 -- The participant's member (prefix then id), or nil.
@@ -99,8 +107,9 @@ local function index_get(P, pid, bk)
   if pre then return pre_text(pre) .. pid end
   return nil
 end
-local function index_set(P, pid, mem, bk)
-  redis.call('HSET', index_key(P, pid, bk), pid, pre_bin(mem))
+-- iv: mem's prefix as the index stores it, when the client sent it (an entry's own member)
+local function index_set(P, pid, mem, bk, iv)
+  redis.call('HSET', index_key(P, pid, bk), pid, iv or pre_bin(mem))
 end
 local function index_del(P, pid, bk) redis.call('HDEL', index_key(P, pid, bk), pid) end
 
@@ -130,7 +139,8 @@ local function read_periods(a, kp)
   for i = 1, tonumber(ARGV[a]) do
     local k = 6 + (i - 1) * kp
     periods[i] = {name = ARGV[a + 2 * i - 1], closes = tonumber(ARGV[a + 2 * i]),
-      z = KEYS[k + 1], m = KEYS[k + 2], all = kp > 2 and KEYS[k + 3] or nil, cs = {}, cm = {}}
+      z = KEYS[k + 1], m = KEYS[k + 2], all = kp > 2 and KEYS[k + 3] or nil, cs = {}, cm = {},
+      ik = {}}
   end
   return periods, a + 1 + 2 * #periods
 end
@@ -184,6 +194,10 @@ local function refuse_entries(board, P, rec)
   return nil
 end
 
+-- Change rows are refilled in place like the notice rows (apply.lua): a record's rows are
+-- packed before the next record's are written.
+local crows = {}
+
 -- Apply one record's valid entries (ARGV[estart ..]) to period P; returns the new version.
 local function apply_entries(board, P, rec, ver, changes, notices)
   for e = 0, rec.ne - 1 do
@@ -192,15 +206,20 @@ local function apply_entries(board, P, rec, ver, changes, notices)
     local op = ARGV[b + 3]; local meta = ARGV[b + 4]; local bk = ARGV[b + 6]
     local olds, oldm = lookup(board, P, pid, bk)
     local new = next_score(olds, op, sub)
-    local mem = oldm
+    local mem, iv = oldm, nil
     local moved = olds == nil or new ~= olds
-    if moved then mem = ARGV[b + 5] .. pid end
-    local oldr, newr, zbefore, zafter = board.place(P, pid, olds, oldm, new, mem, moved, bk)
+    if moved then mem = ARGV[b + 5] .. pid; iv = ARGV[b + 7] end
+    local oldr, newr, zbefore, zafter = board.place(P, pid, olds, oldm, new, mem, moved, bk, iv)
     remember(P, pid, new, mem)
     if meta ~= '' then redis.call('HSET', PM, pid, meta) end
     ver = ver + 1
-    changes[#changes + 1] = {idx, P.name, pid, oldr or false, newr or false, olds or false, new,
-      ver, op, sub, zbefore, zafter}
+    local n = #changes + 1
+    local row = crows[n]
+    if row == nil then row = {}; crows[n] = row end
+    row[1], row[2], row[3], row[4], row[5], row[6], row[7], row[8], row[9], row[10], row[11],
+      row[12] = idx, P.name, pid, oldr or false, newr or false, olds or false, new, ver, op, sub,
+      zbefore, zafter
+    changes[n] = row
     board.notify(P, pid, oldr, newr, ver, notices)
   end
   return ver
@@ -402,11 +421,48 @@ local function apply_batch(board)
   -- the ids registered by this call, written at its end (one HSET per bucket): id -> day, and
   -- day -> bucket key -> {id, '', ...} in the order they came
   local new_ids, new_by_day = {}, {}
-  local function seen(ek, bk)
+  -- The remembered ids among this call's records, read before any is checked: one HMGET per
+  -- bucket of each remembered day (a hot board's call holds thousands of records in 256
+  -- buckets a day). Exact: the call writes its ids only at its end (new_ids has them until
+  -- then), and a day the horizon drops (forget) never takes ids again in the call, as every
+  -- later record of it is older than the horizon. held: id -> {day -> true}.
+  local held = {}
+  do
+    local by_bucket, b = {}, a
+    for _ = 1, nrec do
+      local bk = ARGV[b + 3]
+      if bk ~= '' then
+        local ids = by_bucket[bk]
+        if ids == nil then ids = {}; by_bucket[bk] = ids end
+        ids[#ids + 1] = ARGV[b + 2]
+      end
+      b = b + 10 + tonumber(ARGV[b + 9]) * EW
+    end
+    for day, _ in pairs(days) do
+      for bk, ids in pairs(by_bucket) do
+        local key = ev_key(day, bk)
+        for s = 1, #ids, 2000 do
+          local got = redis.call('HMGET', key, unpack(ids, s, math.min(s + 1999, #ids)))
+          for i = 1, #got do
+            if got[i] then
+              local ek = ids[s + i - 1]
+              local h = held[ek]
+              if h == nil then h = {}; held[ek] = h end
+              h[day] = true
+            end
+          end
+        end
+      end
+    end
+  end
+  local function seen(ek)
     local d = new_ids[ek]
     if d ~= nil and days[d] ~= nil then return true end
-    for day, _ in pairs(days) do
-      if redis.call('HEXISTS', ev_key(day, bk), ek) == 1 then return true end
+    local h = held[ek]
+    if h ~= nil then
+      for day, _ in pairs(h) do
+        if days[day] ~= nil then return true end
+      end
     end
     return false
   end
@@ -463,12 +519,14 @@ local function apply_batch(board)
   -- results share (never written: rejected is always empty here, ended mostly)
   local rec, none = {}, {}
   for _ = 1, nrec do
-    local pos = ARGV[a]; local offset = tonumber(string.match(pos, '^%-?%d+'))
-    local event_id = ARGV[a + 1]; local ek = ARGV[a + 2]; local at = tonumber(ARGV[a + 3])
-    local P = periods[tonumber(ARGV[a + 4])]; local pre = ARGV[a + 5]
-    local action, target = ARGV[a + 6], ARGV[a + 7]
-    local ne = tonumber(ARGV[a + 8])
-    local estart = a + 9
+    local pos = ARGV[a]
+    local offset = tonumber(pos) or tonumber(string.match(pos, '^%-?%d+'))
+    local event_id = ARGV[a + 1]; local ek = ARGV[a + 2]; local ebk = ARGV[a + 3]
+    local at = tonumber(ARGV[a + 4])
+    local P = periods[tonumber(ARGV[a + 5])]; local pre = ARGV[a + 6]
+    local action, target = ARGV[a + 7], ARGV[a + 8]
+    local ne = tonumber(ARGV[a + 9])
+    local estart = a + 10
     a = estart + ne * EW
     if offset <= wm then
       local prev = redis.call('HGET', OB, pos)
@@ -479,7 +537,6 @@ local function apply_batch(board)
       rec.ne, rec.estart, rec.at, rec.offset = ne, estart, at, offset
       rec.event_id, rec.action, rec.target = event_id, action, target
       local mark = event_id == ''
-      local ebk = mark and '' or ev_bucket(ek)
       local moderation = action ~= ''
       -- a mark opens a period that has standings but could not end when it opened (an
       -- all-time board closed since), so that it can end now
@@ -499,7 +556,7 @@ local function apply_batch(board)
       elseif at < hz then
         refused = 'event time is older than the deduplication horizon ' .. fmt(hz) ..
           ': a duplicate of it could no longer be detected'
-      elseif seen(ek, ebk) then
+      elseif seen(ek) then
         refused = 'duplicate event id ' .. event_id
       elseif moderation then
         ver, refused = moderate(rec, P, ver, changes, lim)

@@ -363,6 +363,35 @@ class StoreContract:
         }
         assert "e" in {c.participant_id for c in out.changes}
 
+    async def test_ids_of_an_earlier_batch_meet_a_day_forgotten_inside_the_next(
+        self, store: Any
+    ) -> None:
+        """The records above in two batches: ids remembered by the first are duplicates in
+        the second until a record of the second forgets their day; then they are new (the
+        script reads a batch's remembered ids before applying any of its records)."""
+        window = DEDUP[0]
+        cfg = self.config()
+        d4 = BASE + window
+        first = [rec(0, "e0", BASE, ("a", 1)), rec(1, "e1", d4 + DAY - 1, ("b", 1))]
+        second = [
+            rec(2, "e0", d4 + DAY - 1, ("c", 1)),  # remembered by the first batch: a duplicate
+            rec(3, "e1", d4 + DAY - 1, ("c", 2)),  # a duplicate too
+            rec(4, "e2", d4 + DAY, ("d", 1)),  # forgets day 0 (e0), keeps e1's day
+            rec(5, "e0", d4 + DAY + 1, ("e", 1)),  # e0 is forgotten: a new record
+            rec(6, "e1", d4 + DAY + 2, ("f", 1)),  # e1 is still remembered
+            rec(7, "e0", d4 + DAY + 3, ("g", 1)),  # e0 again: registered by offset 5
+        ]
+        (out1,) = await store.apply([(cfg, first)])
+        assert not out1.rejections
+        (out2,) = await store.apply([(cfg, second)])
+        assert {r.offset: r.reason for r in out2.rejections} == {
+            2: "duplicate event id e0",
+            3: "duplicate event id e1",
+            6: "duplicate event id e1",
+            7: "duplicate event id e0",
+        }
+        assert [c.participant_id for c in out2.changes] == ["d", "e"]
+
     async def test_the_ranking_time_breaks_ties_not_the_claim(self, store: Any) -> None:
         """Records rank by their ranking time (the broker's, on log-time boards): a claim
         backdated before an equal score's does not outrank it, and is kept as information."""

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import msgpack
 import pytest
 
-from projections.keys import BoardKeys
+from projections.keys import BoardKeys, index_value
 from projections.redis_client import RedisClient
 from projections.scripts import APPLY, Script
 from projections.store import RankingStore
@@ -110,6 +110,10 @@ async def test_the_wire_form_is_one_msgpack_array(store: RankingStore) -> None:
     assert isinstance(nkeys, int)
     [blob] = args[3 + nkeys :]
     assert isinstance(blob, bytes)
-    flat = msgpack.unpackb(blob, raw=False)
-    assert flat[1] == "desc" and flat[-1] == ""
-    assert flat[flat.index("p1") + 1] == "7"  # the score as text
+    # raw: an entry's index value is bytes, not text
+    flat = msgpack.unpackb(blob, raw=True)
+    assert flat[1] == b"desc" and flat[-1] == b""
+    p1 = flat.index(b"p1")
+    assert flat[p1 + 1] == b"7"  # the score as text
+    # then operator, metadata, tie-break prefix, index bucket and the prefix as the index keeps it
+    assert flat[p1 + 6] == index_value(flat[p1 + 4].decode())

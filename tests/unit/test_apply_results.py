@@ -108,3 +108,35 @@ def test_rows_to_events_field_by_field() -> None:
         top_n=5,
         omitted=2,
     )
+
+
+def test_an_overtaken_row_names_its_passed_members_and_becomes_a_row_each() -> None:
+    """The script answers one ``overtaken`` row per change (the passed participants' members,
+    the first one's rank, the count left out); the decoder makes the rows the notices are:
+    one per passed participant, ids cut from the members, ranks counted up, the last row
+    carrying ``omitted``. A row stored in the one-per-participant form decodes as before."""
+    prefix = "5Vl40g--------Cc--"
+    result = [
+        11,
+        [[0, "all", "p9", 7, 2, 5, 50, 44, "best", 50]],
+        [
+            ["overtaken", "all", [prefix + "p4", prefix + "p5", prefix + "p6"], 3, "p9", 44, 0, 2],
+            ["entered_top_n", "all", "p9", 2, False, 44, 3, 0],
+            ["left_top_n", "all", "p6", 4, "p9", 44, 3, 0],
+        ],
+        [],
+        False,
+        [],
+    ]
+    stored = [12, [], [["overtaken", "all", "p1", 2, "p2", 45, 0, 1]], [], False, []]
+    first, second = decode([msgpack.packb(result), msgpack.packb(stored)])
+    assert [NoticeRow(*n) for n in first.notices] == [
+        NoticeRow("overtaken", "all", "p4", 3, "p9", 44, 0, 0),
+        NoticeRow("overtaken", "all", "p5", 4, "p9", 44, 0, 0),
+        NoticeRow("overtaken", "all", "p6", 5, "p9", 44, 0, 2),
+        NoticeRow("entered_top_n", "all", "p9", 2, None, 44, 3, 0),
+        NoticeRow("left_top_n", "all", "p6", 4, "p9", 44, 3, 0),
+    ]
+    assert [NoticeRow(*n) for n in second.notices] == [
+        NoticeRow("overtaken", "all", "p1", 2, "p2", 45, 0, 1)
+    ]
