@@ -24,6 +24,7 @@ from processors.workers.failover import FailoverFollower
 from processors.workers.lean import RawSchema, use_lean_consumer
 from processors.workers.projector import BatchStats, Projector, Throughput
 from projections.store import ProjectionLost, RankingStore
+from streams.errors import ServiceUnavailable
 from streams.events import CLOCK_KEY, clock_mark
 from streams.settings import Settings
 
@@ -93,16 +94,29 @@ def create_app(settings: Settings) -> faust.App:
         meter: Throughput = state["throughput"]
         guard: EpochGuard = state["guard"]
         follower: FailoverFollower | None = state.get("follower")
+        guarded = getattr(proj.store, "guard_key", None) is not None
 
         async def handle(batch: Sequence[RawRecord], defer: bool = False) -> BatchStats:
             while True:
                 try:
-                    await guard.ensure()
+                    if not (defer and guarded):
+                        # a round trip that would queue behind the apply call in flight; on a
+                        # single node the apply script checks the marker itself, atomically
+                        # (ProjectionLost: the batch is handled again, with this wait)
+                        await guard.ensure()
+                    mark = None
                     if follower is not None:
+                        if defer and follower.needs_check(batch):
+                            # the check may re-apply records beside an apply call still in
+                            # flight (``Projector._send_chunks``): handled in turn instead
+                            raise ServiceUnavailable("a partition to check after a failover")
                         await follower.before(batch)
-                    stats = await proj.process(batch, defer=defer)
-                    if follower is not None:
-                        await follower.after(batch)
+                        # the applied mark follows the batch's apply (failover.py): with
+                        # ``defer`` its last call may still run, so ``finish`` writes it
+                        mark = functools.partial(follower.after, batch)
+                    stats = await proj.process(batch, defer=defer, applied=mark)
+                    if mark is not None and not defer:
+                        await mark()
                 except ProjectionLost:
                     if defer:
                         raise  # handled again whole by ``handle``
