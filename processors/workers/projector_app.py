@@ -106,10 +106,6 @@ def create_app(settings: Settings) -> faust.App:
                         await guard.ensure()
                     mark = None
                     if follower is not None:
-                        if defer and follower.needs_check(batch):
-                            # the check may re-apply records beside an apply call still in
-                            # flight (``Projector._send_chunks``): handled in turn instead
-                            raise ServiceUnavailable("a partition to check after a failover")
                         await follower.before(batch)
                         # the applied mark follows the batch's apply (failover.py): with
                         # ``defer`` its last call may still run, so ``finish`` writes it
@@ -142,6 +138,21 @@ def create_app(settings: Settings) -> faust.App:
 
             return run
 
+        def checked_first(
+            step: Callable[[Sequence[RawRecord]], Awaitable[BatchStats]],
+        ) -> Callable[[Sequence[RawRecord]], Awaitable[BatchStats]]:
+            """``step``, unless the failover follower must check a partition of the batch
+            first: that check may re-apply records from Kafka (clearing their outbox), which
+            must not run beside an apply call still in flight (``Projector._send_chunks``), so
+            such a batch is handled in turn, by ``handle`` (before any span or metric)."""
+
+            async def run(batch: Sequence[RawRecord]) -> BatchStats:
+                if follower is not None and follower.needs_check(batch):
+                    raise ServiceUnavailable("a partition to check after a failover first")
+                return await step(batch)
+
+            return run
+
         def done(stats: BatchStats) -> None:
             metrics.ENTRIES.labels("projector").inc(stats.entries_applied)
             meter.add(stats)
@@ -163,7 +174,7 @@ def create_app(settings: Settings) -> faust.App:
             done=done,
             adaptive=True,  # the hot path: a lone score is applied at once (?wait=true)
             # the next batch is applied while this one's outcome is published and acked
-            ahead=measured(functools.partial(handle, defer=True)),
+            ahead=checked_first(measured(functools.partial(handle, defer=True))),
         )
 
     if settings.clock_mark_s > 0:
