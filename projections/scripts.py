@@ -9,6 +9,7 @@ redis-py in Python; the prelude unpacks it into ``ARGV`` once.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
@@ -16,7 +17,7 @@ from typing import Any
 import msgpack
 from redis.exceptions import NoScriptError, ResponseError
 
-from projections.redis_client import RedisClient
+from projections.redis_client import RedisClient, is_cluster
 from streams.errors import ServiceUnavailable
 
 _LUA = resources.files("projections").joinpath("lua")
@@ -43,19 +44,30 @@ class Script:
         self.sha: str | None = None
         self.packed = packed
 
-    async def run_many(self, client: RedisClient, calls: Sequence[Call]) -> list[Any]:
+    def packed_calls(self, calls: Sequence[Call]) -> list[Call]:
+        """``calls`` as they go on the wire: each call's arguments packed into one value when
+        the script is ``packed`` (pass the result to ``run_many`` or ``send`` with
+        ``packed=True``)."""
+        if not self.packed:
+            return list(calls)
+        # bytes as msgpack's raw strings: Redis's cmsgpack has no bin type
+        pack = msgpack.Packer(use_bin_type=False).pack
+        return [(keys, [pack(args)]) for keys, args in calls]
+
+    async def run_many(
+        self, client: RedisClient, calls: Sequence[Call], *, packed: bool = False
+    ) -> list[Any]:
         """Run one call per (keys, args) in one pipeline; the replies in call order.
 
+        ``packed``: the calls come from ``packed_calls`` already.
         Raises ProjectionLost when a script found its projection marker missing (NOEPOCH).
         """
         if not calls:
             return []
         if self.sha is None:
             self.sha = await client.script_load(self.text)
-        if self.packed:
-            # bytes as msgpack's raw strings: Redis's cmsgpack has no bin type
-            pack = msgpack.Packer(use_bin_type=False).pack
-            calls = [(keys, [pack(args)]) for keys, args in calls]
+        if not packed:
+            calls = self.packed_calls(calls)
         for attempt in (1, 2):
             pipe: Any = client.pipeline(transaction=False)
             for keys, args in calls:
@@ -72,6 +84,57 @@ class Script:
                     raise
                 self.sha = await client.script_load(self.text)
         raise AssertionError("unreachable")
+
+    async def send(self, client: RedisClient, calls: list[Call]) -> asyncio.Future[list[Any]]:
+        """Put ``calls`` (from ``packed_calls``) on the wire now, on one connection; the
+        returned task reads their replies, returns and raises as ``run_many``.
+
+        The caller prepares its next call while Redis runs these; sending that call only once
+        this task succeeded keeps every board's calls in order, with none after one that
+        failed. A cluster client, or a script not loaded yet, runs ``run_many`` in the task.
+        """
+        pool: Any = getattr(client, "connection_pool", None)
+        if not calls or self.sha is None or pool is None or is_cluster(client):
+            return asyncio.ensure_future(self.run_many(client, calls, packed=True))
+        conn = await pool.get_connection()
+        try:
+            await conn.send_packed_command(
+                conn.pack_commands(
+                    [("EVALSHA", self.sha, len(keys), *keys, *args) for keys, args in calls]
+                )
+            )
+        except BaseException:
+            await conn.disconnect()  # whatever was half written must not reach a reuse
+            await pool.release(conn)
+            raise
+        return asyncio.ensure_future(self._replies(client, pool, conn, calls))
+
+    async def _replies(
+        self, client: RedisClient, pool: Any, conn: Any, calls: list[Call]
+    ) -> list[Any]:
+        """Read the replies of ``send``'s calls (every one, so the connection stays in step)."""
+        replies: list[Any] = []
+        try:
+            for _ in calls:
+                try:
+                    replies.append(await conn.read_response())
+                except ResponseError as exc:
+                    replies.append(exc)
+        except BaseException:
+            await conn.disconnect()
+            raise
+        finally:
+            await pool.release(conn)
+        errors = [r for r in replies if isinstance(r, ResponseError)]
+        if not errors:
+            return replies
+        if any("NOEPOCH projection marker" in str(e) for e in errors):
+            raise ProjectionLost(str(errors[0])) from errors[0]
+        if all(isinstance(e, NoScriptError) for e in errors):
+            # nothing ran (every call names the same script): load it and run them again
+            self.sha = None
+            return await self.run_many(client, calls, packed=True)
+        raise errors[0]
 
 
 #: Apply a batch to a plain board (or a hash shard); replies decode with results.decode.

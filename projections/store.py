@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable, Sequence
@@ -233,6 +234,29 @@ class Neighbours:
         return await self.top(board, period, sort, limit=me.rank + k - start, offset=start)
 
 
+@dataclass(slots=True)
+class PreparedApply:
+    """An apply call made ready in Python (``RankingStore.prepare``): its script calls, and
+    how their replies become the boards' outcomes (``settle``)."""
+
+    batches: Sequence[tuple[LeaderboardConfigured, Sequence[SourceRecord]]]
+    calls: list[Call]
+
+    def settle(self, replies: Sequence[Any]) -> list[BoardOutcome]:
+        """The boards' outcomes from the calls' replies (in call order)."""
+        outcomes: list[BoardOutcome] = []
+        for (config, records), reply in zip(self.batches, replies, strict=True):
+            outcome = BoardOutcome(config.leaderboard_id)
+            outcomes.append(outcome)
+            by_position = {r.position: r for r in records}
+            for res in decode(reply):
+                rec = by_position[res.position]
+                outcome.offsets.append(rec.offset)
+                outcome.positions.append(res.position)  # rec.position, already made
+                add_result(outcome, rec, res)
+        return outcomes
+
+
 class RankingStore(Neighbours):
     """Leaderboards in Redis sorted sets, written only through the apply script.
 
@@ -273,11 +297,15 @@ class RankingStore(Neighbours):
         Idempotent: a record at or below the board's watermark for its partition changes
         nothing and yields its stored result again until ``acknowledge`` drops it.
         """
-        outcomes: list[BoardOutcome] = []
+        call = self.prepare(batches)
+        return call.settle(await APPLY.run_many(self.client, call.calls, packed=True))
+
+    def prepare(
+        self, batches: Sequence[tuple[LeaderboardConfigured, Sequence[SourceRecord]]]
+    ) -> PreparedApply:
+        """``apply``'s first half, without I/O: the script calls of ``batches``, packed."""
         calls: list[Call] = []
         for config, records in batches:
-            outcome = BoardOutcome(config.leaderboard_id)
-            outcomes.append(outcome)
             periods, prepared = prepare_batch(config, records)
             calls.append(
                 apply_call(
@@ -291,15 +319,12 @@ class RankingStore(Neighbours):
                     dedup=self.dedup,
                 )
             )
-        replies = await APPLY.run_many(self.client, calls)
-        for (_, records), outcome, reply in zip(batches, outcomes, replies, strict=True):
-            by_position = {r.position: r for r in records}
-            for res in decode(reply):
-                rec = by_position[res.position]
-                outcome.offsets.append(rec.offset)
-                outcome.positions.append(res.position)  # rec.position, already made
-                add_result(outcome, rec, res)
-        return outcomes
+        return PreparedApply(batches, APPLY.packed_calls(calls))
+
+    async def send(self, call: PreparedApply) -> asyncio.Future[list[Any]]:
+        """Put a prepared apply on the wire now; the returned task reads its replies (for
+        ``call.settle``), or raises what ``apply`` would raise."""
+        return await APPLY.send(self.client, call.calls)
 
     async def acknowledge(self, outcomes: Sequence[BoardOutcome]) -> None:
         """Drop published results from each board's outbox (one round trip)."""

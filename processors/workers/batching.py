@@ -288,10 +288,12 @@ async def _consume_overlapped(
     """``consume_batches`` with batch N's last step (publish, Kafka's ack, outbox clear) run
     while batch N+1 is decoded and applied.
 
-    The order of effects stays that of one batch after the other: N+1 is applied only once
-    N's apply returned (``ahead`` returns after the apply), N+1's outcome is published only
-    after N's was acknowledged by Kafka (its ``finish`` starts after N's ended), and events
-    are acknowledged (offsets committed) in order, each batch right after its ``finish``.
+    The order of effects stays that of one batch after the other: N+1's apply calls go to
+    Redis only after N's have their replies (``ahead`` returns once its calls are sent, the
+    last one possibly still running: see ``Projector._send_chunks``), N+1's outcome is
+    published only after N's was acknowledged by Kafka (its ``finish`` starts after N's
+    ended), and events are acknowledged (offsets committed) in order, each batch right after
+    its ``finish``.
     Whatever fails leaves the overlap: a batch whose ``finish`` raised is handled again whole
     by ``handle`` (with the retries and the poison isolation of ``run_isolating``), and so is
     the batch applied meanwhile, or one whose ``ahead`` raised (the apply is idempotent, and

@@ -107,6 +107,13 @@ class FailoverFollower:
         """A Redis call failed: check every partition again before its next batch."""
         self.checked.clear()
 
+    def needs_check(self, batch: Sequence[RawRecord]) -> bool:
+        """True when ``before`` would look at Redis for ``batch`` (a partition not checked
+        since the start or the last error, or another primary)."""
+        return primary_address(self.client) != self.primary or any(
+            rec.partition not in self.checked for rec in batch
+        )
+
     async def before(self, batch: Sequence[RawRecord]) -> None:
         """Re-apply what this Redis lacks before ``batch``'s partitions move on."""
         now = primary_address(self.client)

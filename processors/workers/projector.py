@@ -21,10 +21,16 @@ from processors.workers.batching import (
 from processors.workers.metrics import DEAD_LETTERS, OUTBOX, PUBLISH_SECONDS, reason_kind
 from projections.results import RecordResult
 from projections.sharded import ShardedStore, layout_of
-from projections.store import BoardOutcome, RankingStore, SourceRecord, moderation_carrier
+from projections.store import (
+    BoardOutcome,
+    PreparedApply,
+    RankingStore,
+    SourceRecord,
+    moderation_carrier,
+)
 from streams import avro_out, rules
 from streams.codec import Codec
-from streams.errors import DecodeError
+from streams.errors import DecodeError, ServiceUnavailable
 from streams.events import (
     CLOCK_BOARD,
     CLOCK_KEY,
@@ -98,6 +104,11 @@ class Projector:
         self._partitions: dict[str, int] = {}
         #: the output records' headers when written directly (see ``_direct_headers``)
         self._direct: tuple[bytes, bytes] | None = _UNKNOWN
+        #: the last apply call sent ahead (``_send_chunks``) until its replies are read
+        self._inflight: asyncio.Future[Any] | None = None
+        #: deferred batches started so far, and the highest one whose sent apply failed
+        self._deferred = 0
+        self._failed_batch = -1
 
     def _config(self, board: str) -> LeaderboardConfigured | None:
         if callable(self.configs):
@@ -152,14 +163,22 @@ class Projector:
         if self.producer is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.producer.flush, 30.0)
 
-    async def process(self, batch: Sequence[RawRecord], *, defer: bool = False) -> BatchStats:
+    async def process(
+        self,
+        batch: Sequence[RawRecord],
+        *,
+        defer: bool = False,
+        applied: Callable[[], Awaitable[None]] | None = None,
+    ) -> BatchStats:
         """Decode, validate, apply and publish one batch; returns its counters.
 
         ``defer`` returns once the batch is applied, with the publish of its outcome, the
         wait for Kafka's ack and the outbox clear left in ``stats.finish``: the
         worker applies the next batch meanwhile (see ``batching.consume_batches``). Until
         ``finish`` returned, the batch's records count as unpublished (their results wait in
-        the outbox, so handling the batch again publishes them).
+        the outbox, so handling the batch again publishes them). With ``defer`` the last apply
+        call may still run in Redis when this returns (``_send_chunks``): ``finish`` reads its
+        replies first, then awaits ``applied`` (if given), then publishes.
         """
         stats = BatchStats(records=len(batch))
         decoded: list[tuple[RawRecord, ScoreRecord]] = []
@@ -181,7 +200,7 @@ class Projector:
                 continue
             decoded.append((raw, event))
 
-        return await self.apply_decoded(decoded, stats, defer=defer)
+        return await self.apply_decoded(decoded, stats, defer=defer, applied=applied)
 
     def decode_score(self, value: bytes) -> ScoreRecord:
         """Decode one record of the scores topic: a match, coalesced submissions or a
@@ -227,6 +246,7 @@ class Projector:
         *,
         ack_from: dict[int, int] | None = None,
         defer: bool = False,
+        applied: Callable[[], Awaitable[None]] | None = None,
     ) -> BatchStats:
         """Validate and apply decoded records, publish the outcome, then clear the outbox.
 
@@ -241,6 +261,9 @@ class Projector:
         """
         if stats is None:
             stats = BatchStats(records=len(decoded))
+        if defer:
+            self._deferred += 1
+            number = self._deferred
         unknown = any(
             not _is_mark(ev) and self._config(ev.leaderboard_id) is None for _, ev in decoded
         )
@@ -309,18 +332,19 @@ class Projector:
         work = [(configs[board], recs) for (board, _), recs in groups.items()]
         chunks = apply_chunks(work, APPLY_CHUNK_ENTRIES)
         if defer:
-            # every chunk applied now, in order; published later, in order, by ``finish``:
+            # every chunk sent now, in order; published later, in order, by ``finish``:
             # nothing of this batch reaches Kafka before the caller starts ``finish``
-            done = [await self._writer(chunk).apply(chunk) for chunk in chunks]
+            sent = await self._send_chunks(chunks, number)
             publish = functools.partial(
-                self._publish_chunks, chunks, done, raws, subs, stats, ack_from
+                self._finish_sent, chunks, sent, applied, raws, subs, stats, ack_from
             )
             # run later in this batch's context: its publish span is the batch span's child
             stats.finish = functools.partial(_in_context, contextvars.copy_context(), publish)
             return stats
-        applied = await self._writer(chunks[0]).apply(chunks[0])
+        await self._after_inflight()
+        done = await self._writer(chunks[0]).apply(chunks[0])
         for i, chunk in enumerate(chunks):
-            outcomes = applied
+            outcomes = done
             # the next chunk's apply (Redis) runs while this one is published and acked (Kafka)
             ahead = (
                 asyncio.ensure_future(self._writer(chunks[i + 1]).apply(chunks[i + 1]))
@@ -335,8 +359,74 @@ class Projector:
                     await asyncio.gather(ahead, return_exceptions=True)
                 raise
             if ahead is not None:
-                applied = await ahead
+                done = await ahead
         return stats
+
+    async def _send_chunks(self, chunks: Sequence[Work], number: int) -> list[_Sent]:
+        """Send each chunk's apply call as soon as the call before it (this batch's or the
+        previous deferred batch's) has its replies, each prepared while the one before runs.
+
+        Redis runs one call while Python prepares the next (and settles the one before: the
+        replies are read and decoded by ``finish``), so neither waits for the other. A call
+        is sent only once every call before it succeeded: one that failed would have left its
+        records unapplied, and a later call of the same board would move the board's
+        watermark past them. So when a call of this batch, or of the deferred batch before
+        it (whose ``finish`` may be handling it again right now), failed, this raises
+        ``ServiceUnavailable`` and the batch is handled again in order by the caller.
+        The last call may still run when this returns (``self._inflight``).
+        """
+        sent: list[_Sent] = []
+        for chunk in chunks:
+            writer = self._writer(chunk)
+            prepared = writer.prepare(chunk) if isinstance(writer, RankingStore) else None
+            await self._after_inflight()
+            if self._failed_batch >= number - 1:
+                raise ServiceUnavailable(
+                    "an apply call sent before this batch's failed: handling it again in order"
+                )
+            if prepared is None or not isinstance(writer, RankingStore):
+                sent.append((None, _done(await writer.apply(chunk))))  # the sharding router
+                continue
+            replies = await writer.send(prepared)
+            replies.add_done_callback(functools.partial(self._note_failure, number))
+            self._inflight = replies
+            sent.append((prepared, replies))
+        return sent
+
+    def _note_failure(self, number: int, task: asyncio.Future[Any]) -> None:
+        """Remember that an apply call of deferred batch ``number`` failed (see
+        ``_send_chunks``)."""
+        if task.cancelled() or task.exception() is not None:
+            self._failed_batch = max(self._failed_batch, number)
+
+    async def _after_inflight(self) -> None:
+        """Return once the apply call sent ahead, if any, has its replies (or failed)."""
+        task = self._inflight
+        if task is not None:
+            if not task.done():
+                await asyncio.wait((task,))
+            if self._inflight is task:
+                self._inflight = None
+
+    async def _finish_sent(
+        self,
+        chunks: Sequence[Work],
+        sent: Sequence[_Sent],
+        applied: Callable[[], Awaitable[None]] | None,
+        raws: dict[tuple[int, int], RawRecord],
+        subs: dict[tuple[int, int, int], MatchResultSubmitted],
+        stats: BatchStats,
+        ack_from: dict[int, int] | None,
+    ) -> None:
+        """A deferred batch's ``finish``: its calls' outcomes (their replies read), then
+        ``applied``, then the publish of each chunk in order (``_publish_chunks``)."""
+        outcomes = [
+            await replies if prepared is None else prepared.settle(await replies)
+            for prepared, replies in sent
+        ]
+        if applied is not None:
+            await applied()
+        await self._publish_chunks(chunks, outcomes, raws, subs, stats, ack_from)
 
     async def _publish_chunks(
         self,
@@ -525,6 +615,18 @@ class Projector:
                 found = (rank, notify) if rank and notify else None
             self._direct = found
         return found
+
+
+#: An apply call of a deferred batch: the call and its replies to come, or (None, the
+#: outcomes) for a call applied at once.
+_Sent = tuple[PreparedApply | None, asyncio.Future[Any]]
+
+
+def _done(outcomes: list[BoardOutcome]) -> asyncio.Future[Any]:
+    """``outcomes`` as a future already resolved."""
+    found: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    found.set_result(outcomes)
+    return found
 
 
 #: ``Projector._direct`` before the producer's codec was asked.

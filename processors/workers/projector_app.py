@@ -24,6 +24,7 @@ from processors.workers.failover import FailoverFollower
 from processors.workers.lean import RawSchema, use_lean_consumer
 from processors.workers.projector import BatchStats, Projector, Throughput
 from projections.store import ProjectionLost, RankingStore
+from streams.errors import ServiceUnavailable
 from streams.events import CLOCK_KEY, clock_mark
 from streams.settings import Settings
 
@@ -93,16 +94,25 @@ def create_app(settings: Settings) -> faust.App:
         meter: Throughput = state["throughput"]
         guard: EpochGuard = state["guard"]
         follower: FailoverFollower | None = state.get("follower")
+        guarded = getattr(proj.store, "guard_key", None) is not None
 
         async def handle(batch: Sequence[RawRecord], defer: bool = False) -> BatchStats:
             while True:
                 try:
-                    await guard.ensure()
+                    if not (defer and guarded):
+                        # a round trip that would queue behind the apply call in flight; on a
+                        # single node the apply script checks the marker itself, atomically
+                        # (ProjectionLost: the batch is handled again, with this wait)
+                        await guard.ensure()
+                    mark = None
                     if follower is not None:
                         await follower.before(batch)
-                    stats = await proj.process(batch, defer=defer)
-                    if follower is not None:
-                        await follower.after(batch)
+                        # the applied mark follows the batch's apply (failover.py): with
+                        # ``defer`` its last call may still run, so ``finish`` writes it
+                        mark = functools.partial(follower.after, batch)
+                    stats = await proj.process(batch, defer=defer, applied=mark)
+                    if mark is not None and not defer:
+                        await mark()
                 except ProjectionLost:
                     if defer:
                         raise  # handled again whole by ``handle``
@@ -128,6 +138,21 @@ def create_app(settings: Settings) -> faust.App:
 
             return run
 
+        def checked_first(
+            step: Callable[[Sequence[RawRecord]], Awaitable[BatchStats]],
+        ) -> Callable[[Sequence[RawRecord]], Awaitable[BatchStats]]:
+            """``step``, unless the failover follower must check a partition of the batch
+            first: that check may re-apply records from Kafka (clearing their outbox), which
+            must not run beside an apply call still in flight (``Projector._send_chunks``), so
+            such a batch is handled in turn, by ``handle`` (before any span or metric)."""
+
+            async def run(batch: Sequence[RawRecord]) -> BatchStats:
+                if follower is not None and follower.needs_check(batch):
+                    raise ServiceUnavailable("a partition to check after a failover first")
+                return await step(batch)
+
+            return run
+
         def done(stats: BatchStats) -> None:
             metrics.ENTRIES.labels("projector").inc(stats.entries_applied)
             meter.add(stats)
@@ -149,7 +174,7 @@ def create_app(settings: Settings) -> faust.App:
             done=done,
             adaptive=True,  # the hot path: a lone score is applied at once (?wait=true)
             # the next batch is applied while this one's outcome is published and acked
-            ahead=measured(functools.partial(handle, defer=True)),
+            ahead=checked_first(measured(functools.partial(handle, defer=True))),
         )
 
     if settings.clock_mark_s > 0:
