@@ -45,6 +45,8 @@ class Loaded:
     orders: dict[str, list[tuple[int, str]]]
     #: -1 if the stored scores are the negated standings scores (a descending board), else 1
     sign: int = 1
+    #: round trips the load took
+    round_trips: int = 0
 
     @property
     def checksums(self) -> dict[str, tuple[str, int]]:
@@ -69,6 +71,8 @@ class Sender:
         self.args_per_trip = args_per_trip
         #: arguments queued for the next round trip
         self.queued = 0
+        #: round trips sent
+        self.trips = 0
         self.keys: set[str] = set()
         self.conn: Any = None
         #: replies still to read, per round trip sent
@@ -101,6 +105,7 @@ class Sender:
         self.queued = 0
         if not self.raw:
             if len(self.pipe):
+                self.trips += 1
                 await self.pipe.execute()
             return
         if self.packed:
@@ -109,6 +114,7 @@ class Sender:
                 self.conn = await client.connection_pool.get_connection()
             data, n, self.packed = b"".join(self.packed), len(self.packed), []
             await self.conn.send_packed_command(data)
+            self.trips += 1
             self.unread.append(n)
         while self.unread and (wait or len(self.unread) > 1):
             while self.unread[0]:
@@ -215,7 +221,7 @@ async def load(
         await out.flush()
     finally:
         await out.close()
-    return Loaded(len(out.keys), members, orders, sign)
+    return Loaded(len(out.keys), members, orders, sign, out.trips)
 
 
 async def verify(
