@@ -30,8 +30,9 @@ from streams.model import ModelBoard
 
 #: Members (or fields) per ZADD / HSET command.
 CHUNK = 10_000
-#: Commands per round trip.
-PIPELINE = 8
+#: Arguments per round trip (about 8 full ZADDs, or thousands of a bucketed index's small
+#: HSETs: a round trip per 8 commands of ~50 arguments would wait on Redis 500 times a board).
+PIPELINE_ARGS = 160_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,6 +45,8 @@ class Loaded:
     orders: dict[str, list[tuple[int, str]]]
     #: -1 if the stored scores are the negated standings scores (a descending board), else 1
     sign: int = 1
+    #: round trips the load took
+    round_trips: int = 0
 
     @property
     def checksums(self) -> dict[str, tuple[str, int]]:
@@ -53,18 +56,23 @@ class Loaded:
 
 
 class Sender:
-    """Sends commands in round trips of ``PIPELINE``.
+    """Sends commands in round trips of about ``args_per_trip`` arguments.
 
     On a single node the commands are packed by hiredis (C) and written on one connection of
     the client's pool: redis-py's own packing (pure Python, per argument) would cost more than
     Redis spends on the ZADDs. A cluster client gets a plain pipeline (one board = one slot).
     """
 
-    def __init__(self, client: RedisClient) -> None:
+    def __init__(self, client: RedisClient, *, args_per_trip: int = PIPELINE_ARGS) -> None:
         self.client = client
         self.raw = isinstance(client, aioredis.Redis)
         self.pipe: Any = None if self.raw else client.pipeline(transaction=False)
         self.packed: list[bytes] = []
+        self.args_per_trip = args_per_trip
+        #: arguments queued for the next round trip
+        self.queued = 0
+        #: round trips sent
+        self.trips = 0
         self.keys: set[str] = set()
         self.conn: Any = None
         #: replies still to read, per round trip sent
@@ -75,11 +83,10 @@ class Sender:
         self.keys.add(args[1])
         if self.raw:
             self.packed.append(hiredis.pack_command(args))
-            full = len(self.packed) >= PIPELINE
         else:
             self.pipe.execute_command(*args)
-            full = len(self.pipe) >= PIPELINE
-        if full:
+        self.queued += len(args)
+        if self.queued >= self.args_per_trip:
             await self.flush(wait=False)
 
     async def call(self, *args: Any) -> Any:
@@ -95,8 +102,10 @@ class Sender:
         """Send what is queued and check the replies: all of them, or with ``wait=False``
         those of the round trips before this one (single node), so that Redis runs one
         round trip's commands while the next one is packed."""
+        self.queued = 0
         if not self.raw:
             if len(self.pipe):
+                self.trips += 1
                 await self.pipe.execute()
             return
         if self.packed:
@@ -105,6 +114,7 @@ class Sender:
                 self.conn = await client.connection_pool.get_connection()
             data, n, self.packed = b"".join(self.packed), len(self.packed), []
             await self.conn.send_packed_command(data)
+            self.trips += 1
             self.unread.append(n)
         while self.unread and (wait or len(self.unread) > 1):
             while self.unread[0]:
@@ -211,7 +221,7 @@ async def load(
         await out.flush()
     finally:
         await out.close()
-    return Loaded(len(out.keys), members, orders, sign)
+    return Loaded(len(out.keys), members, orders, sign, out.trips)
 
 
 async def verify(
@@ -278,7 +288,7 @@ async def _first_difference(
 
 __all__ = [
     "CHUNK",
-    "PIPELINE",
+    "PIPELINE_ARGS",
     "Loaded",
     "Sender",
     "load",

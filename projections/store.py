@@ -340,10 +340,14 @@ class RankingStore(Neighbours):
 
     # ------------------------------------------------------------------ rebuild
     async def board_keys(self, board: str) -> list[str]:
-        """Every existing key of the board under this store's prefix."""
+        """Every existing key of the board under this store's prefix.
+
+        SCAN walks the whole keyspace; 10,000 slots per call keeps a rebuild's three walks per
+        board (clear, then both sides of the swap) to a few round trips, each a few ms of Redis.
+        """
         return [
             _text(k)
-            async for k in self.client.scan_iter(match=self.keys(board).pattern, count=1000)
+            async for k in self.client.scan_iter(match=self.keys(board).pattern, count=10_000)
         ]
 
     async def clear(self, board: str) -> int:

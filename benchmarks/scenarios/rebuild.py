@@ -222,7 +222,7 @@ async def _zadd_limit(ns: Namespace, p: Params, report: Report, say: Say) -> Non
             "members/s",
             rates,
             f"{size:,} (score, 26-character tie-break member) pairs into one sorted set, "
-            f"hiredis-packed, {bulk.PIPELINE} commands per round trip; the sorted sets are "
+            f"hiredis-packed, {bulk.PIPELINE_ARGS:,} arguments per round trip; the sorted sets are "
             "one of the load's two per-participant writes (the member hash the other)",
             key="replay.bulk_zadd_members_per_s",
         )

@@ -255,23 +255,59 @@ async def test_the_replay_fold_leaves_the_keys_of_the_projector_and_script(
         await scrub(client, f"{fold_prefix}*")
 
 
+async def test_a_bucketed_index_loads_in_a_few_round_trips(client: RedisClient) -> None:
+    """20,000 participants fill every bucket of the participant index (thousands of small
+    HSETs): the load sends them by arguments per round trip, not by commands, so the board
+    takes a handful of round trips (one per eight commands was ~550), and verifies."""
+    cfg = CONFIGS[0]
+    prefix = f"t{uuid.uuid4().hex[:8]}"
+    fold = MemoryStore(grace_ms=GRACE, dedup=DEDUP, fold=True)
+    records = [
+        SourceRecord(
+            0,
+            i,
+            MatchResultSubmitted(
+                f"e{i}",
+                f"e{i}",
+                "board",
+                BASE + i,
+                tuple(ScoreEntry(f"p{i * 10 + j}", (i * 7 + j) % 997) for j in range(10)),
+            ),
+        )
+        for i in range(2_000)
+    ]
+    try:
+        await fold.apply([(cfg, records)])
+        found = fold.folded("board")
+        assert found is not None
+        keys = RankingStore(client, prefix=prefix).keys("board")
+        loaded = await bulk.load(client, keys, *found)
+        await bulk.verify(client, keys, found[0], loaded)
+        assert loaded.members == 20_000
+        assert loaded.keys > 4_000  # the index buckets, the event ids, the state
+        assert 1 <= loaded.round_trips <= 4
+    finally:
+        await scrub(client, f"{prefix}*")
+
+
 async def test_a_failed_round_trip_leaves_no_reply_for_the_next_user(client: RedisClient) -> None:
     """Round trips overlap (replies read one round trip late): a command refused in one of
     them raises, and the connection goes back to the pool without replies left unread."""
     key = f"bulkerr{uuid.uuid4().hex[:6]}"
     if not isinstance(client, aioredis.Redis):
         pytest.skip("the overlapped round trips are the single-node path")
-    out = bulk.Sender(client)
+    trip = 8  # commands per round trip (4 arguments each)
+    out = bulk.Sender(client, args_per_trip=4 * trip)
     with pytest.raises(ResponseError):
         try:
-            for i in range(bulk.PIPELINE):  # one round trip with a refused command in it
+            for i in range(trip):  # one round trip with a refused command in it
                 await out.send("ZADD", key, "not-a-score" if i == 2 else i, f"m{i}")
-            for i in range(bulk.PIPELINE * 2):  # later round trips, sent before it is read
+            for i in range(trip * 2):  # later round trips, sent before it is read
                 await out.send("ZADD", key, i, f"n{i}")
             await out.flush()
         finally:
             await out.close()
-    for _ in range(3 * bulk.PIPELINE):  # every pooled connection answers its own command
+    for _ in range(3 * trip):  # every pooled connection answers its own command
         assert await client.execute_command("ECHO", "mine") in (b"mine", "mine")
-    assert await client.zcard(key) >= bulk.PIPELINE - 1
+    assert await client.zcard(key) >= trip - 1
     await client.unlink(key)
