@@ -210,7 +210,9 @@ KEY_DOCS: Final[dict[str, str]] = {
     "websocket_gateway_p99: the gateway's part (rank change published → delta), ms; "
     "client_cpu: the load generator's CPU, % of the machine; <group>_cpu_us_per_entry: CPU per "
     "entry sent while producing of kafka, redis, postgres, projector, sinks, gateway, bench "
-    "(producer + readers), machine (all of them) and other (the rest of the machine), µs",
+    "(producer + readers), machine (all of them) and other (the rest of the machine), µs; "
+    "producer_first_ack_ms: the load generator's new producer, created → first record "
+    "acknowledged (its warm-up, before the clock starts), ms",
     "latency.low.*": "the same at the low rate (2,000 entries/s)",
     "ws.p99_10k": "= latency.headline.websocket_p99 under the issue's name (target ≤ 250 ms)",
     "ws.viewers": "top-10 viewers of one hot board ONE gateway process serves with push p99 "

@@ -106,8 +106,9 @@ SCENARIOS: dict[str, str] = {
     "(sum of board versions) and to PostgreSQL (audit rows); Kafka raw consume of the same "
     "records as the limit",
     "latency": "fixed 10,000 entries/s (1,000 records/s), then 2,000 entries/s, with projector, "
-    "sinks and gateway running; produce → rank change published (after the Redis apply), and "
-    "produce → WebSocket delta of a tracked probe participant (10 probes/s)",
+    "sinks and gateway running, from a producer warmed by one acknowledged record; produce → "
+    "rank change published (after the Redis apply), and produce → WebSocket delta of a "
+    "tracked probe participant (10 probes/s)",
     "baselines": "naive synchronous design (per entry ZINCRBY + ZREVRANK + INSERT committed, "
     "one client); redis-benchmark ZADD pipelined (8 clients, pipeline 64)",
     "queries": "one board of 1,000,000 participants loaded through RankingStore.apply (Lua, "
