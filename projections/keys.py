@@ -122,6 +122,14 @@ class BoardKeys:
         return f"{self.base}:ob"
 
     @property
+    def bases(self) -> str:
+        """Hash, on a hash-sharded board's shard 0: offset → the board version before that
+        record, kept until the record's results are acknowledged, so that a record applied
+        again (redelivered, or after a rebuild applied it) is numbered as it was the first time
+        even when other shards have moved on since (``ShardedStore._merge_hash``)."""
+        return f"{self.base}:hv"
+
+    @property
     def events(self) -> str:
         """Hash: remembered day of event time (``rules.dedup_day``) → how many ids it holds.
 

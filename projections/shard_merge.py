@@ -7,7 +7,7 @@ rejection per refused record, each ended period once, and the top-N notification
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from projections.layout import ShardLayout
 from projections.results import ChangeRow, RecordResult, to_change
@@ -38,13 +38,21 @@ def number_hash_changes(
     offsets: Sequence[int],
     by_offset: dict[int, SourceRecord],
     version: int,
+    known: Mapping[int, int] | None = None,
+    bases: dict[int, int] | None = None,
 ) -> list[tuple[SourceRecord, ChangeRow]]:
     """Hash shards: the batch's changes in log order, versions counted on from ``version``.
 
+    ``known``: the board version before a record, as it was numbered when first applied
+    (it wins over the count); ``bases`` receives each record's version before it.
     Rejections and ended periods go to ``outcome`` on the way; ranks are still the shards'.
     """
     changes: list[tuple[SourceRecord, ChangeRow]] = []
     for o in offsets:
+        if known and o in known:
+            version = known[o]
+        if bases is not None:
+            bases[o] = version
         rec = by_offset[o]
         parts = [res[o] for res in results if o in res]
         rows = sorted((c for r in parts for c in r.changes), key=lambda c: c.entry_index)

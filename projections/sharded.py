@@ -167,9 +167,12 @@ class ShardedStore(Neighbours):
             if layout is None:
                 plain.append(out)
             elif out.offsets:
-                for shard in layout.shard_ids(out.board):
+                ids = layout.shard_ids(out.board)
+                for shard in ids:
                     pipe.hdel(BoardKeys(shard, self.prefix).outbox, *map(str, out.offsets))
                     n += 1
+                if layout.kind == "hash":
+                    pipe.hdel(BoardKeys(ids[0], self.prefix).bases, *map(str, out.offsets))
         if n:
             await pipe.execute()
         await self.base.acknowledge(plain)
@@ -262,17 +265,32 @@ class ShardedStore(Neighbours):
         by_offset: dict[int, SourceRecord],
         before: Ranks,
     ) -> None:
-        """Versions = sum of shard versions (equal to an unsharded board's); ranks at batch ends."""
+        """Versions = sum of shard versions (equal to an unsharded board's); ranks at batch ends.
+
+        A shard without a change in the batch gives its current version, which is the one
+        before the batch only while it has applied nothing after it: a record applied again
+        (redelivered after a crash, with later batches applied meanwhile, or applied by a
+        rebuild before the live projector gets it) is numbered from the version its first
+        apply gave it, kept in shard 0's ``bases`` until its results are acknowledged.
+        """
         first = first_versions(results, offsets)
         missing = [s for s in range(layout.count) if s not in first]
-        if missing:
-            pipe: Any = self.client.pipeline(transaction=False)
-            ids = layout.shard_ids(cfg.leaderboard_id)
-            for s in missing:
-                pipe.hget(BoardKeys(ids[s], self.prefix).state, "ver")
-            for s, v in zip(missing, await pipe.execute(), strict=True):
-                first[s] = int(v) if v is not None else 0
-        changes = number_hash_changes(outcome, results, offsets, by_offset, sum(first.values()))
+        ids = layout.shard_ids(cfg.leaderboard_id)
+        bases_key = BoardKeys(ids[0], self.prefix).bases
+        pipe: Any = self.client.pipeline(transaction=False)
+        for s in missing:
+            pipe.hget(BoardKeys(ids[s], self.prefix).state, "ver")
+        pipe.hmget(bases_key, [str(o) for o in offsets])
+        *vers, kept = await pipe.execute()
+        for s, v in zip(missing, vers, strict=True):
+            first[s] = int(v) if v is not None else 0
+        known = {o: int(v) for o, v in zip(offsets, kept, strict=True) if v is not None}
+        bases: dict[int, int] = {}
+        changes = number_hash_changes(
+            outcome, results, offsets, by_offset, sum(first.values()), known, bases
+        )
+        if offsets:
+            await self.client.hset(bases_key, mapping={str(o): v for o, v in bases.items()})
         wanted: dict[str, set[str]] = defaultdict(set)
         for _, row in changes:
             wanted[row.period].add(row.participant_id)

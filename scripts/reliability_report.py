@@ -87,6 +87,17 @@ Found by these scenarios and fixed (the tests that showed them now pass):
    (`lb:applied:<app_id>`); after a Redis error or a change of primary (and before a
    partition's first batch) it re-reads from Kafka what the new primary lacks and re-applies it
    without publishing (`processors/workers/failover.py`).
+5. **A hash-sharded board's record applied again took later versions**
+   (`sharded_boards_kills_and_redis_emptied`, intermittent: it needs a batch applied again
+   after later records reached a shard it does not touch). A hash board's version counts every
+   shard's changes; a shard without a change in the batch gave its current version, which had
+   moved on when the batch came again (redelivered after a SIGKILL with the next batches
+   applied meanwhile, or applied by `rebuild --all` before the live projector re-read it), so
+   the batch's rank changes went out under later records' versions: 8 duplicated and 8
+   missing versions in the audit and on the rank-change topic, live Redis right. Fix: shard 0
+   keeps the version before each applied record (`BoardKeys.bases`) until its results are
+   acknowledged, and a record applied again is numbered from it
+   (`tests/integration/test_hash_redelivery.py`, which fails without it).
 
 Still open: `stack.up` right after `Redis.stop()` may take the daemonized redis-server's
 not-yet-written pid file for an exit ("the process exited while starting"); the scenarios retry
