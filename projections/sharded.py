@@ -280,10 +280,12 @@ class ShardedStore(Neighbours):
         pipe: Any = self.client.pipeline(transaction=False)
         for s in missing:
             pipe.hget(BoardKeys(ids[s], self.prefix).state, "ver")
-        pipe.hmget(bases_key, [str(o) for o in offsets])
-        *vers, kept = await pipe.execute()
-        for s, v in zip(missing, vers, strict=True):
+        if offsets:
+            pipe.hmget(bases_key, [str(o) for o in offsets])
+        replies = await pipe.execute() if missing or offsets else []
+        for s, v in zip(missing, replies, strict=False):
             first[s] = int(v) if v is not None else 0
+        kept = replies[len(missing)] if offsets else []
         known = {o: int(v) for o, v in zip(offsets, kept, strict=True) if v is not None}
         bases: dict[int, int] = {}
         changes = number_hash_changes(
